@@ -1,0 +1,90 @@
+/**
+ * The config package's error registry: every problem `portico validate` can report has a stable
+ * code here, so tests, docs and tooling can refer to it without matching message text.
+ */
+import { isAbsolute, relative } from 'node:path';
+
+export const ConfigErrorCodes = {
+  YAML_SYNTAX: 'PORTICO_CFG_YAML_SYNTAX',
+  FILE_READ: 'PORTICO_CFG_FILE_READ',
+  NOT_A_RESOURCE: 'PORTICO_CFG_NOT_A_RESOURCE',
+  UNKNOWN_KIND: 'PORTICO_CFG_UNKNOWN_KIND',
+  UNSUPPORTED_API_VERSION: 'PORTICO_CFG_UNSUPPORTED_API_VERSION',
+  MISSING_NAME: 'PORTICO_CFG_MISSING_NAME',
+  DUPLICATE_RESOURCE: 'PORTICO_CFG_DUPLICATE_RESOURCE',
+  UNKNOWN_FIELD: 'PORTICO_CFG_UNKNOWN_FIELD',
+  WRONG_TYPE: 'PORTICO_CFG_WRONG_TYPE',
+  BAD_ENUM: 'PORTICO_CFG_BAD_ENUM',
+  REQUIRED: 'PORTICO_CFG_REQUIRED',
+  OUT_OF_RANGE: 'PORTICO_CFG_OUT_OF_RANGE',
+  BAD_DURATION: 'PORTICO_CFG_BAD_DURATION',
+  BAD_HOST: 'PORTICO_CFG_BAD_HOST',
+  ONE_OF: 'PORTICO_CFG_ONE_OF',
+  BAD_REGEX: 'PORTICO_CFG_BAD_REGEX',
+  WEIGHT_SUM: 'PORTICO_CFG_WEIGHT_SUM',
+  UNKNOWN_SUBSET: 'PORTICO_CFG_UNKNOWN_SUBSET',
+  UNKNOWN_HOST: 'PORTICO_CFG_UNKNOWN_HOST',
+  PORT_REQUIRED: 'PORTICO_CFG_PORT_REQUIRED',
+  UNKNOWN_PORT: 'PORTICO_CFG_UNKNOWN_PORT',
+  UNKNOWN_GATEWAY: 'PORTICO_CFG_UNKNOWN_GATEWAY',
+  PORT_CONFLICT: 'PORTICO_CFG_PORT_CONFLICT',
+  TLS_MISSING_CERT: 'PORTICO_CFG_TLS_MISSING_CERT',
+  TLS_FILE_MISSING: 'PORTICO_CFG_TLS_FILE_MISSING',
+  TLS_BAD_PEM: 'PORTICO_CFG_TLS_BAD_PEM',
+  TLS_KEY_MISMATCH: 'PORTICO_CFG_TLS_KEY_MISMATCH',
+  HTTPS_WITHOUT_TLS: 'PORTICO_CFG_HTTPS_WITHOUT_TLS',
+  CONFLICTING_ACTIONS: 'PORTICO_CFG_CONFLICTING_ACTIONS',
+  NO_ACTION: 'PORTICO_CFG_NO_ACTION',
+  HTTPS_REDIRECT: 'PORTICO_CFG_HTTPS_REDIRECT',
+  TLS_IGNORED: 'PORTICO_CFG_TLS_IGNORED',
+  HOST_NOT_ON_GATEWAY: 'PORTICO_CFG_HOST_NOT_ON_GATEWAY',
+  UNKNOWN_WORKLOAD_PORT: 'PORTICO_CFG_UNKNOWN_WORKLOAD_PORT',
+  NOT_IMPLEMENTED: 'PORTICO_CFG_NOT_IMPLEMENTED',
+} as const;
+
+export type ConfigErrorCode = (typeof ConfigErrorCodes)[keyof typeof ConfigErrorCodes];
+
+/** One problem found in the configuration, pointing at the file, line and field it concerns. */
+export interface ConfigIssue {
+  /** Absolute path of the YAML (or certificate) file. */
+  readonly file: string;
+  /** 1-based line; 0 when the problem concerns a whole file. */
+  readonly line: number;
+  /** Resource kind, e.g. `VirtualService`; empty for file-level problems. */
+  readonly kind: string;
+  /** Resource name (`metadata.name`); empty for file-level problems. */
+  readonly name: string;
+  /** Field path from the resource root, e.g. `spec.http[0].route[1].weight`; empty for the resource itself. */
+  readonly path: string;
+  readonly message: string;
+  readonly code: ConfigErrorCode;
+  readonly severity: 'error' | 'warning';
+}
+
+/**
+ * `file:line: Kind/name: field.path: message`. The file is shown relative to `cwd` when it lies
+ * under it; the resource and path parts are omitted when empty.
+ */
+export function formatIssue(issue: ConfigIssue, cwd: string = process.cwd()): string {
+  let file = issue.file;
+  if (isAbsolute(file)) {
+    const rel = relative(cwd, file);
+    if (rel && !rel.startsWith('..') && !isAbsolute(rel)) file = rel;
+  }
+  const parts = [`${file}:${issue.line}`];
+  if (issue.kind || issue.name) parts.push(`${issue.kind}/${issue.name}`);
+  if (issue.path) parts.push(issue.path);
+  parts.push(issue.message);
+  return parts.join(': ');
+}
+
+/** Sort issues by file, line, then message, so output is stable across runs. */
+export function sortIssues(issues: readonly ConfigIssue[]): ConfigIssue[] {
+  return [...issues].sort(
+    (a, b) =>
+      (a.file < b.file ? -1 : a.file > b.file ? 1 : 0) ||
+      a.line - b.line ||
+      (a.path < b.path ? -1 : a.path > b.path ? 1 : 0) ||
+      (a.message < b.message ? -1 : a.message > b.message ? 1 : 0),
+  );
+}

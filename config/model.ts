@@ -1,0 +1,147 @@
+/**
+ * Indexes over loaded resources shared by validation and compilation: resources by kind (sorted
+ * by namespace/name), the service registry (ServiceEntry hosts as FQDNs), DestinationRule lookup
+ * and gateway reference resolution. Pure functions; nothing here does I/O.
+ */
+import type { DestinationRuleSpec } from './kinds/destinationrule.ts';
+import type { GatewaySpec } from './kinds/gateway.ts';
+import type { ServiceEntrySpec } from './kinds/serviceentry.ts';
+import type { VirtualServiceSpec } from './kinds/virtualservice.ts';
+import type { WorkloadEntrySpec } from './kinds/workloadentry.ts';
+import { fqdn } from './kinds/common.ts';
+import type { Resource } from './load.ts';
+
+export { fqdn };
+
+export interface RegistryEntry {
+  readonly se: Resource<ServiceEntrySpec>;
+  /** The host as the ServiceEntry wrote it. */
+  readonly written: string;
+}
+
+export interface ModelIndex {
+  readonly gateways: readonly Resource<GatewaySpec>[];
+  readonly virtualServices: readonly Resource<VirtualServiceSpec>[];
+  readonly destinationRules: readonly Resource<DestinationRuleSpec>[];
+  readonly serviceEntries: readonly Resource<ServiceEntrySpec>[];
+  readonly workloadEntries: readonly Resource<WorkloadEntrySpec>[];
+  /** FQDN → ServiceEntries declaring it, sorted by key. */
+  readonly registry: ReadonlyMap<string, readonly RegistryEntry[]>;
+  readonly gatewayKeys: ReadonlySet<string>;
+}
+
+const byKey = (a: { key: string }, b: { key: string }): number => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
+
+export function arrayOf<T>(v: T[] | undefined | null | unknown): T[] {
+  return Array.isArray(v) ? (v as T[]) : [];
+}
+
+export function indexModel(resources: readonly Resource[]): ModelIndex {
+  const of = <S>(kind: string): Resource<S>[] => (resources.filter((r) => r.kind === kind) as Resource<S>[]).sort(byKey);
+  const serviceEntries = of<ServiceEntrySpec>('ServiceEntry');
+  const registry = new Map<string, RegistryEntry[]>();
+  for (const se of serviceEntries) {
+    for (const h of arrayOf<string>(se.spec?.hosts)) {
+      if (typeof h !== 'string') continue;
+      const key = fqdn(h, se.namespace);
+      const list = registry.get(key) ?? [];
+      list.push({ se, written: h });
+      registry.set(key, list);
+    }
+  }
+  const gateways = of<GatewaySpec>('Gateway');
+  return {
+    gateways,
+    virtualServices: of<VirtualServiceSpec>('VirtualService'),
+    destinationRules: of<DestinationRuleSpec>('DestinationRule'),
+    serviceEntries,
+    workloadEntries: of<WorkloadEntrySpec>('WorkloadEntry'),
+    registry,
+    gatewayKeys: new Set(gateways.map((g) => g.key)),
+  };
+}
+
+/** `mesh`, `ns/name` or `name` (in the referring resource's namespace) → `mesh` or `ns/name`. */
+export function gatewayRef(ref: string, namespace: string): string {
+  if (ref === 'mesh') return 'mesh';
+  return ref.includes('/') ? ref : `${namespace}/${ref}`;
+}
+
+/** Istio host wildcard matching: `*` matches anything, `*.a.b` matches any name ending in `.a.b`. */
+export function hostMatches(pattern: string, host: string): boolean {
+  if (pattern === '*') return true;
+  if (pattern.startsWith('*.')) return host.endsWith(pattern.slice(1)) || host === pattern;
+  return pattern === host;
+}
+
+/** The ServiceEntry registry entry for an FQDN: exact host first, then the longest wildcard. */
+export function lookupService(idx: ModelIndex, host: string): RegistryEntry | undefined {
+  const exact = idx.registry.get(host);
+  if (exact?.length) return exact[0];
+  let best: RegistryEntry | undefined;
+  let bestLen = -1;
+  for (const [pattern, entries] of idx.registry) {
+    if (pattern.startsWith('*') && hostMatches(pattern, host) && pattern.length > bestLen) {
+      best = entries[0];
+      bestLen = pattern.length;
+    }
+  }
+  return best;
+}
+
+/**
+ * The DestinationRule that applies to `host` for a client in `clientNs`: exact host before
+ * wildcards (longest first), then the client's namespace, then the rest by namespace/name.
+ */
+export function lookupDestinationRule(idx: ModelIndex, host: string, clientNs: string): Resource<DestinationRuleSpec> | undefined {
+  let best: { dr: Resource<DestinationRuleSpec>; score: [number, number, number] } | undefined;
+  for (const dr of idx.destinationRules) {
+    if (typeof dr.spec?.host !== 'string') continue;
+    const pattern = fqdn(dr.spec.host, dr.namespace);
+    if (!hostMatches(pattern, host)) continue;
+    const score: [number, number, number] = [pattern === host ? 0 : 1, -pattern.length, dr.namespace === clientNs ? 0 : 1];
+    if (!best || compareTuple(score, best.score) < 0) best = { dr, score };
+  }
+  return best?.dr;
+}
+
+function compareTuple(a: readonly number[], b: readonly number[]): number {
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return a[i] - b[i];
+  return 0;
+}
+
+/** Whether two label selectors could both match one workload (no key with differing values). */
+export function selectorsOverlap(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
+  for (const [k, v] of Object.entries(a)) if (k in b && b[k] !== v) return false;
+  return true;
+}
+
+/** Whether `labels` satisfy every entry of `selector`. */
+export function labelsMatch(selector: Readonly<Record<string, string>> | undefined, labels: Readonly<Record<string, string>> | undefined): boolean {
+  if (!selector) return true;
+  for (const [k, v] of Object.entries(selector)) if (labels?.[k] !== v) return false;
+  return true;
+}
+
+/** Gateway server host `ns/host` split; namespace `*` when absent. */
+export function splitServerHost(h: string): { ns: string; host: string } {
+  const i = h.indexOf('/');
+  return i >= 0 ? { ns: h.slice(0, i), host: h.slice(i + 1).toLowerCase() } : { ns: '*', host: h.toLowerCase() };
+}
+
+/** Whether a gateway server host allows a VirtualService from `vsNs` (Istio `ns/host` rules). */
+export function serverNamespaceAllows(ns: string, gatewayNs: string, vsNs: string): boolean {
+  return ns === '*' || (ns === '.' ? gatewayNs === vsNs : ns === vsNs);
+}
+
+/**
+ * Intersection of a VirtualService host and a gateway server host, Istio style: the more specific
+ * of the two when one covers the other, else undefined.
+ */
+export function intersectHosts(vsHost: string, serverHost: string): string | undefined {
+  const a = vsHost.toLowerCase();
+  const b = serverHost.toLowerCase();
+  if (hostMatches(b, a)) return a;
+  if (hostMatches(a, b)) return b;
+  return undefined;
+}
