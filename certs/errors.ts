@@ -14,6 +14,7 @@ export const CertErrorCodes = {
   CSR_BAD_SIGNATURE: 'PORTICO_ERR_CERT_CSR_BAD_SIGNATURE',
   UNSUPPORTED_KEY: 'PORTICO_ERR_CERT_UNSUPPORTED_KEY',
   EXISTS: 'PORTICO_ERR_CERT_EXISTS',
+  FILE_READ: 'PORTICO_ERR_CERT_FILE_READ',
 } as const;
 
 export type CertErrorCode = (typeof CertErrorCodes)[keyof typeof CertErrorCodes];

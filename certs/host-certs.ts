@@ -39,12 +39,18 @@ export interface HostCertFiles {
   readonly issued: boolean;
 }
 
+/** Where the CA named `caName` lives: `<out>/<caName>.crt` and `.key` (spaces become `_`). */
+export function caFilePaths(outDir: string, caName: string): { certFile: string; keyFile: string } {
+  const base = fileBaseFor(caName);
+  return { certFile: join(outDir, `${base}.crt`), keyFile: join(outDir, `${base}.key`) };
+}
+
 /** `<out>/<ca common name>.crt|.key`, loaded or created (the CLI's `--ca-name`, default example.com). */
 export function loadOrCreateGatewayCa(outDir: string, caName: string = DEMO_CA.commonName, now?: Date): LoadedCa {
-  const fileBase = fileBaseFor(caName);
-  return loadOrCreateCa(outDir, {
-    certFile: `${fileBase}.crt`,
-    keyFile: `${fileBase}.key`,
+  const { certFile, keyFile } = caFilePaths(outDir, caName);
+  return loadOrCreateCa('', {
+    certFile,
+    keyFile,
     commonName: caName,
     organization: caName === DEMO_CA.commonName ? DEMO_CA.organization : undefined,
     now,
@@ -136,7 +142,7 @@ function stillGood(certPem: string, keyPem: string, caCertPem: string, host: str
 
 function fileBaseFor(name: string): string {
   if (!/^[A-Za-z0-9*][A-Za-z0-9.*_ -]*$/.test(name) || name.includes('..')) {
-    throw badArg(`'${name}' cannot be used as a file name`);
+    throw badArg(`'${name}' cannot be used as a file name (letters, digits, '.', '-', '_', space)`);
   }
   return name.replace(/^\*\./, '_wildcard.').replace(/ /g, '_');
 }

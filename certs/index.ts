@@ -21,6 +21,7 @@ export {
 } from './credentials.ts';
 export {
   DEMO_CA,
+  caFilePaths,
   ensureDemoCerts,
   hostCertPaths,
   loadOrCreateGatewayCa,
