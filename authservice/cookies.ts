@@ -1,0 +1,130 @@
+/**
+ * Cookies: parsing and serialising, the signed session cookie and the encrypted per-login state
+ * cookie. Keys are derived from PORTICO_COOKIE_SECRET with HMAC domain separation, so a login
+ * cookie can never be replayed as a session cookie and vice versa.
+ */
+import { createHash, createHmac } from 'node:crypto';
+import { EncryptJWT, SignJWT, jwtDecrypt, jwtVerify } from 'jose';
+import type { SameSite } from './config.ts';
+
+export interface CookieKeys {
+  session: Uint8Array;
+  login: Uint8Array;
+}
+
+/** Derives the session-signing and login-encryption keys (32 bytes each) from the secret. */
+export function deriveCookieKeys(secret: Uint8Array): CookieKeys {
+  const derive = (purpose: string) => new Uint8Array(createHmac('sha256', secret).update(`portico-authservice/${purpose}/v1`).digest());
+  return { session: derive('session-cookie'), login: derive('login-state-cookie') };
+}
+
+/** Parses a Cookie header. The first occurrence of a name wins (as browsers send the most specific first). */
+export function parseCookies(header: string | string[] | undefined): Map<string, string> {
+  const out = new Map<string, string>();
+  const raw = Array.isArray(header) ? header.join('; ') : (header ?? '');
+  for (const part of raw.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq <= 0) continue;
+    const name = part.slice(0, eq).trim();
+    let value = part.slice(eq + 1).trim();
+    if (value.startsWith('"') && value.endsWith('"') && value.length >= 2) value = value.slice(1, -1);
+    if (!out.has(name)) out.set(name, value);
+  }
+  return out;
+}
+
+export interface CookieOptions {
+  maxAge: number;
+  path: string;
+  secure: boolean;
+  sameSite: SameSite;
+  httpOnly?: boolean;
+}
+
+export function serializeCookie(name: string, value: string, o: CookieOptions): string {
+  const parts = [`${name}=${value}`, `Path=${o.path}`, `Max-Age=${Math.max(0, Math.floor(o.maxAge))}`];
+  if (o.maxAge <= 0) parts.push('Expires=Thu, 01 Jan 1970 00:00:00 GMT');
+  if (o.httpOnly !== false) parts.push('HttpOnly');
+  // Browsers drop SameSite=None cookies that are not Secure; we keep what was asked and let the docs warn.
+  if (o.secure) parts.push('Secure');
+  parts.push(`SameSite=${o.sameSite}`);
+  return parts.join('; ');
+}
+
+export interface SessionCookieClaims {
+  /** Session id: key into the session store. */
+  sid: string;
+  /** OIDC subject, cross-checked against the stored session. */
+  sub: string;
+  /** Absolute expiry, seconds since the epoch. */
+  exp: number;
+}
+
+const SESSION_TYP = 'portico-session+jwt';
+
+/** Signs the session cookie value (a compact HS256 JWT). */
+export async function signSessionCookie(key: Uint8Array, claims: SessionCookieClaims): Promise<string> {
+  return new SignJWT({ sid: claims.sid })
+    .setProtectedHeader({ alg: 'HS256', typ: SESSION_TYP })
+    .setSubject(claims.sub)
+    .setIssuedAt()
+    .setExpirationTime(claims.exp)
+    .sign(key);
+}
+
+/** Verifies a session cookie value; undefined for anything tampered, expired or signed with another key. */
+export async function verifySessionCookie(key: Uint8Array, value: string | undefined): Promise<SessionCookieClaims | undefined> {
+  if (!value || value.length > 4096) return undefined;
+  try {
+    const { payload } = await jwtVerify(value, key, { algorithms: ['HS256'], typ: SESSION_TYP, requiredClaims: ['sub', 'exp'] });
+    if (typeof payload.sid !== 'string' || typeof payload.sub !== 'string' || typeof payload.exp !== 'number') return undefined;
+    return { sid: payload.sid, sub: payload.sub, exp: payload.exp };
+  } catch {
+    return undefined;
+  }
+}
+
+/** What one login attempt must remember between the redirect to the IdP and the callback. */
+export interface LoginState {
+  state: string;
+  nonce: string;
+  codeVerifier: string;
+  /** The exact redirect_uri sent in the authorization request. */
+  redirectUri: string;
+  /** Validated same-origin path to return to after login. */
+  returnTo: string;
+}
+
+export const LOGIN_COOKIE_PREFIX = 'authservice_login_';
+export const LOGIN_STATE_TTL_SECONDS = 600;
+
+/** Per-attempt cookie name: several tabs logging in at once each keep their own state. */
+export function loginCookieName(state: string): string {
+  return LOGIN_COOKIE_PREFIX + createHash('sha256').update(state).digest('base64url').slice(0, 16);
+}
+
+/** Encrypts the login state (dir + A256GCM: confidential and tamper-evident). */
+export async function sealLoginState(key: Uint8Array, s: LoginState): Promise<string> {
+  return new EncryptJWT({ ...s })
+    .setProtectedHeader({ alg: 'dir', enc: 'A256GCM', typ: 'portico-login+jwt' })
+    .setIssuedAt()
+    .setExpirationTime(`${LOGIN_STATE_TTL_SECONDS}s`)
+    .encrypt(key);
+}
+
+export async function openLoginState(key: Uint8Array, value: string | undefined): Promise<LoginState | undefined> {
+  if (!value || value.length > 8192) return undefined;
+  try {
+    const { payload } = await jwtDecrypt(value, key, {
+      keyManagementAlgorithms: ['dir'],
+      contentEncryptionAlgorithms: ['A256GCM'],
+      typ: 'portico-login+jwt',
+      requiredClaims: ['exp'],
+    });
+    const { state, nonce, codeVerifier, redirectUri, returnTo } = payload;
+    if ([state, nonce, codeVerifier, redirectUri, returnTo].some((v) => typeof v !== 'string')) return undefined;
+    return { state, nonce, codeVerifier, redirectUri, returnTo } as LoginState;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,42 @@
+/**
+ * The authservice's error registry: every way a check or a login can fail has one stable code
+ * and one HTTP status. Library errors (openid-client, jose, ioredis) are translated into these at
+ * exactly one boundary (server.ts) so users and logs see the same vocabulary.
+ */
+export const AUTHSERVICE_ERRORS = {
+  PORTICO_ERR_AUTHN_REQUIRED: { status: 401, message: 'authentication required' },
+  PORTICO_ERR_BAD_TOKEN: { status: 401, message: 'the bearer token is not valid for this issuer and client' },
+  PORTICO_ERR_FORBIDDEN_GROUP: { status: 403, message: 'your account is not in a group allowed to use this site' },
+  PORTICO_ERR_MISSING_CLAIM: { status: 403, message: 'your identity provider did not send the claim this site uses as user id' },
+  PORTICO_ERR_CSRF: { status: 403, message: 'request refused: it did not come from this site' },
+  PORTICO_ERR_LOGIN_STATE: { status: 400, message: 'this login link has expired or was already used — start again' },
+  PORTICO_ERR_IDP_DENIED: { status: 400, message: 'the identity provider did not complete the login' },
+  PORTICO_ERR_METHOD: { status: 405, message: 'method not allowed' },
+  PORTICO_ERR_IDP: { status: 502, message: 'the identity provider could not be reached or answered badly' },
+  PORTICO_ERR_NOT_READY: { status: 503, message: 'login is temporarily unavailable (identity provider not discovered yet)' },
+  PORTICO_ERR_STORE: { status: 503, message: 'the session store is unavailable' },
+  PORTICO_ERR_INTERNAL: { status: 500, message: 'internal error' },
+} as const satisfies Record<string, { status: number; message: string }>;
+
+export type AuthserviceErrorCode = keyof typeof AUTHSERVICE_ERRORS;
+
+export class AuthserviceError extends Error {
+  readonly code: AuthserviceErrorCode;
+  readonly status: number;
+  constructor(code: AuthserviceErrorCode, detail?: string, options?: { cause?: unknown }) {
+    super(detail ?? AUTHSERVICE_ERRORS[code].message, options);
+    this.name = 'AuthserviceError';
+    this.code = code;
+    this.status = AUTHSERVICE_ERRORS[code].status;
+  }
+}
+
+/** Thrown by loadAuthserviceConfig with every problem at once, each naming its env var. */
+export class AuthserviceConfigError extends Error {
+  readonly problems: readonly string[];
+  constructor(problems: string[]) {
+    super(`invalid authservice configuration:\n  ${problems.join('\n  ')}`);
+    this.name = 'AuthserviceConfigError';
+    this.problems = problems;
+  }
+}
