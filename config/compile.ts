@@ -1,0 +1,687 @@
+/**
+ * Stage 3: validated resources → the frozen Snapshot runtimes read (config/snapshot.ts).
+ *
+ * Pure: no I/O (certificate bytes come from validation), no mutation of the input, deterministic
+ * ordering everywhere so that the same YAML always yields byte-identical JSON and the same version.
+ */
+import { createHash } from 'node:crypto';
+import { isAbsolute, relative } from 'node:path';
+import type {
+  RawClientTls, RawConnectionPool, RawLoadBalancer, RawOutlierDetection, RawPortTrafficPolicy, RawTrafficPolicy,
+} from './kinds/destinationrule.ts';
+import type { RawServer } from './kinds/gateway.ts';
+import type { RawStringMatch } from './kinds/common.ts';
+import type { ServiceEntrySpec } from './kinds/serviceentry.ts';
+import type { RawDestination, RawHeaderOps, RawHeaders, RawHttpMatch, RawHttpRoute, VirtualServiceSpec } from './kinds/virtualservice.ts';
+import type { WorkloadEntrySpec } from './kinds/workloadentry.ts';
+import type { Resource } from './load.ts';
+import {
+  arrayOf, fqdn, gatewayRef, intersectHosts, labelsMatch, lookupDestinationRule, lookupService, serverNamespaceAllows,
+  splitServerHost, type ModelIndex, type RegistryEntry,
+} from './model.ts';
+import { parseDuration } from './schema.ts';
+import type {
+  Cluster, ClientTls, CompiledGateway, ConnectionPool, CorsPolicy, Endpoint, FaultInjection, GatewayPort, GatewayServer,
+  HeaderOps, HeaderRules, HttpRoute, LoadBalancerPolicy, Mirror, NamedMatch, OutlierDetection, RetryPolicy, RouteAction,
+  RouteDestination, RouteMatch, ServerProtocol, ServerTls, Service, Snapshot, SourceRef, StringMatch, TrafficPolicy,
+  ValueMatch, VirtualHost, Workload,
+} from './snapshot.ts';
+import { tlsKey, type ValidatedConfig } from './validate.ts';
+
+export interface CompileOptions {
+  /** Source file names in the snapshot are shown relative to this directory when under it. */
+  readonly cwd?: string;
+}
+
+/** Istio's default retry policy when a VirtualService route says nothing about retries. */
+export const DEFAULT_RETRY_ON = ['connect-failure', 'refused-stream', 'unavailable', 'cancelled', 'retriable-status-codes'] as const;
+export const DEFAULT_RETRIES: RetryPolicy = {
+  attempts: 2,
+  retryOn: [...DEFAULT_RETRY_ON],
+  retriableStatusCodes: [503],
+  retryRemoteLocalities: false,
+};
+
+const HTTP_PROTOCOLS = new Set(['HTTP', 'HTTPS', 'HTTP2', 'GRPC', 'GRPC-WEB']);
+
+/** Removes keys whose value is undefined, so snapshots compare and serialise cleanly. */
+function strip<T extends object>(o: T): T {
+  for (const k of Object.keys(o) as (keyof T)[]) if (o[k] === undefined) delete o[k];
+  return o;
+}
+
+const cmp = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
+
+/** Domain order: exact names first (alphabetical), then wildcards longest first, `*` last. */
+export function compareDomains(a: string, b: string): number {
+  const rank = (d: string): number => (d === '*' ? 2 : d.startsWith('*') ? 1 : 0);
+  return rank(a) - rank(b) || (rank(a) === 1 ? b.length - a.length : 0) || cmp(a, b);
+}
+
+export function compileSnapshot(config: ValidatedConfig, opts: CompileOptions = {}): Snapshot {
+  const cwd = opts.cwd ?? process.cwd();
+  const c = new Compiler(config, cwd);
+  return c.run();
+}
+
+/** `\1`-style RE2 rewrite groups → JavaScript `$1`; literal `$` escaped as `$$`. */
+export function convertRegexRewrite(rewrite: string): string {
+  let out = '';
+  for (let i = 0; i < rewrite.length; i++) {
+    const ch = rewrite[i];
+    const next = rewrite[i + 1];
+    if (ch === '\\' && next !== undefined && /\d/.test(next)) {
+      out += `$${next}`;
+      i++;
+    } else if (ch === '\\' && next === '\\') {
+      out += '\\';
+      i++;
+    } else if (ch === '$') out += '$$';
+    else out += ch;
+  }
+  return out;
+}
+
+function stringMatch(m: RawStringMatch | undefined): StringMatch | undefined {
+  if (!m) return undefined;
+  if (m.exact !== undefined) return { exact: m.exact };
+  if (m.prefix !== undefined) return { prefix: m.prefix };
+  if (m.regex !== undefined) return { regex: m.regex };
+  return undefined;
+}
+
+function valueMatch(m: RawStringMatch | null | undefined): ValueMatch {
+  return stringMatch(m ?? undefined) ?? { present: true };
+}
+
+function namedMatches(map: Record<string, RawStringMatch | null> | undefined, lower: boolean): NamedMatch[] {
+  return Object.entries(map ?? {}).map(([name, m]) => ({ name: lower ? name.toLowerCase() : name, match: valueMatch(m) }));
+}
+
+function headerOps(ops: RawHeaderOps | undefined): HeaderOps | undefined {
+  if (!ops) return undefined;
+  return {
+    set: Object.entries(ops.set ?? {}).map(([k, v]) => [k.toLowerCase(), v] as const),
+    add: Object.entries(ops.add ?? {}).map(([k, v]) => [k.toLowerCase(), v] as const),
+    remove: (ops.remove ?? []).map((h) => h.toLowerCase()),
+  };
+}
+
+function headerRules(h: RawHeaders | undefined): HeaderRules | undefined {
+  if (!h) return undefined;
+  return strip({ request: headerOps(h.request), response: headerOps(h.response) });
+}
+
+function ms(d: string | undefined): number | undefined {
+  return d === undefined ? undefined : parseDuration(d);
+}
+
+/** Istio's port-name protocol inference (`http-web` → HTTP) when a port says no protocol. */
+function portProtocol(p: { protocol?: string; name?: string }): string {
+  if (p.protocol) return p.protocol;
+  const prefix = (p.name ?? '').split('-')[0].toLowerCase();
+  const known: Record<string, string> = { http: 'HTTP', http2: 'HTTP2', grpc: 'GRPC', 'grpc-web': 'GRPC-WEB', https: 'HTTPS', tcp: 'TCP', tls: 'TLS', mongo: 'MONGO' };
+  return known[prefix] ?? 'TCP';
+}
+
+function retries(r: RawHttpRoute['retries']): RetryPolicy {
+  if (!r) return DEFAULT_RETRIES;
+  if (r.attempts === 0) return { attempts: 0, retryOn: [], retriableStatusCodes: [], retryRemoteLocalities: false };
+  const tokens = r.retryOn === undefined ? [...DEFAULT_RETRY_ON] : r.retryOn.split(',').map((t) => t.trim()).filter(Boolean);
+  const codes = tokens.filter((t) => /^\d{3}$/.test(t)).map(Number);
+  const retryOn = tokens.filter((t) => !/^\d{3}$/.test(t));
+  if (codes.length > 0 && !retryOn.includes('retriable-status-codes')) retryOn.push('retriable-status-codes');
+  const defaultCodes = r.retryOn === undefined ? [503] : [];
+  return strip({
+    attempts: r.attempts ?? DEFAULT_RETRIES.attempts,
+    perTryTimeoutMs: ms(r.perTryTimeout),
+    retryOn,
+    retriableStatusCodes: [...new Set([...defaultCodes, ...codes])].sort((a, b) => a - b),
+    retryRemoteLocalities: r.retryRemoteLocalities ?? false,
+  });
+}
+
+function fault(f: RawHttpRoute['fault']): FaultInjection | undefined {
+  if (!f || (!f.delay && !f.abort)) return undefined;
+  return strip({
+    delay: f.delay
+      ? { fixedDelayMs: ms(f.delay.fixedDelay) ?? 0, percentage: f.delay.percentage?.value ?? f.delay.percent ?? 100 }
+      : undefined,
+    abort: f.abort
+      ? strip({ httpStatus: f.abort.httpStatus, grpcStatus: f.abort.grpcStatus, percentage: f.abort.percentage?.value ?? 100 })
+      : undefined,
+  });
+}
+
+function cors(p: RawHttpRoute['corsPolicy']): CorsPolicy | undefined {
+  if (!p) return undefined;
+  const maxAge = ms(p.maxAge);
+  return strip({
+    allowOrigins: [
+      ...(p.allowOrigins ?? []).map((m) => stringMatch(m)).filter((m): m is StringMatch => m !== undefined),
+      ...(p.allowOrigin ?? []).map((o) => ({ exact: o })),
+    ],
+    allowMethods: [...(p.allowMethods ?? [])],
+    allowHeaders: [...(p.allowHeaders ?? [])],
+    exposeHeaders: [...(p.exposeHeaders ?? [])],
+    maxAgeSeconds: maxAge === undefined ? undefined : Math.floor(maxAge / 1000),
+    allowCredentials: p.allowCredentials ?? false,
+    unmatchedPreflights: p.unmatchedPreflights === 'IGNORE' ? ('IGNORE' as const) : ('FORWARD' as const),
+  });
+}
+
+function loadBalancer(lb: RawLoadBalancer | undefined): LoadBalancerPolicy | undefined {
+  if (!lb) return undefined;
+  if (lb.consistentHash) {
+    const h = lb.consistentHash;
+    return {
+      consistentHash: strip({
+        httpHeaderName: h.httpHeaderName?.toLowerCase(),
+        httpCookie: h.httpCookie ? strip({ name: h.httpCookie.name, path: h.httpCookie.path, ttlMs: ms(h.httpCookie.ttl) }) : undefined,
+        useSourceIp: h.useSourceIp,
+        httpQueryParameterName: h.httpQueryParameterName,
+        minimumRingSize: h.minimumRingSize,
+      }),
+    };
+  }
+  return lb.simple ? { simple: lb.simple } : undefined;
+}
+
+function connectionPool(cp: RawConnectionPool | undefined): ConnectionPool | undefined {
+  if (!cp) return undefined;
+  return strip({
+    tcp: cp.tcp
+      ? strip({
+          maxConnections: cp.tcp.maxConnections,
+          connectTimeoutMs: ms(cp.tcp.connectTimeout),
+          tcpKeepalive: cp.tcp.tcpKeepalive
+            ? strip({ probes: cp.tcp.tcpKeepalive.probes, timeMs: ms(cp.tcp.tcpKeepalive.time), intervalMs: ms(cp.tcp.tcpKeepalive.interval) })
+            : undefined,
+        })
+      : undefined,
+    http: cp.http
+      ? strip({
+          http1MaxPendingRequests: cp.http.http1MaxPendingRequests,
+          http2MaxRequests: cp.http.http2MaxRequests,
+          maxRequestsPerConnection: cp.http.maxRequestsPerConnection,
+          maxRetries: cp.http.maxRetries,
+          idleTimeoutMs: ms(cp.http.idleTimeout),
+          h2UpgradePolicy: cp.http.h2UpgradePolicy,
+        })
+      : undefined,
+  });
+}
+
+/** Istio/Envoy outlier detection defaults: 5 consecutive 5xx, 10s interval, 30s ejection, 10% max. */
+function outlierDetection(od: RawOutlierDetection | undefined): OutlierDetection | undefined {
+  if (!od) return undefined;
+  return strip({
+    consecutive5xxErrors: od.consecutive5xxErrors ?? 5,
+    consecutiveGatewayErrors: od.consecutiveGatewayErrors,
+    intervalMs: ms(od.interval) ?? 10_000,
+    baseEjectionTimeMs: ms(od.baseEjectionTime) ?? 30_000,
+    maxEjectionPercent: od.maxEjectionPercent ?? 10,
+    minHealthPercent: od.minHealthPercent ?? 0,
+  });
+}
+
+interface RouteBuild {
+  readonly vs: Resource<VirtualServiceSpec>;
+  readonly route: HttpRoute;
+}
+
+class Compiler {
+  private readonly idx: ModelIndex;
+  private readonly clusters = new Map<string, Cluster>();
+  /** Compiled http routes per VirtualService key, in `http[]` order. */
+  private readonly routes = new Map<string, HttpRoute[]>();
+
+  constructor(
+    private readonly config: ValidatedConfig,
+    private readonly cwd: string,
+  ) {
+    this.idx = config.index;
+  }
+
+  private source(r: Resource, path: string): SourceRef {
+    let file = r.file;
+    if (isAbsolute(file)) {
+      const rel = relative(this.cwd, file);
+      if (rel && !rel.startsWith('..') && !isAbsolute(rel)) file = rel;
+    }
+    return { file, line: r.lineOf(path) };
+  }
+
+  run(): Snapshot {
+    for (const vs of this.idx.virtualServices) {
+      this.routes.set(vs.key, arrayOf<RawHttpRoute>(vs.spec.http).map((rule, i) => this.httpRoute(vs, rule, i)));
+    }
+    const gateways = this.idx.gateways.map((gw) => this.gateway(gw));
+    const meshVs = this.idx.virtualServices.filter((vs) => {
+      const gws = arrayOf<string>(vs.spec.gateways);
+      return gws.length === 0 || gws.includes('mesh');
+    });
+    const mesh = { virtualHosts: this.virtualHosts(meshVs.flatMap((vs) => this.meshDomains(vs).map((d) => ({ vs, domain: d, server: -1 }))), 'mesh') };
+    const files = [...this.config.fileContents.keys()].sort(cmp);
+    const body = {
+      gateways,
+      clusters: [...this.clusters.values()].sort((a, b) => cmp(a.name, b.name)),
+      services: this.services(),
+      workloads: this.workloads(),
+      mesh,
+      files,
+    };
+    const version = this.version(body);
+    return deepFreeze({ version, ...body });
+  }
+
+  /** sha256 over the canonical JSON, without source positions (moving YAML around is not a change) but with certificate bytes. */
+  private version(body: Omit<Snapshot, 'version'>): string {
+    const h = createHash('sha256');
+    h.update(canonicalJson(body, (k) => k === 'source'));
+    for (const f of body.files) {
+      h.update(`\n${f}\n`);
+      h.update(createHash('sha256').update(this.config.fileContents.get(f) ?? '').digest('hex'));
+    }
+    return h.digest('hex');
+  }
+
+  // ---- routes ----
+
+  private destinationRef(vs: Resource, d: RawDestination): { host: string; port: number; subset?: string; cluster: string } {
+    const host = fqdn(d.host, vs.namespace);
+    const entry = lookupService(this.idx, host);
+    const ports = arrayOf<{ number: number }>(entry?.se.spec.ports);
+    const port = d.port?.number ?? (ports.length > 0 ? ports[0].number : 80);
+    const subset = d.subset || undefined;
+    const cluster = `outbound|${port}|${subset ?? ''}|${host}`;
+    if (!this.clusters.has(cluster)) this.clusters.set(cluster, this.cluster(vs, cluster, host, port, subset, entry));
+    return strip({ host, port, subset, cluster });
+  }
+
+  private httpMatch(vs: Resource, m: RawHttpMatch): RouteMatch {
+    return strip({
+      name: m.name,
+      uri: stringMatch(m.uri),
+      scheme: stringMatch(m.scheme),
+      method: stringMatch(m.method),
+      authority: stringMatch(m.authority),
+      headers: namedMatches(m.headers, true),
+      withoutHeaders: namedMatches(m.withoutHeaders, true),
+      queryParams: namedMatches(m.queryParams, false),
+      ignoreUriCase: m.ignoreUriCase ?? false,
+      port: m.port,
+      gateways: m.gateways?.map((g) => gatewayRef(g, vs.namespace)),
+      sourceLabels: m.sourceLabels ? { ...m.sourceLabels } : undefined,
+      sourceNamespace: m.sourceNamespace,
+    });
+  }
+
+  private action(vs: Resource, rule: RawHttpRoute): RouteAction {
+    if (rule.redirect) {
+      const r = rule.redirect;
+      return {
+        kind: 'redirect',
+        redirect: strip({ uri: r.uri, authority: r.authority, scheme: r.scheme, port: r.port, derivePort: r.derivePort, redirectCode: r.redirectCode ?? 301 }),
+      };
+    }
+    if (rule.directResponse) {
+      const b = rule.directResponse.body;
+      const body = b?.string ?? (b?.bytes !== undefined ? Buffer.from(b.bytes, 'base64').toString('utf8') : undefined);
+      return { kind: 'direct', response: strip({ status: rule.directResponse.status, body }) };
+    }
+    const dests = rule.route ?? [];
+    const destinations: RouteDestination[] = dests.map((d) => {
+      const ref = this.destinationRef(vs, d.destination);
+      return strip({ ...ref, weight: d.weight ?? (dests.length === 1 ? 100 : 0), headers: headerRules(d.headers) });
+    });
+    const mirrors: Mirror[] = [];
+    if (rule.mirror) {
+      mirrors.push({ ...this.destinationRef(vs, rule.mirror), percentage: rule.mirrorPercentage?.value ?? 100 });
+    }
+    for (const m of rule.mirrors ?? []) mirrors.push({ ...this.destinationRef(vs, m.destination), percentage: m.percentage?.value ?? 100 });
+    const rw = rule.rewrite;
+    const timeout = ms(rule.timeout);
+    return strip({
+      kind: 'route' as const,
+      destinations,
+      rewrite: rw
+        ? strip({
+            uri: rw.uri,
+            authority: rw.authority,
+            uriRegex: rw.uriRegexRewrite ? { match: rw.uriRegexRewrite.match, rewrite: convertRegexRewrite(rw.uriRegexRewrite.rewrite) } : undefined,
+          })
+        : undefined,
+      timeoutMs: timeout ? timeout : undefined,
+      retries: retries(rule.retries),
+      mirrors,
+    });
+  }
+
+  private httpRoute(vs: Resource<VirtualServiceSpec>, rule: RawHttpRoute, index: number): HttpRoute {
+    return strip({
+      virtualService: vs.key,
+      index,
+      name: rule.name,
+      source: this.source(vs, `spec.http[${index}]`),
+      match: (rule.match ?? []).map((m) => this.httpMatch(vs, m)),
+      action: this.action(vs, rule),
+      headers: headerRules(rule.headers),
+      cors: cors(rule.corsPolicy),
+      fault: fault(rule.fault),
+    });
+  }
+
+  /** The VirtualService's routes as seen from one gateway key (or `mesh`): match[].gateways filter. */
+  private routesFor(vs: Resource, gatewayKey: string): HttpRoute[] {
+    const out: HttpRoute[] = [];
+    for (const r of this.routes.get(vs.key) ?? []) {
+      if (r.match.length === 0) {
+        out.push(r);
+        continue;
+      }
+      const kept = r.match.filter((m) => !m.gateways || m.gateways.includes(gatewayKey));
+      if (kept.length === r.match.length) out.push(r);
+      else if (kept.length > 0) out.push({ ...r, match: kept });
+    }
+    return out;
+  }
+
+  // ---- virtual hosts ----
+
+  /** Groups (VirtualService, domain, server) triples into VirtualHosts: one per distinct route set and servers. */
+  private virtualHosts(entries: { vs: Resource; domain: string; server: number }[], gatewayKey: string): VirtualHost[] {
+    const byDomain = new Map<string, { vs: Map<string, Resource>; servers: Set<number> }>();
+    for (const e of entries) {
+      const d = byDomain.get(e.domain) ?? { vs: new Map(), servers: new Set() };
+      d.vs.set(e.vs.key, e.vs);
+      if (e.server >= 0) d.servers.add(e.server);
+      byDomain.set(e.domain, d);
+    }
+    const groups = new Map<string, { domains: string[]; vs: Resource[]; servers: number[] }>();
+    for (const [domain, d] of byDomain) {
+      const vs = [...d.vs.values()].sort((a, b) => cmp(a.key, b.key));
+      const servers = [...d.servers].sort((a, b) => a - b);
+      const sig = `${vs.map((v) => v.key).join(',')}|${servers.join(',')}`;
+      const g = groups.get(sig) ?? { domains: [], vs, servers };
+      g.domains.push(domain);
+      groups.set(sig, g);
+    }
+    const hosts: VirtualHost[] = [];
+    for (const g of groups.values()) {
+      const routes = g.vs.flatMap((vs) => this.routesFor(vs, gatewayKey));
+      if (routes.length === 0) continue;
+      hosts.push({ domains: g.domains.sort(compareDomains), routes, servers: g.servers });
+    }
+    return hosts.sort((a, b) => compareDomains(a.domains[0], b.domains[0]));
+  }
+
+  /** Domains a sidecar answers for: the FQDN plus Kubernetes short forms of `*.svc.cluster.local` hosts. */
+  private meshDomains(vs: Resource<VirtualServiceSpec>): string[] {
+    const out = new Set<string>();
+    for (const h of arrayOf<string>(vs.spec.hosts)) {
+      const full = fqdn(h, vs.namespace);
+      out.add(full);
+      const m = /^([^.]+)\.([^.]+)\.svc\.cluster\.local$/.exec(full);
+      if (m) {
+        out.add(m[1]);
+        out.add(`${m[1]}.${m[2]}`);
+        out.add(`${m[1]}.${m[2]}.svc`);
+      }
+    }
+    return [...out];
+  }
+
+  // ---- gateways ----
+
+  private gateway(gw: Resource<import('./kinds/gateway.ts').GatewaySpec>): CompiledGateway {
+    const servers = arrayOf<RawServer>(gw.spec.servers);
+    const byPort = new Map<number, { server: RawServer; i: number }[]>();
+    servers.forEach((server, i) => {
+      const list = byPort.get(server.port.number) ?? [];
+      list.push({ server, i });
+      byPort.set(server.port.number, list);
+    });
+    const bound = this.idx.virtualServices.filter((vs) => arrayOf<string>(vs.spec.gateways).some((g) => gatewayRef(g, vs.namespace) === gw.key));
+    const ports: GatewayPort[] = [...byPort.entries()]
+      .sort((a, b) => a[0] - b[0])
+      .map(([number, list]) => {
+        const first = list[0].server;
+        const compiled = list.map(({ server, i }) => this.server(gw, server, i));
+        const entries: { vs: Resource; domain: string; server: number }[] = [];
+        list.forEach(({ server }, si) => {
+          const passthrough = server.tls?.mode === 'PASSTHROUGH' || server.tls?.mode === 'AUTO_PASSTHROUGH';
+          if (!HTTP_PROTOCOLS.has(server.port.protocol) || passthrough) return;
+          for (const vs of bound) {
+            for (const vh of arrayOf<string>(vs.spec.hosts)) {
+              const vsHost = fqdn(vh, vs.namespace);
+              for (const raw of server.hosts) {
+                const sh = splitServerHost(raw);
+                if (!serverNamespaceAllows(sh.ns, gw.namespace, vs.namespace)) continue;
+                const domain = intersectHosts(vsHost, sh.host);
+                if (domain) entries.push({ vs, domain, server: si });
+              }
+            }
+          }
+        });
+        return strip({
+          number,
+          bindPort: first.port.targetPort ?? number,
+          bind: first.bind,
+          protocol: first.port.protocol as ServerProtocol,
+          servers: compiled,
+          virtualHosts: this.virtualHosts(entries, gw.key),
+        });
+      });
+    return {
+      key: gw.key,
+      name: gw.name,
+      namespace: gw.namespace,
+      source: this.source(gw, 'metadata.name'),
+      selector: { ...(gw.spec.selector ?? {}) },
+      ports,
+    };
+  }
+
+  private server(gw: Resource, server: RawServer, i: number): GatewayServer {
+    const t = server.tls;
+    let tls: ServerTls | undefined;
+    if (t?.mode && (server.port.protocol === 'HTTPS' || server.port.protocol === 'TLS')) {
+      const files = this.config.tls.get(tlsKey(gw, `spec.servers[${i}].tls`));
+      tls = strip({
+        mode: t.mode,
+        httpsRedirect: t.httpsRedirect ?? false,
+        certFile: files?.certFile,
+        keyFile: files?.keyFile,
+        caFile: files?.caFile,
+        credentialName: t.credentialName,
+        minProtocolVersion: t.minProtocolVersion,
+        maxProtocolVersion: t.maxProtocolVersion,
+        cipherSuites: t.cipherSuites ? [...t.cipherSuites] : undefined,
+        subjectAltNames: t.subjectAltNames ? [...t.subjectAltNames] : undefined,
+      });
+    }
+    return strip({
+      name: server.name,
+      gateway: gw.key,
+      source: this.source(gw, `spec.servers[${i}]`),
+      hosts: server.hosts.map((h) => splitServerHost(h).host),
+      httpsRedirect: t?.httpsRedirect ?? false,
+      tls,
+    });
+  }
+
+  // ---- clusters, services, workloads ----
+
+  private endpoints(entry: RegistryEntry, port: { number: number; name: string; targetPort?: number } | undefined): Endpoint[] {
+    const se = entry.se;
+    const out: Endpoint[] = [];
+    const portFor = (ports: Record<string, number> | undefined): number =>
+      (port && ports?.[port.name]) ?? port?.targetPort ?? port?.number ?? 80;
+    for (const ep of arrayOf<WorkloadEntrySpec>(se.spec.endpoints)) {
+      out.push(
+        strip({
+          address: ep.address ?? '',
+          port: portFor(ep.ports),
+          labels: { ...(ep.labels ?? {}) },
+          weight: ep.weight ?? 1,
+          network: ep.network,
+          locality: ep.locality,
+          serviceAccount: ep.serviceAccount,
+        }),
+      );
+    }
+    const selector = se.spec.workloadSelector?.labels;
+    if (se.spec.workloadSelector) {
+      for (const we of this.idx.workloadEntries) {
+        if (we.namespace !== se.namespace || !labelsMatch(selector, we.spec.labels)) continue;
+        out.push(
+          strip({
+            address: we.spec.address ?? '',
+            port: portFor(we.spec.ports),
+            labels: { ...(we.spec.labels ?? {}) },
+            weight: we.spec.weight ?? 1,
+            network: we.spec.network,
+            locality: we.spec.locality,
+            serviceAccount: we.spec.serviceAccount,
+            workload: we.key,
+          }),
+        );
+      }
+    }
+    return out.sort((a, b) => cmp(a.address, b.address) || a.port - b.port || cmp(a.workload ?? '', b.workload ?? ''));
+  }
+
+  private cluster(vs: Resource, name: string, host: string, port: number, subset: string | undefined, entry: RegistryEntry | undefined): Cluster {
+    const dr = lookupDestinationRule(this.idx, host, vs.namespace);
+    const subsetDef = subset ? arrayOf<{ name: string; labels?: Record<string, string>; trafficPolicy?: RawTrafficPolicy }>(dr?.spec.subsets).find((s) => s.name === subset) : undefined;
+    const trafficPolicy = dr ? this.trafficPolicy(dr, subsetDef, port) : {};
+    if (!entry) {
+      return { name, host, port, subset, resolution: 'DNS', protocol: 'HTTP', endpoints: [], trafficPolicy, meshExternal: true };
+    }
+    const se = entry.se.spec as ServiceEntrySpec;
+    const sePort = arrayOf<{ number: number; name: string; protocol?: string; targetPort?: number }>(se.ports).find((p) => p.number === port);
+    const endpoints = this.endpoints(entry, sePort).filter((e) => labelsMatch(subsetDef?.labels, e.labels));
+    return strip({
+      name,
+      host,
+      port,
+      subset,
+      resolution: se.resolution ?? 'NONE',
+      protocol: sePort ? portProtocol(sePort) : 'HTTP',
+      endpoints,
+      trafficPolicy,
+      serviceEntry: entry.se.key,
+      meshExternal: (se.location ?? 'MESH_EXTERNAL') === 'MESH_EXTERNAL',
+    });
+  }
+
+  /** Top level → its port level → subset → subset port level; each later layer replaces whole sections. */
+  private trafficPolicy(dr: Resource, subset: { name: string; trafficPolicy?: RawTrafficPolicy } | undefined, port: number): TrafficPolicy {
+    const subsetIndex = subset ? arrayOf<{ name: string }>((dr.spec as { subsets?: unknown }).subsets).findIndex((s) => s.name === subset.name) : -1;
+    const layers: { p: RawPortTrafficPolicy; path: string }[] = [];
+    const addPolicy = (p: RawTrafficPolicy | undefined, path: string): void => {
+      if (!p) return;
+      layers.push({ p, path });
+      const j = (p.portLevelSettings ?? []).findIndex((pl) => pl.port?.number === port);
+      if (j >= 0) layers.push({ p: p.portLevelSettings![j], path: `${path}.portLevelSettings[${j}]` });
+    };
+    addPolicy((dr.spec as { trafficPolicy?: RawTrafficPolicy }).trafficPolicy, 'spec.trafficPolicy');
+    if (subset) addPolicy(subset.trafficPolicy, `spec.subsets[${subsetIndex}].trafficPolicy`);
+    let lb: RawLoadBalancer | undefined;
+    let cp: RawConnectionPool | undefined;
+    let od: RawOutlierDetection | undefined;
+    let tls: { t: RawClientTls; path: string } | undefined;
+    for (const { p, path } of layers) {
+      lb = p.loadBalancer ?? lb;
+      cp = p.connectionPool ?? cp;
+      od = p.outlierDetection ?? od;
+      if (p.tls) tls = { t: p.tls, path: `${path}.tls` };
+    }
+    return strip({
+      loadBalancer: loadBalancer(lb),
+      connectionPool: connectionPool(cp),
+      outlierDetection: outlierDetection(od),
+      tls: tls ? this.clientTls(dr, tls.t, tls.path) : undefined,
+    });
+  }
+
+  private clientTls(dr: Resource, t: RawClientTls, path: string): ClientTls {
+    const files = this.config.tls.get(tlsKey(dr, path));
+    return strip({
+      mode: t.mode ?? 'DISABLE',
+      sni: t.sni,
+      caFile: files?.caFile,
+      certFile: files?.certFile,
+      keyFile: files?.keyFile,
+      credentialName: t.credentialName,
+      subjectAltNames: t.subjectAltNames ? [...t.subjectAltNames] : undefined,
+      insecureSkipVerify: t.insecureSkipVerify ?? false,
+    });
+  }
+
+  private services(): Service[] {
+    const out: Service[] = [];
+    for (const [host, entries] of this.idx.registry) {
+      const entry = entries[0];
+      const se = entry.se.spec;
+      const ports = arrayOf<{ number: number; name: string; protocol?: string; targetPort?: number }>(se.ports).map((p) =>
+        strip({ number: p.number, name: p.name, protocol: portProtocol(p), targetPort: p.targetPort }),
+      );
+      const endpointPort = ports.length === 1 ? ports[0] : undefined;
+      out.push({
+        host,
+        namespace: entry.se.namespace,
+        ports,
+        resolution: se.resolution ?? 'NONE',
+        location: se.location ?? 'MESH_EXTERNAL',
+        endpoints: this.endpoints(entry, endpointPort),
+        serviceEntry: entry.se.key,
+      });
+    }
+    return out.sort((a, b) => cmp(a.host, b.host) || cmp(a.namespace, b.namespace));
+  }
+
+  private workloads(): Workload[] {
+    return this.idx.workloadEntries.map((we) =>
+      strip({
+        key: we.key,
+        name: we.name,
+        namespace: we.namespace,
+        address: we.spec.address ?? '',
+        labels: { ...(we.spec.labels ?? {}) },
+        ports: { ...(we.spec.ports ?? {}) },
+        serviceAccount: we.spec.serviceAccount,
+        network: we.spec.network,
+        locality: we.spec.locality,
+        weight: we.spec.weight ?? 1,
+      }),
+    );
+  }
+}
+
+/** JSON with object keys sorted recursively; `skip(key)` drops fields (e.g. source positions). */
+export function canonicalJson(value: unknown, skip: (key: string) => boolean = () => false): string {
+  const walk = (v: unknown): unknown => {
+    if (Array.isArray(v)) return v.map(walk);
+    if (v && typeof v === 'object') {
+      const out: Record<string, unknown> = {};
+      for (const k of Object.keys(v).sort()) {
+        if (skip(k)) continue;
+        const x = (v as Record<string, unknown>)[k];
+        if (x !== undefined) out[k] = walk(x);
+      }
+      return out;
+    }
+    return v;
+  };
+  return JSON.stringify(walk(value));
+}
+
+export function deepFreeze<T>(v: T): T {
+  if (v && typeof v === 'object' && !Object.isFrozen(v)) {
+    Object.freeze(v);
+    for (const x of Object.values(v)) deepFreeze(x);
+  }
+  return v;
+}

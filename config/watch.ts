@@ -1,0 +1,129 @@
+/**
+ * Rebuilds the snapshot when config files (or the certificates it names) change. Calls back only
+ * when the version changed or the build failed; the caller keeps serving its old snapshot on
+ * failure (swap, don't mutate).
+ */
+import { watch, type FSWatcher } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
+import { buildSnapshot, type BuildOptions, type BuildResult } from './index.ts';
+
+export interface ConfigWatcher {
+  close(): void;
+}
+
+export interface WatchOptions extends BuildOptions {
+  /** Debounce window for bursts of file events. Default 100 ms. */
+  readonly debounceMs?: number;
+  /** The version the caller already runs; a rebuild to the same version is not reported. */
+  readonly initialVersion?: string;
+}
+
+/**
+ * Watches `paths` (files or directories, recursively) and the certificate files of the current
+ * snapshot. Directories of watched files are watched too, so atomic replace-by-rename (how
+ * editors and Kubernetes secret mounts update files) is seen.
+ */
+export function watchConfig(paths: readonly string[], opts: WatchOptions, onChange: (r: BuildResult) => void): ConfigWatcher {
+  const cwd = opts.cwd ?? process.cwd();
+  const debounceMs = opts.debounceMs ?? 100;
+  let lastVersion = opts.initialVersion;
+  let lastFailed = false;
+  let closed = false;
+  let timer: NodeJS.Timeout | undefined;
+  let running = false;
+  let again = false;
+  const watchers = new Map<string, FSWatcher>();
+
+  const watchTarget = (target: string, recursive: boolean): void => {
+    if (closed || watchers.has(target)) return;
+    try {
+      const w = watch(target, { recursive, persistent: false }, () => schedule());
+      w.on('error', () => {
+        w.close();
+        watchers.delete(target);
+      });
+      watchers.set(target, w);
+    } catch {
+      // Missing path: its parent directory is watched, so creation is still noticed.
+    }
+  };
+
+  const watchPaths = async (files: readonly string[]): Promise<void> => {
+    for (const p of paths) {
+      const abs = resolve(cwd, p);
+      const isDir = await stat(abs).then((s) => s.isDirectory(), () => false);
+      // Recursive fs.watch exists on Linux from Node 20; fall back to flat when unsupported.
+      if (isDir) {
+        try {
+          watchTarget(abs, true);
+        } catch {
+          watchTarget(abs, false);
+        }
+      }
+      watchTarget(dirname(abs), false);
+    }
+    for (const f of files) {
+      watchTarget(f, false);
+      watchTarget(dirname(f), false);
+    }
+  };
+
+  const rebuild = async (): Promise<void> => {
+    if (running) {
+      again = true;
+      return;
+    }
+    running = true;
+    try {
+      const r = await buildSnapshot(paths, opts);
+      if (closed) return;
+      if (r.ok) {
+        await watchPaths(r.snapshot.files);
+        if (r.snapshot.version !== lastVersion || lastFailed) {
+          const changed = r.snapshot.version !== lastVersion;
+          lastVersion = r.snapshot.version;
+          lastFailed = false;
+          if (changed) onChange(r);
+        }
+      } else {
+        lastFailed = true;
+        onChange(r);
+      }
+    } finally {
+      running = false;
+      if (again && !closed) {
+        again = false;
+        schedule();
+      }
+    }
+  };
+
+  function schedule(): void {
+    if (closed) return;
+    if (timer) clearTimeout(timer);
+    timer = setTimeout(() => {
+      timer = undefined;
+      void rebuild();
+    }, debounceMs);
+  }
+
+  void watchPaths([]).then(async () => {
+    if (closed || lastVersion !== undefined) return;
+    // Learn the current version without reporting it, so the first callback is a real change.
+    const r = await buildSnapshot(paths, opts);
+    if (r.ok) {
+      lastVersion ??= r.snapshot.version;
+      await watchPaths(r.snapshot.files);
+    }
+  });
+
+  return {
+    close(): void {
+      closed = true;
+      if (timer) clearTimeout(timer);
+      for (const w of watchers.values()) w.close();
+      watchers.clear();
+    },
+  };
+}
