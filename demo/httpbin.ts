@@ -397,15 +397,13 @@ export async function startHttpbin(opts: HttpbinOptions = {}): Promise<HttpbinHa
           sendJson(res, 400, { error: `invalid response header: ${(err as Error).message}` });
           return;
         }
-        const contentType = Object.entries(set).find(([k]) => k.toLowerCase() === 'content-type');
         const body = { 'Content-Type': 'application/json', ...set };
         const text = `${JSON.stringify(body, null, 2)}\n`;
-        res.writeHead(200, {
-          'content-type': 'application/json',
-          ...set,
-          ...(contentType ? { 'content-type': contentType[1] } : {}),
-          'content-length': Buffer.byteLength(text),
-        });
+        // Lower-case keys so a query's `Content-Type` replaces ours instead of being sent twice.
+        const out: Record<string, string | string[] | number> = { 'content-type': 'application/json' };
+        for (const [k, v] of Object.entries(set)) out[k.toLowerCase()] = v;
+        out['content-length'] = Buffer.byteLength(text);
+        res.writeHead(200, out);
         res.end(text);
         return;
       }
