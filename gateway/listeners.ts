@@ -1,0 +1,141 @@
+/**
+ * One server per bound port: plain HTTP/1.1 for HTTP ports, and for HTTPS ports a TLS server
+ * offering HTTP/2 and HTTP/1.1 by ALPN with the certificate picked by SNI. Listeners read the
+ * current PortTable through `deps.table()` on every request, so a route change never rebinds.
+ */
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import { createSecureServer, type Http2SecureServer, type ServerHttp2Session } from 'node:http2';
+import type { Socket } from 'node:net';
+import type { SecureContext, SecureContextOptions } from 'node:tls';
+import type { CertStore } from './tls.ts';
+import { handleRequest, type ListenerInfo, type ProxyDeps } from './proxy.ts';
+import type { PortTable } from './router.ts';
+import { handleUpgrade } from './websocket.ts';
+
+export interface Listener {
+  readonly bindPort: number;
+  readonly tls: boolean;
+  readonly server: HttpServer | Http2SecureServer;
+  /** Actual port (differs from bindPort only when bindPort is 0). */
+  port(): number;
+  /** Re-reads certificates after a table swap. */
+  refreshTls(table: PortTable): void;
+  close(graceMs: number): Promise<void>;
+}
+
+export interface ListenerOptions {
+  readonly host?: string;
+  /** Node's headersTimeout: a client must finish sending headers within this (slowloris). */
+  readonly headersTimeoutMs?: number;
+  readonly keepAliveTimeoutMs?: number;
+  readonly maxHeaderSize?: number;
+}
+
+function trackSockets(server: HttpServer | Http2SecureServer): Set<Socket> {
+  const sockets = new Set<Socket>();
+  server.on('connection', (s: Socket) => {
+    sockets.add(s);
+    s.once('close', () => sockets.delete(s));
+  });
+  return sockets;
+}
+
+export async function openListener(
+  deps: ProxyDeps,
+  table: PortTable,
+  certs: CertStore,
+  opts: ListenerOptions,
+): Promise<Listener> {
+  const info: ListenerInfo = { bindPort: table.bindPort, number: table.number, scheme: table.tls ? 'https' : 'http' };
+  let server: HttpServer | Http2SecureServer;
+  let current = table;
+  const sessions = new Set<ServerHttp2Session>();
+
+  if (table.tls) {
+    const contextFor = (servername: string | undefined): SecureContext | undefined => {
+      const idx = (servername ? current.sni.lookup(servername.toLowerCase()) : undefined) ?? 0;
+      const chosen = current.servers[idx] ?? current.servers[0];
+      return chosen ? certs.context(chosen) : undefined;
+    };
+    const secure = createSecureServer({
+      ...defaultTlsOptions(current, certs),
+      allowHTTP1: true,
+      SNICallback: (servername, cb) => {
+        try {
+          cb(null, contextFor(servername));
+        } catch (err) {
+          cb(err as Error);
+        }
+      },
+    });
+    secure.on('session', (session) => {
+      sessions.add(session);
+      session.once('close', () => sessions.delete(session));
+    });
+    secure.on('request', (req, res) => handleRequest(deps, info, req, res));
+    // With allowHTTP1, HTTP/1.1 connections are parsed by node:http and emit 'upgrade' here.
+    (secure as unknown as HttpServer).on('upgrade', (req, socket, head) => handleUpgrade(deps, info, req, socket, head));
+    server = secure;
+  } else {
+    const plain = createHttpServer({ maxHeaderSize: opts.maxHeaderSize, headersTimeout: opts.headersTimeoutMs ?? 30_000, requestTimeout: 0, keepAliveTimeout: opts.keepAliveTimeoutMs ?? 65_000 });
+    plain.on('request', (req, res) => handleRequest(deps, info, req, res));
+    plain.on('upgrade', (req, socket, head) => handleUpgrade(deps, info, req, socket, head));
+    server = plain;
+  }
+  const sockets = trackSockets(server);
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    if (!socket.writable) return socket.destroy();
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
+    socket.end(`HTTP/1.1 ${status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`);
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException): void => {
+      reject(err.code === 'EADDRINUSE' ? new Error(`port ${table.bindPort} is already in use (another Portico or program is listening there)`) : err);
+    };
+    server.once('error', onError);
+    server.listen(table.bindPort, opts.host ?? table.bind, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+
+  return {
+    bindPort: table.bindPort,
+    tls: table.tls,
+    server,
+    port() {
+      const a = server.address();
+      return typeof a === 'object' && a ? a.port : table.bindPort;
+    },
+    refreshTls(next) {
+      current = next;
+      if (next.tls) {
+        const defaults = defaultTlsOptions(next, certs);
+        if (defaults) (server as Http2SecureServer).setSecureContext(defaults);
+      }
+    },
+    async close(graceMs) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          for (const s of sockets) s.destroy();
+          resolve();
+        }, graceMs);
+        timer.unref();
+        server.close(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+        // Idle keep-alive connections would hold close() open; in-flight ones finish first.
+        (server as HttpServer).closeIdleConnections?.();
+        for (const session of sessions) session.close(); // HTTP/2 GOAWAY, streams finish
+      });
+    },
+  };
+}
+
+/** The certificate served to clients that send no SNI: the port's first server's. */
+function defaultTlsOptions(table: PortTable, certs: CertStore): SecureContextOptions | undefined {
+  const first = table.servers.find((s) => s.tls?.certFile && s.tls.keyFile);
+  return first ? certs.options(first) : undefined;
+}

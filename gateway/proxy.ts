@@ -1,0 +1,349 @@
+/**
+ * The per-request path of the gateway: parse and normalise, find the virtual host and route,
+ * then redirect, answer directly, or forward. Reads exactly one RouteTable per request, so a
+ * swap mid-request never mixes two configurations.
+ */
+import type { TLSSocket } from 'node:tls';
+import type { CorsPolicy, HttpRoute, Redirect, Rewrite } from '../config/snapshot.ts';
+import type { Balancer } from './balancer.ts';
+import { ERR, type GatewayError } from './errors.ts';
+import { forward, type DownstreamRequest, type DownstreamResponse } from './forward.ts';
+import { applyHeaderOps, upstreamRequestHeaders, type HeaderMap, type HeaderPolicy } from './headers.ts';
+import { compileStringMatch, hostOnly, type MatchInput, type StringPredicate } from './matchers.ts';
+import { normalizePath, splitTarget } from './path.ts';
+import type { UpstreamPools } from './pools.ts';
+import { matchRoute, type CompiledRoute, type PortTable, type RouteTable, type RuntimeVirtualHost } from './router.ts';
+
+/** One finished request, for access logs and metrics. */
+export interface RequestRecord {
+  readonly method: string;
+  readonly authority: string;
+  readonly path: string;
+  readonly status: number;
+  readonly flag: string;
+  readonly durationMs: number;
+  readonly route?: CompiledRoute;
+  readonly upstream?: string;
+  readonly requestId?: string;
+}
+
+export interface ProxyDeps {
+  table(): RouteTable;
+  readonly balancer: Balancer;
+  readonly pools: UpstreamPools;
+  readonly headerPolicy: HeaderPolicy;
+  /** Called after each request; absent = no per-request bookkeeping at all. */
+  readonly onRequest?: (record: RequestRecord) => void;
+}
+
+/** Where the request came in: resolved once per listener. */
+export interface ListenerInfo {
+  readonly bindPort: number;
+  /** The Gateway's declared port number (what `match.port` compares with). */
+  readonly number: number;
+  readonly scheme: 'http' | 'https';
+}
+
+const TEXT_HEADERS = { 'content-type': 'text/plain; charset=utf-8', 'x-content-type-options': 'nosniff', 'cache-control': 'no-store' } as const;
+
+export function sendGatewayError(res: DownstreamResponse, err: GatewayError, detail?: string): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const body = `${err.message}${detail ? `: ${detail}` : ''}\n`;
+  res.writeHead(err.status, { ...TEXT_HEADERS, 'content-length': Buffer.byteLength(body) });
+  res.end(body);
+}
+
+function authorityOf(req: DownstreamRequest): string {
+  const h = req.headers;
+  const a = h[':authority'] ?? h.host;
+  return typeof a === 'string' ? a : '';
+}
+
+function servernameOf(req: DownstreamRequest): string | undefined {
+  const sock = req.socket as TLSSocket | undefined;
+  const name = sock?.servername;
+  return typeof name === 'string' && name ? name.toLowerCase() : undefined;
+}
+
+/** Finds the virtual host for `host`; on TLS ports also checks the connection's certificate covers it. */
+function resolveVirtualHost(
+  pt: PortTable,
+  host: string,
+  req: DownstreamRequest,
+): RuntimeVirtualHost | GatewayError {
+  const vh = pt.hosts.lookup(host);
+  if (!vh) return ERR.NO_ROUTE;
+  if (pt.tls) {
+    const sni = servernameOf(req);
+    const idx = (sni !== undefined ? pt.sni.lookup(sni) : undefined) ?? 0;
+    // RFC 9110 §15.5.20: a reused (HTTP/2) connection whose certificate was chosen for another
+    // server must not be used for this host. The client retries on a new connection.
+    if (!vh.servers.has(idx)) return ERR.MISDIRECTED;
+  }
+  return vh;
+}
+
+function redirectLocation(r: Redirect, input: MatchInput, host: string, listener: ListenerInfo): string {
+  const scheme = r.scheme ?? input.scheme;
+  let authority = r.authority ?? host;
+  let port: number | undefined = r.port;
+  if (port === undefined && r.derivePort === 'FROM_REQUEST_PORT') port = listener.number;
+  if (port === undefined && r.authority === undefined && r.scheme === undefined) {
+    // Keep the port the client used when nothing about the origin changes.
+    const colon = input.authority.lastIndexOf(':');
+    if (colon > 0 && !input.authority.endsWith(']')) authority = `${authority}${input.authority.slice(colon)}`;
+  }
+  if (port !== undefined && !((scheme === 'https' && port === 443) || (scheme === 'http' && port === 80))) {
+    authority = `${authority.replace(/:\d+$/, '')}:${port}`;
+  }
+  let path = r.uri ?? input.path;
+  if (input.query && !path.includes('?')) path += `?${input.query}`;
+  return `${scheme}://${authority}${path}`;
+}
+
+const regexCache = new WeakMap<Rewrite, RegExp>();
+
+function rewritePath(rw: Rewrite | undefined, route: CompiledRoute, input: MatchInput): string {
+  let path = input.path;
+  if (rw?.uriRegex) {
+    let re = regexCache.get(rw);
+    if (!re) {
+      re = new RegExp(rw.uriRegex.match, 'gu');
+      regexCache.set(rw, re);
+    }
+    re.lastIndex = 0;
+    path = path.replace(re, rw.uriRegex.rewrite);
+  } else if (rw?.uri !== undefined) {
+    const matched = route.route.match.find((m) => m.uri !== undefined && 'prefix' in m.uri && (m.ignoreUriCase ? path.toLowerCase().startsWith(m.uri.prefix.toLowerCase()) : path.startsWith(m.uri.prefix)));
+    if (matched && matched.uri && 'prefix' in matched.uri) {
+      path = rw.uri + path.slice(matched.uri.prefix.length);
+      if (path.startsWith('//')) path = path.slice(1);
+      if (path === '') path = '/';
+    } else {
+      path = rw.uri;
+    }
+  }
+  return input.query ? `${path}?${input.query}` : path;
+}
+
+const corsCache = new WeakMap<CorsPolicy, StringPredicate[]>();
+
+function corsOriginAllowed(cors: CorsPolicy, origin: string): boolean {
+  let preds = corsCache.get(cors);
+  if (!preds) {
+    preds = cors.allowOrigins.map((m) => compileStringMatch(m));
+    corsCache.set(cors, preds);
+  }
+  return preds.some((p) => p(origin));
+}
+
+/** Adds CORS response headers for an allowed origin (simple and actual requests). */
+function corsResponseHeaders(cors: CorsPolicy, origin: string, headers: HeaderMap): void {
+  headers['access-control-allow-origin'] = origin;
+  headers['vary'] = headers['vary'] ? `${String(headers['vary'])}, Origin` : 'Origin';
+  if (cors.allowCredentials) headers['access-control-allow-credentials'] = 'true';
+  if (cors.exposeHeaders.length) headers['access-control-expose-headers'] = cors.exposeHeaders.join(',');
+}
+
+/** Answers a CORS preflight when the policy covers it; false to pass the request on. */
+function handlePreflight(cors: CorsPolicy, req: DownstreamRequest, res: DownstreamResponse, origin: string): boolean {
+  if (!corsOriginAllowed(cors, origin)) return cors.unmatchedPreflights === 'IGNORE' ? respondEmpty(res, 200) : false;
+  const headers: HeaderMap = {};
+  corsResponseHeaders(cors, origin, headers);
+  if (cors.allowMethods.length) headers['access-control-allow-methods'] = cors.allowMethods.join(',');
+  const requested = req.headers['access-control-request-headers'];
+  if (cors.allowHeaders.length) headers['access-control-allow-headers'] = cors.allowHeaders.join(',');
+  else if (typeof requested === 'string') headers['access-control-allow-headers'] = requested;
+  if (cors.maxAgeSeconds !== undefined) headers['access-control-max-age'] = String(cors.maxAgeSeconds);
+  headers['content-length'] = '0';
+  res.writeHead(200, headers as Record<string, string>);
+  res.end();
+  return true;
+}
+
+function respondEmpty(res: DownstreamResponse, status: number): true {
+  res.writeHead(status, { 'content-length': '0' });
+  res.end();
+  return true;
+}
+
+/**
+ * Parses the request target. Origin-form is the norm; absolute-form (`GET http://host/path`) is
+ * what HTTP proxies receive (a sidecar's outbound listener) and carries the authority itself.
+ */
+function parseTarget(url: string): { authority?: string; path: string; query: string } | undefined {
+  if (url.charCodeAt(0) === 47) return splitTarget(url);
+  if (url.startsWith('http://') || url.startsWith('https://')) {
+    const start = url.indexOf('//') + 2;
+    const slash = url.indexOf('/', start);
+    const q = url.indexOf('?', start);
+    const end = slash >= 0 ? slash : q >= 0 ? q : url.length;
+    const authority = url.slice(start, end);
+    const rest = slash >= 0 ? url.slice(slash) : `/${url.slice(end)}`;
+    return { authority, ...splitTarget(rest) };
+  }
+  if (url === '*') return { path: '*', query: '' };
+  return undefined;
+}
+
+export interface RoutedRequest {
+  readonly table: RouteTable;
+  readonly route: CompiledRoute;
+  readonly input: MatchInput;
+  readonly host: string;
+  readonly vh: RuntimeVirtualHost;
+}
+
+/**
+ * Routing shared by plain requests and websocket upgrades. Returns the error to answer with
+ * when the request cannot be routed (or a redirect for httpsRedirect servers).
+ */
+export function routeRequest(
+  deps: ProxyDeps,
+  listener: ListenerInfo,
+  req: DownstreamRequest,
+): RoutedRequest | { error: GatewayError; detail?: string } | { redirect: string; status: number } {
+  const table = deps.table();
+  const pt = table.ports.get(listener.bindPort);
+  if (!pt) return { error: ERR.NO_ROUTE, detail: `port ${listener.bindPort} is no longer served` };
+  const target = parseTarget(req.url ?? '');
+  if (!target) return { error: ERR.BAD_REQUEST, detail: 'malformed request target' };
+  const authority = target.authority ?? authorityOf(req);
+  if (!authority) return { error: ERR.BAD_REQUEST, detail: 'missing Host header' };
+  const path = normalizePath(target.path);
+  if (path === undefined) return { error: ERR.BAD_PATH };
+  const host = hostOnly(authority);
+  const input: MatchInput = {
+    method: req.method ?? 'GET',
+    path,
+    query: target.query,
+    scheme: listener.scheme,
+    authority,
+    headers: req.headers,
+    port: listener.number,
+  };
+
+  if (!pt.tls) {
+    const idx = pt.sni.lookup(host);
+    const server = idx === undefined ? undefined : pt.servers[idx];
+    if (server?.httpsRedirect) {
+      const httpsPort = httpsPortFor(table, host);
+      const portPart = httpsPort === undefined || httpsPort === 443 ? '' : `:${httpsPort}`;
+      const q = target.query ? `?${target.query}` : '';
+      return { redirect: `https://${host}${portPart}${path}${q}`, status: 301 };
+    }
+  }
+
+  const vh = resolveVirtualHost(pt, host, req);
+  if ('code' in vh) return { error: vh, detail: vh === ERR.NO_ROUTE ? `${input.method} ${host}${path}` : host };
+  const route = matchRoute(vh, input);
+  if (!route) return { error: ERR.NO_ROUTE, detail: `${input.method} ${host}${path}` };
+  route.hits++;
+  return { table, route, input, host, vh };
+}
+
+/** The HTTPS port (as declared) of a selected Gateway serving `host`, for httpsRedirect. */
+function httpsPortFor(table: RouteTable, host: string): number | undefined {
+  for (const gw of table.gateways) {
+    for (const p of gw.ports) {
+      if (p.protocol !== 'HTTPS') continue;
+      for (const s of p.servers) {
+        if (s.hosts.some((h) => h === '*' || h === host || (h.startsWith('*.') && host.endsWith(h.slice(1))))) return p.number;
+      }
+    }
+  }
+  return undefined;
+}
+
+function applyRouteResponseOps(route: HttpRoute, destHeaders: HttpRoute['headers'], headers: HeaderMap): void {
+  applyHeaderOps(headers, destHeaders?.response);
+  applyHeaderOps(headers, route.headers?.response);
+}
+
+/** The `request` listener of every HTTP/HTTPS port. */
+export function handleRequest(deps: ProxyDeps, listener: ListenerInfo, req: DownstreamRequest, res: DownstreamResponse): void {
+  const started = deps.onRequest ? performance.now() : 0;
+  const done = (status: number, flag: string, route?: CompiledRoute, upstream?: string): void => {
+    if (!deps.onRequest) return;
+    deps.onRequest({
+      method: req.method ?? '',
+      authority: authorityOf(req),
+      path: req.url ?? '',
+      status,
+      flag,
+      durationMs: performance.now() - started,
+      route,
+      upstream,
+    });
+  };
+
+  const routed = routeRequest(deps, listener, req);
+  if ('redirect' in routed) {
+    res.writeHead(routed.status, { location: routed.redirect, 'content-length': '0' });
+    res.end();
+    return done(routed.status, '-');
+  }
+  if ('error' in routed) {
+    sendGatewayError(res, routed.error, routed.detail);
+    return done(routed.error.status, routed.error.flag);
+  }
+  const { route, input, host, table } = routed;
+  const r = route.route;
+  const action = r.action;
+
+  if (action.kind === 'redirect') {
+    const location = redirectLocation(action.redirect, input, host, listener);
+    const headers: HeaderMap = { location, 'content-length': '0' };
+    applyHeaderOps(headers, r.headers?.response);
+    res.writeHead(action.redirect.redirectCode, headers as Record<string, string>);
+    res.end();
+    return done(action.redirect.redirectCode, '-', route);
+  }
+  if (action.kind === 'direct') {
+    const body = action.response.body ?? '';
+    const headers: HeaderMap = { 'content-type': 'text/plain; charset=utf-8', 'content-length': String(Buffer.byteLength(body)) };
+    applyHeaderOps(headers, r.headers?.response);
+    res.writeHead(action.response.status, headers as Record<string, string>);
+    res.end(body);
+    return done(action.response.status, '-', route);
+  }
+
+  const origin = req.headers.origin;
+  const cors = r.cors && typeof origin === 'string' ? r.cors : undefined;
+  if (cors && input.method === 'OPTIONS' && req.headers['access-control-request-method'] !== undefined) {
+    if (handlePreflight(cors, req, res, origin as string)) return done(res.statusCode, '-', route);
+  }
+
+  const dest = route.pick();
+  const cluster = dest ? table.clusters.get(dest.cluster) : undefined;
+  if (!dest || !cluster) {
+    sendGatewayError(res, ERR.NO_CLUSTER, dest?.cluster);
+    return done(ERR.NO_CLUSTER.status, ERR.NO_CLUSTER.flag, route);
+  }
+
+  const headers = upstreamRequestHeaders(req.headers, { remoteAddress: req.socket?.remoteAddress ?? '', scheme: listener.scheme, authority: input.authority }, deps.headerPolicy);
+  headers['host'] = action.rewrite?.authority ?? input.authority;
+  applyHeaderOps(headers, r.headers?.request);
+  applyHeaderOps(headers, dest.headers?.request);
+
+  void forward({
+    req,
+    res,
+    cluster,
+    method: input.method,
+    path: rewritePath(action.rewrite, route, input),
+    headers,
+    timeoutMs: action.timeoutMs,
+    retries: action.retries,
+    pools: deps.pools,
+    balancer: deps.balancer,
+    sendError: (err) => sendGatewayError(res, err),
+    onResponseHeaders: (h) => {
+      applyRouteResponseOps(r, dest.headers, h);
+      if (cors && corsOriginAllowed(cors, origin as string)) corsResponseHeaders(cors, origin as string, h);
+    },
+  }).then((result) => done(result.status, result.flag, route, result.upstream));
+}

@@ -1,0 +1,184 @@
+/**
+ * Builds the runtime route table from a Snapshot, once per swap: selects the Gateways whose
+ * selector matches this proxy's labels, merges their ports, and precompiles every matcher.
+ * A request then costs one host lookup and a walk over precompiled predicates.
+ */
+import type {
+  Cluster,
+  CompiledGateway,
+  GatewayServer,
+  HttpRoute,
+  RouteDestination,
+  RouteMatch,
+  ServerProtocol,
+  Snapshot,
+  VirtualHost,
+} from '../config/snapshot.ts';
+import { compileMatchList, DomainIndex, type MatchInput } from './matchers.ts';
+
+export interface CompiledRoute {
+  readonly route: HttpRoute;
+  readonly gateway: string;
+  readonly matches: (input: MatchInput) => boolean;
+  /** Picks one destination by weight; undefined for redirect/direct routes. */
+  readonly pick: () => RouteDestination | undefined;
+  /** Live hit counter (the only mutable field; read by the admin/dashboard). */
+  hits: number;
+}
+
+export interface RuntimeVirtualHost {
+  readonly domains: readonly string[];
+  readonly routes: readonly CompiledRoute[];
+  /** Indexes into PortTable.servers that cover these domains (for the 421 check). */
+  readonly servers: ReadonlySet<number>;
+}
+
+export interface PortTable {
+  readonly bindPort: number;
+  /** The port number as the (first) Gateway declares it; what `match.port` compares with. */
+  readonly number: number;
+  readonly bind?: string;
+  readonly protocol: ServerProtocol;
+  readonly tls: boolean;
+  readonly servers: readonly GatewayServer[];
+  readonly hosts: DomainIndex<RuntimeVirtualHost>;
+  /** SNI name → server index (exact, then wildcard, then `*`). */
+  readonly sni: DomainIndex<number>;
+  readonly virtualHosts: readonly RuntimeVirtualHost[];
+}
+
+export interface RouteTable {
+  readonly snapshot: Snapshot;
+  readonly gateways: readonly CompiledGateway[];
+  readonly ports: ReadonlyMap<number, PortTable>;
+  readonly clusters: ReadonlyMap<string, Cluster>;
+}
+
+/** A Gateway applies when every selector label is present with the same value. */
+export function selectorMatches(selector: Readonly<Record<string, string>>, labels: Readonly<Record<string, string>>): boolean {
+  for (const [k, v] of Object.entries(selector)) if (labels[k] !== v) return false;
+  return true;
+}
+
+/** Keeps the match entries that apply on `gateway`; null when none does (route never applies). */
+function applicableMatches(matches: readonly RouteMatch[], gateway: string): readonly RouteMatch[] | null {
+  if (matches.length === 0) return matches;
+  const kept = matches.filter((m) => !m.gateways || m.gateways.length === 0 || m.gateways.includes(gateway));
+  return kept.length === 0 ? null : kept;
+}
+
+function weightedPicker(route: HttpRoute): () => RouteDestination | undefined {
+  if (route.action.kind !== 'route') return () => undefined;
+  const dests = route.action.destinations;
+  if (dests.length === 0) return () => undefined;
+  if (dests.length === 1) {
+    const only = dests[0]!;
+    return () => only;
+  }
+  const total = dests.reduce((sum, d) => sum + d.weight, 0);
+  const cumulative: number[] = [];
+  let acc = 0;
+  for (const d of dests) cumulative.push((acc += d.weight));
+  return () => {
+    const r = Math.random() * total;
+    for (let i = 0; i < cumulative.length; i++) if (r < cumulative[i]!) return dests[i];
+    return dests[dests.length - 1];
+  };
+}
+
+export function compileRoutes(routes: readonly HttpRoute[], gateway: string): CompiledRoute[] {
+  const out: CompiledRoute[] = [];
+  for (const route of routes) {
+    const matches = applicableMatches(route.match, gateway);
+    if (matches === null) continue;
+    out.push({ route, gateway, matches: compileMatchList(matches), pick: weightedPicker(route), hits: 0 });
+  }
+  return out;
+}
+
+interface PortBuilder {
+  bindPort: number;
+  number: number;
+  bind?: string;
+  protocol: ServerProtocol;
+  servers: GatewayServer[];
+  vhosts: { domains: string[]; routes: CompiledRoute[]; servers: Set<number> }[];
+  byDomain: Map<string, { domains: string[]; routes: CompiledRoute[]; servers: Set<number> }>;
+}
+
+function isTlsProtocol(p: ServerProtocol): boolean {
+  return p === 'HTTPS' || p === 'TLS';
+}
+
+function addVirtualHost(builder: PortBuilder, gateway: string, vh: VirtualHost, serverOffset: number): void {
+  const routes = compileRoutes(vh.routes, gateway);
+  const servers = vh.servers.map((i) => i + serverOffset);
+  // Domains claimed by an earlier gateway on the same port get this gateway's routes appended.
+  const fresh = vh.domains.filter((d) => !builder.byDomain.has(d));
+  for (const d of vh.domains) {
+    const existing = builder.byDomain.get(d);
+    if (existing) {
+      existing.routes.push(...routes);
+      for (const s of servers) existing.servers.add(s);
+    }
+  }
+  if (fresh.length > 0) {
+    const entry = { domains: fresh, routes: [...routes], servers: new Set(servers) };
+    builder.vhosts.push(entry);
+    for (const d of fresh) builder.byDomain.set(d, entry);
+  }
+}
+
+/**
+ * Builds the route table for a proxy with `labels`. Throws (with a message naming both Gateways)
+ * when two selected Gateways bind one port with different protocols; config validation reports
+ * this too, so it only fires for label sets validation could not foresee.
+ */
+export function buildRouteTable(snapshot: Snapshot, labels: Readonly<Record<string, string>>): RouteTable {
+  const gateways = snapshot.gateways.filter((g) => selectorMatches(g.selector, labels));
+  const builders = new Map<number, PortBuilder & { owner: string }>();
+  for (const gw of gateways) {
+    for (const port of gw.ports) {
+      let b = builders.get(port.bindPort);
+      if (!b) {
+        b = { bindPort: port.bindPort, number: port.number, bind: port.bind, protocol: port.protocol, servers: [], vhosts: [], byDomain: new Map(), owner: gw.key };
+        builders.set(port.bindPort, b);
+      } else if (isTlsProtocol(b.protocol) !== isTlsProtocol(port.protocol)) {
+        throw new Error(`port ${port.bindPort}: Gateway ${gw.key} uses ${port.protocol} but ${b.owner} uses ${b.protocol}`);
+      }
+      const offset = b.servers.length;
+      b.servers.push(...port.servers);
+      for (const vh of port.virtualHosts) addVirtualHost(b, gw.key, vh, offset);
+    }
+  }
+
+  const ports = new Map<number, PortTable>();
+  for (const b of [...builders.values()].sort((x, y) => x.bindPort - y.bindPort)) {
+    const hosts = new DomainIndex<RuntimeVirtualHost>();
+    const virtualHosts: RuntimeVirtualHost[] = b.vhosts.map((v) => Object.freeze({ domains: v.domains, routes: v.routes, servers: v.servers }));
+    for (const vh of virtualHosts) for (const d of vh.domains) hosts.add(d, vh);
+    const sni = new DomainIndex<number>();
+    b.servers.forEach((server, i) => {
+      for (const h of server.hosts) sni.add(h, i);
+    });
+    ports.set(b.bindPort, {
+      bindPort: b.bindPort,
+      number: b.number,
+      bind: b.bind,
+      protocol: b.protocol,
+      tls: b.servers.some((s) => s.tls !== undefined && s.tls.mode !== 'PASSTHROUGH' && s.tls.mode !== 'AUTO_PASSTHROUGH'),
+      servers: b.servers,
+      hosts,
+      sni,
+      virtualHosts,
+    });
+  }
+  const clusters = new Map(snapshot.clusters.map((c) => [c.name, c] as const));
+  return { snapshot, gateways, ports, clusters };
+}
+
+/** First route whose match holds, in order (Istio: first match wins). */
+export function matchRoute(vh: RuntimeVirtualHost, input: MatchInput): CompiledRoute | undefined {
+  for (const r of vh.routes) if (r.matches(input)) return r;
+  return undefined;
+}

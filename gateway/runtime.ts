@@ -1,0 +1,146 @@
+/**
+ * The gateway runtime: owns the listeners, the current RouteTable and the long-lived state that
+ * survives swaps (pools, balancer cursors, certificates). `apply()` is the only way config
+ * changes: it builds the new table first and swaps only if that worked.
+ */
+import type { Snapshot } from '../config/snapshot.ts';
+import { Balancer } from './balancer.ts';
+import { makeHeaderPolicy, type HeaderPolicy } from './headers.ts';
+import { openListener, type Listener, type ListenerOptions } from './listeners.ts';
+import { UpstreamPools } from './pools.ts';
+import type { ProxyDeps, RequestRecord } from './proxy.ts';
+import { buildRouteTable, type RouteTable } from './router.ts';
+import { CertStore } from './tls.ts';
+
+export interface GatewayLogger {
+  info(msg: string, fields?: Record<string, unknown>): void;
+  warn(msg: string, fields?: Record<string, unknown>): void;
+  error(msg: string, fields?: Record<string, unknown>): void;
+}
+
+export const silentLogger: GatewayLogger = { info() {}, warn() {}, error() {} };
+
+export interface GatewayOptions {
+  /** This proxy's labels; Gateways whose selector they satisfy are served. */
+  readonly labels?: Readonly<Record<string, string>>;
+  readonly headerPolicy?: HeaderPolicy;
+  readonly listener?: ListenerOptions;
+  readonly logger?: GatewayLogger;
+  readonly onRequest?: (record: RequestRecord) => void;
+  /** How long close() lets in-flight requests finish. */
+  readonly drainMs?: number;
+}
+
+export const DEFAULT_GATEWAY_LABELS: Readonly<Record<string, string>> = Object.freeze({ istio: 'ingressgateway' });
+
+export class GatewayRuntime {
+  private current: RouteTable;
+  private readonly listeners = new Map<number, Listener>();
+  readonly pools = new UpstreamPools();
+  readonly balancer = new Balancer();
+  readonly certs = new CertStore();
+  private readonly deps: ProxyDeps;
+  private readonly labels: Readonly<Record<string, string>>;
+  private readonly log: GatewayLogger;
+  private swapping: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    snapshot: Snapshot,
+    private readonly opts: GatewayOptions = {},
+  ) {
+    this.labels = opts.labels ?? DEFAULT_GATEWAY_LABELS;
+    this.log = opts.logger ?? silentLogger;
+    this.current = buildRouteTable(snapshot, this.labels);
+    this.deps = {
+      table: () => this.current,
+      balancer: this.balancer,
+      pools: this.pools,
+      headerPolicy: opts.headerPolicy ?? makeHeaderPolicy(),
+      onRequest: opts.onRequest,
+    };
+    this.certs.onChange = (file, error) => {
+      if (error) this.log.warn('certificate change not applied; keeping the previous certificate', { file, error: error.message });
+      else {
+        this.log.info('certificate reloaded', { file });
+        for (const l of this.listeners.values()) {
+          const pt = this.current.ports.get(l.bindPort);
+          if (pt) l.refreshTls(pt);
+        }
+      }
+    };
+  }
+
+  /** The table requests are routed with right now. */
+  table(): RouteTable {
+    return this.current;
+  }
+
+  /** Ports being served, bind port → actual port. */
+  ports(): Map<number, number> {
+    return new Map([...this.listeners.values()].map((l) => [l.bindPort, l.port()]));
+  }
+
+  async start(): Promise<void> {
+    await this.reconcile(this.current);
+    if (this.listeners.size === 0) {
+      this.log.warn('no Gateway matches this proxy\'s labels; nothing to serve', { labels: this.labels });
+    }
+  }
+
+  /**
+   * Swaps in a new snapshot. Opens listeners for new ports before the swap and closes the ones
+   * no longer named after it; ports that stay keep their sockets and connections. Throws (and
+   * keeps the old table) when the snapshot cannot be served, e.g. a port is taken.
+   */
+  apply(snapshot: Snapshot): Promise<void> {
+    const run = this.swapping.then(async () => {
+      if (snapshot.version === this.current.snapshot.version) return;
+      const next = buildRouteTable(snapshot, this.labels);
+      await this.reconcile(next);
+      this.log.info('config applied', { version: snapshot.version, ports: [...next.ports.keys()] });
+    });
+    this.swapping = run.catch(() => undefined);
+    return run;
+  }
+
+  private async reconcile(next: RouteTable): Promise<void> {
+    const opened: Listener[] = [];
+    const replaced: Listener[] = [];
+    try {
+      for (const [port, pt] of next.ports) {
+        const existing = this.listeners.get(port);
+        if (existing && existing.tls === pt.tls) continue;
+        if (existing) {
+          // Protocol changed on this port: the old server must release it first.
+          replaced.push(existing);
+          await existing.close(0);
+          this.listeners.delete(port);
+        }
+        opened.push(await openListener(this.deps, pt, this.certs, this.opts.listener ?? {}));
+      }
+    } catch (err) {
+      await Promise.all(opened.map((l) => l.close(0)));
+      throw err;
+    }
+    for (const l of opened) this.listeners.set(l.bindPort, l);
+    this.current = next;
+    for (const [port, l] of this.listeners) {
+      const pt = next.ports.get(port);
+      if (pt) {
+        if (!opened.includes(l)) l.refreshTls(pt);
+      } else {
+        this.listeners.delete(port);
+        void l.close(this.opts.drainMs ?? 5_000);
+      }
+    }
+  }
+
+  /** Stops accepting, lets in-flight requests finish up to `drainMs`, then closes pools. */
+  async close(drainMs = this.opts.drainMs ?? 5_000): Promise<void> {
+    const all = [...this.listeners.values()];
+    this.listeners.clear();
+    await Promise.all(all.map((l) => l.close(drainMs)));
+    this.certs.close();
+    await this.pools.close();
+  }
+}
