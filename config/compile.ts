@@ -256,6 +256,15 @@ class Compiler {
     for (const vs of this.idx.virtualServices) {
       this.routes.set(vs.key, arrayOf<RawHttpRoute>(vs.spec.http).map((rule, i) => this.httpRoute(vs, rule, i)));
     }
+    // Like Istio, every registry service port gets a subset-less cluster even with no route to
+    // it, so sidecars can reach services that have no VirtualService.
+    for (const [host, entries] of this.idx.registry) {
+      if (host.includes('*')) continue;
+      for (const p of arrayOf<{ number: number }>(entries[0].se.spec.ports)) {
+        const name = `outbound|${p.number}||${host}`;
+        if (!this.clusters.has(name)) this.clusters.set(name, this.cluster(entries[0].se, name, host, p.number, undefined, entries[0]));
+      }
+    }
     const gateways = this.idx.gateways.map((gw) => this.gateway(gw));
     const meshVs = this.idx.virtualServices.filter((vs) => {
       const gws = arrayOf<string>(vs.spec.gateways);
@@ -628,7 +637,7 @@ class Compiler {
       const ports = arrayOf<{ number: number; name: string; protocol?: string; targetPort?: number }>(se.ports).map((p) =>
         strip({ number: p.number, name: p.name, protocol: portProtocol(p), targetPort: p.targetPort }),
       );
-      const endpointPort = ports.length === 1 ? ports[0] : undefined;
+      const endpointPort = ports[0]; // Service.endpoints carry the first port; clusters pick per port.
       out.push({
         host,
         namespace: entry.se.namespace,

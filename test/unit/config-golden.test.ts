@@ -1,0 +1,41 @@
+/**
+ * Golden tests for the compiler: test/fixtures/config/<name>.in.yaml → <name>.out.json.
+ * Regenerate on purpose with `UPDATE_GOLDEN=1 npm test -- config-golden`.
+ * Secrets (generated per run) and the repo root are replaced by placeholders before comparing;
+ * `version` is checked separately (it hashes certificate bytes, which differ per run).
+ */
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { buildSnapshot, formatIssue } from '../../config/index.ts';
+import { pairs, tempDir, writeCredential } from './config-tls-helper.ts';
+
+const root = fileURLToPath(new URL('../..', import.meta.url));
+const dir = join(root, 'test/fixtures/config');
+const inputs = readdirSync(dir).filter((f) => f.endsWith('.in.yaml')).sort();
+
+test('there are golden fixtures', () => {
+  assert.ok(inputs.length >= 2, `found ${inputs.join(', ')}`);
+});
+
+for (const input of inputs) {
+  test(`golden: ${input}`, async (t) => {
+    const secrets = tempDir(t);
+    writeCredential(secrets, 'example-credential', pairs().a);
+    const r = await buildSnapshot([join(dir, input)], { cwd: root, secretsDir: secrets });
+    assert.ok(r.ok, r.ok ? '' : r.issues.map((i) => formatIssue(i, root)).join('\n'));
+    assert.match(r.snapshot.version, /^[0-9a-f]{64}$/);
+    assert.ok(Object.isFrozen(r.snapshot) && Object.isFrozen(r.snapshot.gateways), 'snapshot is deep-frozen');
+    const json = `${JSON.stringify({ ...r.snapshot, version: '<version>' }, null, 2)
+      .replaceAll(secrets, '<secrets>')
+      .replaceAll(root, '<root>/')}\n`;
+    const out = join(dir, input.replace(/\.in\.yaml$/, '.out.json'));
+    if (process.env.UPDATE_GOLDEN || !existsSync(out)) {
+      writeFileSync(out, json);
+      if (!process.env.UPDATE_GOLDEN) assert.fail(`wrote missing golden ${out}; re-run to compare`);
+    }
+    assert.equal(json, readFileSync(out, 'utf8'));
+  });
+}
