@@ -8,7 +8,7 @@ import { errorText, MIN_RSA_BITS, parseRsaKey } from './keys.ts';
 import { checkDnValue } from './names.ts';
 import { parseSpiffeId } from './spiffe.ts';
 import type { CaPair, SignedWorkloadCert } from './types.ts';
-import { nativeSigner } from './sign.ts';
+import { nativeSigner, unixPem } from './sign.ts';
 import { signWorkload } from './workload.ts';
 
 /** Creates a PEM CSR (PKCS#10, SHA-256) for an RSA key, with subject CN = `commonName`. */
@@ -19,7 +19,7 @@ export function createCsr(keyPem: string, commonName: string): string {
   csr.setSubject([{ name: 'commonName', value: checkDnValue(commonName, 'CSR common name') }]);
   const laidOut = csr as unknown as { certificationRequestInfo: forge.asn1.Asn1 };
   csr.sign(nativeSigner(key.privateKey, () => laidOut.certificationRequestInfo), forge.md.sha256.create());
-  return forge.pki.certificationRequestToPem(csr);
+  return unixPem(forge.pki.certificationRequestToPem(csr));
 }
 
 export interface SignCsrOptions {

@@ -52,7 +52,7 @@ export function signCertificate(spec: CertSpec, signer: Signer | 'self', selfKey
   if (!key) throw new TypeError('signCertificate: a self-signed certificate needs selfKey');
   // forge computes the TBSCertificate before calling key.sign(md); sign those exact bytes.
   cert.sign(nativeSigner(key, () => cert.tbsCertificate), forge.md.sha256.create());
-  return forge.pki.certificateToPem(cert);
+  return unixPem(forge.pki.certificateToPem(cert));
 }
 
 /**
@@ -70,4 +70,9 @@ export function nativeSigner(key: KeyObject, toBeSigned: () => forge.asn1.Asn1):
     },
   };
   return signer as unknown as forge.pki.rsa.PrivateKey;
+}
+
+/** forge writes PEM with CRLF line ends; openssl and node write LF. Use LF everywhere. */
+export function unixPem(pem: string): string {
+  return pem.replace(/\r\n/g, '\n');
 }

@@ -31,6 +31,7 @@ export interface WorkloadCertOptions {
 /** Generates a key and issues a workload certificate for `spiffe://<td>/ns/<ns>/sa/<sa>`. */
 export function issueWorkloadCert(ca: CaPair, options: WorkloadCertOptions): WorkloadCert {
   const spiffeId = spiffeIdFor(options);
+  checkTtlHours(options.ttlHours); // fail before the ~150 ms key generation
   const key = generateRsaKey();
   const { certPem, notAfter } = signWorkload(ca, key.publicKey, {
     spiffeId,
@@ -56,10 +57,7 @@ export function signWorkload(
 ): { certPem: string; notAfter: Date } {
   const now = options.now ?? new Date();
   const signer = caSigner(ca, now);
-  const ttlHours = checkPositive(options.ttlHours ?? DEFAULT_WORKLOAD_TTL_HOURS, 'workload certificate ttlHours');
-  if (ttlHours > MAX_WORKLOAD_TTL_HOURS) {
-    throw badArg(`workload certificate ttlHours ${ttlHours} exceeds the maximum of ${MAX_WORKLOAD_TTL_HOURS} (90 days)`);
-  }
+  const ttlHours = checkTtlHours(options.ttlHours);
   const dnsNames = [...new Set((options.dnsNames ?? []).map((n) => checkDnsName(n, 'workload DNS SAN')))];
   const validity = validityWindow(now, ttlHours * HOUR_MS, signer.notAfter);
   const certPem = signCertificate(
@@ -81,4 +79,12 @@ export function signWorkload(
     signer,
   );
   return { certPem, notAfter: validity.notAfter };
+}
+
+function checkTtlHours(value: number | undefined): number {
+  const ttlHours = checkPositive(value ?? DEFAULT_WORKLOAD_TTL_HOURS, 'workload certificate ttlHours');
+  if (ttlHours > MAX_WORKLOAD_TTL_HOURS) {
+    throw badArg(`workload certificate ttlHours ${ttlHours} exceeds the maximum of ${MAX_WORKLOAD_TTL_HOURS} (90 days)`);
+  }
+  return ttlHours;
 }
