@@ -239,6 +239,13 @@ export function loadAuthserviceConfig(env: Env): AuthserviceConfig {
   const afterLogoutUrl = get('AFTER_LOGOUT_URL') ?? get('STATIC_DESTINATION_URL') ?? '/';
   const afterLoginUrl = get('AFTER_LOGIN_URL');
 
+  const useridHeader = header('USERID_HEADER', 'kubeflow-userid');
+  const groupsHeader = header('GROUPS_HEADER', 'kubeflow-groups');
+  const maxAgeSeconds = int('SESSION_MAX_AGE', 86400, 60, 400 * 86400);
+  const idleTimeoutSeconds = int('PORTICO_SESSION_IDLE_TIMEOUT', 0, 0, 400 * 86400);
+  const memoryMaxEntries = int('PORTICO_SESSION_MAX_ENTRIES', 100_000, 1, 10_000_000);
+  const refreshSkewSeconds = int('PORTICO_REFRESH_SKEW', 60, 0, 3600);
+
   if (problems.length > 0) throw new AuthserviceConfigError(problems);
   return Object.freeze({
     issuer,
@@ -253,10 +260,10 @@ export function loadAuthserviceConfig(env: Env): AuthserviceConfig {
     skipAuthPrefixes: Object.freeze(skipAuthPrefixes),
     apiPathPrefixes: Object.freeze(apiPathPrefixes),
     useridClaim: get('USERID_CLAIM') ?? 'email',
-    useridHeader: header('USERID_HEADER', 'kubeflow-userid'),
+    useridHeader,
     useridPrefix: get('USERID_PREFIX') ?? '',
     groupsClaim: get('GROUPS_CLAIM') ?? 'groups',
-    groupsHeader: header('GROUPS_HEADER', 'kubeflow-groups'),
+    groupsHeader,
     groupsAllowlist: groupsAllowlist === '*' ? '*' : Object.freeze(groupsAllowlist),
     ...(afterLoginUrl ? { afterLoginUrl } : {}),
     afterLogoutUrl,
@@ -264,12 +271,12 @@ export function loadAuthserviceConfig(env: Env): AuthserviceConfig {
       storeType,
       ...(redis ? { redis } : {}),
       redisKeyPrefix: get('PORTICO_REDIS_KEY_PREFIX') ?? 'portico:authservice:',
-      maxAgeSeconds: int('SESSION_MAX_AGE', 86400, 60, 400 * 86400),
-      idleTimeoutSeconds: int('PORTICO_SESSION_IDLE_TIMEOUT', 0, 0, 400 * 86400),
+      maxAgeSeconds,
+      idleTimeoutSeconds,
       sameSite: sameSite ?? 'Lax',
       cookieName,
-      memoryMaxEntries: int('PORTICO_SESSION_MAX_ENTRIES', 100_000, 1, 10_000_000),
-      refreshSkewSeconds: int('PORTICO_REFRESH_SKEW', 60, 0, 3600),
+      memoryMaxEntries,
+      refreshSkewSeconds,
     }),
     cookieSecret,
     cookieSecretGenerated,

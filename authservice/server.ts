@@ -11,7 +11,7 @@
  * The own endpoints work both when the gateway routes them here directly and when they arrive
  * as check requests (Kubeflow's setup): they never answer 2xx, so a check can't turn into "allow".
  */
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { fastify, LogController } from 'fastify';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import * as client from 'openid-client';
@@ -26,7 +26,6 @@ import {
   parseCookies,
   sealLoginState,
   serializeCookie,
-  signSessionCookie,
   verifySessionCookie,
 } from './cookies.ts';
 import type { CookieKeys } from './cookies.ts';
@@ -38,6 +37,7 @@ import { errorText, OidcRelyingParty, oauthErrorCode } from './oidc.ts';
 import { PAGE_CSP, renderPage } from './pages/index.ts';
 import { matchesAny, normalisePath, safeReturnPath } from './paths.ts';
 import { MemorySessionStore } from './session/memory.ts';
+import { issueSession, sessionTtlMs } from './session/issue.ts';
 import { RedisSessionStore } from './session/redis.ts';
 import type { SessionRecord, SessionStore } from './session/store.ts';
 
@@ -138,10 +138,7 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
     return o.host ? `${o.proto}://${o.host}${urlOrPath}` : undefined;
   };
 
-  const ttlFor = (rec: SessionRecord): number => {
-    const remaining = rec.expiresAt - Date.now();
-    return cfg.session.idleTimeoutSeconds > 0 ? Math.min(remaining, cfg.session.idleTimeoutSeconds * 1000) : remaining;
-  };
+  const ttlFor = (rec: SessionRecord): number => sessionTtlMs(cfg, rec);
 
   const wantsHtml = (req: FastifyRequest): boolean => (firstHeader(req.headers.accept) ?? '').includes('text/html') || !req.headers.accept;
 
@@ -324,20 +321,12 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
     // Session fixation defence: always a fresh id; a session the browser already had is ended.
     const previous = await verifySessionCookie(keys.session, parseCookies(req.headers.cookie).get(cfg.session.cookieName));
     if (previous) await store.delete(previous.sid);
-    const sid = randomBytes(32).toString('base64url');
-    const now = Date.now();
-    const record: SessionRecord = {
-      sub: id.sub,
-      userid: id.userid,
-      groups: id.groups,
+    const { cookie } = await issueSession(app.authservice, {
+      identity: id,
       idToken: tokens.idToken,
       ...(tokens.refreshToken ? { refreshToken: tokens.refreshToken } : {}),
-      idTokenExp: typeof tokens.claims.exp === 'number' ? tokens.claims.exp : Math.floor(now / 1000) + 300,
-      createdAt: now,
-      expiresAt: now + cfg.session.maxAgeSeconds * 1000,
-    };
-    await store.set(sid, record, ttlFor(record));
-    const cookie = await signSessionCookie(keys.session, { sid, sub: id.sub, exp: Math.floor(record.expiresAt / 1000) });
+      idTokenExp: typeof tokens.claims.exp === 'number' ? tokens.claims.exp : Math.floor(Date.now() / 1000) + 300,
+    });
     log.info({ sub: id.sub, userid: id.userid }, 'login complete');
     return reply
       .code(302)

@@ -1,0 +1,71 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { matchesAny, normalisePath, safeReturnPath, underPrefix } from '../../authservice/paths.ts';
+
+test('normalisePath removes dot segments, merges slashes, decodes unreserved, drops the query', () => {
+  const cases: [string, string][] = [
+    ['/', '/'],
+    ['/a/b', '/a/b'],
+    ['/public/../private', '/private'],
+    ['/public/%2e%2e/private', '/private'],
+    ['/public/%2E%2E/private', '/private'],
+    ['/public/./x', '/public/x'],
+    ['//a///b', '/a/b'],
+    ['/a/b/..', '/a/'],
+    ['/../../etc', '/etc'],
+    ['/private?x=/public', '/private'],
+    ['/public\\..\\private', '/private'],
+    ['/public%2F..%2Fprivate', '/public%2F..%2Fprivate'],
+    ['/%7Euser', '/~user'],
+  ];
+  for (const [input, want] of cases) assert.equal(normalisePath(input), want, input);
+});
+
+test('normalisePath is idempotent and never yields dot segments', () => {
+  fc.assert(
+    fc.property(fc.array(fc.constantFrom('a', '.', '..', '', '%2e', '%2E%2e', 'b%2F', '\\'), { maxLength: 8 }), (parts) => {
+      const once = normalisePath(`/${parts.join('/')}`);
+      assert.equal(normalisePath(once), once);
+      assert.ok(!/(^|\/)\.\.?(\/|$)/.test(once), once);
+    }),
+  );
+});
+
+test('prefix matching is on segment boundaries', () => {
+  assert.ok(underPrefix('/public', '/public'));
+  assert.ok(underPrefix('/public/x', '/public'));
+  assert.ok(!underPrefix('/publicity', '/public'));
+  assert.ok(underPrefix('/public/x', '/public/'));
+  assert.ok(underPrefix('/public', '/public/'));
+  assert.ok(!underPrefix('/private', '/public/'));
+  assert.ok(matchesAny('/dex/auth', ['/x', '/dex/']));
+});
+
+test('safeReturnPath accepts same-origin paths only', () => {
+  for (const ok of ['/', '/notebooks/?ns=a', '/a/b#frag', '/x?next=//evil.example']) assert.equal(safeReturnPath(ok), ok);
+  for (const bad of [
+    '//evil.example',
+    '//evil.example/path',
+    '/\\evil.example',
+    '\\\\evil.example',
+    'https://evil.example',
+    'http:/evil.example',
+    'javascript:alert(1)',
+    '/%2fevil.example',
+    '/%2F%2Fevil.example',
+    '%2F%2Fevil.example',
+    '/%5cevil.example',
+    '/%252F%252Fevil.example',
+    '/ /evil.example',
+    '/\t/evil.example',
+    '/\n/evil.example',
+    ' //evil.example',
+    '/%09/evil.example',
+    '/%0a/evil.example',
+    '',
+    'relative/path',
+  ]) {
+    assert.equal(safeReturnPath(bad), undefined, JSON.stringify(bad));
+  }
+});
