@@ -3,8 +3,7 @@
  * when the version changed or the build failed; the caller keeps serving its old snapshot on
  * failure (swap, don't mutate).
  */
-import { watch, type FSWatcher } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { statSync, watch, type FSWatcher } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { buildSnapshot, type BuildOptions, type BuildResult } from './index.ts';
 
@@ -22,7 +21,8 @@ export interface WatchOptions extends BuildOptions {
 /**
  * Watches `paths` (files or directories, recursively) and the certificate files of the current
  * snapshot. Directories of watched files are watched too, so atomic replace-by-rename (how
- * editors and Kubernetes secret mounts update files) is seen.
+ * editors and Kubernetes secret mounts update files) is seen. The watchers keep the process
+ * alive until `close()`; watching of the given paths is in place when this returns.
  */
 export function watchConfig(paths: readonly string[], opts: WatchOptions, onChange: (r: BuildResult) => void): ConfigWatcher {
   const cwd = opts.cwd ?? process.cwd();
@@ -38,7 +38,7 @@ export function watchConfig(paths: readonly string[], opts: WatchOptions, onChan
   const watchTarget = (target: string, recursive: boolean): void => {
     if (closed || watchers.has(target)) return;
     try {
-      const w = watch(target, { recursive, persistent: false }, () => schedule());
+      const w = watch(target, { recursive }, () => schedule());
       w.on('error', () => {
         w.close();
         watchers.delete(target);
@@ -49,10 +49,10 @@ export function watchConfig(paths: readonly string[], opts: WatchOptions, onChan
     }
   };
 
-  const watchPaths = async (files: readonly string[]): Promise<void> => {
+  const watchPaths = (files: readonly string[]): void => {
     for (const p of paths) {
       const abs = resolve(cwd, p);
-      const isDir = await stat(abs).then((s) => s.isDirectory(), () => false);
+      const isDir = statSync(abs, { throwIfNoEntry: false })?.isDirectory() ?? false;
       // Recursive fs.watch exists on Linux from Node 20; fall back to flat when unsupported.
       if (isDir) {
         try {
@@ -79,7 +79,7 @@ export function watchConfig(paths: readonly string[], opts: WatchOptions, onChan
       const r = await buildSnapshot(paths, opts);
       if (closed) return;
       if (r.ok) {
-        await watchPaths(r.snapshot.files);
+        watchPaths(r.snapshot.files);
         if (r.snapshot.version !== lastVersion || lastFailed) {
           const changed = r.snapshot.version !== lastVersion;
           lastVersion = r.snapshot.version;
@@ -108,15 +108,16 @@ export function watchConfig(paths: readonly string[], opts: WatchOptions, onChan
     }, debounceMs);
   }
 
-  void watchPaths([]).then(async () => {
-    if (closed || lastVersion !== undefined) return;
+  watchPaths([]);
+  void (async () => {
+    if (lastVersion !== undefined) return;
     // Learn the current version without reporting it, so the first callback is a real change.
     const r = await buildSnapshot(paths, opts);
     if (r.ok) {
       lastVersion ??= r.snapshot.version;
-      await watchPaths(r.snapshot.files);
+      if (!closed) watchPaths(r.snapshot.files);
     }
-  });
+  })();
 
   return {
     close(): void {
