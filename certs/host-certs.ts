@@ -7,9 +7,9 @@
  */
 import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { join } from 'node:path';
-import { credentialPaths, defaultCredentialName, writeCredential, type CredentialPaths } from './credentials.ts';
+import { checkCredentialName, credentialPaths, defaultCredentialName, writeCredential, type CredentialPaths } from './credentials.ts';
 import { CERT_MODE, KEY_MODE, readIfExists, writeFileAtomic } from './files.ts';
-import { badArg, checkDnsName } from './names.ts';
+import { badArg, checkDnsName, checkIp } from './names.ts';
 import { needsRotation } from './rotation.ts';
 import { issueServerCert } from './server.ts';
 import { loadOrCreateCa, type LoadedCa } from './store.ts';
@@ -63,11 +63,21 @@ export function hostCertPaths(outDir: string, host: string): { certFile: string;
   return { certFile: join(outDir, `${base}.crt`), keyFile: join(outDir, `${base}.key`) };
 }
 
+/**
+ * Checks the names in `options` (host, SANs, IPs, credential name) without touching the disk,
+ * so a caller can refuse bad input before creating a CA for it.
+ */
+export function checkHostCertOptions(options: HostCertOptions): { host: string; credentialName: string } {
+  const host = checkDnsName(options.host, 'host');
+  for (const name of options.dnsNames ?? []) checkDnsName(name, 'DNS SAN');
+  for (const ip of options.ipAddresses ?? []) checkIp(ip, 'IP SAN');
+  const credentialName = checkCredentialName(options.credentialName ?? defaultCredentialName(host));
+  return { host, credentialName };
+}
+
 /** Issues a server certificate for `host` (CN and SAN) and writes both file layouts. */
 export function writeHostCert(outDir: string, ca: CaPair, options: HostCertOptions): HostCertFiles {
-  const host = checkDnsName(options.host, 'host');
-  const credentialName = options.credentialName ?? defaultCredentialName(host);
-  credentialPaths(join(outDir, 'credentials'), credentialName); // check the name before any work
+  const { host, credentialName } = checkHostCertOptions(options);
   const pair = issueServerCert(ca, {
     commonName: host,
     dnsNames: options.dnsNames,

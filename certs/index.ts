@@ -22,6 +22,7 @@ export {
 export {
   DEMO_CA,
   caFilePaths,
+  checkHostCertOptions,
   ensureDemoCerts,
   hostCertPaths,
   loadOrCreateGatewayCa,

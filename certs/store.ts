@@ -40,7 +40,7 @@ export function loadOrCreateCa(dir: string, options: LoadOrCreateCaOptions = {})
   if (certPem !== undefined || keyPem !== undefined) {
     if (certPem === undefined || keyPem === undefined) {
       const [have, lack] = certPem === undefined ? [keyPath, certPath] : [certPath, keyPath];
-      throw new CertError(CertErrorCodes.BAD_ARGUMENT, `${have} exists but ${lack} does not; restore it or remove both`);
+      throw new CertError(CertErrorCodes.CA_INCOMPLETE, `${have} exists but ${lack} does not; restore it or remove both`);
     }
     const existing = { certPem, keyPem };
     try {

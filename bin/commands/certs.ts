@@ -12,7 +12,7 @@ import { parseArgs } from 'node:util';
 import { createRootCa } from '../../certs/ca.ts';
 import { CertError, CertErrorCodes } from '../../certs/errors.ts';
 import { writePair } from '../../certs/files.ts';
-import { caFilePaths, DEMO_CA, hostCertPaths, loadOrCreateGatewayCa, writeHostCert } from '../../certs/host-certs.ts';
+import { caFilePaths, checkHostCertOptions, DEMO_CA, loadOrCreateGatewayCa, writeHostCert } from '../../certs/host-certs.ts';
 import { certInfo } from '../../certs/info.ts';
 
 export { ensureDemoCerts, type DemoCerts, type HostCertFiles } from '../../certs/host-certs.ts';
@@ -119,16 +119,17 @@ function issueCommand(argv: string[]): number {
   if (!values.host) throw new UsageError('--host is required');
   const out = resolve(values.out ?? DEFAULT_OUT_DIR);
   const validityDays = days(values.days, 365);
-  hostCertPaths(out, values.host); // reject a bad host before creating a CA for it
-  const ca = loadOrCreateGatewayCa(out, values['ca-name'] ?? DEMO_CA.commonName);
-  say(`${ca.created ? 'created' : 'using'} CA ${show(ca.certPath)}${ca.created ? ` and ${show(ca.keyPath)} (mode 0600)` : ''}`);
-  const files = writeHostCert(out, ca, {
+  const request = {
     host: values.host,
     dnsNames: values.san,
     ipAddresses: values.ip,
     credentialName: values.name,
     validityDays,
-  });
+  };
+  checkHostCertOptions(request); // refuse bad names before creating a CA for them
+  const ca = loadOrCreateGatewayCa(out, values['ca-name'] ?? DEMO_CA.commonName);
+  say(`${ca.created ? 'created' : 'using'} CA ${show(ca.certPath)}${ca.created ? ` and ${show(ca.keyPath)} (mode 0600)` : ''}`);
+  const files = writeHostCert(out, ca, request);
   const info = certInfo(readCert(files.certFile));
   say(`wrote ${show(files.certFile)}  (${oneLine(info.subject)}; SAN ${sanList(info)}; valid until ${info.notAfter.toISOString()})`);
   say(`wrote ${show(files.keyFile)}  (mode 0600)`);
