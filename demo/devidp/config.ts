@@ -169,6 +169,11 @@ export function validateDexConfig(raw: unknown, source = '<dex config>'): DexCon
       if (BCRYPT.test(decoded)) hash = decoded;
       else problems.push(`${at}.hash: not a bcrypt hash (want $2a$/$2b$/$2y$..., e.g. from htpasswd -bnBC 10 "" PASSWORD)`);
     }
+    if (BCRYPT.test(hash)) {
+      // Dex refuses logins whose hash cost is outside 10..16 (server/api.go checkCost); say so up front.
+      const cost = Number(hash.slice(4, 6));
+      if (cost < 10 || cost > 16) problems.push(`${at}.hash: bcrypt cost ${cost.toString()} is outside 10..16, which Dex refuses`);
+    }
     const key = email.toLowerCase();
     if (email && emails.has(key)) problems.push(`${at}.email: duplicate email ${JSON.stringify(email)}`);
     emails.add(key);
