@@ -79,6 +79,20 @@ function sameString(a: string, b: string): boolean {
   return timingSafeEqual(ha, hb) && a.length === b.length;
 }
 
+/** Errors that come from the Redis client (connection refused, retries exhausted, cluster down). */
+function isStoreError(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  const name = err.name;
+  const code = (err as { code?: unknown }).code;
+  return (
+    name === 'MaxRetriesPerRequestError' ||
+    name === 'ReplyError' ||
+    name === 'ClusterAllFailedError' ||
+    /Connection is closed|ECONNREFUSED|Stream isn't writeable/.test(err.message) ||
+    code === 'ECONNREFUSED'
+  );
+}
+
 /** Builds the authservice. Discovery starts immediately in the background. */
 export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions = {}): FastifyInstance {
   const log = options.logger ?? createAuthserviceLogger(cfg.logLevel);
@@ -442,6 +456,10 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
     const status = (err as { statusCode?: number }).statusCode;
     if (typeof status === 'number' && status >= 400 && status < 500) {
       return reply.code(status).type('application/json').send({ error: 'PORTICO_ERR_BAD_REQUEST', message: 'bad request' });
+    }
+    if (isStoreError(err)) {
+      req.log.warn({ err: errorText(err) }, 'session store unavailable');
+      return sendError(reply, 'PORTICO_ERR_STORE', html);
     }
     req.log.error({ err: errorText(err) }, 'unexpected error');
     return sendError(reply, 'PORTICO_ERR_INTERNAL', html);

@@ -48,7 +48,7 @@ export async function startMiniGateway(opts: { authservice: () => string; prefix
       for (const [k, v] of Object.entries(req.headers)) if (typeof v === 'string' && k !== 'host' && k !== 'connection') headers.set(k, v);
       headers.set('x-forwarded-proto', 'http');
       headers.set('x-forwarded-host', host);
-      const r = await fetch(new URL(path, base), { method: req.method ?? 'GET', headers, redirect: 'manual', body: req.method === 'POST' ? '' : null });
+      const r = await fetch(`${base}${path}`, { method: req.method ?? 'GET', headers, redirect: 'manual', body: req.method === 'POST' ? '' : null });
       return relay(r, res);
     }
     const headers = new Headers({ 'x-forwarded-proto': 'http', 'x-forwarded-host': host });
@@ -56,7 +56,7 @@ export async function startMiniGateway(opts: { authservice: () => string; prefix
       const v = req.headers[name];
       if (typeof v === 'string') headers.set(name, v);
     }
-    const r = await fetch(new URL(path, base), { method: req.method ?? 'GET', headers, redirect: 'manual' });
+    const r = await fetch(`${base}${path}`, { method: req.method ?? 'GET', headers, redirect: 'manual' });
     checks.push({ path, status: r.status });
     if (r.status >= 200 && r.status < 300) {
       await r.arrayBuffer();
@@ -216,6 +216,9 @@ export const DEMO_USERS: readonly TestUser[] = [
   { email: 'mallory@example.com', password: 'mallory-password', groups: ['outsiders'] },
 ];
 
+/** bcrypt at Dex's minimum cost (10) is slow-ish: hash each demo password once per process. */
+const hashCache: Record<string, string> = {};
+
 export interface AuthStack {
   gateway: MiniGateway;
   app: FastifyInstance;
@@ -277,7 +280,7 @@ export async function startAuthStack(t: TestContext, opts: AuthStackOptions = {}
         staticClients: [{ id: clientId, secret: clientSecret, name: 'Portico tests', redirectURIs: [redirectURI] }],
         staticPasswords: DEMO_USERS.map((u, i) => ({
           email: u.email,
-          hash: bcrypt.hashSync(u.password, 4),
+          hash: (hashCache[u.password] ??= bcrypt.hashSync(u.password, 10)),
           username: u.email.split('@')[0],
           userID: `0000000${i}-aaaa-bbbb-cccc-000000000000`,
           groups: u.groups,
@@ -311,4 +314,35 @@ export async function startAuthStack(t: TestContext, opts: AuthStackOptions = {}
 export async function browseAndLogin(browser: Browser, url: string, user: { email: string; password: string }): Promise<BrowserResponse> {
   const loginPage = await browser.navigate(url);
   return submitIdpLogin(browser, loginPage, user.email, user.password);
+}
+
+/** Sends a request with the path exactly as given (fetch would normalise `..` and `\`). */
+export async function rawRequest(
+  base: string,
+  path: string,
+  init: { method?: string; headers?: Record<string, string> } = {},
+): Promise<{ status: number; headers: import('node:http').IncomingHttpHeaders; body: string }> {
+  const { request } = await import('node:http');
+  const u = new URL(base);
+  return new Promise((resolve, reject) => {
+    const req = request({ host: u.hostname, port: u.port, method: init.method ?? 'GET', path, headers: init.headers ?? {} }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** Creates a logged-in session directly through the authservice's own session code (no IdP round trip). */
+export async function sessionFor(app: FastifyInstance, user: { email: string; groups?: string[] }): Promise<{ sid: string; cookie: string }> {
+  const { issueSession } = await import('../session/issue.ts');
+  const issued = await issueSession(app.authservice, {
+    identity: { sub: `sub-${user.email}`, userid: user.email, groups: user.groups ?? [] },
+    idToken: 'not-a-real-id-token',
+    idTokenExp: Math.floor(Date.now() / 1000) + 3600,
+  });
+  return { sid: issued.sid, cookie: `${app.authservice.config.session.cookieName}=${issued.cookie}` };
 }

@@ -69,7 +69,7 @@ test('API requests without a session get 401 JSON, never a redirect', async (t) 
   const stack = await startAuthStack(t, { env: { PORTICO_API_PATHS: '/api/' } });
   if (!stack) return;
   const browser = new Browser();
-  for (const headers of [
+  for (const headers of <Record<string, string>[]>[
     { accept: 'application/json' },
     { 'x-requested-with': 'XMLHttpRequest', accept: '*/*' },
     { accept: 'text/html' }, // under PORTICO_API_PATHS
