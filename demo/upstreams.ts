@@ -46,6 +46,12 @@ export interface DemoUpstreamsOptions {
    * HTTP_PROXY in this process's environment (the demo wires hosts explicitly).
    */
   httpProxy?: string | null;
+  /**
+   * Address the services by their mesh names (`http://details:9080`, `http://reviews:9080`,
+   * `http://ratings:9080`) instead of each other's local URLs, as in Kubernetes. Use with
+   * `httpProxy` pointing at a Portico outbound listener, which resolves them via the registry.
+   */
+  meshNames?: boolean;
 }
 
 export interface DemoUpstreams {
@@ -89,7 +95,7 @@ export async function startDemoUpstreams(opts: DemoUpstreamsOptions = {}): Promi
           version,
           port: want[version === 'v1' ? 'reviewsV1' : version === 'v2' ? 'reviewsV2' : 'reviewsV3'],
           host,
-          ratingsUrl: ratings.url,
+          ratingsUrl: opts.meshNames ? 'http://ratings:9080' : ratings.url,
           podname: `reviews-${version}`,
           httpProxy,
         }).then(track),
@@ -99,9 +105,9 @@ export async function startDemoUpstreams(opts: DemoUpstreamsOptions = {}): Promi
       await startProductpage({
         port: want.productpage,
         host,
-        detailsUrl: details.url,
-        reviewsUrl: opts.reviewsUrl ?? reviewsV1!.url,
-        ratingsUrl: ratings.url,
+        detailsUrl: opts.meshNames ? 'http://details:9080' : details.url,
+        reviewsUrl: opts.reviewsUrl ?? (opts.meshNames ? 'http://reviews:9080' : reviewsV1!.url),
+        ratingsUrl: opts.meshNames ? 'http://ratings:9080' : ratings.url,
         userIdHeader: opts.userIdHeader,
         httpProxy,
       }),

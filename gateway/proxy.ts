@@ -72,9 +72,10 @@ function servernameOf(req: DownstreamRequest): string | undefined {
 function resolveVirtualHost(
   pt: PortTable,
   host: string,
+  authority: string,
   req: DownstreamRequest,
 ): RuntimeVirtualHost | GatewayError {
-  const vh = pt.hosts.lookup(host);
+  const vh = pt.hosts.lookup(host) ?? serviceDefault(pt, host, authority);
   if (!vh) return ERR.NO_ROUTE;
   if (pt.tls) {
     const sni = servernameOf(req);
@@ -84,6 +85,16 @@ function resolveVirtualHost(
     if (!vh.servers.has(idx)) return ERR.MISDIRECTED;
   }
   return vh;
+}
+
+/** Mesh outbound: the registry service's own route, on the port the Host names (or its only port). */
+function serviceDefault(pt: PortTable, host: string, authority: string): RuntimeVirtualHost | undefined {
+  const byPort = pt.services?.lookup(host);
+  if (!byPort) return undefined;
+  const colon = authority.lastIndexOf(':');
+  const port = colon > 0 && !authority.endsWith(']') ? Number(authority.slice(colon + 1)) : NaN;
+  if (!Number.isNaN(port)) return byPort.get(port);
+  return byPort.size === 1 ? byPort.values().next().value : byPort.get(80);
 }
 
 function redirectLocation(r: Redirect, input: MatchInput, host: string, listener: ListenerInfo): string {
@@ -237,7 +248,7 @@ export function routeRequest(
     }
   }
 
-  const vh = resolveVirtualHost(pt, host, req);
+  const vh = resolveVirtualHost(pt, host, authority, req);
   if ('code' in vh) return { error: vh, detail: vh === ERR.NO_ROUTE ? `${input.method} ${host}${path}` : host };
   const route = matchRoute(vh, input);
   if (!route) return { error: ERR.NO_ROUTE, detail: `${input.method} ${host}${path}` };

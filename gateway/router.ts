@@ -14,6 +14,7 @@ import type {
   Snapshot,
   VirtualHost,
 } from '../config/snapshot.ts';
+import { DEFAULT_RETRIES } from '../config/compile.ts';
 import { compileMatchList, DomainIndex, type MatchInput } from './matchers.ts';
 
 export interface CompiledRoute {
@@ -45,6 +46,11 @@ export interface PortTable {
   /** SNI name → server index (exact, then wildcard, then `*`). */
   readonly sni: DomainIndex<number>;
   readonly virtualHosts: readonly RuntimeVirtualHost[];
+  /**
+   * Mesh outbound only: registry services without a VirtualService, reached by their own
+   * default route (Envoy's per-service route), keyed by host alias then service port.
+   */
+  readonly services?: DomainIndex<ReadonlyMap<number, RuntimeVirtualHost>>;
 }
 
 export interface RouteTable {
@@ -134,7 +140,13 @@ function addVirtualHost(builder: PortBuilder, gateway: string, vh: VirtualHost, 
  * when two selected Gateways bind one port with different protocols; config validation reports
  * this too, so it only fires for label sets validation could not foresee.
  */
-export function buildRouteTable(snapshot: Snapshot, labels: Readonly<Record<string, string>>): RouteTable {
+export interface RouteTableOptions {
+  /** Also serve the `mesh` VirtualServices as a plain-HTTP outbound proxy on this port (sidecar). */
+  readonly meshOutboundPort?: number;
+  readonly meshOutboundBind?: string;
+}
+
+export function buildRouteTable(snapshot: Snapshot, labels: Readonly<Record<string, string>>, opts: RouteTableOptions = {}): RouteTable {
   const gateways = snapshot.gateways.filter((g) => selectorMatches(g.selector, labels));
   const builders = new Map<number, PortBuilder & { owner: string }>();
   for (const gw of gateways) {
@@ -173,6 +185,10 @@ export function buildRouteTable(snapshot: Snapshot, labels: Readonly<Record<stri
       virtualHosts,
     });
   }
+  if (opts.meshOutboundPort !== undefined) {
+    if (ports.has(opts.meshOutboundPort)) throw new Error(`port ${opts.meshOutboundPort}: the mesh outbound listener collides with a Gateway port`);
+    ports.set(opts.meshOutboundPort, meshOutboundTable(snapshot, opts.meshOutboundPort, opts.meshOutboundBind));
+  }
   const clusters = new Map(snapshot.clusters.map((c) => [c.name, c] as const));
   return { snapshot, gateways, ports, clusters };
 }
@@ -181,4 +197,39 @@ export function buildRouteTable(snapshot: Snapshot, labels: Readonly<Record<stri
 export function matchRoute(vh: RuntimeVirtualHost, input: MatchInput): CompiledRoute | undefined {
   for (const r of vh.routes) if (r.matches(input)) return r;
   return undefined;
+}
+
+/** Short forms a client inside the mesh may use for `name.ns.svc.cluster.local`. */
+export function hostAliases(host: string): string[] {
+  const m = /^([^.]+)\.([^.]+)\.svc\.cluster\.local$/.exec(host);
+  if (!m) return [host];
+  return [host, m[1]!, `${m[1]}.${m[2]}`, `${m[1]}.${m[2]}.svc`];
+}
+
+/**
+ * The outbound listener of a sidecar: VirtualServices bound to `mesh`, then every registry
+ * service by its own name. The request's Host (with port) picks the service port.
+ */
+function meshOutboundTable(snapshot: Snapshot, bindPort: number, bind?: string): PortTable {
+  const hosts = new DomainIndex<RuntimeVirtualHost>();
+  const virtualHosts: RuntimeVirtualHost[] = snapshot.mesh.virtualHosts.map((vh) =>
+    Object.freeze({ domains: vh.domains, routes: compileRoutes(vh.routes, 'mesh'), servers: new Set<number>() }),
+  );
+  for (const vh of virtualHosts) for (const d of vh.domains) hosts.add(d, vh);
+  const services = new DomainIndex<ReadonlyMap<number, RuntimeVirtualHost>>();
+  for (const svc of snapshot.services) {
+    const byPort = new Map<number, RuntimeVirtualHost>();
+    for (const p of svc.ports) {
+      const route: HttpRoute = {
+        virtualService: `registry/${svc.host}`,
+        index: 0,
+        source: { file: '', line: 0 },
+        match: [],
+        action: { kind: 'route', destinations: [{ host: svc.host, port: p.number, weight: 100, cluster: `outbound|${p.number}||${svc.host}` }], retries: DEFAULT_RETRIES, mirrors: [] },
+      };
+      byPort.set(p.number, { domains: hostAliases(svc.host), routes: compileRoutes([route], 'mesh'), servers: new Set() });
+    }
+    for (const alias of hostAliases(svc.host)) services.add(alias, byPort);
+  }
+  return { bindPort, number: bindPort, bind: bind ?? '127.0.0.1', protocol: 'HTTP', tls: false, servers: [], hosts, sni: new DomainIndex(), virtualHosts, services };
 }

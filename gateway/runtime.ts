@@ -27,6 +27,8 @@ export interface GatewayOptions {
   readonly listener?: ListenerOptions;
   readonly logger?: GatewayLogger;
   readonly onRequest?: (record: RequestRecord) => void;
+  /** Serve the mesh VirtualServices as an outbound HTTP proxy (sidecar mode). */
+  readonly meshOutbound?: { readonly port: number; readonly bind?: string };
   /** How long close() lets in-flight requests finish. */
   readonly drainMs?: number;
 }
@@ -50,7 +52,7 @@ export class GatewayRuntime {
   ) {
     this.labels = opts.labels ?? DEFAULT_GATEWAY_LABELS;
     this.log = opts.logger ?? silentLogger;
-    this.current = buildRouteTable(snapshot, this.labels);
+    this.current = buildRouteTable(snapshot, this.labels, this.tableOptions());
     this.deps = {
       table: () => this.current,
       balancer: this.balancer,
@@ -68,6 +70,11 @@ export class GatewayRuntime {
         }
       }
     };
+  }
+
+  private tableOptions(): { meshOutboundPort?: number; meshOutboundBind?: string } {
+    const m = this.opts.meshOutbound;
+    return m ? { meshOutboundPort: m.port, meshOutboundBind: m.bind } : {};
   }
 
   /** The table requests are routed with right now. */
@@ -95,7 +102,7 @@ export class GatewayRuntime {
   apply(snapshot: Snapshot): Promise<void> {
     const run = this.swapping.then(async () => {
       if (snapshot.version === this.current.snapshot.version) return;
-      const next = buildRouteTable(snapshot, this.labels);
+      const next = buildRouteTable(snapshot, this.labels, this.tableOptions());
       await this.reconcile(next);
       this.log.info('config applied', { version: snapshot.version, ports: [...next.ports.keys()] });
     });

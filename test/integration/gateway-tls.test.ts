@@ -156,7 +156,7 @@ test('httpsRedirect answers 301 to the HTTPS port', async (t) => {
 
 test('websocket upgrade over HTTPS reaches the upstream and echoes', async (t) => {
   const env = await setup(t);
-  const ws = new WebSocket(`wss://127.0.0.1:${env.httpsPort}/ws`, { headers: { host: 'httpbin.example.com' }, servername: 'httpbin.example.com', ca: env.ca });
+  const ws = new WebSocket(`wss://127.0.0.1:${env.httpsPort}/ws`, [], { headers: { host: 'httpbin.example.com' }, ca: env.ca, servername: 'httpbin.example.com' } as WebSocket.ClientOptions);
   t.after(() => ws.terminate());
   await new Promise<void>((resolve, reject) => {
     ws.once('open', resolve);

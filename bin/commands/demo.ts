@@ -1,0 +1,116 @@
+/**
+ * `portico demo` — what `npm start` runs: Istio's Bookinfo and httpbin behind Portico's HTTPS
+ * gateway, on embedded defaults (no Docker, no Redis, no external IdP). Certificates are made on
+ * first run under certs/out and reused after.
+ *
+ *   https://localhost:8443/productpage     Bookinfo (reviews routed by Istio's VirtualService)
+ *   https://httpbin.example.com:8443/...   httpbin, by SNI (curl --resolve / --connect-to)
+ *   http://localhost:8080/...              redirects to HTTPS
+ */
+import { resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { ensureDemoCerts } from '../../certs/index.ts';
+import { buildSnapshot, formatIssue } from '../../config/index.ts';
+import { startDemoUpstreams } from '../../demo/upstreams.ts';
+import { startAdmin } from '../../gateway/admin.ts';
+import { GatewayRuntime } from '../../gateway/runtime.ts';
+import { consoleLogger } from './gateway.ts';
+
+const ROOT = resolve(new URL('../..', import.meta.url).pathname);
+
+/** The embedded default config, relative to the package root. */
+export const DEMO_CONFIG = [
+  'config/examples/demo/gateway.yaml',
+  'config/examples/bookinfo/registry.yaml',
+  'config/examples/bookinfo/destination-rule-all.yaml',
+  'config/examples/bookinfo/virtual-service-reviews-test-v2.yaml',
+  'config/examples/httpbin-https/registry.yaml',
+].map((p) => resolve(ROOT, p));
+
+export const DEMO_MESH_PORT = 15001;
+
+const USAGE = `usage: portico demo [--certs-dir DIR] [--admin-port N]
+Runs Bookinfo and httpbin behind Portico's HTTPS gateway on https://localhost:8443.
+`;
+
+export interface DemoHandle {
+  close(): Promise<void>;
+}
+
+export async function startDemo(opts: { certsDir?: string; adminPort?: number; log?: (line: string) => void } = {}): Promise<DemoHandle> {
+  const say = opts.log ?? ((line: string) => process.stdout.write(`${line}\n`));
+  const certsDir = resolve(opts.certsDir ?? resolve(ROOT, 'certs/out'));
+  const certs = ensureDemoCerts(certsDir, ['localhost', 'httpbin.example.com']);
+  const built = await buildSnapshot(DEMO_CONFIG, { secretsDir: resolve(certsDir, 'credentials'), cwd: ROOT });
+  if (!built.ok) throw new Error(`demo config is invalid:\n${built.issues.map((i) => formatIssue(i)).join('\n')}`);
+
+  const closers: (() => Promise<void>)[] = [];
+  const closeAll = async (): Promise<void> => {
+    for (const c of closers.splice(0).reverse()) await c().catch(() => undefined);
+  };
+  try {
+    const log = consoleLogger('demo');
+    // The mesh's outbound listener: Bookinfo services call each other through it, so Istio's
+    // reviews VirtualService (jason → v2) applies between productpage and reviews.
+    const mesh = new GatewayRuntime(built.snapshot, { labels: { 'portico.dev/role': 'mesh-outbound' }, meshOutbound: { port: DEMO_MESH_PORT }, logger: log, drainMs: 1000 });
+    await mesh.start();
+    closers.push(() => mesh.close(1000));
+    const upstreams = await startDemoUpstreams({ httpProxy: `http://127.0.0.1:${DEMO_MESH_PORT}`, meshNames: true });
+    closers.push(() => upstreams.close());
+    const edge = new GatewayRuntime(built.snapshot, { logger: log, drainMs: 2000 });
+    await edge.start();
+    closers.push(() => edge.close(2000));
+    const admin = await startAdmin(edge, opts.adminPort ?? 15000);
+    closers.push(() => admin.close());
+
+    say('');
+    say('Portico demo is running (Ctrl-C stops it).');
+    say('');
+    say('  Bookinfo      https://localhost:8443/productpage');
+    say('  as jason      the Bookinfo "Sign in" button, user jason (any password): reviews v2, black stars');
+    say('  httpbin       curl --cacert ' + certs.ca.certFile + ' --resolve httpbin.example.com:8443:127.0.0.1 https://httpbin.example.com:8443/status/418');
+    say('  HTTP          http://localhost:8080/productpage redirects to HTTPS');
+    say(`  admin         http://127.0.0.1:${admin.port()}/config_dump  /clusters  /routes`);
+    say('');
+    say(`  The CA that signed the demo certificates: ${certs.ca.certFile}`);
+    say('');
+    return { close: closeAll };
+  } catch (err) {
+    await closeAll();
+    throw err;
+  }
+}
+
+export async function run(argv: string[]): Promise<number | undefined> {
+  let values;
+  try {
+    values = parseArgs({ args: argv, options: { 'certs-dir': { type: 'string' }, 'admin-port': { type: 'string' }, help: { type: 'boolean', short: 'h' } } }).values;
+  } catch (err) {
+    process.stderr.write(`portico demo: ${(err as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  let demo: DemoHandle;
+  try {
+    demo = await startDemo({ certsDir: values['certs-dir'], adminPort: values['admin-port'] ? Number(values['admin-port']) : undefined });
+  } catch (err) {
+    process.stderr.write(`portico demo: ${(err as Error).message}\n`);
+    return 1;
+  }
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    process.stdout.write(`\n${signal}: stopping the demo...\n`);
+    demo.close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.once('SIGINT', () => stop('SIGINT'));
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  return undefined;
+}
