@@ -126,10 +126,11 @@ export function loadAuthserviceConfig(env: Env): AuthserviceConfig {
   };
 
   const issuerRaw = required('OIDC_PROVIDER');
-  const issuer = url('OIDC_PROVIDER', issuerRaw || undefined) ?? new URL('http://invalid.invalid');
+  const parsedIssuer = url('OIDC_PROVIDER', issuerRaw || undefined);
+  const issuer = parsedIssuer ?? new URL('http://invalid.invalid');
   const authUrl = url('OIDC_AUTH_URL', get('OIDC_AUTH_URL'));
   const allowInsecureIssuer = bool('PORTICO_OIDC_ALLOW_INSECURE', false);
-  if (issuer.protocol === 'http:' && !allowInsecureIssuer && !isLoopback(issuer.hostname) && issuerRaw) {
+  if (issuer.protocol === 'http:' && !allowInsecureIssuer && !isLoopback(issuer.hostname) && parsedIssuer) {
     problems.push(
       `OIDC_PROVIDER: '${issuerRaw}' is plain http and not loopback; use https or set PORTICO_OIDC_ALLOW_INSECURE=true (development only)`,
     );
