@@ -279,6 +279,9 @@ class Compiler {
       workloads: this.workloads(),
       mesh,
       files,
+      extAuthz: [],
+      security: { rootNamespace: 'istio-system', peerAuthentications: [], authorizationPolicies: [], requestAuthentications: [] },
+      localRateLimits: [],
     };
     const version = this.version(body);
     return deepFreeze({ version, ...body });

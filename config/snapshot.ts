@@ -15,11 +15,15 @@ export interface SourceRef {
   readonly line: number;
 }
 
-/** Istio StringMatch. `regex` is RE2-like and matches the whole value (anchored by the runtime). */
+/**
+ * Istio StringMatch. `regex` is RE2-like and matches the whole value (anchored by the runtime).
+ * A leading RE2 `(?i)` is stripped at compile time and recorded as `ignoreCase: true` next to
+ * the pattern (JavaScript has no inline flags); absent `ignoreCase` means case-sensitive.
+ */
 export type StringMatch =
   | { readonly exact: string }
   | { readonly prefix: string }
-  | { readonly regex: string };
+  | { readonly regex: string; readonly ignoreCase?: true };
 
 /** A header/query-param condition: a StringMatch, or presence alone (Istio's `{}`). */
 export type ValueMatch = StringMatch | { readonly present: true };
@@ -224,6 +228,47 @@ export interface GatewayPort {
   readonly servers: readonly GatewayServer[];
   /** Sorted: exact domains before wildcards, longer wildcards first, `*` last. */
   readonly virtualHosts: readonly VirtualHost[];
+  /**
+   * VirtualService `tcp[]` rules bound to this port, in (VirtualService key, index) order; first
+   * match wins. Present on TCP/MONGO ports and on TLS ports whose servers terminate TLS (SIMPLE,
+   * MUTUAL...) — the decrypted stream is then routed like TCP.
+   */
+  readonly tcpRoutes?: readonly L4Route[];
+  /** VirtualService `tls[]` rules for PASSTHROUGH servers on a TLS port, routed by SNI; first match wins. */
+  readonly tlsRoutes?: readonly L4Route[];
+}
+
+/** One entry of VirtualService `tcp[].match[]` / `tls[].match[]`: fields are ANDed. */
+export interface L4Match {
+  readonly port?: number;
+  /** CIDRs (`10.0.0.0/8`; a bare IP becomes `/32` or `/128`). */
+  readonly destinationSubnets: readonly string[];
+  /** Lower-case SNI patterns (`a.example.com`, `*.example.com`); `tls[]` only. */
+  readonly sniHosts?: readonly string[];
+  readonly sourceLabels?: Readonly<Record<string, string>>;
+  readonly sourceNamespace?: string;
+  readonly gateways?: readonly string[];
+}
+
+/** One weighted L4 target; `cluster` names an entry of `Snapshot.clusters`. */
+export interface L4Destination {
+  readonly host: string;
+  readonly subset?: string;
+  readonly port: number;
+  readonly weight: number;
+  readonly cluster: string;
+}
+
+/** One VirtualService `tcp[]` or `tls[]` rule, compiled. */
+export interface L4Route {
+  /** `ns/name` of the VirtualService. */
+  readonly virtualService: string;
+  /** Index in the VirtualService's `tcp[]` / `tls[]`. */
+  readonly index: number;
+  readonly source: SourceRef;
+  /** ORed; empty means "matches every connection". */
+  readonly match: readonly L4Match[];
+  readonly destinations: readonly L4Destination[];
 }
 
 export interface CompiledGateway {
@@ -350,6 +395,256 @@ export interface Workload {
   readonly weight: number;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Policy: ext_authz, security policies, local rate limits.
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * Envoy's StringMatcher (envoy.type.matcher.v3.StringMatcher) as used by ext_authz header lists:
+ * exactly one of exact/prefix/suffix/contains/regex. `regex` is a full match; a leading RE2
+ * `(?i)` has been stripped into `ignoreCase`. Header names are compared case-insensitively by
+ * the runtime anyway; `ignoreCase` matters for values and for explicit Envoy configs.
+ */
+export type StringMatcher =
+  | { readonly exact: string; readonly ignoreCase: boolean }
+  | { readonly prefix: string; readonly ignoreCase: boolean }
+  | { readonly suffix: string; readonly ignoreCase: boolean }
+  | { readonly contains: string; readonly ignoreCase: boolean }
+  | { readonly regex: string; readonly ignoreCase: boolean };
+
+/**
+ * Istio's policy string pattern (AuthorizationPolicy paths/hosts/principals/…): `*` matches
+ * anything non-empty, `abc*` is a prefix, `*abc` a suffix, anything else exact.
+ */
+export type StringPattern =
+  | { readonly exact: string }
+  | { readonly prefix: string }
+  | { readonly suffix: string }
+  | { readonly presence: true };
+
+/**
+ * Where a policy or EnvoyFilter patch applies. `namespace` is the resource's; `meshWide` is true
+ * when it lives in the root namespace (MeshConfig `rootNamespace`, default `istio-system`) and
+ * has no selector restriction by namespace. An empty `selector` selects every workload in scope.
+ */
+export interface PolicyTarget {
+  readonly namespace: string;
+  readonly meshWide: boolean;
+  readonly selector: Readonly<Record<string, string>>;
+  /** Kubernetes Gateway API style `targetRef(s)`; recorded, not resolved (warned at validation). */
+  readonly targetRefs?: readonly { readonly kind: string; readonly group?: string; readonly name: string; readonly namespace?: string }[];
+}
+
+/** EnvoyFilter `match.context`: which proxies a patch applies to. */
+export type ProxyContext = 'ANY' | 'GATEWAY' | 'SIDECAR_INBOUND' | 'SIDECAR_OUTBOUND';
+
+/** AuthorizationPolicy `rules[].to[].operation`, compiled. Empty lists mean "no condition". */
+export interface OperationMatch {
+  readonly paths: readonly StringPattern[];
+  readonly notPaths: readonly StringPattern[];
+  /** Compared case-insensitively with the request authority (port stripped) by Istio. */
+  readonly hosts: readonly StringPattern[];
+  readonly notHosts: readonly StringPattern[];
+  readonly methods: readonly StringPattern[];
+  readonly notMethods: readonly StringPattern[];
+  readonly ports: readonly number[];
+  readonly notPorts: readonly number[];
+}
+
+/** AuthorizationPolicy `rules[].from[].source`, compiled. IP lists are CIDRs (bare IPs get /32 or /128). */
+export interface SourceMatch {
+  readonly principals: readonly StringPattern[];
+  readonly notPrincipals: readonly StringPattern[];
+  readonly requestPrincipals: readonly StringPattern[];
+  readonly notRequestPrincipals: readonly StringPattern[];
+  readonly namespaces: readonly StringPattern[];
+  readonly notNamespaces: readonly StringPattern[];
+  readonly ipBlocks: readonly string[];
+  readonly notIpBlocks: readonly string[];
+  readonly remoteIpBlocks: readonly string[];
+  readonly notRemoteIpBlocks: readonly string[];
+}
+
+/**
+ * AuthorizationPolicy `rules[].when[]`. `type` tells the runtime how to compare: `pattern`
+ * (Istio string pattern on the value), `ip` (values are CIDRs) or `port` (integers as strings).
+ * `header` is set for `request.headers[NAME]` (lower-cased); `claim` is the path of
+ * `request.auth.claims[a][b]` (`['a', 'b']`).
+ */
+export interface Condition {
+  readonly key: string;
+  readonly type: 'pattern' | 'ip' | 'port';
+  readonly header?: string;
+  readonly claim?: readonly string[];
+  readonly values: readonly StringPattern[];
+  readonly notValues: readonly StringPattern[];
+  /** Raw values for `ip`/`port` conditions (CIDRs normalised). */
+  readonly rawValues: readonly string[];
+  readonly rawNotValues: readonly string[];
+}
+
+/**
+ * One rule: matches when any `from` matches (or `from` is empty) AND any `to` matches (or `to`
+ * is empty) AND every `when` holds.
+ */
+export interface AuthzRule {
+  readonly from: readonly SourceMatch[];
+  readonly to: readonly OperationMatch[];
+  readonly when: readonly Condition[];
+}
+
+export interface AuthzPolicy extends PolicyTarget {
+  /** `ns/name`. */
+  readonly key: string;
+  readonly name: string;
+  readonly source: SourceRef;
+  readonly action: 'ALLOW' | 'DENY' | 'AUDIT' | 'CUSTOM';
+  /** CUSTOM only: the MeshConfig extension provider name. */
+  readonly provider?: string;
+  /** The policy matches a request when any rule matches; an empty list never matches (Istio). */
+  readonly rules: readonly AuthzRule[];
+}
+
+export type MtlsMode = 'STRICT' | 'PERMISSIVE' | 'DISABLE' | 'UNSET';
+
+export interface PeerAuthn extends PolicyTarget {
+  readonly key: string;
+  readonly name: string;
+  readonly source: SourceRef;
+  /** UNSET inherits from the parent (namespace, then mesh; mesh default PERMISSIVE). */
+  readonly mode: MtlsMode;
+  /** Port-level overrides, sorted by port. Istio honours them only with a selector. */
+  readonly portLevelMtls: readonly { readonly port: number; readonly mode: MtlsMode }[];
+}
+
+export interface JwtRule {
+  readonly issuer: string;
+  readonly audiences: readonly string[];
+  readonly jwksUri?: string;
+  /** Inline JWKS JSON as written. */
+  readonly jwks?: string;
+  /** Header names lower-cased. Istio's default (Authorization `Bearer `) is filled in when no location is given. */
+  readonly fromHeaders: readonly { readonly name: string; readonly prefix: string }[];
+  /** Default `access_token` when no location is given. */
+  readonly fromParams: readonly string[];
+  readonly fromCookies: readonly string[];
+  readonly outputPayloadToHeader?: string;
+  readonly forwardOriginalToken: boolean;
+  readonly outputClaimToHeaders: readonly { readonly header: string; readonly claim: string }[];
+  readonly timeoutMs?: number;
+}
+
+export interface RequestAuthn extends PolicyTarget {
+  readonly key: string;
+  readonly name: string;
+  readonly source: SourceRef;
+  readonly jwtRules: readonly JwtRule[];
+}
+
+/**
+ * Security policies, sorted by (namespace, name). A runtime selects those whose target matches
+ * its workload: `meshWide` ones, plus those in its namespace whose `selector` its labels satisfy.
+ */
+export interface SecurityPolicies {
+  /** MeshConfig `rootNamespace` (default `istio-system`). */
+  readonly rootNamespace: string;
+  readonly peerAuthentications: readonly PeerAuthn[];
+  readonly authorizationPolicies: readonly AuthzPolicy[];
+  readonly requestAuthentications: readonly RequestAuthn[];
+}
+
+/**
+ * When an ext_authz filter is consulted. EnvoyFilter-inserted filters check every request;
+ * CUSTOM AuthorizationPolicies check only requests matching one of their rules.
+ */
+export type ExtAuthzScope =
+  | { readonly kind: 'all' }
+  | { readonly kind: 'rules'; readonly rules: readonly AuthzRule[] };
+
+/**
+ * One Envoy HTTP ext_authz filter, from an EnvoyFilter `envoy.filters.http.ext_authz` patch or
+ * from a CUSTOM AuthorizationPolicy + MeshConfig `extensionProviders[].envoyExtAuthzHttp`.
+ * Semantics follow Envoy's ext_authz HTTP service:
+ * https://www.envoyproxy.io/docs/envoy/latest/api-v3/extensions/filters/http/ext_authz/v3/ext_authz.proto
+ */
+export interface ExtAuthzFilter extends PolicyTarget {
+  /** `EnvoyFilter/ns/name/configPatches[i]` or `AuthorizationPolicy/ns/name`. Unique, stable. */
+  readonly id: string;
+  readonly origin: 'EnvoyFilter' | 'AuthorizationPolicy';
+  readonly source: SourceRef;
+  readonly context: ProxyContext;
+  /** MeshConfig extension provider name (policy form only). */
+  readonly provider?: string;
+  /** The authorization server. `cluster` names an entry of `Snapshot.clusters`. */
+  readonly server: {
+    readonly cluster: string;
+    readonly host: string;
+    readonly port: number;
+    readonly scheme: 'http' | 'https';
+  };
+  /** Check request timeout. Envoy form: `server_uri.timeout`, default 200 ms; Istio form: `timeout`, default 10 min. */
+  readonly timeoutMs: number;
+  /** Prepended to the original request path in the check request (Envoy ignores the path of `server_uri.uri`). */
+  readonly pathPrefix: string;
+  /**
+   * Client request headers copied into the check request. Envoy always adds Host, Method, Path,
+   * Content-Length and Authorization besides these. Empty = only those.
+   */
+  readonly allowedRequestHeaders: readonly StringMatcher[];
+  /** Extra headers set on the check request (`headers_to_add` / `includeAdditionalHeadersInCheck`), names lower-cased. */
+  readonly headersToAdd: readonly (readonly [string, string])[];
+  /** Authz response headers copied to the upstream request on OK (overwriting). Empty = none. */
+  readonly allowedUpstreamHeaders: readonly StringMatcher[];
+  /**
+   * Authz response headers returned to the client on deny. Absent = Envoy's default: all except
+   * Host; when present, Path, Status, Content-Length, WWW-Authenticate and Location are implied.
+   */
+  readonly allowedClientHeaders?: readonly StringMatcher[];
+  /** Authz response headers added to the client response on OK. Empty = none. */
+  readonly allowedClientHeadersOnSuccess: readonly StringMatcher[];
+  /** Let the request through when the authz server cannot be reached or errors (Envoy default false). */
+  readonly failureModeAllow: boolean;
+  /** Status returned when the authz server fails and failureModeAllow is false (Envoy default 403). */
+  readonly statusOnError: number;
+  /** Buffer and send the request body (parsed but not supported by the runtime yet; warned). */
+  readonly withRequestBody?: { readonly maxRequestBytes: number; readonly allowPartialMessage: boolean };
+  readonly applyTo: ExtAuthzScope;
+}
+
+/** Envoy FractionalPercent as a percentage 0..100. */
+export type Percentage = number;
+
+/**
+ * One Envoy HTTP local rate limit (`envoy.filters.http.local_ratelimit`) from an EnvoyFilter.
+ * https://www.envoyproxy.io/docs/envoy/latest/configuration/http/http_filters/local_rate_limit_filter
+ * A `listener` entry without `tokenBucket` only enables the filter; the buckets then come from
+ * `vhost`/`route` entries (typed_per_filter_config), as in Istio's rate-limit task.
+ */
+export interface LocalRateLimit extends PolicyTarget {
+  /** `EnvoyFilter/ns/name/configPatches[i]`. */
+  readonly id: string;
+  readonly source: SourceRef;
+  readonly context: ProxyContext;
+  readonly scope:
+    | { readonly kind: 'listener'; readonly portNumber?: number }
+    | { readonly kind: 'vhost'; readonly vhost?: string; readonly portNumber?: number }
+    | {
+        readonly kind: 'route';
+        readonly vhost?: string;
+        /** Envoy route name; absent = every route of the vhost (route `action: ANY`). */
+        readonly route?: string;
+        readonly portNumber?: number;
+      };
+  readonly statPrefix: string;
+  readonly tokenBucket?: { readonly maxTokens: number; readonly tokensPerFill: number; readonly fillIntervalMs: number };
+  /** Share of requests the filter checks; Envoy default 0 when unset ("for safety"). */
+  readonly filterEnabled: Percentage;
+  /** Share of over-limit requests actually rejected with 429; Envoy default 0 when unset. */
+  readonly filterEnforced: Percentage;
+  /** Added to rate-limited (429) responses; names lower-cased. */
+  readonly responseHeadersToAdd: readonly { readonly name: string; readonly value: string; readonly append: boolean }[];
+}
+
 export interface Snapshot {
   /** Content hash of the compiled form: equal versions mean equal snapshots. */
   readonly version: string;
@@ -361,4 +656,12 @@ export interface Snapshot {
   readonly mesh: { readonly virtualHosts: readonly VirtualHost[] };
   /** Files the snapshot read besides YAML (certificates), so the runtime can watch them. */
   readonly files: readonly string[];
+  /**
+   * ext_authz filters in evaluation order: EnvoyFilter ones first (namespace, name, patch index),
+   * then CUSTOM policies (namespace, name). A runtime keeps those whose target and context match it.
+   */
+  readonly extAuthz: readonly ExtAuthzFilter[];
+  readonly security: SecurityPolicies;
+  /** Sorted by id. */
+  readonly localRateLimits: readonly LocalRateLimit[];
 }
