@@ -19,6 +19,28 @@ function endpointsOf(cluster: Cluster): readonly Endpoint[] {
   return eps;
 }
 
+/** What consistent-hash policies may read from the request. */
+export interface PickRequest {
+  readonly headers: Readonly<Record<string, string | string[] | undefined>>;
+  readonly sourceIp: string;
+  /** Raw query string without `?`. */
+  readonly query: string;
+}
+
+export interface Picked {
+  readonly endpoint: Endpoint;
+  /** A `Set-Cookie` value to add to the response (consistent hash on a generated cookie). */
+  readonly setCookie?: string;
+}
+
+/** How one attempt against one endpoint ended, for outlier detection. */
+export type Outcome =
+  | { readonly kind: 'response'; readonly status: number }
+  | { readonly kind: 'connect-failure' }
+  | { readonly kind: 'reset' }
+  | { readonly kind: 'timeout' }
+  | { readonly kind: 'cancelled' };
+
 export class Balancer {
   private readonly cursors = new Map<string, number>();
 
@@ -26,20 +48,33 @@ export class Balancer {
    * Picks an endpoint of `cluster`, preferring ones not in `tried` (retries go to another host
    * when there is one). Undefined when the cluster has no endpoints.
    */
-  pick(cluster: Cluster, tried?: ReadonlySet<Endpoint>): Endpoint | undefined {
+  pick(cluster: Cluster, tried?: ReadonlySet<Endpoint>, _req?: PickRequest): Picked | undefined {
     const eps = endpointsOf(cluster);
     if (eps.length === 0) return undefined;
-    if (eps.length === 1) return eps[0];
+    if (eps.length === 1) return { endpoint: eps[0]! };
     let policy = 'ROUND_ROBIN';
     const lb = cluster.trafficPolicy.loadBalancer;
     if (lb && 'simple' in lb) policy = lb.simple;
     const start = policy === 'RANDOM' ? Math.floor(Math.random() * eps.length) : this.next(cluster.name, eps.length);
-    if (!tried || tried.size === 0) return eps[start];
+    if (!tried || tried.size === 0) return { endpoint: eps[start]! };
     for (let i = 0; i < eps.length; i++) {
       const ep = eps[(start + i) % eps.length]!;
-      if (!tried.has(ep)) return ep;
+      if (!tried.has(ep)) return { endpoint: ep };
     }
-    return eps[start];
+    return { endpoint: eps[start]! };
+  }
+
+  /** An attempt starts on `endpoint`; call the returned function once with how it ended. */
+  start(_cluster: Cluster, _endpoint: Endpoint): (outcome: Outcome) => void {
+    return () => undefined;
+  }
+
+  /**
+   * Circuit breaking (DestinationRule connectionPool): admits a request to `cluster`, returning
+   * its release function, or undefined when the cluster is at its limit (answer 503, flag UO).
+   */
+  admit(_cluster: Cluster): (() => void) | undefined {
+    return () => undefined;
   }
 
   private next(name: string, n: number): number {

@@ -1,13 +1,13 @@
 /**
  * Forwards one request to an upstream cluster through pooled undici connections, with Istio's
- * retry policy and route timeout. The response is streamed back with backpressure; nothing is
- * buffered unless a retry needs the request body again.
+ * retry policy and route timeout. The response is streamed back with backpressure; the request
+ * body is buffered only when it is small and a retry may need to send it again.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { Dispatcher } from 'undici';
 import type { Cluster, Endpoint, RetryPolicy } from '../config/snapshot.ts';
-import type { Balancer } from './balancer.ts';
+import type { Balancer, Outcome, PickRequest } from './balancer.ts';
 import { ERR, fromUpstreamError, isConnectFailure, type GatewayError } from './errors.ts';
 import { downstreamResponseHeaders, type HeaderMap } from './headers.ts';
 import type { UpstreamPools } from './pools.ts';
@@ -22,6 +22,15 @@ export interface ForwardResult {
   attempts: number;
 }
 
+/** The request body as forward() will send it. */
+export type RequestBody =
+  /** No body at all. */
+  | { readonly kind: 'none' }
+  /** Fully read (small): can be sent again on retry. */
+  | { readonly kind: 'buffered'; readonly data: Buffer }
+  /** Streamed from the client: one attempt only. */
+  | { readonly kind: 'stream' };
+
 export interface ForwardOptions {
   readonly req: DownstreamRequest;
   readonly res: DownstreamResponse;
@@ -30,55 +39,88 @@ export interface ForwardOptions {
   /** Path and query to send upstream. */
   readonly path: string;
   readonly headers: HeaderMap;
+  readonly body: RequestBody;
   readonly timeoutMs?: number;
   readonly retries: RetryPolicy;
   /** Called with the response headers before they are written (header ops, CORS). */
   readonly onResponseHeaders?: (headers: HeaderMap, status: number) => void;
   readonly pools: UpstreamPools;
   readonly balancer: Balancer;
+  readonly pickRequest?: PickRequest;
   readonly sendError: (err: GatewayError) => void;
 }
+
+/** Largest request body kept in memory so that a retry can resend it (Envoy buffers similarly). */
+export const RETRY_BUFFER_LIMIT = 64 * 1024;
 
 const BASE_BACKOFF_MS = 25;
 const MAX_BACKOFF_MS = 250;
 
-function hasBody(req: DownstreamRequest, method: string): boolean {
+/** gRPC status names Envoy's retry_on understands, by code. */
+const GRPC_RETRY_ON: Readonly<Record<string, string>> = { '1': 'cancelled', '4': 'deadline-exceeded', '8': 'resource-exhausted', '13': 'internal', '14': 'unavailable' };
+
+/** Whether the client sends a body, judged from the headers (HTTP/2: the stream is not ended). */
+export function requestHasBody(req: DownstreamRequest): boolean {
   const h = req.headers;
   if (h['transfer-encoding'] !== undefined) return true;
   const cl = h['content-length'];
-  if (cl !== undefined && cl !== '0') return true;
-  // HTTP/2 requests may carry a body with neither header; only bodyless methods are assumed empty.
-  if ((req as Http2ServerRequest).stream !== undefined) return !(method === 'GET' || method === 'HEAD' || method === 'DELETE' || method === 'OPTIONS');
+  if (cl !== undefined) return cl !== '0';
+  const stream = (req as Http2ServerRequest).stream;
+  if (stream !== undefined) return !stream.endAfterHeaders;
   return false;
 }
 
-function isRetriableStatus(status: number, policy: RetryPolicy): boolean {
+/**
+ * Decides how to send the body: buffered when small and declared by content-length and the route
+ * may retry, streamed otherwise. Resolves once a buffered body has been read.
+ */
+export function prepareBody(req: DownstreamRequest, retries: RetryPolicy): Promise<RequestBody> | RequestBody {
+  if (!requestHasBody(req)) return { kind: 'none' };
+  const declared = Number(req.headers['content-length']);
+  if (retries.attempts <= 0 || !Number.isFinite(declared) || declared > RETRY_BUFFER_LIMIT) return { kind: 'stream' };
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.once('end', () => resolve({ kind: 'buffered', data: Buffer.concat(chunks) }));
+    req.once('error', reject);
+  });
+}
+
+function isRetriableStatus(status: number, headers: Record<string, string | string[] | undefined>, policy: RetryPolicy): boolean {
   const on = policy.retryOn;
   if (status >= 500 && on.includes('5xx')) return true;
   if ((status === 502 || status === 503 || status === 504) && on.includes('gateway-error')) return true;
   if (status === 409 && on.includes('retriable-4xx')) return true;
   if (policy.retriableStatusCodes.includes(status) && (on.includes('retriable-status-codes') || on.some((t) => /^\d+$/.test(t)))) return true;
+  const grpc = headers['grpc-status'];
+  if (typeof grpc === 'string' && grpc !== '0') {
+    const name = GRPC_RETRY_ON[grpc];
+    if (name && on.includes(name)) return true;
+  }
   return false;
 }
 
 function isRetriableError(err: unknown, policy: RetryPolicy): boolean {
   const on = policy.retryOn;
   if (isConnectFailure(err)) return on.includes('connect-failure') || on.includes('5xx') || on.includes('gateway-error') || on.includes('reset');
-  // Resets before response headers.
-  return on.includes('reset') || on.includes('5xx') || on.includes('gateway-error');
+  return on.includes('reset') || on.includes('5xx') || on.includes('gateway-error') || on.includes('refused-stream');
 }
 
-/** Envoy's backoff: random in [0, base * 2^attempt), capped. */
-function backoff(attempt: number): number {
-  const cap = Math.min(MAX_BACKOFF_MS, BASE_BACKOFF_MS * 2 ** attempt);
+/** Envoy's backoff: random in [0, base * 2^attempt), capped (fully jittered). */
+function backoff(retry: number): number {
+  const cap = Math.min(MAX_BACKOFF_MS, BASE_BACKOFF_MS * 2 ** retry);
   return Math.floor(Math.random() * cap);
+}
+
+function outcomeOf(err: unknown): Outcome {
+  if (isConnectFailure(err)) return { kind: 'connect-failure' };
+  return { kind: 'reset' };
 }
 
 export function forward(opts: ForwardOptions): Promise<ForwardResult> {
   const { req, res, cluster, retries } = opts;
-  const withBody = hasBody(req, opts.method);
-  // A streamed body can be sent once: retries apply only to bodyless requests for now.
-  const maxAttempts = withBody ? 1 : 1 + Math.max(0, retries.attempts);
+  const replayable = opts.body.kind !== 'stream';
+  const maxAttempts = replayable ? 1 + Math.max(0, retries.attempts) : 1;
   const tried = new Set<Endpoint>();
 
   return new Promise<ForwardResult>((resolve) => {
@@ -88,31 +130,46 @@ export function forward(opts: ForwardOptions): Promise<ForwardResult> {
     let perTryTimer: NodeJS.Timeout | undefined;
     let routeTimer: NodeJS.Timeout | undefined;
     let lastUpstream: string | undefined;
+    let endAttempt: ((o: Outcome) => void) | undefined;
+    const release = opts.balancer.admit(cluster);
 
+    const report = (o: Outcome): void => {
+      const end = endAttempt;
+      endAttempt = undefined;
+      end?.(o);
+    };
     const finish = (status: number, flag: string): void => {
       if (finished) return;
       finished = true;
       if (routeTimer) clearTimeout(routeTimer);
       if (perTryTimer) clearTimeout(perTryTimer);
       res.off('close', onDownstreamClose);
+      release?.();
       resolve({ status, flag, upstream: lastUpstream, attempts: attempt });
     };
     const fail = (err: GatewayError): void => {
       if (finished) return;
       if (!res.headersSent) opts.sendError(err);
       else res.destroy();
-      finish(res.headersSent ? res.statusCode : err.status, err.flag);
+      finish(res.headersSent && res.statusCode ? res.statusCode : err.status, err.flag);
     };
     const onDownstreamClose = (): void => {
       if (finished) return;
       current?.abort(new Error('downstream closed'));
+      report({ kind: 'cancelled' });
       finish(499, 'DC');
     };
+
+    if (!release) {
+      fail(ERR.UPSTREAM_OVERFLOW);
+      return;
+    }
     res.on('close', onDownstreamClose);
 
     if (opts.timeoutMs && opts.timeoutMs > 0) {
       routeTimer = setTimeout(() => {
         current?.abort(Object.assign(new Error('route timeout'), { code: 'PORTICO_ROUTE_TIMEOUT' }));
+        report({ kind: 'timeout' });
         fail(ERR.UPSTREAM_TIMEOUT);
       }, opts.timeoutMs);
     }
@@ -128,11 +185,13 @@ export function forward(opts: ForwardOptions): Promise<ForwardResult> {
 
     const tryOnce = (): void => {
       if (finished) return;
-      const endpoint = opts.balancer.pick(cluster, tried);
-      if (!endpoint) return fail(ERR.NO_HEALTHY_UPSTREAM);
+      const picked = opts.balancer.pick(cluster, tried, opts.pickRequest);
+      if (!picked) return fail(ERR.NO_HEALTHY_UPSTREAM);
+      const endpoint = picked.endpoint;
       tried.add(endpoint);
       attempt++;
       lastUpstream = `${endpoint.address}:${endpoint.port}`;
+      endAttempt = opts.balancer.start(cluster, endpoint);
       const pool = opts.pools.get(cluster, endpoint);
       let settled = false;
       const perTry = retries.perTryTimeoutMs;
@@ -142,6 +201,7 @@ export function forward(opts: ForwardOptions): Promise<ForwardResult> {
           if (settled || res.headersSent) return;
           settled = true;
           current?.abort(Object.assign(new Error('per-try timeout'), { code: 'PORTICO_PER_TRY_TIMEOUT' }));
+          report({ kind: 'timeout' });
           retryOrFail(ERR.UPSTREAM_TIMEOUT, retries.retryOn.includes('5xx') || retries.retryOn.includes('gateway-error') || retries.retryOn.includes('reset'));
         }, perTry);
       }
@@ -153,7 +213,8 @@ export function forward(opts: ForwardOptions): Promise<ForwardResult> {
         onResponseStart(controller, statusCode, headers) {
           if (settled || finished) return controller.abort(new Error('stale attempt'));
           if (statusCode < 200) return; // 1xx informational: wait for the final response
-          if (attempt < maxAttempts && isRetriableStatus(statusCode, retries)) {
+          report({ kind: 'response', status: statusCode });
+          if (attempt < maxAttempts && isRetriableStatus(statusCode, headers, retries)) {
             settled = true;
             controller.abort(new Error('retrying'));
             retryOrFail({ ...ERR.UPSTREAM_CONNECT, status: statusCode }, true);
@@ -162,13 +223,13 @@ export function forward(opts: ForwardOptions): Promise<ForwardResult> {
           settled = true;
           if (perTryTimer) clearTimeout(perTryTimer);
           const out = downstreamResponseHeaders(headers);
+          if (picked.setCookie) out['set-cookie'] = out['set-cookie'] ? ([] as string[]).concat(out['set-cookie'], picked.setCookie) : picked.setCookie;
           opts.onResponseHeaders?.(out, statusCode);
           try {
             res.writeHead(statusCode, out as Record<string, string | string[]>);
           } catch {
             controller.abort(new Error('invalid response headers'));
             fail(ERR.UPSTREAM_RESET);
-            return;
           }
         },
         onResponseData(controller, chunk) {
@@ -192,12 +253,10 @@ export function forward(opts: ForwardOptions): Promise<ForwardResult> {
           finish(status, '-');
         },
         onResponseError(_controller, err) {
-          if (settled && !res.headersSent && !finished) {
-            // Aborted on purpose (retry or per-try timeout): already handled.
-            return;
-          }
           if (finished) return;
+          if (settled && !res.headersSent) return; // aborted on purpose (retry or per-try timeout)
           settled = true;
+          report(outcomeOf(err));
           if (res.headersSent) {
             res.destroy(err);
             finish(res.statusCode, 'UR');
@@ -206,14 +265,14 @@ export function forward(opts: ForwardOptions): Promise<ForwardResult> {
           retryOrFail(fromUpstreamError(err, false), isRetriableError(err, retries));
         },
       };
+      const body = opts.body.kind === 'buffered' ? opts.body.data : opts.body.kind === 'stream' ? (req as IncomingMessage) : null;
       pool.dispatch(
         {
-          origin: undefined,
           path: opts.path,
           method: opts.method as Dispatcher.HttpMethod,
           headers: opts.headers as Record<string, string | string[]>,
-          body: withBody ? (req as IncomingMessage) : null,
-          idempotent: !withBody,
+          body,
+          idempotent: replayable,
           headersTimeout: 0,
           bodyTimeout: 0,
         },

@@ -7,8 +7,10 @@ import type { TLSSocket } from 'node:tls';
 import type { CorsPolicy, HttpRoute, Redirect, Rewrite } from '../config/snapshot.ts';
 import type { Balancer } from './balancer.ts';
 import { ERR, type GatewayError } from './errors.ts';
-import { forward, type DownstreamRequest, type DownstreamResponse } from './forward.ts';
-import { applyHeaderOps, upstreamRequestHeaders, type HeaderMap, type HeaderPolicy } from './headers.ts';
+import { decideFault, GRPC_CODES, grpcStatusForHttp } from './fault.ts';
+import { forward, prepareBody, type DownstreamRequest, type DownstreamResponse, type RequestBody } from './forward.ts';
+import { sendMirrors } from './mirror.ts';
+import { applyHeaderOps, peerAddress, upstreamRequestHeaders, type HeaderMap, type HeaderPolicy } from './headers.ts';
 import { compileStringMatch, hostOnly, type MatchInput, type StringPredicate } from './matchers.ts';
 import { normalizePath, splitTarget } from './path.ts';
 import type { UpstreamPools } from './pools.ts';
@@ -46,11 +48,26 @@ export interface ListenerInfo {
 
 const TEXT_HEADERS = { 'content-type': 'text/plain; charset=utf-8', 'x-content-type-options': 'nosniff', 'cache-control': 'no-store' } as const;
 
-export function sendGatewayError(res: DownstreamResponse, err: GatewayError, detail?: string): void {
+function isGrpc(req: DownstreamRequest): boolean {
+  const ct = req.headers['content-type'];
+  return typeof ct === 'string' && ct.startsWith('application/grpc');
+}
+
+/**
+ * A trailers-only gRPC reply (HTTP 200, `grpc-status`, `grpc-message`), which gRPC clients read;
+ * they would see only "unknown" for a plain HTTP error.
+ */
+function sendGrpcStatus(res: DownstreamResponse, code: number, message: string): void {
+  res.writeHead(200, { 'content-type': 'application/grpc', 'grpc-status': String(code), 'grpc-message': encodeURIComponent(message), 'content-length': '0' });
+  res.end();
+}
+
+export function sendGatewayError(res: DownstreamResponse, err: GatewayError, detail?: string, req?: DownstreamRequest): void {
   if (res.headersSent) {
     res.destroy();
     return;
   }
+  if (req && isGrpc(req)) return sendGrpcStatus(res, grpcStatusForHttp(err.status), err.message);
   const body = `${err.message}${detail ? `: ${detail}` : ''}\n`;
   res.writeHead(err.status, { ...TEXT_HEADERS, 'content-length': Buffer.byteLength(body) });
   res.end(body);
@@ -298,10 +315,10 @@ export function handleRequest(deps: ProxyDeps, listener: ListenerInfo, req: Down
     return done(routed.status, '-');
   }
   if ('error' in routed) {
-    sendGatewayError(res, routed.error, routed.detail);
+    sendGatewayError(res, routed.error, routed.detail, req);
     return done(routed.error.status, routed.error.flag);
   }
-  const { route, input, host, table } = routed;
+  const { route, input, host } = routed;
   const r = route.route;
   const action = r.action;
 
@@ -328,10 +345,56 @@ export function handleRequest(deps: ProxyDeps, listener: ListenerInfo, req: Down
     if (handlePreflight(cors, req, res, origin as string)) return done(res.statusCode, '-', route);
   }
 
+  const fault = decideFault(r.fault);
+  if (fault.delayMs > 0) {
+    const timer = setTimeout(() => afterDelay(deps, listener, req, res, routed, 'DI', done), fault.delayMs);
+    res.once('close', () => clearTimeout(timer));
+    return;
+  }
+  proceed(deps, listener, req, res, routed, fault.abort, '-', done);
+}
+
+type Done = (status: number, flag: string, route?: CompiledRoute, upstream?: string) => void;
+
+function afterDelay(deps: ProxyDeps, listener: ListenerInfo, req: DownstreamRequest, res: DownstreamResponse, routed: RoutedRequest, flag: string, done: Done): void {
+  if (res.writableEnded || res.destroyed) return;
+  // The abort draw is independent of the delay draw; decide it after the delay, like Envoy.
+  const abort = decideFault(routed.route.route.fault ? { abort: routed.route.route.fault.abort } : undefined).abort;
+  proceed(deps, listener, req, res, routed, abort, flag, done);
+}
+
+function proceed(
+  deps: ProxyDeps,
+  listener: ListenerInfo,
+  req: DownstreamRequest,
+  res: DownstreamResponse,
+  routed: RoutedRequest,
+  abort: { httpStatus?: number; grpcStatus?: string } | undefined,
+  flag: string,
+  done: Done,
+): void {
+  const { route, input, table } = routed;
+  const r = route.route;
+  const action = r.action;
+  if (action.kind !== 'route') return;
+  if (abort) {
+    const faultFlag = flag === '-' ? 'FI' : `${flag},FI`;
+    if (abort.grpcStatus !== undefined) {
+      sendGrpcStatus(res, GRPC_CODES[abort.grpcStatus] ?? 2, 'fault filter abort');
+      return done(200, faultFlag, route);
+    }
+    const status = abort.httpStatus ?? 500;
+    const body = 'fault filter abort';
+    res.writeHead(status, { ...TEXT_HEADERS, 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+    return done(status, faultFlag, route);
+  }
+  const origin = req.headers.origin;
+  const cors = r.cors && typeof origin === 'string' ? r.cors : undefined;
   const dest = route.pick();
   const cluster = dest ? table.clusters.get(dest.cluster) : undefined;
   if (!dest || !cluster) {
-    sendGatewayError(res, ERR.NO_CLUSTER, dest?.cluster);
+    sendGatewayError(res, ERR.NO_CLUSTER, dest?.cluster, req);
     return done(ERR.NO_CLUSTER.status, ERR.NO_CLUSTER.flag, route);
   }
 
@@ -340,21 +403,34 @@ export function handleRequest(deps: ProxyDeps, listener: ListenerInfo, req: Down
   applyHeaderOps(headers, r.headers?.request);
   applyHeaderOps(headers, dest.headers?.request);
 
-  void forward({
-    req,
-    res,
-    cluster,
-    method: input.method,
-    path: rewritePath(action.rewrite, route, input),
-    headers,
-    timeoutMs: action.timeoutMs,
-    retries: action.retries,
-    pools: deps.pools,
-    balancer: deps.balancer,
-    sendError: (err) => sendGatewayError(res, err),
-    onResponseHeaders: (h) => {
-      applyRouteResponseOps(r, dest.headers, h);
-      if (cors && corsOriginAllowed(cors, origin as string)) corsResponseHeaders(cors, origin as string, h);
-    },
-  }).then((result) => done(result.status, result.flag, route, result.upstream));
+  const path = rewritePath(action.rewrite, route, input);
+  const send = (body: RequestBody): void => {
+    if (action.mirrors.length > 0) sendMirrors(action.mirrors, table.clusters, deps, { method: input.method, path, headers, body });
+    void forward({
+      req,
+      res,
+      cluster,
+      method: input.method,
+      path,
+      headers,
+      body,
+      timeoutMs: action.timeoutMs,
+      retries: action.retries,
+      pools: deps.pools,
+      balancer: deps.balancer,
+      pickRequest: { headers: req.headers, sourceIp: peerAddress(req.socket?.remoteAddress), query: input.query },
+      sendError: (err) => sendGatewayError(res, err, undefined, req),
+      onResponseHeaders: (h) => {
+        applyRouteResponseOps(r, dest.headers, h);
+        if (cors && corsOriginAllowed(cors, origin as string)) corsResponseHeaders(cors, origin as string, h);
+      },
+    }).then((result) => done(result.status, flag === '-' ? result.flag : result.flag === '-' ? flag : `${flag},${result.flag}`, route, result.upstream));
+  };
+  const body = prepareBody(req, action.retries);
+  if ('then' in body) {
+    body.then(send, () => {
+      sendGatewayError(res, ERR.BAD_REQUEST, 'request body could not be read', req);
+      done(400, 'DPE', route);
+    });
+  } else send(body);
 }

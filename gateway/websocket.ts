@@ -38,7 +38,7 @@ export function handleUpgrade(deps: ProxyDeps, listener: ListenerInfo, req: Inco
   const dest = route.pick();
   const cluster = dest ? table.clusters.get(dest.cluster) : undefined;
   if (!dest || !cluster) return writeRawError(socket, ERR.NO_CLUSTER);
-  const endpoint = deps.balancer.pick(cluster);
+  const endpoint = deps.balancer.pick(cluster, undefined, { headers: req.headers, sourceIp: req.socket.remoteAddress ?? '', query: input.query })?.endpoint;
   if (!endpoint) return writeRawError(socket, ERR.NO_HEALTHY_UPSTREAM);
 
   const headers = upstreamRequestHeaders(req.headers, { remoteAddress: req.socket.remoteAddress ?? '', scheme: listener.scheme, authority: input.authority }, deps.headerPolicy);
