@@ -1,0 +1,61 @@
+/** Resident set size from /proc (Linux only; undefined elsewhere). */
+import { readdirSync, readFileSync } from 'node:fs';
+
+/** VmRSS of `pid` in KiB, or undefined when /proc cannot tell. */
+export function readRssKb(pid: number): number | undefined {
+  try {
+    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Pids whose parent is `pid` (nginx's worker under its master). */
+export function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  let entries: string[];
+  try {
+    entries = readdirSync('/proc');
+  } catch {
+    return out;
+  }
+  for (const e of entries) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      // /proc/PID/stat: "pid (comm) state ppid ..."; comm may hold spaces, so split after the last ')'.
+      const stat = readFileSync(`/proc/${e}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === pid) out.push(Number(e));
+    } catch {
+      // process went away
+    }
+  }
+  return out;
+}
+
+/** Samples the summed RSS of `pids()` every `everyMs`; `stop()` returns the maximum seen (KiB). */
+export function sampleRss(pids: () => number[], everyMs = 200): { stop: () => number | undefined } {
+  let max: number | undefined;
+  const tick = (): void => {
+    let sum = 0;
+    let any = false;
+    for (const pid of pids()) {
+      const kb = readRssKb(pid);
+      if (kb !== undefined) {
+        sum += kb;
+        any = true;
+      }
+    }
+    if (any) max = Math.max(max ?? 0, sum);
+  };
+  tick();
+  const timer = setInterval(tick, everyMs);
+  return {
+    stop: () => {
+      clearInterval(timer);
+      tick();
+      return max;
+    },
+  };
+}

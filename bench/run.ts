@@ -1,0 +1,206 @@
+/**
+ * `npm run bench`: loads a direct baseline, nginx and Portico with wrk for each scenario and
+ * records req/s, p50/p99 and memory. Not a test: nothing here asserts; it prints, marks
+ * PASS/FAIL against the targets and writes bench/results/. See docs/benchmarks.md.
+ *
+ * Env: BENCH_DURATION (s, default 10), BENCH_QUICK=1 (2 s smoke run), BENCH_CONNECTIONS (50),
+ * BENCH_SCENARIOS (comma list), BENCH_CPU_PROF=1 (profile the gateway; results not recorded as latest),
+ * BENCH_KEEP_TMP=1 (keep generated configs and logs).
+ */
+import { cpus, release } from 'node:os';
+import { join } from 'node:path';
+import { mkdirSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { SCENARIOS, selectScenarios, type Scenario, type ScenarioContext } from './scenarios/index.ts';
+import { summariseProfiles, formatProfileSummary, type ProfileSummary } from './lib/profile.ts';
+import { installCleanup, sleep, stopChild } from './lib/procs.ts';
+import { judge, markdownTable, memoryLines, textTable, MAX_P99_RATIO, MIN_REQ_RATIO, type ScenarioResult, type TargetName, type TargetRun } from './lib/report.ts';
+import { readRssKb, sampleRss } from './lib/rss.ts';
+import { writeResults, type BenchResults } from './lib/results.ts';
+import {
+  makeTlsFiles,
+  readCounts,
+  resetCounts,
+  scenarioContext,
+  startNginx,
+  startPortico,
+  startUpstream,
+  tempDir,
+  type RunningUpstream,
+  type StartedTarget,
+} from './lib/targets.ts';
+import { ensureTools, type Tools } from './lib/tools.ts';
+import { runWrk } from './lib/wrk.ts';
+
+interface Settings {
+  readonly durationSec: number;
+  readonly warmupSec: number;
+  readonly connections: number;
+  readonly threads: number;
+  readonly quick: boolean;
+  readonly cpuProf: boolean;
+}
+
+function positive(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name}='${raw}' must be a positive number`);
+  return n;
+}
+
+function settings(): Settings {
+  const quick = process.env.BENCH_QUICK === '1';
+  const durationSec = Math.round(positive('BENCH_DURATION', quick ? 2 : 10));
+  return {
+    durationSec,
+    warmupSec: quick ? 1 : Math.min(3, Math.max(1, Math.round(durationSec / 5))),
+    connections: Math.round(positive('BENCH_CONNECTIONS', 50)),
+    threads: 1,
+    quick,
+    cpuProf: process.env.BENCH_CPU_PROF === '1',
+  };
+}
+
+const say = (msg: string): void => void process.stdout.write(`bench: ${msg}\n`);
+
+/** Warm up, then one measured wrk run with RSS sampling and upstream counting. */
+async function measure(
+  tools: Tools,
+  s: Settings,
+  scenario: Scenario,
+  url: string,
+  upstreams: readonly RunningUpstream[],
+  target?: StartedTarget,
+): Promise<TargetRun> {
+  const base = { connections: s.connections, threads: s.threads, headers: scenario.headers };
+  await runWrk(tools.wrk, { ...base, url, durationSec: s.warmupSec });
+  await resetCounts(upstreams);
+  const sampler = target ? sampleRss(target.pids) : undefined;
+  const wrk = await runWrk(tools.wrk, { ...base, url, durationSec: s.durationSec });
+  const maxRssKb = sampler?.stop();
+  const upstreamCounts = await readCounts(upstreams);
+  const problems: string[] = [];
+  if (wrk.non2xx > 0) problems.push(`${wrk.non2xx} non-2xx/3xx responses`);
+  const sock = wrk.socketErrors;
+  const sockTotal = sock.connect + sock.read + sock.write + sock.timeout;
+  if (sockTotal > 0) problems.push(`socket errors: connect ${sock.connect}, read ${sock.read}, write ${sock.write}, timeout ${sock.timeout}`);
+  if (target && scenario.check) {
+    const p = scenario.check(upstreamCounts);
+    if (p) problems.push(p);
+  }
+  return { url, wrk, maxRssKb, upstreamCounts, problems };
+}
+
+function line(name: string, run: TargetRun): string {
+  const w = run.wrk;
+  const extra = run.problems.length ? `  PROBLEMS: ${run.problems.join('; ')}` : '';
+  return `  ${name.padEnd(8)} ${Math.round(w.reqPerSec).toString().padStart(7)} req/s  p50 ${w.p50Ms.toFixed(2)} ms  p99 ${w.p99Ms.toFixed(2)} ms${extra}`;
+}
+
+async function runScenario(
+  tools: Tools,
+  s: Settings,
+  scenario: Scenario,
+  ctx: ScenarioContext,
+  upstreams: readonly RunningUpstream[],
+  logDir: string,
+  profDir: string | undefined,
+): Promise<ScenarioResult> {
+  say(`scenario ${scenario.name}: ${scenario.title}`);
+  const runs: Partial<Record<TargetName, TargetRun>> = {};
+  const url = `${scenario.scheme}://127.0.0.1:${ctx.port}${scenario.path}`;
+
+  runs.direct = await measure(tools, s, scenario, scenario.direct(ctx), upstreams);
+  say(line('direct', runs.direct));
+
+  if (tools.nginx) {
+    const nginx = await startNginx(tools.nginx, scenario, ctx, logDir);
+    try {
+      runs.nginx = await measure(tools, s, scenario, url, upstreams, nginx);
+    } finally {
+      await nginx.stop();
+    }
+    say(line('nginx', runs.nginx));
+  }
+
+  const portico = await startPortico(scenario, ctx, logDir, profDir);
+  try {
+    await sleep(1000); // let startup garbage settle before reading idle RSS
+    const idleRssKb = readRssKb(portico.child.pid);
+    const run = await measure(tools, s, scenario, url, upstreams, portico);
+    runs.portico = { ...run, idleRssKb };
+  } finally {
+    await stopChild(portico.child, 10_000);
+  }
+  say(line('portico', runs.portico));
+  return judge(scenario.name, scenario.title, runs);
+}
+
+async function main(): Promise<number> {
+  installCleanup();
+  const s = settings();
+  const scenarios = selectScenarios(process.env.BENCH_SCENARIOS);
+  say(`${scenarios.length} scenario(s) × (direct, nginx, portico), wrk -t${s.threads} -c${s.connections} -d${s.durationSec}s --latency (+${s.warmupSec}s warm-up each)${s.quick ? ' [QUICK smoke run]' : ''}`);
+  const tools = ensureTools();
+  say(`wrk: ${tools.wrk} (${tools.versions.wrk}); nginx: ${tools.nginx ? `${tools.nginx} (${tools.versions.nginx})` : 'unavailable'}`);
+
+  const root = tempDir('portico-bench-');
+  const logDir = join(root, 'logs');
+  mkdirSync(logDir, { recursive: true });
+  say(`temp dir ${root}${process.env.BENCH_KEEP_TMP === '1' ? ' (kept)' : ' (removed on exit; BENCH_KEEP_TMP=1 keeps it)'}`);
+  // Profiles are kept on purpose: they are what the person asked for.
+  const profDir = s.cpuProf ? mkdtempSync(join(tmpdir(), 'portico-bench-prof-')) : undefined;
+  if (profDir) say(`CPU profiling the gateway into ${profDir} (profiled numbers are slower and not recorded as latest)`);
+
+  const tls = makeTlsFiles(root);
+  const upstreams = [await startUpstream('v1', tls, logDir), await startUpstream('v2', tls, logDir)];
+  const results: ScenarioResult[] = [];
+  const profiles: Record<string, ProfileSummary> = {};
+  try {
+    for (const scenario of scenarios) {
+      const ctx = await scenarioContext(upstreams, tls, root, scenario.name);
+      const scenarioProf = profDir ? join(profDir, scenario.name) : undefined;
+      results.push(await runScenario(tools, s, scenario, ctx, upstreams, logDir, scenarioProf));
+      if (scenarioProf) {
+        const summary = summariseProfiles(scenarioProf, process.cwd());
+        if (summary) {
+          profiles[scenario.name] = summary;
+          process.stdout.write(`\nCPU profile of Portico, scenario ${scenario.name} (${summary.file}):\n${formatProfileSummary(summary)}\n\n`);
+        }
+      }
+    }
+  } finally {
+    await Promise.all(upstreams.map((u) => stopChild(u.child)));
+  }
+
+  process.stdout.write(`\n${textTable(results)}\n\n`);
+  for (const l of memoryLines(results)) process.stdout.write(`${l}\n`);
+  process.stdout.write(`targets: Portico req/s >= ${MIN_REQ_RATIO}x nginx, p99 <= ${MAX_P99_RATIO}x nginx\n`);
+
+  const out: BenchResults = {
+    schema: 1,
+    date: new Date().toISOString(),
+    quick: s.quick,
+    cpuProfiled: s.cpuProf,
+    host: { node: process.version, cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', kernel: release(), platform: process.platform },
+    tools: tools.versions,
+    settings: { durationSec: s.durationSec, warmupSec: s.warmupSec, connections: s.connections, threads: s.threads, workers: 1 },
+    targets: { minReqPerSecRatio: MIN_REQ_RATIO, maxP99Ratio: MAX_P99_RATIO },
+    notes: tools.notes,
+    scenarios: results,
+    ...(Object.keys(profiles).length ? { profiles } : {}),
+  };
+  const setName = scenarios.length === SCENARIOS.length ? 'all' : scenarios.map((x) => x.name).join('+');
+  const written = writeResults(out, setName, markdownTable(results));
+  for (const f of written) say(`wrote ${f}`);
+  return 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: Error) => {
+    process.stderr.write(`bench: ${err.message}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,60 @@
+/** What a benchmark scenario is: one routing setup, expressed for Portico and for nginx. */
+
+/** One upstream process (bench/upstream.ts). */
+export interface UpstreamInfo {
+  /** Also its subset/version label and its nginx upstream block name: `v1`, `v2`. */
+  readonly name: string;
+  readonly http: number;
+  /** TLS port (same body), used for the direct baseline of TLS scenarios. */
+  readonly https?: number;
+}
+
+/** Server certificate files, issued by Portico's own CA for 127.0.0.1 (certs/index.ts). */
+export interface TlsFiles {
+  readonly certFile: string;
+  readonly keyFile: string;
+  readonly caFile: string;
+  /** `credentialName` under `secretsDir` holding the same cert (Istio's Secret form). */
+  readonly credentialName: string;
+  readonly secretsDir: string;
+}
+
+export interface ScenarioContext {
+  /** The port the target under test (nginx or Portico) must listen on, on 127.0.0.1. */
+  readonly port: number;
+  /** All upstreams, `v1` first. */
+  readonly upstreams: readonly UpstreamInfo[];
+  readonly tls: TlsFiles;
+  /** This scenario's temp dir (config files go here). */
+  readonly dir: string;
+}
+
+export interface PorticoConfig {
+  /** File name → Istio YAML, written into a fresh dir passed as `--config`. */
+  readonly files: Readonly<Record<string, string>>;
+  /** Extra `portico gateway` flags, e.g. `--secrets-dir`. */
+  readonly args?: readonly string[];
+}
+
+export interface Scenario {
+  /** Short id used on the command line (`BENCH_SCENARIOS`) and in result file names. */
+  readonly name: string;
+  /** One line for tables and the chart. */
+  readonly title: string;
+  readonly scheme: 'http' | 'https';
+  /** Request path wrk asks for. */
+  readonly path: string;
+  /** Headers wrk sends on every request. */
+  readonly headers?: Readonly<Record<string, string>>;
+  /** Istio config for Portico. */
+  portico(ctx: ScenarioContext): PorticoConfig;
+  /** The body of nginx's `http {}` block: upstream blocks, maps and one `server` on ctx.port. */
+  nginx(ctx: ScenarioContext): string;
+  /** URL for the direct (no proxy) baseline. */
+  direct(ctx: ScenarioContext): string;
+  /**
+   * Optional correctness check over per-upstream request counts after a proxied run
+   * (e.g. a 50/50 split really split). Returns a problem description, or undefined.
+   */
+  check?(counts: Readonly<Record<string, number>>): string | undefined;
+}
