@@ -47,7 +47,7 @@ export function compileStringMatch(m: StringMatch, ignoreCase = false): StringPr
     const want = m.prefix.toLowerCase();
     return (v) => v.length >= want.length && v.slice(0, want.length).toLowerCase() === want;
   }
-  const re = compileRegex(m.regex, ignoreCase);
+  const re = compileRegex(m.regex, ignoreCase || m.ignoreCase === true);
   return (v) => re.test(v);
 }
 

@@ -6,6 +6,8 @@
 import type { TLSSocket } from 'node:tls';
 import type { CorsPolicy, HttpRoute, Redirect, Rewrite } from '../config/snapshot.ts';
 import type { Balancer } from './balancer.ts';
+import { checkExtAuthz, type AuthzDecision } from './authz.ts';
+import type { PolicyInput } from './policy.ts';
 import { ERR, type GatewayError } from './errors.ts';
 import { decideFault, GRPC_CODES, grpcStatusForHttp } from './fault.ts';
 import { forward, prepareBody, type DownstreamRequest, type DownstreamResponse, type RequestBody } from './forward.ts';
@@ -292,9 +294,31 @@ function applyRouteResponseOps(route: HttpRoute, destHeaders: HttpRoute['headers
 }
 
 /** The `request` listener of every HTTP/HTTPS port. */
+/** One request in flight past routing: what every later stage needs. */
+interface Exchange {
+  readonly deps: ProxyDeps;
+  readonly listener: ListenerInfo;
+  readonly req: DownstreamRequest;
+  readonly res: DownstreamResponse;
+  readonly routed: RoutedRequest;
+  readonly done: Done;
+  /** Response flags so far (`DI` after an injected delay). */
+  flags: string;
+  /** The ext_authz verdict when one allowed the request. */
+  authz?: Extract<AuthzDecision, { kind: 'allow' }>;
+}
+
+type Done = (status: number, flag: string, route?: CompiledRoute, upstream?: string) => void;
+
+function addFlag(flags: string, flag: string): string {
+  if (flag === '-') return flags;
+  return flags === '-' ? flag : `${flags},${flag}`;
+}
+
+/** The `request` listener of every HTTP/HTTPS port. */
 export function handleRequest(deps: ProxyDeps, listener: ListenerInfo, req: DownstreamRequest, res: DownstreamResponse): void {
   const started = deps.onRequest ? performance.now() : 0;
-  const done = (status: number, flag: string, route?: CompiledRoute, upstream?: string): void => {
+  const done: Done = (status, flag, route, upstream) => {
     if (!deps.onRequest) return;
     deps.onRequest({
       method: req.method ?? '',
@@ -318,14 +342,57 @@ export function handleRequest(deps: ProxyDeps, listener: ListenerInfo, req: Down
     sendGatewayError(res, routed.error, routed.detail, req);
     return done(routed.error.status, routed.error.flag);
   }
+  const ex: Exchange = { deps, listener, req, res, routed, done, flags: '-' };
+  const r = routed.route.route;
+
+  // Envoy's filter order: CORS answers preflights before ext_authz sees them.
+  const origin = req.headers.origin;
+  if (r.cors && typeof origin === 'string' && routed.input.method === 'OPTIONS' && req.headers['access-control-request-method'] !== undefined) {
+    if (handlePreflight(r.cors, req, res, origin)) return done(res.statusCode, '-', routed.route);
+  }
+
+  const filters = routed.table.extAuthz;
+  if (filters.length === 0) return afterAuthz(ex);
+  const { input, host } = routed;
+  const remote = peerAddress(req.socket?.remoteAddress);
+  const policyInput: PolicyInput = { path: input.path, host, method: input.method, port: listener.number, headers: req.headers, sourceIp: remote, remoteIp: remote };
+  checkExtAuthz(
+    filters,
+    policyInput,
+    { method: input.method, pathAndQuery: input.query ? `${input.path}?${input.query}` : input.path, authority: input.authority, headers: req.headers },
+    deps,
+  ).then(
+    (decision) => {
+      if (res.destroyed) return;
+      if (decision?.kind === 'deny') {
+        res.writeHead(decision.status, decision.headers);
+        res.end(decision.body);
+        return done(decision.status, 'UAEX', routed.route);
+      }
+      ex.authz = decision;
+      afterAuthz(ex);
+    },
+    () => {
+      sendGatewayError(res, ERR.AUTHZ_ERROR, undefined, req);
+      done(ERR.AUTHZ_ERROR.status, ERR.AUTHZ_ERROR.flag, routed.route);
+    },
+  );
+}
+
+function addClientHeaders(ex: Exchange, headers: HeaderMap): void {
+  if (ex.authz) for (const [k, v] of ex.authz.clientHeaders) headers[k] = v;
+}
+
+function afterAuthz(ex: Exchange): void {
+  const { routed, res, listener, done } = ex;
   const { route, input, host } = routed;
   const r = route.route;
   const action = r.action;
-
   if (action.kind === 'redirect') {
     const location = redirectLocation(action.redirect, input, host, listener);
     const headers: HeaderMap = { location, 'content-length': '0' };
     applyHeaderOps(headers, r.headers?.response);
+    addClientHeaders(ex, headers);
     res.writeHead(action.redirect.redirectCode, headers as Record<string, string>);
     res.end();
     return done(action.redirect.redirectCode, '-', route);
@@ -334,60 +401,41 @@ export function handleRequest(deps: ProxyDeps, listener: ListenerInfo, req: Down
     const body = action.response.body ?? '';
     const headers: HeaderMap = { 'content-type': 'text/plain; charset=utf-8', 'content-length': String(Buffer.byteLength(body)) };
     applyHeaderOps(headers, r.headers?.response);
+    addClientHeaders(ex, headers);
     res.writeHead(action.response.status, headers as Record<string, string>);
     res.end(body);
     return done(action.response.status, '-', route);
   }
-
-  const origin = req.headers.origin;
-  const cors = r.cors && typeof origin === 'string' ? r.cors : undefined;
-  if (cors && input.method === 'OPTIONS' && req.headers['access-control-request-method'] !== undefined) {
-    if (handlePreflight(cors, req, res, origin as string)) return done(res.statusCode, '-', route);
-  }
-
   const fault = decideFault(r.fault);
   if (fault.delayMs > 0) {
-    const timer = setTimeout(() => afterDelay(deps, listener, req, res, routed, 'DI', done), fault.delayMs);
+    const timer = setTimeout(() => {
+      if (res.writableEnded || res.destroyed) return;
+      ex.flags = addFlag(ex.flags, 'DI');
+      proceed(ex, fault.abort);
+    }, fault.delayMs);
     res.once('close', () => clearTimeout(timer));
     return;
   }
-  proceed(deps, listener, req, res, routed, fault.abort, '-', done);
+  proceed(ex, fault.abort);
 }
 
-type Done = (status: number, flag: string, route?: CompiledRoute, upstream?: string) => void;
-
-function afterDelay(deps: ProxyDeps, listener: ListenerInfo, req: DownstreamRequest, res: DownstreamResponse, routed: RoutedRequest, flag: string, done: Done): void {
-  if (res.writableEnded || res.destroyed) return;
-  // The abort draw is independent of the delay draw; decide it after the delay, like Envoy.
-  const abort = decideFault(routed.route.route.fault ? { abort: routed.route.route.fault.abort } : undefined).abort;
-  proceed(deps, listener, req, res, routed, abort, flag, done);
-}
-
-function proceed(
-  deps: ProxyDeps,
-  listener: ListenerInfo,
-  req: DownstreamRequest,
-  res: DownstreamResponse,
-  routed: RoutedRequest,
-  abort: { httpStatus?: number; grpcStatus?: string } | undefined,
-  flag: string,
-  done: Done,
-): void {
+function proceed(ex: Exchange, abort: { httpStatus?: number; grpcStatus?: string } | undefined): void {
+  const { deps, listener, req, res, routed, done } = ex;
   const { route, input, table } = routed;
   const r = route.route;
   const action = r.action;
   if (action.kind !== 'route') return;
   if (abort) {
-    const faultFlag = flag === '-' ? 'FI' : `${flag},FI`;
+    const flags = addFlag(ex.flags, 'FI');
     if (abort.grpcStatus !== undefined) {
       sendGrpcStatus(res, GRPC_CODES[abort.grpcStatus] ?? 2, 'fault filter abort');
-      return done(200, faultFlag, route);
+      return done(200, flags, route);
     }
     const status = abort.httpStatus ?? 500;
     const body = 'fault filter abort';
     res.writeHead(status, { ...TEXT_HEADERS, 'content-length': Buffer.byteLength(body) });
     res.end(body);
-    return done(status, faultFlag, route);
+    return done(status, flags, route);
   }
   const origin = req.headers.origin;
   const cors = r.cors && typeof origin === 'string' ? r.cors : undefined;
@@ -400,6 +448,8 @@ function proceed(
 
   const headers = upstreamRequestHeaders(req.headers, { remoteAddress: req.socket?.remoteAddress ?? '', scheme: listener.scheme, authority: input.authority }, deps.headerPolicy);
   headers['host'] = action.rewrite?.authority ?? input.authority;
+  // ext_authz results land after client identity headers were stripped, before route ops.
+  if (ex.authz) for (const [k, v] of ex.authz.upstreamHeaders) headers[k] = v;
   applyHeaderOps(headers, r.headers?.request);
   applyHeaderOps(headers, dest.headers?.request);
 
@@ -423,8 +473,9 @@ function proceed(
       onResponseHeaders: (h) => {
         applyRouteResponseOps(r, dest.headers, h);
         if (cors && corsOriginAllowed(cors, origin as string)) corsResponseHeaders(cors, origin as string, h);
+        addClientHeaders(ex, h);
       },
-    }).then((result) => done(result.status, flag === '-' ? result.flag : result.flag === '-' ? flag : `${flag},${result.flag}`, route, result.upstream));
+    }).then((result) => done(result.status, addFlag(ex.flags, result.flag), route, result.upstream));
   };
   const body = prepareBody(req, action.retries);
   if ('then' in body) {

@@ -15,7 +15,9 @@ import type {
   VirtualHost,
 } from '../config/snapshot.ts';
 import { DEFAULT_RETRIES } from '../config/compile.ts';
+import { selectExtAuthz, type CompiledExtAuthz, type ProxyIdentity } from './authz.ts';
 import { compileMatchList, DomainIndex, type MatchInput } from './matchers.ts';
+import { labelsMatch } from './policy.ts';
 
 export interface CompiledRoute {
   readonly route: HttpRoute;
@@ -55,16 +57,13 @@ export interface PortTable {
 
 export interface RouteTable {
   readonly snapshot: Snapshot;
+  /** ext_authz filters that apply to this proxy, in evaluation order. */
+  readonly extAuthz: readonly CompiledExtAuthz[];
   readonly gateways: readonly CompiledGateway[];
   readonly ports: ReadonlyMap<number, PortTable>;
   readonly clusters: ReadonlyMap<string, Cluster>;
 }
 
-/** A Gateway applies when every selector label is present with the same value. */
-export function selectorMatches(selector: Readonly<Record<string, string>>, labels: Readonly<Record<string, string>>): boolean {
-  for (const [k, v] of Object.entries(selector)) if (labels[k] !== v) return false;
-  return true;
-}
 
 /** Keeps the match entries that apply on `gateway`; null when none does (route never applies). */
 function applicableMatches(matches: readonly RouteMatch[], gateway: string): readonly RouteMatch[] | null {
@@ -141,13 +140,15 @@ function addVirtualHost(builder: PortBuilder, gateway: string, vh: VirtualHost, 
  * this too, so it only fires for label sets validation could not foresee.
  */
 export interface RouteTableOptions {
+  /** Who this proxy is, for selecting ext_authz filters (default: a gateway in istio-system). */
+  readonly identity?: Omit<ProxyIdentity, 'labels'>;
   /** Also serve the `mesh` VirtualServices as a plain-HTTP outbound proxy on this port (sidecar). */
   readonly meshOutboundPort?: number;
   readonly meshOutboundBind?: string;
 }
 
 export function buildRouteTable(snapshot: Snapshot, labels: Readonly<Record<string, string>>, opts: RouteTableOptions = {}): RouteTable {
-  const gateways = snapshot.gateways.filter((g) => selectorMatches(g.selector, labels));
+  const gateways = snapshot.gateways.filter((g) => labelsMatch(g.selector, labels));
   const builders = new Map<number, PortBuilder & { owner: string }>();
   for (const gw of gateways) {
     for (const port of gw.ports) {
@@ -190,7 +191,8 @@ export function buildRouteTable(snapshot: Snapshot, labels: Readonly<Record<stri
     ports.set(opts.meshOutboundPort, meshOutboundTable(snapshot, opts.meshOutboundPort, opts.meshOutboundBind));
   }
   const clusters = new Map(snapshot.clusters.map((c) => [c.name, c] as const));
-  return { snapshot, gateways, ports, clusters };
+  const extAuthz = selectExtAuthz(snapshot, { labels, namespace: opts.identity?.namespace ?? 'istio-system', context: opts.identity?.context ?? 'GATEWAY' });
+  return { snapshot, extAuthz, gateways, ports, clusters };
 }
 
 /** First route whose match holds, in order (Istio: first match wins). */

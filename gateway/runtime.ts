@@ -9,7 +9,7 @@ import { makeHeaderPolicy, type HeaderPolicy } from './headers.ts';
 import { openListener, type Listener, type ListenerOptions } from './listeners.ts';
 import { UpstreamPools } from './pools.ts';
 import type { ProxyDeps, RequestRecord } from './proxy.ts';
-import { buildRouteTable, type RouteTable } from './router.ts';
+import { buildRouteTable, type RouteTable, type RouteTableOptions } from './router.ts';
 import { CertStore } from './tls.ts';
 
 export interface GatewayLogger {
@@ -27,6 +27,8 @@ export interface GatewayOptions {
   readonly listener?: ListenerOptions;
   readonly logger?: GatewayLogger;
   readonly onRequest?: (record: RequestRecord) => void;
+  /** This proxy's namespace, for namespace-scoped policies (default istio-system for gateways). */
+  readonly namespace?: string;
   /** Serve the mesh VirtualServices as an outbound HTTP proxy (sidecar mode). */
   readonly meshOutbound?: { readonly port: number; readonly bind?: string };
   /** How long close() lets in-flight requests finish. */
@@ -72,9 +74,10 @@ export class GatewayRuntime {
     };
   }
 
-  private tableOptions(): { meshOutboundPort?: number; meshOutboundBind?: string } {
+  private tableOptions(): RouteTableOptions {
     const m = this.opts.meshOutbound;
-    return m ? { meshOutboundPort: m.port, meshOutboundBind: m.bind } : {};
+    const identity = { namespace: this.opts.namespace ?? 'istio-system', context: 'GATEWAY' as const };
+    return m ? { identity, meshOutboundPort: m.port, meshOutboundBind: m.bind } : { identity };
   }
 
   /** The table requests are routed with right now. */

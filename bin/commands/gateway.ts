@@ -12,6 +12,7 @@ import { textAccessLogger } from '../../gateway/telemetry/access-log.ts';
 
 const USAGE = `usage: portico gateway --config PATH [--config PATH...] [options]
   --labels k=v,...        this gateway's labels (default istio=ingressgateway)
+  --namespace NS          this gateway's namespace, for namespaced policies (default istio-system)
   --admin-port N          admin endpoint port (default 15000; 0 picks a free port; -1 disables)
   --secrets-dir DIR       where credentialName secrets live (default certs/out/credentials)
   --trusted-hops N        x-forwarded-for hops to trust (default 0: this is the edge)
@@ -46,6 +47,7 @@ export async function run(argv: string[]): Promise<number | undefined> {
       options: {
         config: { type: 'string', multiple: true },
         labels: { type: 'string' },
+        namespace: { type: 'string', default: 'istio-system' },
         'admin-port': { type: 'string', default: '15000' },
         'secrets-dir': { type: 'string' },
         'trusted-hops': { type: 'string', default: '0' },
@@ -84,6 +86,7 @@ export async function run(argv: string[]): Promise<number | undefined> {
   const identityHeaders = ['kubeflow-userid', 'kubeflow-groups', ...(args['identity-header'] ?? [])];
   const runtime = new GatewayRuntime(built.snapshot, {
     labels,
+    namespace: args.namespace,
     logger: log,
     drainMs: Number(args['drain-ms']),
     headerPolicy: makeHeaderPolicy({ identityHeaders, trustedHops: Number(args['trusted-hops']) }),
