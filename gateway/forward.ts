@@ -168,9 +168,10 @@ export function forward(opts: ForwardOptions): Promise<ForwardResult> {
 
     if (opts.timeoutMs && opts.timeoutMs > 0) {
       routeTimer = setTimeout(() => {
-        current?.abort(Object.assign(new Error('route timeout'), { code: 'PORTICO_ROUTE_TIMEOUT' }));
+        // Answer first: aborting calls onResponseError synchronously, which must see `finished`.
         report({ kind: 'timeout' });
         fail(ERR.UPSTREAM_TIMEOUT);
+        current?.abort(Object.assign(new Error('route timeout'), { code: 'PORTICO_ROUTE_TIMEOUT' }));
       }, opts.timeoutMs);
     }
 
