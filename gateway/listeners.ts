@@ -77,7 +77,15 @@ export async function openListener(
     (secure as unknown as HttpServer).on('upgrade', (req, socket, head) => handleUpgrade(deps, info, req, socket, head));
     server = secure;
   } else {
-    const plain = createHttpServer({ maxHeaderSize: opts.maxHeaderSize, headersTimeout: opts.headersTimeoutMs ?? 30_000, requestTimeout: 0, keepAliveTimeout: opts.keepAliveTimeoutMs ?? 65_000 });
+    const headersTimeout = opts.headersTimeoutMs ?? 30_000;
+    const plain = createHttpServer({
+      maxHeaderSize: opts.maxHeaderSize,
+      headersTimeout,
+      requestTimeout: 0,
+      keepAliveTimeout: opts.keepAliveTimeoutMs ?? 65_000,
+      // How often Node looks for connections past headersTimeout (slowloris); its default is 30 s.
+      connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(headersTimeout / 2))),
+    });
     plain.on('request', (req, res) => handleRequest(deps, info, req, res));
     plain.on('upgrade', (req, socket, head) => handleUpgrade(deps, info, req, socket, head));
     server = plain;

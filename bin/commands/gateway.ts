@@ -2,7 +2,11 @@
  * `portico gateway --config PATH [--config PATH...] [--labels k=v,...] [--admin-port N]`
  * Serves the Gateways whose selector matches the labels, reloading when the config changes.
  */
+import cluster, { type Worker } from 'node:cluster';
+import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
+import { deepFreeze } from '../../config/compile.ts';
+import type { Snapshot } from '../../config/snapshot.ts';
 import { buildSnapshot, formatIssue } from '../../config/index.ts';
 import { watchConfig } from '../../config/watch.ts';
 import { startAdmin } from '../../gateway/admin.ts';
@@ -19,8 +23,23 @@ const USAGE = `usage: portico gateway --config PATH [--config PATH...] [options]
   --identity-header NAME  extra identity header to strip from clients (repeatable)
   --drain-ms N            how long SIGTERM lets in-flight requests finish (default 5000)
   --access-log            print one access log line per request to stdout
+  --workers N             worker processes sharing the listeners (default: number of cores)
   --no-watch              do not reload when the config changes
 `;
+
+/** `--admin-port -1` → `--admin-port=-1`: parseArgs would read `-1` as an option. */
+function joinNegativeValues(argv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const next = argv[i + 1];
+    if (a.startsWith('--') && !a.includes('=') && next !== undefined && /^-\d+$/.test(next)) {
+      out.push(`${a}=${next}`);
+      i++;
+    } else out.push(a);
+  }
+  return out;
+}
 
 export function parseLabels(text: string): Record<string, string> {
   const out: Record<string, string> = {};
@@ -43,7 +62,7 @@ export async function run(argv: string[]): Promise<number | undefined> {
   let args;
   try {
     args = parseArgs({
-      args: argv,
+      args: joinNegativeValues(argv),
       options: {
         config: { type: 'string', multiple: true },
         labels: { type: 'string' },
@@ -55,6 +74,7 @@ export async function run(argv: string[]): Promise<number | undefined> {
         'drain-ms': { type: 'string', default: '5000' },
         'access-log': { type: 'boolean', default: false },
         'no-watch': { type: 'boolean', default: false },
+        workers: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       allowPositionals: false,
@@ -72,8 +92,24 @@ export async function run(argv: string[]): Promise<number | undefined> {
     process.stderr.write(`portico gateway: --config is required\n${USAGE}`);
     return 2;
   }
-  const log = consoleLogger('gateway');
   const labels = args.labels ? parseLabels(args.labels) : { ...DEFAULT_GATEWAY_LABELS };
+  const workers = args.workers === undefined ? availableParallelism() : Number(args.workers);
+  if (!Number.isInteger(workers) || workers < 1) {
+    process.stderr.write(`portico gateway: --workers must be a positive integer\n`);
+    return 2;
+  }
+  const settings: WorkerSettings = {
+    labels,
+    namespace: args.namespace ?? 'istio-system',
+    drainMs: Number(args['drain-ms']),
+    trustedHops: Number(args['trusted-hops']),
+    identityHeaders: ['kubeflow-userid', 'kubeflow-groups', ...(args['identity-header'] ?? [])],
+    accessLog: args['access-log'] ?? false,
+    adminPort: Number(args['admin-port']),
+  };
+  if (cluster.isWorker) return runWorker(settings);
+
+  const log = consoleLogger('gateway');
   const buildOpts = { secretsDir: args['secrets-dir'] };
   const built = await buildSnapshot(paths, buildOpts);
   if (!built.ok) {
@@ -82,41 +118,152 @@ export async function run(argv: string[]): Promise<number | undefined> {
     return 1;
   }
   for (const w of built.warnings) process.stderr.write(`warning: ${formatIssue(w)}\n`);
-
-  const identityHeaders = ['kubeflow-userid', 'kubeflow-groups', ...(args['identity-header'] ?? [])];
-  const runtime = new GatewayRuntime(built.snapshot, {
-    labels,
-    namespace: args.namespace,
-    logger: log,
-    drainMs: Number(args['drain-ms']),
-    headerPolicy: makeHeaderPolicy({ identityHeaders, trustedHops: Number(args['trusted-hops']) }),
-    onRequest: args['access-log'] ? textAccessLogger(process.stdout) : undefined,
-  });
-  await runtime.start();
-  const adminPort = Number(args['admin-port']);
-  const admin = adminPort >= 0 ? await startAdmin(runtime, adminPort) : undefined;
-  const ports = [...runtime.ports()].map(([bind, actual]) => (bind === actual ? bind : `${bind}->${actual}`));
-  log.info('gateway ready', { labels, ports, admin: admin?.port(), version: built.snapshot.version });
+  let snapshot = built.snapshot;
 
   const watcher = args['no-watch']
     ? undefined
-    : watchConfig(paths, buildOpts, (result) => {
+    : watchConfig(paths, { ...buildOpts, initialVersion: snapshot.version }, (result) => {
         if (!result.ok) {
           log.error('config change rejected; still serving the previous config', { problems: result.issues.map((i) => formatIssue(i)) });
           return;
         }
-        runtime.apply(result.snapshot).catch((err: Error) => log.error('config change could not be applied; still serving the previous config', { error: err.message }));
+        snapshot = result.snapshot;
+        onSnapshot(snapshot);
       });
 
-  const stop = async (signal: string): Promise<void> => {
-    log.info('draining', { signal });
-    watcher?.close();
-    await admin?.close();
-    await runtime.close();
-    log.info('stopped');
-    process.exit(0);
+  if (workers === 1) {
+    const worker = await startWorker(settings, snapshot, log);
+    onSnapshot = (next) => worker.apply(next);
+    onStop(async () => {
+      watcher?.close();
+      await worker.close();
+    }, log);
+    return undefined;
+  }
+
+  // Primary: workers share the listening sockets (node:cluster); every worker gets each new
+  // snapshot from here, so all of them switch to the same version.
+  const live = new Set<Worker>();
+  let stopping = false;
+  const fork = (): void => {
+    const w = cluster.fork({ PORTICO_WORKER: '1' });
+    live.add(w);
+    // The worker asks once its message handler is in place (messages sent earlier are lost).
+    w.on('message', (msg: { type?: string }) => {
+      if (msg.type === 'ready') w.send({ type: 'snapshot', snapshot });
+    });
+    w.on('exit', (code, signal) => {
+      live.delete(w);
+      if (stopping) return;
+      log.error('worker exited; starting a new one', { pid: w.process.pid, code, signal });
+      setTimeout(fork, 500).unref();
+    });
   };
-  process.once('SIGTERM', () => void stop('SIGTERM'));
-  process.once('SIGINT', () => void stop('SIGINT'));
+  cluster.setupPrimary({ exec: process.argv[1], args: process.argv.slice(2), execArgv: process.execArgv });
+  for (let i = 0; i < workers; i++) fork();
+  onSnapshot = (next) => {
+    for (const w of live) w.send({ type: 'snapshot', snapshot: next });
+  };
+  log.info('gateway primary started', { workers, version: snapshot.version });
+  onStop(async () => {
+    stopping = true;
+    watcher?.close();
+    const exits = [...live].map((w) => new Promise<void>((resolve) => w.once('exit', () => resolve())));
+    for (const w of live) w.send({ type: 'shutdown' });
+    await Promise.all(exits);
+  }, log);
   return undefined;
+}
+
+let onSnapshot: (snapshot: Snapshot) => void = () => undefined;
+
+interface WorkerSettings {
+  readonly labels: Record<string, string>;
+  readonly namespace: string;
+  readonly drainMs: number;
+  readonly trustedHops: number;
+  readonly identityHeaders: string[];
+  readonly accessLog: boolean;
+  readonly adminPort: number;
+}
+
+interface RunningGateway {
+  apply(snapshot: Snapshot): void;
+  close(): Promise<void>;
+}
+
+async function startWorker(settings: WorkerSettings, snapshot: Snapshot, log: GatewayLogger): Promise<RunningGateway> {
+  const runtime = new GatewayRuntime(snapshot, {
+    labels: settings.labels,
+    namespace: settings.namespace,
+    logger: log,
+    drainMs: settings.drainMs,
+    headerPolicy: makeHeaderPolicy({ identityHeaders: settings.identityHeaders, trustedHops: settings.trustedHops }),
+    onRequest: settings.accessLog ? textAccessLogger(process.stdout) : undefined,
+  });
+  await runtime.start();
+  const admin = settings.adminPort >= 0 ? await startAdmin(runtime, settings.adminPort) : undefined;
+  const ports = [...runtime.ports()].map(([bind, actual]) => (bind === actual ? bind : `${bind}->${actual}`));
+  log.info('gateway ready', { labels: settings.labels, ports, admin: admin?.port(), version: snapshot.version, pid: process.pid });
+  return {
+    apply(next) {
+      runtime.apply(next).catch((err: Error) => log.error('config change could not be applied; still serving the previous config', { error: err.message }));
+    },
+    async close() {
+      await admin?.close();
+      await runtime.close();
+    },
+  };
+}
+
+/** A cluster worker: waits for snapshots from the primary. */
+function runWorker(settings: WorkerSettings): undefined {
+  const log = consoleLogger('gateway');
+  let running: Promise<RunningGateway> | undefined;
+  process.on('message', (msg: { type: string; snapshot?: Snapshot }) => {
+    if (msg.type === 'snapshot' && msg.snapshot) {
+      const snap = deepFreeze(msg.snapshot);
+      if (!running) {
+        running = startWorker(settings, snap, log);
+        running.catch((err: Error) => {
+          log.error('worker could not start', { error: err.message });
+          process.exit(1);
+        });
+      } else void running.then((g) => g.apply(snap));
+    } else if (msg.type === 'shutdown') {
+      void (running ?? Promise.resolve(undefined)).then(async (g) => {
+        await g?.close();
+        process.exit(0);
+      });
+    }
+  });
+  // Without a primary there is nobody to coordinate reloads or shutdown: leave with it.
+  process.on('disconnect', () => process.exit(0));
+  process.send?.({ type: 'ready' });
+  // The primary handles signals and tells workers to drain; a worker ignores them.
+  process.on('SIGINT', () => undefined);
+  process.on('SIGTERM', () => undefined);
+  return undefined;
+}
+
+/** SIGTERM/SIGINT: stop accepting, let in-flight requests finish (up to --drain-ms), exit 0. */
+function onStop(close: () => Promise<void>, log: GatewayLogger): void {
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info('draining', { signal });
+    close().then(
+      () => {
+        log.info('stopped');
+        process.exit(0);
+      },
+      (err: Error) => {
+        log.error('error while stopping', { error: err.message });
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
 }
