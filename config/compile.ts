@@ -10,9 +10,17 @@ import type {
   RawClientTls, RawConnectionPool, RawLoadBalancer, RawOutlierDetection, RawPortTrafficPolicy, RawTrafficPolicy,
 } from './kinds/destinationrule.ts';
 import type { RawServer } from './kinds/gateway.ts';
-import type { RawStringMatch } from './kinds/common.ts';
+import { normaliseCidr, splitRegexFlags, type RawStringMatch } from './kinds/common.ts';
+import type { AuthorizationPolicySpec, RawAuthzRule, RawOperation, RawSource } from './kinds/authorizationpolicy.ts';
+import { parseConditionKey } from './kinds/authorizationpolicy.ts';
+import { classifyPatch, HTTP_STATUS_NAMES, LOCAL_RATELIMIT_NAME, TYPED_STRUCT_TYPES, type RawPatch } from './kinds/envoyfilter.ts';
+import type { RawExtAuthzHttpProvider } from './kinds/meshconfig.ts';
+import type { PeerAuthenticationSpec } from './kinds/peerauthentication.ts';
+import type { RawJwtRule, RequestAuthenticationSpec } from './kinds/requestauthentication.ts';
+import { envoyMatcherList, headerPatternMatcher, istioPattern, resolveEnvoyServer, resolveProviderServer, type ResolvedServer } from './policy.ts';
+import { isPlainObject, protoField } from './schema.ts';
 import type { ServiceEntrySpec } from './kinds/serviceentry.ts';
-import type { RawDestination, RawHeaderOps, RawHeaders, RawHttpMatch, RawHttpRoute, VirtualServiceSpec } from './kinds/virtualservice.ts';
+import type { RawDestination, RawHeaderOps, RawHeaders, RawHttpMatch, RawHttpRoute, RawL4Match, VirtualServiceSpec } from './kinds/virtualservice.ts';
 import type { WorkloadEntrySpec } from './kinds/workloadentry.ts';
 import type { Resource } from './load.ts';
 import {
@@ -21,6 +29,8 @@ import {
 } from './model.ts';
 import { parseDuration } from './schema.ts';
 import type {
+  AuthzPolicy, AuthzRule, Condition, ExtAuthzFilter, JwtRule, L4Destination, L4Match, L4Route, LocalRateLimit, MtlsMode,
+  OperationMatch, PeerAuthn, PolicyTarget, ProxyContext, RequestAuthn, SecurityPolicies, SourceMatch, StringPattern,
   Cluster, ClientTls, CompiledGateway, ConnectionPool, CorsPolicy, Endpoint, FaultInjection, GatewayPort, GatewayServer,
   HeaderOps, HeaderRules, HttpRoute, LoadBalancerPolicy, Mirror, NamedMatch, OutlierDetection, RetryPolicy, RouteAction,
   RouteDestination, RouteMatch, ServerProtocol, ServerTls, Service, Snapshot, SourceRef, StringMatch, TrafficPolicy,
@@ -86,7 +96,10 @@ function stringMatch(m: RawStringMatch | undefined): StringMatch | undefined {
   if (!m) return undefined;
   if (m.exact !== undefined) return { exact: m.exact };
   if (m.prefix !== undefined) return { prefix: m.prefix };
-  if (m.regex !== undefined) return { regex: m.regex };
+  if (m.regex !== undefined) {
+    const { regex, ignoreCase } = splitRegexFlags(m.regex);
+    return ignoreCase ? { regex, ignoreCase: true } : { regex };
+  }
   return undefined;
 }
 
@@ -266,6 +279,9 @@ class Compiler {
       }
     }
     const gateways = this.idx.gateways.map((gw) => this.gateway(gw));
+    const security = this.security();
+    const extAuthz = [...this.envoyExtAuthz(), ...this.customExtAuthz(security)];
+    const localRateLimits = this.localRateLimits();
     const meshVs = this.idx.virtualServices.filter((vs) => {
       const gws = arrayOf<string>(vs.spec.gateways);
       return gws.length === 0 || gws.includes('mesh');
@@ -279,9 +295,9 @@ class Compiler {
       workloads: this.workloads(),
       mesh,
       files,
-      extAuthz: [],
-      security: { rootNamespace: 'istio-system', peerAuthentications: [], authorizationPolicies: [], requestAuthentications: [] },
-      localRateLimits: [],
+      extAuthz,
+      security,
+      localRateLimits,
     };
     const version = this.version(body);
     return deepFreeze({ version, ...body });
@@ -476,13 +492,19 @@ class Compiler {
             }
           }
         });
+        const proto = first.port.protocol;
+        const passthrough = (x: RawServer): boolean => x.tls?.mode === 'PASSTHROUGH' || x.tls?.mode === 'AUTO_PASSTHROUGH';
+        const tcpServers = list.filter(({ server }) => server.port.protocol === 'TCP' || server.port.protocol === 'MONGO' || (server.port.protocol === 'TLS' && !passthrough(server)));
+        const tlsServers = list.filter(({ server }) => server.port.protocol === 'TLS' && passthrough(server));
         return strip({
           number,
           bindPort: first.port.targetPort ?? number,
           bind: first.bind,
-          protocol: first.port.protocol as ServerProtocol,
+          protocol: proto as ServerProtocol,
           servers: compiled,
           virtualHosts: this.virtualHosts(entries, gw.key),
+          tcpRoutes: tcpServers.length ? this.l4Routes(gw, bound, 'tcp', number, tcpServers.map((x) => x.server)) : undefined,
+          tlsRoutes: tlsServers.length ? this.l4Routes(gw, bound, 'tls', number, tlsServers.map((x) => x.server)) : undefined,
         });
       });
     return {
@@ -521,6 +543,251 @@ class Compiler {
       httpsRedirect: t?.httpsRedirect ?? false,
       tls,
     });
+  }
+
+  // ---- L4 routes ----
+
+  /** VirtualService tcp[]/tls[] rules bound to this gateway port, in (VirtualService, index) order. */
+  private l4Routes(gw: Resource, bound: Resource<VirtualServiceSpec>[], section: 'tcp' | 'tls', port: number, servers: RawServer[]): L4Route[] {
+    const out: L4Route[] = [];
+    for (const vs of bound) {
+      // The VirtualService must share a host with one of these servers (Istio binds by host too).
+      const vsHosts = arrayOf<string>(vs.spec.hosts).map((h) => fqdn(h, vs.namespace));
+      const hostOk = servers.some((srv) =>
+        srv.hosts.some((raw) => {
+          const sh = splitServerHost(raw);
+          return serverNamespaceAllows(sh.ns, gw.namespace, vs.namespace) && vsHosts.some((h) => intersectHosts(h, sh.host));
+        }),
+      );
+      if (!hostOk) continue;
+      arrayOf<{ match?: RawL4Match[]; route?: { destination: RawDestination; weight?: number }[] }>(vs.spec[section]).forEach((rule, index) => {
+        const all = arrayOf<RawL4Match>(rule.match).map((m) => this.l4Match(vs, m));
+        const match = all.filter((m) => (!m.gateways || m.gateways.includes(gw.key)) && (m.port === undefined || m.port === port));
+        if (all.length > 0 && match.length === 0) return;
+        const dests = arrayOf<{ destination: RawDestination; weight?: number }>(rule.route);
+        const destinations: L4Destination[] = dests.map((d) => {
+          const ref = this.destinationRef(vs, d.destination);
+          return strip({ host: ref.host, subset: ref.subset, port: ref.port, weight: d.weight ?? (dests.length === 1 ? 100 : 0), cluster: ref.cluster });
+        });
+        out.push({ virtualService: vs.key, index, source: this.source(vs, `spec.${section}[${index}]`), match, destinations });
+      });
+    }
+    return out;
+  }
+
+  private l4Match(vs: Resource, m: RawL4Match): L4Match {
+    return strip({
+      port: m.port,
+      destinationSubnets: (m.destinationSubnets ?? []).map(normaliseCidr),
+      sniHosts: m.sniHosts?.map((h) => h.toLowerCase()),
+      sourceLabels: m.sourceLabels ? { ...m.sourceLabels } : undefined,
+      sourceNamespace: m.sourceNamespace,
+      gateways: m.gateways?.map((g) => gatewayRef(g, vs.namespace)),
+    });
+  }
+
+  // ---- policy: targets, security ----
+
+  private target(r: Resource, selector: Record<string, string> | undefined, targetRefs?: unknown[]): PolicyTarget {
+    return strip({
+      namespace: r.namespace,
+      meshWide: r.namespace === this.idx.rootNamespace,
+      selector: { ...(selector ?? {}) },
+      targetRefs: targetRefs?.length
+        ? targetRefs.filter(isPlainObject).map((t) => strip({ kind: String(t.kind), group: t.group as string | undefined, name: String(t.name), namespace: t.namespace as string | undefined }))
+        : undefined,
+    });
+  }
+
+  private security(): SecurityPolicies {
+    const peerAuthentications: PeerAuthn[] = this.idx.peerAuthentications.map((pa) => {
+      const spec = pa.spec as PeerAuthenticationSpec;
+      return {
+        key: pa.key,
+        name: pa.name,
+        source: this.source(pa, 'metadata.name'),
+        ...this.target(pa, spec.selector?.matchLabels),
+        mode: (spec.mtls?.mode ?? 'UNSET') as MtlsMode,
+        portLevelMtls: Object.entries(spec.portLevelMtls ?? {})
+          .map(([port, v]) => ({ port: Number(port), mode: (v?.mode ?? 'UNSET') as MtlsMode }))
+          .sort((a, b) => a.port - b.port),
+      };
+    });
+    const authorizationPolicies: AuthzPolicy[] = this.idx.authorizationPolicies.map((ap) => {
+      const spec = ap.spec as AuthorizationPolicySpec;
+      return strip({
+        key: ap.key,
+        name: ap.name,
+        source: this.source(ap, 'metadata.name'),
+        ...this.target(ap, spec.selector?.matchLabels, spec.targetRefs ?? (spec.targetRef ? [spec.targetRef] : undefined)),
+        action: spec.action ?? 'ALLOW',
+        provider: spec.provider?.name,
+        rules: (spec.rules ?? []).map((rule) => authzRule(rule ?? {})),
+      });
+    });
+    const requestAuthentications: RequestAuthn[] = this.idx.requestAuthentications.map((ra) => {
+      const spec = ra.spec as RequestAuthenticationSpec;
+      return {
+        key: ra.key,
+        name: ra.name,
+        source: this.source(ra, 'metadata.name'),
+        ...this.target(ra, spec.selector?.matchLabels, spec.targetRefs ?? (spec.targetRef ? [spec.targetRef] : undefined)),
+        jwtRules: (spec.jwtRules ?? []).map(jwtRule),
+      };
+    });
+    return { rootNamespace: this.idx.rootNamespace, peerAuthentications, authorizationPolicies, requestAuthentications };
+  }
+
+  // ---- ext_authz ----
+
+  private authzCluster(r: Resource, s: ResolvedServer): string {
+    const name = `outbound|${s.port}|${s.subset ?? ''}|${s.host}`;
+    if (!this.clusters.has(name)) this.clusters.set(name, this.cluster(r, name, s.host, s.port, s.subset, s.entry));
+    return name;
+  }
+
+  /** EnvoyFilter HTTP_FILTER patches inserting envoy.filters.http.ext_authz (the Kubeflow form). */
+  private envoyExtAuthz(): ExtAuthzFilter[] {
+    const out: ExtAuthzFilter[] = [];
+    for (const ef of this.idx.envoyFilters) {
+      arrayOf<RawPatch>(ef.spec.configPatches).forEach((p, i) => {
+        if (classifyPatch(p) !== 'ext_authz') return;
+        const value = p.patch!.value!;
+        const tc = (value.typed_config ?? value.config) as Record<string, unknown>;
+        const hs = protoField(tc, 'http_service') as Record<string, unknown>;
+        const su = protoField(hs, 'server_uri') as Record<string, unknown>;
+        const { server } = resolveEnvoyServer(this.idx, ef.namespace, su, '');
+        if (!server) return;
+        const req = protoField(hs, 'authorization_request') as Record<string, unknown> | undefined;
+        const res = protoField(hs, 'authorization_response') as Record<string, unknown> | undefined;
+        const clientHeaders = res ? protoField(res, 'allowed_client_headers') : undefined;
+        const soe = protoField(tc, 'status_on_error') as Record<string, unknown> | undefined;
+        const code = soe?.code;
+        const body = protoField(tc, 'with_request_body') as Record<string, unknown> | undefined;
+        const timeout = protoField(su, 'timeout');
+        out.push(
+          strip({
+            id: `EnvoyFilter/${ef.key}/configPatches[${i}]`,
+            origin: 'EnvoyFilter' as const,
+            source: this.source(ef, `spec.configPatches[${i}]`),
+            ...this.target(ef, ef.spec.workloadSelector?.labels),
+            context: (p.match?.context ?? 'ANY') as ProxyContext,
+            server: { cluster: this.authzCluster(ef, server), host: server.host, port: server.port, scheme: server.scheme },
+            // Envoy HttpUri.timeout is required; 200 ms mirrors Envoy's gRPC service default.
+            timeoutMs: typeof timeout === 'string' ? (parseDuration(timeout) ?? 200) : 200,
+            pathPrefix: (protoField(hs, 'path_prefix') as string | undefined) ?? '',
+            allowedRequestHeaders: envoyMatcherList(req ? protoField(req, 'allowed_headers') : undefined),
+            headersToAdd: arrayOf<{ key: string; value?: string }>(req ? protoField(req, 'headers_to_add') : undefined).map((h) => [h.key.toLowerCase(), h.value ?? ''] as const),
+            allowedUpstreamHeaders: envoyMatcherList(res ? protoField(res, 'allowed_upstream_headers') : undefined),
+            allowedClientHeaders: clientHeaders === undefined ? undefined : envoyMatcherList(clientHeaders),
+            allowedClientHeadersOnSuccess: envoyMatcherList(res ? protoField(res, 'allowed_client_headers_on_success') : undefined),
+            failureModeAllow: protoField(tc, 'failure_mode_allow') === true,
+            // Envoy: status_on_error defaults to 403 Forbidden.
+            statusOnError: typeof code === 'number' ? code : typeof code === 'string' ? (HTTP_STATUS_NAMES[code] ?? 403) : 403,
+            withRequestBody: body
+              ? { maxRequestBytes: (protoField(body, 'max_request_bytes') as number | undefined) ?? 0, allowPartialMessage: protoField(body, 'allow_partial_message') === true }
+              : undefined,
+            applyTo: { kind: 'all' as const },
+          }),
+        );
+      });
+    }
+    return out;
+  }
+
+  /** CUSTOM AuthorizationPolicies + MeshConfig envoyExtAuthzHttp providers (Istio's form). */
+  private customExtAuthz(security: SecurityPolicies): ExtAuthzFilter[] {
+    const out: ExtAuthzFilter[] = [];
+    for (const ap of this.idx.authorizationPolicies) {
+      if (ap.spec.action !== 'CUSTOM' || !ap.spec.provider?.name) continue;
+      const found = this.idx.providers.get(ap.spec.provider.name);
+      const p: RawExtAuthzHttpProvider | undefined = found?.provider.envoyExtAuthzHttp;
+      if (!found || !p) continue;
+      const { server } = resolveProviderServer(this.idx, found.mc.namespace, p, '');
+      if (!server) continue;
+      const compiled = security.authorizationPolicies.find((x) => x.key === ap.key)!;
+      const body = p.includeRequestBodyInCheck;
+      const { key: _k, name: _n, source: _s, action: _a, provider: _p, rules, ...target } = compiled;
+      out.push(
+        strip({
+          id: `AuthorizationPolicy/${ap.key}`,
+          origin: 'AuthorizationPolicy' as const,
+          source: this.source(ap, 'metadata.name'),
+          ...target,
+          context: 'ANY' as const,
+          provider: ap.spec.provider.name,
+          server: { cluster: this.authzCluster(found.mc, server), host: server.host, port: server.port, scheme: server.scheme },
+          // Istio: "timeout ... default is 10m".
+          timeoutMs: p.timeout ? (parseDuration(p.timeout) ?? 600_000) : 600_000,
+          pathPrefix: p.pathPrefix ?? '',
+          allowedRequestHeaders: (p.includeRequestHeadersInCheck ?? p.includeHeadersInCheck ?? []).map(headerPatternMatcher),
+          headersToAdd: Object.entries(p.includeAdditionalHeadersInCheck ?? {}).map(([k, v]) => [k.toLowerCase(), v] as const).sort((a, b) => cmp(a[0], b[0])),
+          allowedUpstreamHeaders: (p.headersToUpstreamOnAllow ?? []).map(headerPatternMatcher),
+          allowedClientHeaders: p.headersToDownstreamOnDeny ? p.headersToDownstreamOnDeny.map(headerPatternMatcher) : undefined,
+          allowedClientHeadersOnSuccess: (p.headersToDownstreamOnAllow ?? []).map(headerPatternMatcher),
+          failureModeAllow: p.failOpen ?? false,
+          statusOnError: p.statusOnError ? Number(p.statusOnError) : 403,
+          withRequestBody: body ? { maxRequestBytes: body.maxRequestBytes ?? 0, allowPartialMessage: body.allowPartialMessage ?? false } : undefined,
+          applyTo: { kind: 'rules' as const, rules },
+        }),
+      );
+    }
+    return out;
+  }
+
+  // ---- local rate limits ----
+
+  private localRateLimits(): LocalRateLimit[] {
+    const out: LocalRateLimit[] = [];
+    for (const ef of this.idx.envoyFilters) {
+      arrayOf<RawPatch>(ef.spec.configPatches).forEach((p, i) => {
+        const kind = classifyPatch(p);
+        if (kind !== 'local_ratelimit_filter' && kind !== 'local_ratelimit_route') return;
+        const value = p.patch!.value!;
+        const tc = kind === 'local_ratelimit_filter'
+          ? (value.typed_config ?? value.config)
+          : (protoField(value, 'typed_per_filter_config') as Record<string, unknown>)[LOCAL_RATELIMIT_NAME];
+        if (!isPlainObject(tc)) return;
+        const v = typeof tc['@type'] === 'string' && TYPED_STRUCT_TYPES.includes(tc['@type']) ? tc.value : tc;
+        if (!isPlainObject(v)) return;
+        const rc = p.match?.routeConfiguration;
+        const scope: LocalRateLimit['scope'] =
+          kind === 'local_ratelimit_filter'
+            ? strip({ kind: 'listener' as const, portNumber: p.match?.listener?.portNumber })
+            : p.applyTo === 'VIRTUAL_HOST'
+              ? strip({ kind: 'vhost' as const, vhost: rc?.vhost?.name, portNumber: rc?.portNumber })
+              : strip({ kind: 'route' as const, vhost: rc?.vhost?.name, route: rc?.vhost?.route?.name, portNumber: rc?.portNumber });
+        const tb = protoField(v, 'token_bucket') as Record<string, unknown> | undefined;
+        const fill = tb ? protoField(tb, 'fill_interval') : undefined;
+        out.push(
+          strip({
+            id: `EnvoyFilter/${ef.key}/configPatches[${i}]`,
+            source: this.source(ef, `spec.configPatches[${i}]`),
+            ...this.target(ef, ef.spec.workloadSelector?.labels),
+            context: (p.match?.context ?? 'ANY') as ProxyContext,
+            scope,
+            statPrefix: (protoField(v, 'stat_prefix') as string | undefined) ?? '',
+            tokenBucket: tb
+              ? {
+                  maxTokens: protoField(tb, 'max_tokens') as number,
+                  // Envoy: tokens_per_fill defaults to 1.
+                  tokensPerFill: (protoField(tb, 'tokens_per_fill') as number | undefined) ?? 1,
+                  fillIntervalMs: typeof fill === 'string' ? (parseDuration(fill) ?? 0) : 0,
+                }
+              : undefined,
+            filterEnabled: fraction(protoField(v, 'filter_enabled')),
+            filterEnforced: fraction(protoField(v, 'filter_enforced')),
+            responseHeadersToAdd: arrayOf<Record<string, unknown>>(protoField(v, 'response_headers_to_add')).filter(isPlainObject).map((h) => {
+              const hv = (h.header ?? {}) as { key?: string; value?: string };
+              const action = protoField(h, 'append_action');
+              const append = typeof action === 'string' ? action.startsWith('APPEND') : h.append !== false;
+              return { name: String(hv.key ?? '').toLowerCase(), value: String(hv.value ?? ''), append };
+            }),
+          }),
+        );
+      });
+    }
+    return out.sort((a, b) => cmp(a.id, b.id));
   }
 
   // ---- clusters, services, workloads ----
@@ -670,6 +937,90 @@ class Compiler {
       }),
     );
   }
+}
+
+/**
+ * Envoy RuntimeFractionalPercent → percentage. Unset filter_enabled / filter_enforced mean 0%
+ * ("defaults to 0% of requests for safety", local_ratelimit.v3.LocalRateLimit).
+ */
+function fraction(v: unknown): number {
+  if (!isPlainObject(v)) return 0;
+  const d = protoField(v, 'default_value');
+  if (!isPlainObject(d)) return 0;
+  const den = { HUNDRED: 100, TEN_THOUSAND: 10_000, MILLION: 1_000_000 }[String(d.denominator ?? 'HUNDRED')] ?? 100;
+  const num = typeof d.numerator === 'number' ? d.numerator : 0;
+  return Math.min(100, (num / den) * 100);
+}
+
+const patterns = (xs: string[] | undefined): StringPattern[] => (xs ?? []).map(istioPattern);
+const ports = (xs: (string | number)[] | undefined): number[] => (xs ?? []).map(Number);
+const cidrs = (xs: string[] | undefined): string[] => (xs ?? []).map(normaliseCidr);
+
+function operation(o: RawOperation): OperationMatch {
+  return {
+    paths: patterns(o.paths),
+    notPaths: patterns(o.notPaths),
+    hosts: patterns(o.hosts?.map((h) => h.toLowerCase())),
+    notHosts: patterns(o.notHosts?.map((h) => h.toLowerCase())),
+    methods: patterns(o.methods),
+    notMethods: patterns(o.notMethods),
+    ports: ports(o.ports),
+    notPorts: ports(o.notPorts),
+  };
+}
+
+function sourceMatch(s: RawSource): SourceMatch {
+  return {
+    principals: patterns(s.principals),
+    notPrincipals: patterns(s.notPrincipals),
+    requestPrincipals: patterns(s.requestPrincipals),
+    notRequestPrincipals: patterns(s.notRequestPrincipals),
+    namespaces: patterns(s.namespaces),
+    notNamespaces: patterns(s.notNamespaces),
+    ipBlocks: cidrs(s.ipBlocks),
+    notIpBlocks: cidrs(s.notIpBlocks),
+    remoteIpBlocks: cidrs(s.remoteIpBlocks),
+    notRemoteIpBlocks: cidrs(s.notRemoteIpBlocks),
+  };
+}
+
+function authzRule(rule: RawAuthzRule): AuthzRule {
+  return {
+    from: (rule.from ?? []).map((f) => sourceMatch(f?.source ?? {})),
+    to: (rule.to ?? []).map((t) => operation(t?.operation ?? {})),
+    when: (rule.when ?? []).map((c): Condition => {
+      const k = parseConditionKey(c.key) ?? { type: 'pattern' as const };
+      const raw = (xs: string[] | undefined): string[] => (xs ?? []).map((x) => (k.type === 'ip' ? normaliseCidr(x) : x));
+      return strip({
+        key: c.key,
+        type: k.type,
+        header: k.header,
+        claim: k.claim,
+        values: k.type === 'pattern' ? patterns(c.values) : [],
+        notValues: k.type === 'pattern' ? patterns(c.notValues) : [],
+        rawValues: k.type === 'pattern' ? [] : raw(c.values),
+        rawNotValues: k.type === 'pattern' ? [] : raw(c.notValues),
+      });
+    }),
+  };
+}
+
+function jwtRule(j: RawJwtRule): JwtRule {
+  // Istio: with no location given, the token is read from `Authorization: Bearer` or `?access_token=`.
+  const noLocation = !j.fromHeaders?.length && !j.fromParams?.length && !j.fromCookies?.length;
+  return strip({
+    issuer: j.issuer,
+    audiences: [...(j.audiences ?? [])],
+    jwksUri: j.jwksUri,
+    jwks: j.jwks,
+    fromHeaders: noLocation ? [{ name: 'authorization', prefix: 'Bearer ' }] : (j.fromHeaders ?? []).map((h) => ({ name: h.name.toLowerCase(), prefix: h.prefix ?? '' })),
+    fromParams: noLocation ? ['access_token'] : [...(j.fromParams ?? [])],
+    fromCookies: [...(j.fromCookies ?? [])],
+    outputPayloadToHeader: j.outputPayloadToHeader?.toLowerCase(),
+    forwardOriginalToken: j.forwardOriginalToken ?? false,
+    outputClaimToHeaders: (j.outputClaimToHeaders ?? []).map((o) => ({ header: o.header.toLowerCase(), claim: o.claim })),
+    timeoutMs: ms(j.timeout),
+  });
 }
 
 /** JSON with object keys sorted recursively; `skip(key)` drops fields (e.g. source positions). */

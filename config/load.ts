@@ -7,7 +7,7 @@
  */
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { extname, join, resolve } from 'node:path';
-import { isMap, isPair, isScalar, isSeq, LineCounter, parseAllDocuments, type Node as YamlNode } from 'yaml';
+import { isMap, isPair, isScalar, isSeq, LineCounter, parseAllDocuments, parseDocument, Scalar, type Node as YamlNode } from 'yaml';
 import { ConfigErrorCodes, type ConfigErrorCode, type ConfigIssue } from './errors.ts';
 import { KINDS } from './kinds/index.ts';
 import { childPath, didYouMean, isPlainObject, typeName } from './schema.ts';
@@ -198,6 +198,10 @@ function toResource(
   }
   const metadata = isPlainObject(value.metadata) ? value.metadata : {};
   const name = typeof metadata.name === 'string' ? metadata.name : '';
+  if (kind === 'ConfigMap' && apiVersion === 'v1') {
+    meshFromConfigMap(value, node, metadata, name, file, line, lines, lineOf, out, issues);
+    return;
+  }
   const def = KINDS.get(kind);
   if (!def) {
     const hint = didYouMean(kind, KINDS.keys());
@@ -240,5 +244,79 @@ function toResource(
     metadata,
     spec: value.spec ?? {},
     lineOf,
+  });
+}
+
+/** Istio's mesh config ConfigMap names: `istio`, or `istio-<revision>`. */
+const MESH_CONFIGMAP = /^istio(-[a-z0-9-]+)?$/;
+
+/**
+ * Istio keeps MeshConfig as YAML text in `ConfigMap istio` `data.mesh`. This parses that text into
+ * a `MeshConfig` resource whose field lines point inside the ConfigMap (key line + offset). Other
+ * ConfigMaps are skipped with a warning, so a kustomize directory can be loaded whole.
+ */
+function meshFromConfigMap(
+  value: Record<string, unknown>,
+  node: unknown,
+  metadata: Record<string, unknown>,
+  name: string,
+  file: string,
+  line: number,
+  lines: Map<string, number>,
+  lineOf: (path: string) => number,
+  out: Resource[],
+  issues: ConfigIssue[],
+): void {
+  const issue = (path: string, code: ConfigErrorCode, message: string, severity: 'error' | 'warning' = 'error', at = lineOf(path)): void => {
+    issues.push({ file, line: at, kind: 'ConfigMap', name, path, message, code, severity });
+  };
+  const data = isPlainObject(value.data) ? value.data : {};
+  if (!MESH_CONFIGMAP.test(name) || data.mesh === undefined) {
+    issue('metadata.name', ConfigErrorCodes.UNKNOWN_KIND, `ConfigMap '${name}' ignored (only ConfigMap 'istio' with data.mesh is read, as Istio's MeshConfig)`, 'warning');
+    return;
+  }
+  if (typeof data.mesh !== 'string') {
+    issue('data.mesh', ConfigErrorCodes.WRONG_TYPE, 'data.mesh must be a string holding MeshConfig YAML');
+    return;
+  }
+  // Block scalars (`mesh: |`) start on the line after the key; other scalars on the key's line.
+  const meshNode = isMap(node) ? (node.getIn(['data', 'mesh'], true) as YamlNode | undefined) : undefined;
+  const block = isScalar(meshNode) && (meshNode.type === Scalar.BLOCK_LITERAL || meshNode.type === Scalar.BLOCK_FOLDED);
+  const keyLine = lines.get('data.mesh') ?? line;
+  const offset = block ? keyLine : keyLine - 1;
+  const lc = new LineCounter();
+  const doc = parseDocument(data.mesh, { lineCounter: lc, prettyErrors: false, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    for (const e of doc.errors) {
+      issue('data.mesh', ConfigErrorCodes.YAML_SYNTAX, `YAML syntax error in data.mesh: ${e.message.split('\n')[0]}`, 'error', offset + (e.linePos?.[0]?.line ?? 1));
+    }
+    return;
+  }
+  const spec = doc.toJS({ maxAliasCount: 100 }) ?? {};
+  if (!isPlainObject(spec)) {
+    issue('data.mesh', ConfigErrorCodes.WRONG_TYPE, `data.mesh must hold a YAML map, got ${typeName(spec)}`);
+    return;
+  }
+  const inner = new Map<string, number>();
+  indexLines(doc.contents, 'spec', lc, inner);
+  const innerLineOf = makeLineOf(inner, 0);
+  const namespace = typeof metadata.namespace === 'string' && metadata.namespace !== '' ? metadata.namespace : 'default';
+  out.push({
+    apiVersion: 'v1',
+    kind: 'MeshConfig',
+    name,
+    namespace,
+    key: `${namespace}/${name}`,
+    file,
+    line,
+    metadata,
+    spec,
+    lineOf: (path: string) => {
+      if (path === 'spec' || path.startsWith('spec.') || path.startsWith('spec[')) {
+        const l = innerLineOf(path);
+        return l > 0 ? offset + l : keyLine;
+      }
+      return lineOf(path);
+    },
   });
 }

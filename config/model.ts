@@ -9,6 +9,11 @@ import type { ServiceEntrySpec } from './kinds/serviceentry.ts';
 import type { VirtualServiceSpec } from './kinds/virtualservice.ts';
 import type { WorkloadEntrySpec } from './kinds/workloadentry.ts';
 import { fqdn } from './kinds/common.ts';
+import type { AuthorizationPolicySpec } from './kinds/authorizationpolicy.ts';
+import type { EnvoyFilterSpec } from './kinds/envoyfilter.ts';
+import { DEFAULT_ROOT_NAMESPACE, type MeshConfigSpec, type RawExtensionProvider } from './kinds/meshconfig.ts';
+import type { PeerAuthenticationSpec } from './kinds/peerauthentication.ts';
+import type { RequestAuthenticationSpec } from './kinds/requestauthentication.ts';
 import type { Resource } from './load.ts';
 
 export { fqdn };
@@ -28,6 +33,17 @@ export interface ModelIndex {
   /** FQDN → ServiceEntries declaring it, sorted by key. */
   readonly registry: ReadonlyMap<string, readonly RegistryEntry[]>;
   readonly gatewayKeys: ReadonlySet<string>;
+  readonly envoyFilters: readonly Resource<EnvoyFilterSpec>[];
+  readonly authorizationPolicies: readonly Resource<AuthorizationPolicySpec>[];
+  readonly peerAuthentications: readonly Resource<PeerAuthenticationSpec>[];
+  readonly requestAuthentications: readonly Resource<RequestAuthenticationSpec>[];
+  /** Every MeshConfig (resource or `istio` ConfigMap); validation allows at most one. */
+  readonly meshConfigs: readonly Resource<MeshConfigSpec>[];
+  /** The effective MeshConfig spec (the first one; empty when none). */
+  readonly mesh: MeshConfigSpec;
+  readonly rootNamespace: string;
+  /** MeshConfig extension providers by name (first definition wins). */
+  readonly providers: ReadonlyMap<string, { readonly provider: RawExtensionProvider; readonly index: number; readonly mc: Resource<MeshConfigSpec> }>;
 }
 
 const byKey = (a: { key: string }, b: { key: string }): number => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
@@ -50,7 +66,23 @@ export function indexModel(resources: readonly Resource[]): ModelIndex {
     }
   }
   const gateways = of<GatewaySpec>('Gateway');
+  const meshConfigs = of<MeshConfigSpec>('MeshConfig');
+  const mesh: MeshConfigSpec = meshConfigs[0]?.spec && typeof meshConfigs[0].spec === 'object' ? meshConfigs[0].spec : {};
+  const providers = new Map<string, { provider: RawExtensionProvider; index: number; mc: Resource<MeshConfigSpec> }>();
+  if (meshConfigs[0]) {
+    arrayOf<RawExtensionProvider>(mesh.extensionProviders).forEach((p, index) => {
+      if (p && typeof p.name === 'string' && !providers.has(p.name)) providers.set(p.name, { provider: p, index, mc: meshConfigs[0] });
+    });
+  }
   return {
+    envoyFilters: of<EnvoyFilterSpec>('EnvoyFilter'),
+    authorizationPolicies: of<AuthorizationPolicySpec>('AuthorizationPolicy'),
+    peerAuthentications: of<PeerAuthenticationSpec>('PeerAuthentication'),
+    requestAuthentications: of<RequestAuthenticationSpec>('RequestAuthentication'),
+    meshConfigs,
+    mesh,
+    rootNamespace: typeof mesh.rootNamespace === 'string' && mesh.rootNamespace ? mesh.rootNamespace : DEFAULT_ROOT_NAMESPACE,
+    providers,
     gateways,
     virtualServices: of<VirtualServiceSpec>('VirtualService'),
     destinationRules: of<DestinationRuleSpec>('DestinationRule'),

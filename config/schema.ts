@@ -26,10 +26,14 @@ export type Schema =
       readonly oneOf?: readonly string[];
       readonly oneOfRequired?: boolean;
       readonly check?: Check<Record<string, unknown>>;
+      /** Severity for fields the schema does not know (default 'error'; Envoy protos and MeshConfig use 'warning'). */
+      readonly unknownFields?: 'error' | 'warning';
+      /** Envoy proto JSON accepts both `snake_case` and `camelCase` names: look up camelCase keys as snake_case. */
+      readonly protoNames?: boolean;
     }
   | { readonly type: 'array'; readonly items: Schema; readonly minItems?: number; readonly check?: Check<unknown[]> }
   | { readonly type: 'map'; readonly values: Schema }
-  | { readonly type: 'any' };
+  | { readonly type: 'any'; readonly check?: Check<unknown> };
 
 type ObjectSchema = Extract<Schema, { type: 'object' }>;
 
@@ -52,6 +56,37 @@ export const obj = (
 export const percentObj = obj({ value: num(0, 100) });
 /** Istio's PortSelector: `{number: N}`. */
 export const portSelector = obj({ number: int(1, 65535) }, { required: ['number'] });
+
+/** `allowedHeaders` → `allowed_headers` (Envoy proto JSON names). */
+export function snakeCase(k: string): string {
+  return k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+}
+
+/** Reads an Envoy proto field written either `snake_case` or `camelCase`. */
+export function protoField(o: Record<string, unknown> | undefined, snake: string): unknown {
+  if (!o) return undefined;
+  if (o[snake] !== undefined) return o[snake];
+  return o[snake.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase())];
+}
+
+/** Documentation status of a field, for docs/configuration.md (generated from the schemas). */
+export interface FieldDoc {
+  readonly status: 'supported' | 'partly' | 'not yet';
+  readonly note?: string;
+}
+
+const FIELD_DOCS = new WeakMap<Schema, FieldDoc>();
+
+/** Attaches a documentation status to a schema (a copy, so shared schemas keep their own). */
+export function doc<S extends Schema>(schema: S, status: FieldDoc['status'], note?: string): S {
+  const copy = { ...schema };
+  FIELD_DOCS.set(copy, { status, note });
+  return copy;
+}
+
+export function fieldDoc(schema: Schema): FieldDoc | undefined {
+  return FIELD_DOCS.get(schema);
+}
 
 /** Appends a map key or array index to a field path (`a.b`, `a[0]`, `a["x.y"]`). */
 export function childPath(base: string, key: string | number): string {
@@ -145,6 +180,7 @@ export function validateValue(schema: Schema, value: unknown, path: string, r: R
   };
   switch (schema.type) {
     case 'any':
+      schema.check?.(value, path, r);
       return true;
     case 'string': {
       if (typeof value !== 'string') return wrongType('a string');
@@ -204,24 +240,28 @@ export function validateValue(schema: Schema, value: unknown, path: string, r: R
       if (!isPlainObject(value)) return wrongType('a map');
       const known = Object.keys(schema.fields);
       for (const [k, v] of Object.entries(value)) {
-        const field = schema.fields[k];
-        if (!Object.hasOwn(schema.fields, k) || !field) {
+        const name = schema.protoNames && !Object.hasOwn(schema.fields, k) ? snakeCase(k) : k;
+        const field = Object.hasOwn(schema.fields, name) ? schema.fields[name] : undefined;
+        if (!field) {
           const hint = didYouMean(k, known);
+          const warn = schema.unknownFields === 'warning';
           r.report(
             childPath(path, k),
             ConfigErrorCodes.UNKNOWN_FIELD,
-            `unknown field '${k}'${hint ? ` (did you mean '${hint}'?)` : ''}`,
+            `unknown field '${k}'${hint ? ` (did you mean '${hint}'?)` : ''}${warn ? '; ignored' : ''}`,
+            warn ? 'warning' : 'error',
           );
           continue;
         }
         if (v === null || v === undefined) continue;
         validateValue(field, v, childPath(path, k), r);
       }
+      const get = (k: string): unknown => (schema.protoNames ? protoField(value, k) : value[k]);
       for (const req of schema.required ?? []) {
-        if (value[req] === undefined || value[req] === null) r.report(childPath(path, req), ConfigErrorCodes.REQUIRED, `'${req}' is required`);
+        if (get(req) === undefined || get(req) === null) r.report(childPath(path, req), ConfigErrorCodes.REQUIRED, `'${req}' is required`);
       }
       if (schema.oneOf) {
-        const set = schema.oneOf.filter((k) => value[k] !== undefined && value[k] !== null);
+        const set = schema.oneOf.filter((k) => get(k) !== undefined && get(k) !== null);
         if (set.length > 1) {
           r.report(childPath(path, set[1]), ConfigErrorCodes.ONE_OF, `only one of ${quoteList(schema.oneOf)} may be set, found ${quoteList(set)}`);
         } else if (set.length === 0 && schema.oneOfRequired) {

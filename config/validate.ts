@@ -17,7 +17,10 @@ import {
   arrayOf, fqdn, gatewayRef, indexModel, intersectHosts, lookupDestinationRule, lookupService, selectorsOverlap,
   serverNamespaceAllows, splitServerHost, type ModelIndex,
 } from './model.ts';
-import { childPath, isPlainObject, validateValue, type Reporter } from './schema.ts';
+import { childPath, didYouMean, isPlainObject, protoField, validateValue, type Reporter } from './schema.ts';
+import { classifyPatch, type RawPatch } from './kinds/envoyfilter.ts';
+import type { RawExtensionProvider } from './kinds/meshconfig.ts';
+import { resolveEnvoyServer, resolveProviderServer, type ServerProblem } from './policy.ts';
 
 export interface ValidateOptions {
   /** Where `credentialName` secrets live: `<dir>/<name>/tls.crt` + `tls.key`. Default `certs/out/credentials` under cwd. */
@@ -92,6 +95,8 @@ export async function validateConfig(load: LoadResult, opts: ValidateOptions = {
   checkVirtualServices(index, rep);
   checkGatewayPorts(index, rep);
   checkWorkloadPorts(index, rep);
+  checkPolicies(index, rep);
+  checkL4(index, rep);
 
   // 3. TLS material.
   const tls = new Map<string, ResolvedTls>();
@@ -253,6 +258,134 @@ function checkGatewayPorts(idx: ModelIndex, rep: (r: Resource) => Reporter): voi
       const where = a.gw === b.gw ? 'another server of this Gateway' : `Gateway ${a.gw.key}`;
       rep(b.gw).report(b.path, ConfigErrorCodes.PORT_CONFLICT, `port ${port} is ${b.protocol} here but ${a.protocol} in ${where} (${a.path}) on overlapping selectors`);
     }
+  }
+}
+
+function reportAll(r: Reporter, problems: readonly ServerProblem[]): void {
+  for (const p of problems) r.report(p.path, p.code, p.message, p.severity);
+}
+
+/** MeshConfig uniqueness, provider references, ext_authz servers. */
+function checkPolicies(idx: ModelIndex, rep: (r: Resource) => Reporter): void {
+  idx.meshConfigs.slice(1).forEach((mc) => {
+    const first = idx.meshConfigs[0];
+    rep(mc).report('metadata.name', ConfigErrorCodes.MESHCONFIG_CONFLICT, `only one MeshConfig may be given; ${first.key} at ${first.file}:${first.line} is already used`);
+  });
+  const mc = idx.meshConfigs[0];
+  if (mc) {
+    arrayOf<RawExtensionProvider>(mc.spec?.extensionProviders).forEach((p, i) => {
+      if (!isPlainObject(p) || !isPlainObject(p.envoyExtAuthzHttp)) return;
+      reportAll(rep(mc), resolveProviderServer(idx, mc.namespace, p.envoyExtAuthzHttp, `spec.extensionProviders[${i}].envoyExtAuthzHttp`).problems);
+      if (p.envoyExtAuthzHttp.includeRequestBodyInCheck) {
+        rep(mc).report(`spec.extensionProviders[${i}].envoyExtAuthzHttp.includeRequestBodyInCheck`, ConfigErrorCodes.NOT_IMPLEMENTED, 'compiled, but the gateway does not send request bodies to the authz server yet', 'warning');
+      }
+    });
+  }
+  for (const ap of idx.authorizationPolicies) {
+    const spec = ap.spec;
+    if (!isPlainObject(spec) || spec.action !== 'CUSTOM' || !isPlainObject(spec.provider) || typeof spec.provider.name !== 'string') continue;
+    const name = spec.provider.name;
+    const found = idx.providers.get(name);
+    if (!found) {
+      const hint = didYouMean(name, idx.providers.keys());
+      rep(ap).report(
+        'spec.provider.name',
+        ConfigErrorCodes.UNKNOWN_PROVIDER,
+        mc
+          ? `provider '${name}' is not defined in MeshConfig ${mc.key} extensionProviders${hint ? ` (did you mean '${hint}'?)` : ` (has ${[...idx.providers.keys()].join(', ') || 'none'})`}`
+          : `provider '${name}' needs a MeshConfig (or ConfigMap istio) defining extensionProviders, found none`,
+      );
+    } else if (!found.provider.envoyExtAuthzHttp) {
+      rep(ap).report('spec.provider.name', ConfigErrorCodes.NOT_IMPLEMENTED, `provider '${name}' is not an envoyExtAuthzHttp provider; only HTTP ext_authz is supported`);
+    }
+  }
+  for (const ef of idx.envoyFilters) {
+    arrayOf<RawPatch>(ef.spec?.configPatches).forEach((p, i) => {
+      if (!isPlainObject(p) || classifyPatch(p as RawPatch) !== 'ext_authz') return;
+      const value = (p as RawPatch).patch?.value as Record<string, unknown>;
+      const tcKey = value.typed_config !== undefined ? 'typed_config' : 'config';
+      const tc = value[tcKey];
+      const hs = isPlainObject(tc) ? protoField(tc, 'http_service') : undefined;
+      const su = isPlainObject(hs) ? protoField(hs, 'server_uri') : undefined;
+      if (!isPlainObject(su) || !isPlainObject(hs) || !isPlainObject(tc)) return;
+      const hsKey = tc.http_service !== undefined ? 'http_service' : 'httpService';
+      const suKey = hs.server_uri !== undefined ? 'server_uri' : 'serverUri';
+      const base = `spec.configPatches[${i}].patch.value.${tcKey}.${hsKey}.${suKey}`;
+      reportAll(rep(ef), resolveEnvoyServer(idx, ef.namespace, su, base).problems);
+      if (protoField(su, 'timeout') === undefined) {
+        rep(ef).report(base, ConfigErrorCodes.REQUIRED, 'server_uri.timeout is required by Envoy; using 200ms', 'warning');
+      }
+    });
+  }
+}
+
+/** VirtualService tls[] SNI hosts vs the Gateways they bind to; TCP/TLS servers without routes. */
+function checkL4(idx: ModelIndex, rep: (r: Resource) => Reporter): void {
+  const routed = new Set<string>(); // `${gwKey}#${serverIndex}` with at least one L4 route
+  for (const vs of idx.virtualServices) {
+    const spec = vs.spec;
+    if (!isPlainObject(spec)) continue;
+    const vsHosts = arrayOf<string>(spec.hosts).filter((h) => typeof h === 'string').map((h) => fqdn(h, vs.namespace));
+    const vsGateways = arrayOf<string>(spec.gateways).filter((g) => typeof g === 'string').map((g) => gatewayRef(g, vs.namespace));
+    for (const section of ['tcp', 'tls'] as const) {
+      arrayOf<{ match?: { sniHosts?: string[]; gateways?: string[]; port?: number }[] }>(spec[section]).forEach((rule, i) => {
+        if (!isPlainObject(rule)) return;
+        const matches = arrayOf<{ sniHosts?: string[]; gateways?: string[]; port?: number }>(rule.match).filter(isPlainObject);
+        const gwKeys = new Set<string>();
+        for (const m of matches.length ? matches : [{}]) {
+          for (const g of m.gateways ? arrayOf<string>(m.gateways).map((x) => gatewayRef(x, vs.namespace)) : vsGateways) gwKeys.add(g);
+        }
+        for (const key of gwKeys) {
+          const gw = idx.gateways.find((g) => g.key === key);
+          if (!gw) continue;
+          arrayOf<{ port?: { number?: number; protocol?: string }; tls?: { mode?: string } }>(gw.spec?.servers).forEach((srv, si) => {
+            const proto = srv?.port?.protocol;
+            const pass = srv?.tls?.mode === 'PASSTHROUGH' || srv?.tls?.mode === 'AUTO_PASSTHROUGH';
+            const fits = section === 'tls' ? proto === 'TLS' && pass : proto === 'TCP' || proto === 'MONGO' || (proto === 'TLS' && !pass);
+            if (fits && matches.every((m) => m.port === undefined) || (fits && matches.some((m) => m.port === srv?.port?.number))) routed.add(`${key}#${si}`);
+          });
+        }
+        if (section !== 'tls') return;
+        matches.forEach((m, j) => {
+          arrayOf<string>(m.sniHosts).forEach((sni, k) => {
+            if (typeof sni !== 'string') return;
+            const path = `spec.tls[${i}].match[${j}].sniHosts[${k}]`;
+            const h = sni.toLowerCase();
+            if (vsHosts.length > 0 && !vsHosts.some((v) => intersectHosts(h, v))) {
+              rep(vs).report(path, ConfigErrorCodes.SNI_NOT_ON_GATEWAY, `sniHost '${sni}' is not covered by the VirtualService hosts (${vsHosts.join(', ')})`);
+            }
+            const gws = (m.gateways ? arrayOf<string>(m.gateways).map((x) => gatewayRef(x, vs.namespace)) : vsGateways).filter((g) => g !== 'mesh');
+            for (const key of gws) {
+              const gw = idx.gateways.find((g) => g.key === key);
+              if (!gw) continue;
+              const tlsHosts = arrayOf<{ hosts?: string[]; port?: { protocol?: string } }>(gw.spec?.servers)
+                .filter((srv) => srv?.port?.protocol === 'TLS')
+                .flatMap((srv) => arrayOf<string>(srv.hosts))
+                .map(splitServerHost)
+                .filter((sh) => serverNamespaceAllows(sh.ns, gw.namespace, vs.namespace));
+              if (!tlsHosts.some((sh) => intersectHosts(h, sh.host))) {
+                rep(vs).report(path, ConfigErrorCodes.SNI_NOT_ON_GATEWAY, `sniHost '${sni}' is not served by any TLS server of Gateway ${key}`);
+              }
+            }
+          });
+        });
+      });
+    }
+  }
+  for (const gw of idx.gateways) {
+    arrayOf<{ port?: { protocol?: string }; tls?: { mode?: string } }>(gw.spec?.servers).forEach((srv, si) => {
+      const proto = srv?.port?.protocol;
+      if (!isPlainObject(srv) || (proto !== 'TLS' && proto !== 'TCP' && proto !== 'MONGO')) return;
+      if (routed.has(`${gw.key}#${si}`)) return;
+      const pass = srv.tls?.mode === 'PASSTHROUGH';
+      if (srv.tls?.mode === 'AUTO_PASSTHROUGH') return;
+      rep(gw).report(
+        `spec.servers[${si}]`,
+        ConfigErrorCodes.NO_L4_ROUTE,
+        pass ? 'PASSTHROUGH server has no VirtualService tls[] route bound to it; connections will be closed' : `${proto} server has no VirtualService tcp[] route bound to it; connections will be closed`,
+        'warning',
+      );
+    });
   }
 }
 

@@ -14,7 +14,10 @@ export interface RawStringMatch {
  * the `u` flag is our approximation of RE2 syntax; lookarounds and backreferences are rejected
  * explicitly because RE2 (and therefore Envoy) does not support them.
  */
-export function re2Problem(src: string): string | undefined {
+export function re2Problem(source: string): string | undefined {
+  // RE2's case-insensitive flag: compiled to `ignoreCase` next to the pattern (see splitRegexFlags).
+  const src = splitRegexFlags(source).regex;
+  if (/^\(\?[a-zA-Z]+\)/.test(src)) return 'only a leading (?i) flag is supported';
   // Strip escaped characters and character classes before looking for unsupported groups.
   const stripped = src.replace(/\\[^0-9k]/g, '__').replace(/\[(?:\\.|[^\]\\])*\]/g, '_');
   if (/\(\?<?[=!]/.test(stripped)) return 'lookaround assertions are not supported by RE2';
@@ -25,6 +28,11 @@ export function re2Problem(src: string): string | undefined {
     return (err as Error).message.replace(/^Invalid regular expression: /, '');
   }
   return undefined;
+}
+
+/** `(?i)abc` → `{regex: 'abc', ignoreCase: true}`; other patterns unchanged. */
+export function splitRegexFlags(src: string): { regex: string; ignoreCase: boolean } {
+  return src.startsWith('(?i)') ? { regex: src.slice(4), ignoreCase: true } : { regex: src, ignoreCase: false };
 }
 
 export const regexCheck: Check<string> = (value, path, r) => {
@@ -73,6 +81,40 @@ export const exportTo: Schema = { type: 'array', items: str({ nonEmpty: true }) 
 
 /** Kubernetes workloadSelector. */
 export const workloadSelector = obj({ labels }, {});
+
+/** Security kinds' `selector: {matchLabels}`. */
+export const matchLabelsSelector = obj({ matchLabels: labels });
+
+/** Gateway API PolicyTargetReference (`targetRef`/`targetRefs`). */
+export const targetRefSchema = obj(
+  { group: str(), kind: str({ nonEmpty: true }), name: str({ nonEmpty: true }), namespace: str() },
+  { required: ['kind', 'name'] },
+);
+
+/** Why `s` is not an IP or CIDR, or undefined. */
+export function cidrProblem(s: string): string | undefined {
+  const [addr, len, extra] = s.split('/');
+  if (extra !== undefined) return `'${s}' is not an IP or CIDR`;
+  const v4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(addr);
+  const v6 = !v4 && /^[0-9a-f:.]+$/i.test(addr) && addr.includes(':');
+  if (v4 && v4.slice(1).some((o) => Number(o) > 255)) return `'${s}' is not an IP or CIDR`;
+  if (!v4 && !v6) return `'${s}' is not an IP or CIDR`;
+  if (len !== undefined && (!/^\d+$/.test(len) || Number(len) > (v4 ? 32 : 128))) return `'${s}': bad prefix length`;
+  return undefined;
+}
+
+/** A bare IP gets its full-length prefix. */
+export function normaliseCidr(s: string): string {
+  if (s.includes('/')) return s;
+  return `${s}/${s.includes(':') ? 128 : 32}`;
+}
+
+export const cidrString: Schema = str({
+  check: (v, path, r) => {
+    const p = cidrProblem(v);
+    if (p) r.report(path, ConfigErrorCodes.BAD_CIDR, p);
+  },
+});
 
 /** Short names (no dot) resolve to `<name>.<ns>.svc.cluster.local`, as Istio does. */
 export function fqdn(host: string, namespace: string): string {

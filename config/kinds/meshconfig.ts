@@ -1,9 +1,132 @@
 /**
- * MeshConfig: accepted and kept raw for now (the spec is not validated or compiled yet).
- * Later work replaces `meshconfigSpecSchema` with the real shape and compiles it into the snapshot.
+ * MeshConfig: https://istio.io/latest/docs/reference/config/istio.mesh.v1alpha1/
+ *
+ * Read either as `portico.dev/v1alpha1 MeshConfig` (spec = MeshConfig) or from Istio's own
+ * `v1 ConfigMap` named `istio` whose `data.mesh` holds MeshConfig YAML (see config/load.ts).
+ * Real `istio` ConfigMaps carry many fields Portico does not use: those are warnings, not errors.
  */
-import type { Schema } from '../schema.ts';
+import { ConfigErrorCodes } from '../errors.ts';
+import { arr, bool, doc, duration, int, num, obj, oneOfStr, str, strMap, type Schema } from '../schema.ts';
 
-export type MeshConfigSpec = Record<string, unknown>;
+export interface RawExtAuthzHttpProvider {
+  service: string;
+  port: number;
+  timeout?: string;
+  pathPrefix?: string;
+  failOpen?: boolean;
+  statusOnError?: string;
+  includeHeadersInCheck?: string[];
+  includeRequestHeadersInCheck?: string[];
+  includeAdditionalHeadersInCheck?: Record<string, string>;
+  includeRequestBodyInCheck?: { maxRequestBytes?: number; allowPartialMessage?: boolean; packAsBytes?: boolean };
+  headersToUpstreamOnAllow?: string[];
+  headersToDownstreamOnDeny?: string[];
+  headersToDownstreamOnAllow?: string[];
+}
 
-export const meshconfigSpecSchema: Schema = { type: 'any' };
+export interface RawExtensionProvider {
+  name: string;
+  envoyExtAuthzHttp?: RawExtAuthzHttpProvider;
+  [other: string]: unknown;
+}
+
+export interface MeshConfigSpec {
+  extensionProviders?: RawExtensionProvider[];
+  defaultConfig?: { tracing?: { sampling?: number } };
+  accessLogFile?: string;
+  accessLogEncoding?: 'TEXT' | 'JSON';
+  accessLogFormat?: string;
+  trustDomain?: string;
+  rootNamespace?: string;
+}
+
+/** Istio's default root namespace: policies there apply mesh-wide. */
+export const DEFAULT_ROOT_NAMESPACE = 'istio-system';
+
+/** `abc`, `abc*`, `*abc` (Istio's header pattern syntax in ext_authz provider lists). */
+const headerPattern = str({
+  nonEmpty: true,
+  check: (v, path, r) => {
+    if (v.slice(1, -1).includes('*')) r.report(path, ConfigErrorCodes.BAD_PATTERN, `'${v}': '*' is only allowed at the start or end`);
+  },
+});
+
+const envoyExtAuthzHttp = obj(
+  {
+    service: str({ nonEmpty: true }),
+    port: int(1, 65535),
+    timeout: doc(duration(1), 'supported', 'default 10m (Istio)'),
+    pathPrefix: str({
+      check: (v, path, r) => {
+        if (!v.startsWith('/')) r.report(path, ConfigErrorCodes.BAD_URI, `pathPrefix '${v}' must start with '/'`);
+      },
+    }),
+    failOpen: bool,
+    statusOnError: str({
+      check: (v, path, r) => {
+        if (!/^[1-5]\d\d$/.test(v)) r.report(path, ConfigErrorCodes.OUT_OF_RANGE, `statusOnError '${v}' is not an HTTP status code`);
+      },
+    }),
+    includeHeadersInCheck: doc(arr(headerPattern), 'supported', 'deprecated alias of includeRequestHeadersInCheck'),
+    includeRequestHeadersInCheck: arr(headerPattern),
+    includeAdditionalHeadersInCheck: strMap(),
+    includeRequestBodyInCheck: doc(
+      obj({ maxRequestBytes: int(1), allowPartialMessage: bool, packAsBytes: bool }),
+      'partly',
+      'validated and compiled; the gateway does not send bodies yet (warning)',
+    ),
+    headersToUpstreamOnAllow: arr(headerPattern),
+    headersToDownstreamOnDeny: arr(headerPattern),
+    headersToDownstreamOnAllow: arr(headerPattern),
+  },
+  { required: ['service', 'port'] },
+);
+
+const OTHER_PROVIDERS = [
+  'envoyExtAuthzGrpc', 'zipkin', 'lightstep', 'datadog', 'stackdriver', 'opencensus', 'skywalking', 'opentelemetry',
+  'prometheus', 'envoyFileAccessLog', 'envoyHttpAls', 'envoyTcpAls', 'envoyOtelAls', 'sds',
+];
+
+const extensionProvider = obj(
+  {
+    name: str({ nonEmpty: true }),
+    envoyExtAuthzHttp,
+    ...Object.fromEntries(OTHER_PROVIDERS.map((k) => [k, doc({ type: 'any' }, 'not yet', 'accepted, ignored (warning)') as Schema])),
+  },
+  {
+    required: ['name'],
+    oneOf: ['envoyExtAuthzHttp', ...OTHER_PROVIDERS],
+    oneOfRequired: true,
+    check: (p, path, r) => {
+      for (const k of OTHER_PROVIDERS) {
+        if (p[k] !== undefined && p[k] !== null) r.report(`${path}.${k}`, ConfigErrorCodes.NOT_IMPLEMENTED, `${k} providers are not supported yet; ignored`, 'warning');
+      }
+    },
+  },
+);
+
+export const meshconfigSpecSchema: Schema = obj(
+  {
+    extensionProviders: arr(extensionProvider, {
+      check: (list, path, r) => {
+        const seen = new Map<string, number>();
+        list.forEach((p, i) => {
+          const name = (p as { name?: unknown })?.name;
+          if (typeof name !== 'string') return;
+          if (seen.has(name)) r.report(`${path}[${i}].name`, ConfigErrorCodes.DUPLICATE_RESOURCE, `provider '${name}' is already defined at ${path}[${seen.get(name)}]`);
+          else seen.set(name, i);
+        });
+      },
+    }),
+    defaultConfig: obj(
+      { tracing: obj({ sampling: doc(num(0, 100), 'partly', 'validated, kept for tracing work') }, { unknownFields: 'warning' }) },
+      { unknownFields: 'warning' },
+    ),
+    accessLogFile: doc(str(), 'partly', 'validated, kept for access-log work'),
+    accessLogEncoding: doc(oneOfStr(['TEXT', 'JSON']), 'partly', 'validated, kept for access-log work'),
+    accessLogFormat: doc(str(), 'partly', 'validated, kept for access-log work'),
+    trustDomain: doc(str({ nonEmpty: true }), 'partly', 'validated, kept for mTLS work (default cluster.local)'),
+    rootNamespace: str({ nonEmpty: true }),
+  },
+  { unknownFields: 'warning' },
+);

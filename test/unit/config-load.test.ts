@@ -103,7 +103,7 @@ items:
   assert.equal(resources[1].lineOf('spec.labels.app'), 11);
 });
 
-test('security kinds, EnvoyFilter and MeshConfig are accepted raw', async () => {
+test('security kinds, EnvoyFilter and MeshConfig load and compile', async () => {
   const text = `apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: {name: ext-authz}
@@ -127,14 +127,16 @@ spec: {configPatches: []}
 apiVersion: portico.dev/v1alpha1
 kind: MeshConfig
 metadata: {name: mesh}
-spec: {extensionProviders: []}
+spec: {extensionProviders: [{name: authservice, envoyExtAuthzHttp: {service: authservice.example.com, port: 8080}}]}
 `;
   const { resources, issues } = parseConfigText(text, '/k.yaml');
   assert.deepEqual(issues, []);
   assert.deepEqual(resources.map((r) => r.kind), ['AuthorizationPolicy', 'PeerAuthentication', 'RequestAuthentication', 'EnvoyFilter', 'MeshConfig']);
   const { buildSnapshotFromText } = await import('../../config/index.ts');
   const r = await buildSnapshotFromText(text);
-  assert.ok(r.ok);
+  assert.ok(r.ok, r.ok ? '' : r.issues.map((i) => i.message).join('\n'));
+  assert.equal(r.snapshot.extAuthz[0].server.cluster, 'outbound|8080||authservice.example.com');
+  assert.equal(r.snapshot.security.peerAuthentications[0].mode, 'STRICT');
 });
 
 test('duplicate YAML keys are syntax errors with a line', () => {
