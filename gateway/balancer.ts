@@ -86,27 +86,25 @@ export interface Ring {
 }
 
 /**
- * Builds a ring as Envoy's ring_hash does: each host gets points in proportion to its weight,
- * scaled so the lightest host has at least `minRingSize * its share` points; point j of a host
- * hashes `"<address:port>_<j>"`. Adding a host only takes over the keys that fall on its points.
+ * Builds a ring like Envoy's ring_hash: each host gets points in proportion to its weight, the
+ * ring has at least `minRingSize` points, and point j of a host hashes `"<address:port>_<j>"`.
+ * Unlike Envoy, the points per unit of weight are rounded up to a power of two, so adding or
+ * removing a host usually leaves every other host's points untouched: only the keys that fall on
+ * the new host's points move (Envoy shrinks every host's share and moves a few more).
  */
 export function buildRing(keys: readonly string[], weights: readonly number[], minRingSize = DEFAULT_RING_SIZE): Ring {
   const n = keys.length;
   if (n === 0) return { hashes: new Uint32Array(0), owners: new Uint32Array(0) };
-  let total = 0;
   let minW = Infinity;
-  for (let i = 0; i < n; i++) {
-    const w = weights[i]! > 0 ? weights[i]! : 1;
-    total += w;
-    if (w < minW) minW = w;
-  }
-  const minNorm = minW / total;
-  const scale = Math.min(Math.ceil(minNorm * Math.max(1, minRingSize)) / minNorm, MAX_RING_SIZE);
+  for (let i = 0; i < n; i++) minW = Math.min(minW, weights[i]! > 0 ? weights[i]! : 1);
+  let units = 0;
+  for (let i = 0; i < n; i++) units += (weights[i]! > 0 ? weights[i]! : 1) / minW;
+  let perUnit = 2 ** Math.ceil(Math.log2(Math.max(1, Math.max(1, minRingSize) / units)));
+  while (perUnit > 1 && perUnit * units > MAX_RING_SIZE) perUnit /= 2;
   const counts: number[] = [];
   let size = 0;
   for (let i = 0; i < n; i++) {
-    const w = weights[i]! > 0 ? weights[i]! : 1;
-    const c = Math.max(1, Math.round((w / total) * scale));
+    const c = Math.max(1, Math.round(((weights[i]! > 0 ? weights[i]! : 1) / minW) * perUnit));
     counts.push(c);
     size += c;
   }

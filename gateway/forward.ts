@@ -20,6 +20,8 @@ export interface ForwardResult {
   flag: string;
   upstream?: string;
   attempts: number;
+  /** Response body bytes relayed to the client. */
+  responseBytes: number;
 }
 
 /** The request body as forward() will send it. */
@@ -131,6 +133,7 @@ export function forward(opts: ForwardOptions): Promise<ForwardResult> {
     let routeTimer: NodeJS.Timeout | undefined;
     let lastUpstream: string | undefined;
     let endAttempt: ((o: Outcome) => void) | undefined;
+    let responseBytes = 0;
     const release = opts.balancer.admit(cluster);
 
     const report = (o: Outcome): void => {
@@ -145,7 +148,7 @@ export function forward(opts: ForwardOptions): Promise<ForwardResult> {
       if (perTryTimer) clearTimeout(perTryTimer);
       res.off('close', onDownstreamClose);
       release?.();
-      resolve({ status, flag, upstream: lastUpstream, attempts: attempt });
+      resolve({ status, flag, upstream: lastUpstream, attempts: attempt, responseBytes });
     };
     const fail = (err: GatewayError): void => {
       if (finished) return;
@@ -235,6 +238,7 @@ export function forward(opts: ForwardOptions): Promise<ForwardResult> {
         },
         onResponseData(controller, chunk) {
           if (finished) return;
+          responseBytes += chunk.length;
           if (!(res as ServerResponse).write(chunk)) {
             controller.pause();
             res.once('drain', () => controller.resume());

@@ -9,8 +9,9 @@ import type { Balancer } from './balancer.ts';
 import { checkExtAuthz, type AuthzDecision } from './authz.ts';
 import type { PolicyInput } from './policy.ts';
 import { ERR, type GatewayError } from './errors.ts';
+import type { RequestObserver, Telemetry } from './telemetry/hooks.ts';
 import { decideFault, GRPC_CODES, grpcStatusForHttp } from './fault.ts';
-import { forward, prepareBody, type DownstreamRequest, type DownstreamResponse, type RequestBody } from './forward.ts';
+import { forward, prepareBody, type DownstreamRequest, type DownstreamResponse, type ForwardResult, type RequestBody } from './forward.ts';
 import { sendMirrors } from './mirror.ts';
 import { applyHeaderOps, peerAddress, upstreamRequestHeaders, type HeaderMap, type HeaderPolicy } from './headers.ts';
 import { compileStringMatch, hostOnly, type MatchInput, type StringPredicate } from './matchers.ts';
@@ -22,13 +23,25 @@ import { matchRoute, type CompiledRoute, type PortTable, type RouteTable, type R
 export interface RequestRecord {
   readonly method: string;
   readonly authority: string;
+  /** The request target as received (path and query). */
   readonly path: string;
   readonly status: number;
+  /** Envoy response flags, comma separated, `-` for none. */
   readonly flag: string;
+  /** performance.now() at the start of the request. */
+  readonly startMs: number;
   readonly durationMs: number;
+  /** `HTTP/1.1`, `HTTP/2`. */
+  readonly protocol: string;
+  readonly grpc: boolean;
   readonly route?: CompiledRoute;
+  /** Upstream cluster name (`outbound|port|subset|host`) when the request was forwarded. */
+  readonly cluster?: string;
+  /** `address:port` of the last upstream endpoint tried. */
   readonly upstream?: string;
-  readonly requestId?: string;
+  readonly attempts?: number;
+  readonly requestBytes: number;
+  readonly responseBytes: number;
 }
 
 export interface ProxyDeps {
@@ -38,6 +51,8 @@ export interface ProxyDeps {
   readonly headerPolicy: HeaderPolicy;
   /** Called after each request; absent = no per-request bookkeeping at all. */
   readonly onRequest?: (record: RequestRecord) => void;
+  /** Metrics/tracing; absent = none. */
+  readonly telemetry?: Telemetry;
 }
 
 /** Where the request came in: resolved once per listener. */
@@ -306,9 +321,10 @@ interface Exchange {
   flags: string;
   /** The ext_authz verdict when one allowed the request. */
   authz?: Extract<AuthzDecision, { kind: 'allow' }>;
+  readonly observer?: RequestObserver;
 }
 
-type Done = (status: number, flag: string, route?: CompiledRoute, upstream?: string) => void;
+type Done = (status: number, flag: string, route?: CompiledRoute, forwarded?: ForwardResult & { cluster: string }) => void;
 
 function addFlag(flags: string, flag: string): string {
   if (flag === '-') return flags;
@@ -317,19 +333,30 @@ function addFlag(flags: string, flag: string): string {
 
 /** The `request` listener of every HTTP/HTTPS port. */
 export function handleRequest(deps: ProxyDeps, listener: ListenerInfo, req: DownstreamRequest, res: DownstreamResponse): void {
-  const started = deps.onRequest ? performance.now() : 0;
-  const done: Done = (status, flag, route, upstream) => {
-    if (!deps.onRequest) return;
-    deps.onRequest({
+  const observer = deps.telemetry?.begin(req, listener);
+  const record = deps.onRequest !== undefined || observer !== undefined;
+  const started = record ? performance.now() : 0;
+  const done: Done = (status, flag, route, forwarded) => {
+    if (!record) return;
+    const rec: RequestRecord = {
       method: req.method ?? '',
       authority: authorityOf(req),
       path: req.url ?? '',
       status,
       flag,
+      startMs: started,
       durationMs: performance.now() - started,
+      protocol: req.httpVersion === '2.0' ? 'HTTP/2' : 'HTTP/1.1',
+      grpc: isGrpc(req),
       route,
-      upstream,
-    });
+      cluster: forwarded?.cluster,
+      upstream: forwarded?.upstream,
+      attempts: forwarded?.attempts,
+      requestBytes: Number(req.headers['content-length'] ?? 0) || 0,
+      responseBytes: forwarded?.responseBytes ?? Number(res.getHeader('content-length') ?? 0),
+    };
+    observer?.end(rec);
+    deps.onRequest?.(rec);
   };
 
   const routed = routeRequest(deps, listener, req);
@@ -342,7 +369,7 @@ export function handleRequest(deps: ProxyDeps, listener: ListenerInfo, req: Down
     sendGatewayError(res, routed.error, routed.detail, req);
     return done(routed.error.status, routed.error.flag);
   }
-  const ex: Exchange = { deps, listener, req, res, routed, done, flags: '-' };
+  const ex: Exchange = { deps, listener, req, res, routed, done, flags: '-', observer };
   const r = routed.route.route;
 
   // Envoy's filter order: CORS answers preflights before ext_authz sees them.
@@ -452,6 +479,7 @@ function proceed(ex: Exchange, abort: { httpStatus?: number; grpcStatus?: string
   if (ex.authz) for (const [k, v] of ex.authz.upstreamHeaders) headers[k] = v;
   applyHeaderOps(headers, r.headers?.request);
   applyHeaderOps(headers, dest.headers?.request);
+  ex.observer?.upstreamHeaders?.(headers);
 
   const path = rewritePath(action.rewrite, route, input);
   const send = (body: RequestBody): void => {
@@ -475,7 +503,7 @@ function proceed(ex: Exchange, abort: { httpStatus?: number; grpcStatus?: string
         if (cors && corsOriginAllowed(cors, origin as string)) corsResponseHeaders(cors, origin as string, h);
         addClientHeaders(ex, h);
       },
-    }).then((result) => done(result.status, addFlag(ex.flags, result.flag), route, result.upstream));
+    }).then((result) => done(result.status, addFlag(ex.flags, result.flag), route, { ...result, cluster: cluster.name }));
   };
   const body = prepareBody(req, action.retries);
   if ('then' in body) {

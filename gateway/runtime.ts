@@ -10,6 +10,7 @@ import { openListener, type Listener, type ListenerOptions } from './listeners.t
 import { UpstreamPools } from './pools.ts';
 import type { ProxyDeps, RequestRecord } from './proxy.ts';
 import { buildRouteTable, type RouteTable, type RouteTableOptions } from './router.ts';
+import type { Telemetry } from './telemetry/hooks.ts';
 import { CertStore } from './tls.ts';
 
 export interface GatewayLogger {
@@ -27,6 +28,7 @@ export interface GatewayOptions {
   readonly listener?: ListenerOptions;
   readonly logger?: GatewayLogger;
   readonly onRequest?: (record: RequestRecord) => void;
+  readonly telemetry?: Telemetry;
   /** This proxy's namespace, for namespace-scoped policies (default istio-system for gateways). */
   readonly namespace?: string;
   /** Serve the mesh VirtualServices as an outbound HTTP proxy (sidecar mode). */
@@ -61,6 +63,7 @@ export class GatewayRuntime {
       pools: this.pools,
       headerPolicy: opts.headerPolicy ?? makeHeaderPolicy(),
       onRequest: opts.onRequest,
+      telemetry: opts.telemetry,
     };
     this.certs.onChange = (file, error) => {
       if (error) this.log.warn('certificate change not applied; keeping the previous certificate', { file, error: error.message });
