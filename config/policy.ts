@@ -29,9 +29,9 @@ export interface ResolvedServer {
 const ISTIO_CLUSTER = /^outbound\|(\d+)\|([^|]*)\|([^|]+)$/;
 
 /** Registry checks shared by both forms: short hosts must be declared; ports must exist. */
-function checkRegistry(idx: ModelIndex, host: string, port: number, hostPath: string, portPath: string, problems: ServerProblem[]): RegistryEntry | undefined {
+function checkRegistry(idx: ModelIndex, written: string, host: string, port: number, hostPath: string, portPath: string, problems: ServerProblem[]): RegistryEntry | undefined {
   const entry = lookupService(idx, host);
-  if (!entry && !host.replace(/\.svc\.cluster\.local$/, '').includes('.')) {
+  if (!entry && !written.includes('.')) {
     problems.push({ path: hostPath, code: ConfigErrorCodes.UNKNOWN_HOST, message: `authorization server host '${host}' is not declared by any ServiceEntry`, severity: 'error' });
   }
   if (entry) {
@@ -69,6 +69,7 @@ export function resolveEnvoyServer(idx: ModelIndex, namespace: string, serverUri
   const scheme = u.protocol === 'https:' ? 'https' : 'http';
   let host = fqdn(u.hostname.replace(/^\[|\]$/g, ''), namespace);
   let port = u.port ? Number(u.port) : scheme === 'https' ? 443 : 80;
+  let written = u.hostname;
   let subset: string | undefined;
   if (typeof cluster === 'string' && cluster !== '') {
     const m = ISTIO_CLUSTER.exec(cluster);
@@ -78,6 +79,7 @@ export function resolveEnvoyServer(idx: ModelIndex, namespace: string, serverUri
         problems.push({ path: `${path}.cluster`, code: ConfigErrorCodes.BAD_URI, message: `cluster host '${cHost}' differs from uri host '${host}'; connecting to the cluster's`, severity: 'warning' });
       }
       host = cHost;
+      written = m[3];
       if (u.port && Number(u.port) !== Number(m[1])) {
         problems.push({ path: `${path}.cluster`, code: ConfigErrorCodes.BAD_URI, message: `cluster port ${m[1]} differs from uri port ${u.port}; connecting to the cluster's`, severity: 'warning' });
       }
@@ -87,7 +89,7 @@ export function resolveEnvoyServer(idx: ModelIndex, namespace: string, serverUri
       problems.push({ path: `${path}.cluster`, code: ConfigErrorCodes.BAD_URI, message: `cluster '${cluster}' is not an Istio outbound cluster name (outbound|port|subset|host); connecting to the uri's host and port`, severity: 'warning' });
     }
   }
-  const entry = checkRegistry(idx, host, port, `${path}.uri`, typeof cluster === 'string' && ISTIO_CLUSTER.test(cluster) ? `${path}.cluster` : `${path}.uri`, problems);
+  const entry = checkRegistry(idx, written, host, port, `${path}.uri`, typeof cluster === 'string' && ISTIO_CLUSTER.test(cluster) ? `${path}.cluster` : `${path}.uri`, problems);
   return { server: { host, port, subset, scheme, entry }, problems };
 }
 
@@ -97,8 +99,9 @@ export function resolveProviderServer(idx: ModelIndex, mcNamespace: string, p: R
   if (typeof p.service !== 'string' || typeof p.port !== 'number') return { problems };
   const slash = p.service.indexOf('/');
   const ns = slash >= 0 ? p.service.slice(0, slash) : mcNamespace;
-  const host = fqdn(slash >= 0 ? p.service.slice(slash + 1) : p.service, ns);
-  const entry = checkRegistry(idx, host, p.port, `${path}.service`, `${path}.port`, problems);
+  const written = slash >= 0 ? p.service.slice(slash + 1) : p.service;
+  const host = fqdn(written, ns);
+  const entry = checkRegistry(idx, written, host, p.port, `${path}.service`, `${path}.port`, problems);
   const proto = arrayOf<{ number?: number; protocol?: string }>(entry?.se.spec?.ports).find((x) => x?.number === p.port)?.protocol;
   return { server: { host, port: p.port, scheme: proto === 'HTTPS' ? 'https' : 'http', entry }, problems };
 }
