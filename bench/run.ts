@@ -7,6 +7,7 @@
  * BENCH_SCENARIOS (comma list), BENCH_CPU_PROF=1 (profile the gateway; results not recorded as latest),
  * BENCH_KEEP_TMP=1 (keep generated configs and logs).
  */
+import { spawnSync } from 'node:child_process';
 import { cpus, release } from 'node:os';
 import { join } from 'node:path';
 import { mkdirSync, mkdtempSync } from 'node:fs';
@@ -15,10 +16,11 @@ import { SCENARIOS, selectScenarios, type Scenario, type ScenarioContext } from 
 import { summariseProfiles, formatProfileSummary, type ProfileSummary } from './lib/profile.ts';
 import { installCleanup, sleep, stopChild } from './lib/procs.ts';
 import { judge, markdownTable, memoryLines, textTable, MAX_P99_RATIO, MIN_REQ_RATIO, type ScenarioResult, type TargetName, type TargetRun } from './lib/report.ts';
-import { readRssKb, sampleRss } from './lib/rss.ts';
+import { readRssKb, sampleRss, sumCpuMs } from './lib/rss.ts';
 import { writeResults, type BenchResults } from './lib/results.ts';
 import {
   makeTlsFiles,
+  REPO_ROOT,
   readCounts,
   resetCounts,
   scenarioContext,
@@ -77,8 +79,17 @@ async function measure(
   await runWrk(tools.wrk, { ...base, url, durationSec: s.warmupSec });
   await resetCounts(upstreams);
   const sampler = target ? sampleRss(target.pids) : undefined;
+  const cpuBefore = target ? sumCpuMs(target.pids()) : undefined;
   const wrk = await runWrk(tools.wrk, { ...base, url, durationSec: s.durationSec });
+  const cpuAfter = target ? sumCpuMs(target.pids()) : undefined;
   const maxRssKb = sampler?.stop();
+  const cpuMs = cpuBefore !== undefined && cpuAfter !== undefined ? cpuAfter - cpuBefore : undefined;
+  // CPU per request is the contention-free efficiency number: on a small box the proxies share
+  // cores with wrk and the upstream, so req/s alone understates the cheaper one.
+  const cpu =
+    cpuMs !== undefined && wrk.requests > 0
+      ? { cpuPct: Math.round((cpuMs / (wrk.durationSec * 1000)) * 1000) / 10, cpuUsPerRequest: Math.round(((cpuMs * 1000) / wrk.requests) * 10) / 10 }
+      : {};
   const upstreamCounts = await readCounts(upstreams);
   const problems: string[] = [];
   if (wrk.non2xx > 0) problems.push(`${wrk.non2xx} non-2xx/3xx responses`);
@@ -89,13 +100,14 @@ async function measure(
     const p = scenario.check(upstreamCounts);
     if (p) problems.push(p);
   }
-  return { url, wrk, maxRssKb, upstreamCounts, problems };
+  return { url, wrk, maxRssKb, ...cpu, upstreamCounts, problems };
 }
 
 function line(name: string, run: TargetRun): string {
   const w = run.wrk;
   const extra = run.problems.length ? `  PROBLEMS: ${run.problems.join('; ')}` : '';
-  return `  ${name.padEnd(8)} ${Math.round(w.reqPerSec).toString().padStart(7)} req/s  p50 ${w.p50Ms.toFixed(2)} ms  p99 ${w.p99Ms.toFixed(2)} ms${extra}`;
+  const cpu = run.cpuPct !== undefined ? `  CPU ${run.cpuPct}% (${run.cpuUsPerRequest} µs/req)` : '';
+  return `  ${name.padEnd(8)} ${Math.round(w.reqPerSec).toString().padStart(7)} req/s  p50 ${w.p50Ms.toFixed(2)} ms  p99 ${w.p99Ms.toFixed(2)} ms${cpu}${extra}`;
 }
 
 async function runScenario(
@@ -137,6 +149,14 @@ async function runScenario(
   return judge(scenario.name, scenario.title, runs);
 }
 
+/** HEAD and any uncommitted changes to the code being measured (others may be mid-edit). */
+function gitInfo(): { commit: string; dirty: string[] } | undefined {
+  const head = spawnSync('git', ['rev-parse', 'HEAD'], { encoding: 'utf8', cwd: REPO_ROOT });
+  if (head.status !== 0) return undefined;
+  const st = spawnSync('git', ['status', '--porcelain', '--', 'gateway', 'config', 'certs', 'bin'], { encoding: 'utf8', cwd: REPO_ROOT });
+  return { commit: head.stdout.trim(), dirty: (st.stdout ?? '').split('\n').filter(Boolean) };
+}
+
 async function main(): Promise<number> {
   installCleanup();
   const s = settings();
@@ -159,9 +179,13 @@ async function main(): Promise<number> {
   const profiles: Record<string, ProfileSummary> = {};
   try {
     for (const scenario of scenarios) {
-      const ctx = await scenarioContext(upstreams, tls, root, scenario.name);
+      const { ctx, services } = await scenarioContext(scenario, upstreams, tls, root, logDir);
       const scenarioProf = profDir ? join(profDir, scenario.name) : undefined;
-      results.push(await runScenario(tools, s, scenario, ctx, upstreams, logDir, scenarioProf));
+      try {
+        results.push(await runScenario(tools, s, scenario, ctx, upstreams, logDir, scenarioProf));
+      } finally {
+        await Promise.all(services.map((c) => stopChild(c)));
+      }
       if (scenarioProf) {
         const summary = summariseProfiles(scenarioProf, process.cwd());
         if (summary) {
@@ -184,6 +208,7 @@ async function main(): Promise<number> {
     quick: s.quick,
     cpuProfiled: s.cpuProf,
     host: { node: process.version, cpus: cpus().length, cpuModel: cpus()[0]?.model ?? 'unknown', kernel: release(), platform: process.platform },
+    git: gitInfo(),
     tools: tools.versions,
     settings: { durationSec: s.durationSec, warmupSec: s.warmupSec, connections: s.connections, threads: s.threads, workers: 1 },
     targets: { minReqPerSecRatio: MIN_REQ_RATIO, maxP99Ratio: MAX_P99_RATIO },

@@ -3,7 +3,7 @@
  * here, so SIGINT/SIGTERM/exit (or a thrown error) stops all of them and removes the temp dirs.
  */
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { createWriteStream, rmSync } from 'node:fs';
+import { createWriteStream, readFileSync, rmSync } from 'node:fs';
 import { connect, createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 
@@ -144,19 +144,29 @@ function canConnect(port: number): Promise<boolean> {
   });
 }
 
+/** The last lines of a child's log, for error messages (the temp dir is gone after exit). */
+export function logTail(child: Child, lines = 15): string {
+  try {
+    const text = readFileSync(child.logFile, 'utf8').trimEnd().split('\n').slice(-lines).join('\n    ');
+    return text ? `\n  last lines of ${child.label}'s log:\n    ${text}` : '';
+  } catch {
+    return '';
+  }
+}
+
 /** Waits until 127.0.0.1:port accepts connections; fails early when `child` exits first. */
-export async function waitForPort(port: number, child: Child, timeoutMs = 20_000): Promise<void> {
+export async function waitForPort(port: number, child: Child, timeoutMs = 60_000): Promise<void> {
   let gone: number | string | undefined;
   void child.exited.then((code) => {
     gone = code;
   });
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (gone !== undefined) throw new Error(`${child.label} exited (${gone}) before listening on ${port}; see ${child.logFile}`);
+    if (gone !== undefined) throw new Error(`${child.label} exited (${gone}) before listening on ${port}${logTail(child)}`);
     if (await canConnect(port)) return;
     await sleep(50);
   }
-  throw new Error(`${child.label} did not listen on ${LOOPBACK}:${port} within ${timeoutMs} ms; see ${child.logFile}`);
+  throw new Error(`${child.label} did not listen on ${LOOPBACK}:${port} within ${timeoutMs} ms${logTail(child)}`);
 }
 
 export function sleep(ms: number): Promise<void> {

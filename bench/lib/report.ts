@@ -14,6 +14,10 @@ export interface TargetRun {
   readonly wrk: WrkResult;
   /** Max RSS sampled during the measured run, KiB (Portico: the gateway; nginx: its worker). */
   readonly maxRssKb?: number;
+  /** CPU the target used during the measured run, % of one core (nginx: its worker). */
+  readonly cpuPct?: number;
+  /** CPU microseconds per request served. */
+  readonly cpuUsPerRequest?: number;
   /** RSS after start, before any traffic, KiB. */
   readonly idleRssKb?: number;
   /** Requests per upstream during the measured run. */
@@ -62,12 +66,12 @@ export function markdownTable(results: readonly ScenarioResult[]): string {
 }
 
 function tableRows(results: readonly ScenarioResult[]): string[][] {
-  const rows: string[][] = [['scenario', 'target', 'req/s', 'p50 ms', 'p99 ms', 'max RSS', 'Portico/nginx req/s', 'Portico/nginx p99', 'verdict']];
+  const rows: string[][] = [['scenario', 'target', 'req/s', 'p50 ms', 'p99 ms', 'max RSS', 'CPU µs/req', 'Portico/nginx req/s', 'Portico/nginx p99', 'verdict']];
   for (const r of results) {
     for (const t of TARGETS) {
       const run = r.runs[t];
       if (!run) {
-        rows.push([r.name, t, 'skipped', '', '', '', '', '', '']);
+        rows.push([r.name, t, 'skipped', '', '', '', '', '', '', '']);
         continue;
       }
       const isP = t === 'portico';
@@ -85,6 +89,7 @@ function tableRows(results: readonly ScenarioResult[]): string[][] {
         fmtMs(run.wrk.p50Ms),
         fmtMs(run.wrk.p99Ms),
         t === 'direct' ? '' : fmtMb(run.maxRssKb),
+        run.cpuUsPerRequest === undefined ? '' : `${run.cpuUsPerRequest.toFixed(1)} (${run.cpuPct}% CPU)`,
         isP && r.ratios ? r.ratios.reqPerSec.toFixed(2) : '',
         isP && r.ratios ? r.ratios.p99.toFixed(2) : '',
         verdict,

@@ -14,6 +14,8 @@ export interface BenchResults {
   readonly quick: boolean;
   readonly cpuProfiled: boolean;
   readonly host: { node: string; cpus: number; cpuModel: string; kernel: string; platform: string };
+  /** The commit measured, and uncommitted changes in the code under test at run time. */
+  readonly git?: { commit: string; dirty: readonly string[] };
   readonly tools: { wrk: string; nginx?: string };
   readonly settings: { durationSec: number; warmupSec: number; connections: number; threads: number; workers: number };
   readonly targets: { minReqPerSecRatio: number; maxP99Ratio: number };

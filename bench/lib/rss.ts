@@ -59,3 +59,28 @@ export function sampleRss(pids: () => number[], everyMs = 200): { stop: () => nu
     },
   };
 }
+
+/** Linux USER_HZ: /proc/PID/stat times are in these ticks (100 on every mainstream kernel build). */
+const CLK_TCK = 100;
+
+/** utime + stime of `pid` in milliseconds of CPU, or undefined. */
+export function readCpuMs(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after "(comm) ": state(3) ppid(4) ... utime(14) stime(15).
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(rest[11]) + Number(rest[12])) * 1000) / CLK_TCK;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Summed CPU ms of `pids`; undefined when none could be read. */
+export function sumCpuMs(pids: readonly number[]): number | undefined {
+  let sum: number | undefined;
+  for (const p of pids) {
+    const ms = readCpuMs(p);
+    if (ms !== undefined) sum = (sum ?? 0) + ms;
+  }
+  return sum;
+}

@@ -78,11 +78,36 @@ export async function readCounts(ups: readonly RunningUpstream[]): Promise<Recor
   return out;
 }
 
-/** Per-scenario context: a temp dir and a free port for the target under test. */
-export async function scenarioContext(ups: readonly UpstreamInfo[], tls: TlsFiles, root: string, name: string): Promise<ScenarioContext> {
-  const dir = join(root, name);
+/**
+ * Per-scenario context: a temp dir, a free port for the target under test, and the scenario's
+ * extra services started (their children are returned so the caller stops them afterwards).
+ */
+export async function scenarioContext(
+  scenario: Scenario,
+  ups: readonly UpstreamInfo[],
+  tls: TlsFiles,
+  root: string,
+  logDir: string,
+): Promise<{ ctx: ScenarioContext; services: Child[] }> {
+  const dir = join(root, scenario.name);
   mkdirSync(dir, { recursive: true });
-  return { port: await freePort(), upstreams: ups, tls, dir };
+  const base = { port: await freePort(), upstreams: ups, tls, dir };
+  const ports: Record<string, number> = {};
+  const services: Child[] = [];
+  try {
+    for (const svc of scenario.services ?? []) {
+      const port = await freePort();
+      const { cmd, args, env } = svc.command(base, port);
+      const child = startChild(`${scenario.name}-${svc.name}`, cmd, args, logDir, { cwd: REPO_ROOT, env: { ...process.env, ...env } });
+      services.push(child);
+      await waitForPort(port, child);
+      ports[svc.name] = port;
+    }
+  } catch (err) {
+    await Promise.all(services.map((c) => stopChild(c)));
+    throw err;
+  }
+  return { ctx: { ...base, services: ports }, services };
 }
 
 export interface StartedTarget {
@@ -103,19 +128,20 @@ export async function startPortico(scenario: Scenario, ctx: ScenarioContext, log
   for (const [file, text] of Object.entries(cfg.files)) writeFileSync(join(configDir, file), text);
   const nodeArgs = ['--import', 'tsx'];
   if (cpuProfDir) nodeArgs.push('--cpu-prof', '--cpu-prof-dir', cpuProfDir);
-  const args = [
-    ...nodeArgs,
-    join(REPO_ROOT, 'bin/portico.ts'),
+  const command = scenario.porticoCommand?.(ctx, configDir) ?? [
     'gateway',
     '--config',
     configDir,
     // `--admin-port -1` (two args) is rejected by parseArgs as ambiguous; the `=` form works.
     '--admin-port=-1',
+    // One process, like nginx's worker_processes 1 (the gateway defaults to one worker per core).
+    '--workers=1',
     '--no-watch',
     '--drain-ms',
     '500',
     ...(cfg.args ?? []),
   ];
+  const args = [...nodeArgs, join(REPO_ROOT, 'bin/portico.ts'), ...command];
   const child = startChild(`portico-${scenario.name}`, process.execPath, args, logDir, { cwd: REPO_ROOT });
   await waitForPort(ctx.port, child);
   return { child, pids: () => [child.pid], stop: () => stopChild(child) };

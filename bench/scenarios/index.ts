@@ -7,7 +7,7 @@ import { plainHttp } from './plain-http.ts';
 import { splitRetry } from './split-retry.ts';
 import type { Scenario } from './types.ts';
 
-export type { Scenario, ScenarioContext, PorticoConfig, TlsFiles, UpstreamInfo } from './types.ts';
+export type { Scenario, ScenarioContext, PorticoConfig, ServiceSpec, TlsFiles, UpstreamInfo } from './types.ts';
 
 export const SCENARIOS: readonly Scenario[] = [plainHttp, https, splitRetry];
 

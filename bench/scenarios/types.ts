@@ -27,6 +27,18 @@ export interface ScenarioContext {
   readonly tls: TlsFiles;
   /** This scenario's temp dir (config files go here). */
   readonly dir: string;
+  /** Ports of the scenario's extra `services`, by service name (already listening). */
+  readonly services: Readonly<Record<string, number>>;
+}
+
+/**
+ * An extra process a scenario needs next to the targets (an authservice, a dev IdP, a second
+ * Portico as the mesh sidecar). Started before the targets on a free 127.0.0.1 port, stopped after.
+ */
+export interface ServiceSpec {
+  readonly name: string;
+  /** The command line to run; must listen on 127.0.0.1:`port`. Runs with cwd = repo root. */
+  command(ctx: Omit<ScenarioContext, 'services'>, port: number): { cmd: string; args: readonly string[]; env?: Readonly<Record<string, string>> };
 }
 
 export interface PorticoConfig {
@@ -48,6 +60,14 @@ export interface Scenario {
   readonly headers?: Readonly<Record<string, string>>;
   /** Istio config for Portico. */
   portico(ctx: ScenarioContext): PorticoConfig;
+  /**
+   * The `bin/portico.ts` arguments, given the written config dir. Default:
+   * `gateway --config DIR --admin-port=-1 --workers=1 --no-watch --drain-ms 500` plus `PorticoConfig.args`.
+   * A mesh scenario returns `['sidecar', '--config', dir, '--workload', ...]` instead.
+   */
+  porticoCommand?(ctx: ScenarioContext, configDir: string): readonly string[];
+  /** Extra processes this scenario needs (see ServiceSpec). */
+  readonly services?: readonly ServiceSpec[];
   /** The body of nginx's `http {}` block: upstream blocks, maps and one `server` on ctx.port. */
   nginx(ctx: ScenarioContext): string;
   /** URL for the direct (no proxy) baseline. */
