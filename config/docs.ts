@@ -1,0 +1,148 @@
+/**
+ * Generates docs/configuration.md from the schemas in config/kinds/, so the reference cannot drift
+ * from what `portico validate` accepts (test/unit/config-docs.test.ts compares them).
+ *
+ *   node --import tsx config/docs.ts > docs/configuration.md
+ */
+import { extAuthzConfigSchema, localRateLimitValueSchema } from './kinds/envoyfilter.ts';
+import { KINDS } from './kinds/index.ts';
+import { fieldDoc, type FieldDoc, type Schema } from './schema.ts';
+
+/** Per-kind status, shown above each table. */
+const KIND_NOTES: Record<string, string> = {
+  Gateway: 'Compiled into `Snapshot.gateways`; served by `portico gateway`.',
+  VirtualService: 'HTTP routes compiled into virtual hosts; `tcp[]`/`tls[]` compiled into `GatewayPort.tcpRoutes`/`tlsRoutes`.',
+  DestinationRule: 'Compiled into each cluster\'s effective `trafficPolicy`.',
+  ServiceEntry: 'The service registry: hosts, ports and endpoints of `Snapshot.clusters` and `services`.',
+  WorkloadEntry: 'Endpoints for ServiceEntries with a `workloadSelector`, and `portico sidecar --workload`.',
+  EnvoyFilter:
+    'Only two patches are applied: `envoy.filters.http.ext_authz` (HTTP service) inserted as an HTTP_FILTER → `Snapshot.extAuthz`, and `envoy.filters.http.local_ratelimit` as an HTTP_FILTER or merged into HTTP_ROUTE/VIRTUAL_HOST `typed_per_filter_config` → `Snapshot.localRateLimits`. Every other patch is validated and ignored with a warning.',
+  PeerAuthentication: 'Partly: validated and compiled into `Snapshot.security.peerAuthentications`; enforcement arrives with the mesh work.',
+  AuthorizationPolicy:
+    'CUSTOM policies drive ext_authz (`Snapshot.extAuthz`). All actions are validated and compiled into `Snapshot.security.authorizationPolicies`; ALLOW/DENY/AUDIT enforcement arrives with the mesh work.',
+  RequestAuthentication: 'Partly: validated and compiled into `Snapshot.security.requestAuthentications`; JWT verification arrives with the mesh work.',
+  MeshConfig:
+    'Either `portico.dev/v1alpha1 MeshConfig` (spec = MeshConfig) or Istio\'s `v1 ConfigMap` named `istio` with MeshConfig YAML in `data.mesh`. At most one. Unknown MeshConfig fields are warnings.',
+};
+
+/** Field-level statuses for fields whose schema does not carry one (paths relative to `spec`). */
+const OVERRIDES: Record<string, FieldDoc> = {
+  'Gateway:servers[].defaultEndpoint': { status: 'not yet', note: 'ignored' },
+  'Gateway:servers[].tls.caCrl': { status: 'not yet', note: 'ignored' },
+  'Gateway:servers[].tls.credentialNames': { status: 'not yet', note: 'ignored' },
+  'Gateway:servers[].tls.verifyCertificateSpki': { status: 'not yet', note: 'ignored' },
+  'Gateway:servers[].tls.verifyCertificateHash': { status: 'not yet', note: 'ignored' },
+  'Gateway:servers[].tls.mode': { status: 'partly', note: 'ISTIO_MUTUAL and AUTO_PASSTHROUGH are not served yet' },
+  'VirtualService:exportTo': { status: 'not yet', note: 'ignored: everything is visible everywhere' },
+  'VirtualService:http[].delegate': { status: 'not yet', note: 'error' },
+  'VirtualService:http[].match[].statPrefix': { status: 'not yet', note: 'ignored' },
+  'VirtualService:http[].mirrorPercent': { status: 'not yet', note: 'deprecated; use mirrorPercentage' },
+  'VirtualService:http[].retries.retryIgnorePreviousHosts': { status: 'not yet', note: 'ignored' },
+  'VirtualService:http[].retries.backoff': { status: 'not yet', note: 'jittered 25 ms base is used' },
+  'VirtualService:http[].fault.delay.exponentialDelay': { status: 'not yet', note: 'ignored' },
+  'VirtualService:http[].fault.abort.http2Error': { status: 'not yet', note: 'ignored' },
+  'VirtualService:tcp[].match[].sourceLabels': { status: 'partly', note: 'compiled; sidecar mode only' },
+  'VirtualService:tls[].match[].sourceLabels': { status: 'partly', note: 'compiled; sidecar mode only' },
+  'EnvoyFilter:priority': { status: 'partly', note: 'validated; patches apply in (namespace, name, index) order' },
+  'EnvoyFilter:configPatches[].match.proxy': { status: 'not yet', note: 'ignored' },
+  'EnvoyFilter:configPatches[].match.cluster': { status: 'not yet', note: 'CLUSTER patches are ignored (warning)' },
+  'EnvoyFilter:configPatches[].patch.filterClass': { status: 'not yet', note: 'ignored' },
+  'MeshConfig:defaultConfig': { status: 'partly', note: 'only tracing.sampling is read; other ProxyConfig fields warn' },
+};
+
+function typeOf(s: Schema): string {
+  switch (s.type) {
+    case 'string':
+      return s.enum ? s.enum.map((e) => `\`${e}\``).join(' \\| ') : 'string';
+    case 'int':
+      return s.min !== undefined || s.max !== undefined ? `int (${s.min ?? ''}..${s.max ?? ''})` : 'int';
+    case 'number':
+      return s.min !== undefined || s.max !== undefined ? `number (${s.min ?? ''}..${s.max ?? ''})` : 'number';
+    case 'bool':
+      return 'bool';
+    case 'duration':
+      return 'duration';
+    case 'array':
+      return `list of ${typeOf(s.items)}`;
+    case 'map':
+      return `map of ${typeOf(s.values)}`;
+    case 'object':
+      return 'object';
+    case 'any':
+      return 'any';
+  }
+}
+
+interface Row {
+  path: string;
+  type: string;
+  doc: FieldDoc;
+}
+
+function walk(kind: string, s: Schema, path: string, rows: Row[], inherited?: FieldDoc): void {
+  const own = fieldDoc(s) ?? OVERRIDES[`${kind}:${path}`];
+  const d = own ?? inherited ?? { status: 'supported' };
+  if (path) rows.push({ path, type: typeOf(s), doc: d });
+  const child = own?.status === 'not yet' ? own : d.status === 'not yet' ? d : undefined;
+  if (s.type === 'object') for (const [k, v] of Object.entries(s.fields)) walk(kind, v, path ? `${path}.${k}` : k, rows, child);
+  else if (s.type === 'array') {
+    const items = s.items;
+    if (items.type === 'object') for (const [k, v] of Object.entries(items.fields)) walk(kind, v, `${path}[].${k}`, rows, child);
+  } else if (s.type === 'map' && s.values.type === 'object') {
+    for (const [k, v] of Object.entries(s.values.fields)) walk(kind, v, `${path}.<key>.${k}`, rows, child);
+  }
+}
+
+function table(kind: string, schema: Schema): string {
+  const rows: Row[] = [];
+  walk(kind, schema, '', rows);
+  const esc = (t: string): string => t.replaceAll('|', '\\|');
+  return [
+    '| Field | Type | Status | Notes |',
+    '| --- | --- | --- | --- |',
+    ...rows.map((r) => `| \`${esc(r.path)}\` | ${r.type} | ${r.doc.status} | ${esc(r.doc.note ?? '')} |`),
+  ].join('\n');
+}
+
+/** The whole of docs/configuration.md. */
+export function renderConfigurationDoc(): string {
+  const out: string[] = [
+    '# Configuration reference',
+    '',
+    '<!-- Generated by config/docs.ts from the validation schemas; do not edit by hand.',
+    '     Regenerate: node --import tsx config/docs.ts > docs/configuration.md -->',
+    '',
+    'Portico reads Istio YAML. `portico validate PATH...` reports every problem at once as',
+    '`file:line: Kind/name: field.path: message`; unknown fields get a "did you mean" hint.',
+    '',
+    'Status: **supported** — validated and acted on; **partly** — validated and compiled, with the',
+    'limits given; **not yet** — accepted (or rejected, as noted) but not acted on.',
+    'Inside Envoy typed configs (EnvoyFilter) and MeshConfig, unknown fields are warnings, not errors,',
+    'because real manifests carry many options Portico does not model.',
+    '',
+  ];
+  for (const def of KINDS.values()) {
+    out.push(`## ${def.kind}`, '', `apiVersion: ${def.apiVersions.map((v) => `\`${v}\``).join(', ')}${def.kind === 'MeshConfig' ? ', or `v1` ConfigMap `istio` (`data.mesh`)' : ''}`, '');
+    if (KIND_NOTES[def.kind]) out.push(KIND_NOTES[def.kind], '');
+    out.push(table(def.kind, def.spec), '');
+  }
+  out.push(
+    '## EnvoyFilter: ext_authz `typed_config`',
+    '',
+    '`@type: type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz` (or the older `config:` form). Field names may be snake_case or camelCase.',
+    'Defaults follow Envoy: `status_on_error` 403, `failure_mode_allow` false, `server_uri.timeout` 200 ms when missing (Envoy requires it).',
+    '',
+    table('ExtAuthz', extAuthzConfigSchema),
+    '',
+    '## EnvoyFilter: local_ratelimit `value`',
+    '',
+    'As a `udpa.type.v1.TypedStruct` with `type_url: type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit` (Istio\'s task) or the message itself.',
+    'Unset `filter_enabled` / `filter_enforced` mean 0 % as in Envoy; `tokens_per_fill` defaults to 1.',
+    '',
+    table('LocalRateLimit', localRateLimitValueSchema),
+    '',
+  );
+  return out.join('\n');
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) process.stdout.write(renderConfigurationDoc());
