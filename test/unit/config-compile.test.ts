@@ -30,7 +30,7 @@ function shuffle<T>(xs: T[], seed: number): T[] {
 test('document order does not change the snapshot (version or content)', async (t) => {
   const secrets = tempDir(t);
   writeCredential(secrets, 'example-credential', pairs().a);
-  for (const name of ['routing.in.yaml', 'traffic-policy.in.yaml']) {
+  for (const name of ['routing.in.yaml', 'traffic-policy.in.yaml', 'policy.in.yaml']) {
     const docs = fixture(name).split(/^---$/m);
     const base = await buildSnapshotFromText(docs.join('---'), 'f.yaml', { secretsDir: secrets });
     assert.ok(base.ok);
