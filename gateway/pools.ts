@@ -13,13 +13,19 @@ export class UpstreamPools {
     const maxConnections = cp?.tcp?.maxConnections;
     const connectTimeout = cp?.tcp?.connectTimeoutMs ?? 10_000;
     const idle = cp?.http?.idleTimeoutMs ?? 60_000;
+    // Istio: 0 (the default) means unlimited, 1 disables keep-alive; undici reads 0 as unlimited too.
     const maxRequestsPerClient = cp?.http?.maxRequestsPerConnection;
+    // TCP keepalive probes start after tcpKeepalive.time (Node cannot set probes/interval per socket).
+    const keepAliveDelay = cp?.tcp?.tcpKeepalive?.timeMs;
     const host = endpoint.address.includes(':') ? `[${endpoint.address}]` : endpoint.address;
     const origin = `http://${host}:${endpoint.port}`;
-    const key = `${origin}|${maxConnections ?? ''}|${connectTimeout}|${idle}|${maxRequestsPerClient ?? ''}`;
+    const key = `${origin}|${maxConnections ?? ''}|${connectTimeout}|${idle}|${maxRequestsPerClient ?? ''}|${keepAliveDelay ?? ''}`;
     let pool = this.pools.get(key);
     if (!pool) {
       pool = new Pool(origin, {
+        // Envoy's max_connections is per cluster; undici's limit is per endpoint pool, so a
+        // cluster of N endpoints may open up to N x maxConnections. admit() enforces the
+        // cluster-wide request limits (gateway/circuit.ts).
         connections: maxConnections ?? null,
         pipelining: 1,
         connectTimeout,
@@ -29,6 +35,7 @@ export class UpstreamPools {
         headersTimeout: 0,
         bodyTimeout: 0,
         maxRequestsPerClient,
+        ...(keepAliveDelay !== undefined ? { connect: { keepAlive: true, keepAliveInitialDelay: keepAliveDelay } } : {}),
       });
       this.pools.set(key, pool);
     }
