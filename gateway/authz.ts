@@ -155,7 +155,9 @@ async function checkOne(f: CompiledExtAuthz, req: CheckRequest, deps: AuthzDeps)
       method: req.method as Dispatcher.HttpMethod,
       path: cfg.pathPrefix + req.pathAndQuery,
       headers,
-      body: null,
+      // Empty, never the client's body. undici omits `content-length: 0` on GET/HEAD/OPTIONS
+      // (RFC 9110 §8.6); other methods carry it, as Envoy's check does.
+      body: '',
       signal,
       headersTimeout: cfg.timeoutMs,
       bodyTimeout: cfg.timeoutMs,

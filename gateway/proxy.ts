@@ -319,6 +319,12 @@ interface Exchange {
   readonly done: Done;
   /** Response flags so far (`DI` after an injected delay). */
   flags: string;
+  /**
+   * The request headers as the upstream will get them, computed once right after routing (as
+   * Envoy's connection manager does before its filters): identity and hop-by-hop headers gone,
+   * x-forwarded-*, x-request-id set. ext_authz checks and the forwarded request both use them.
+   */
+  readonly headers: HeaderMap;
   /** The ext_authz verdict when one allowed the request. */
   authz?: Extract<AuthzDecision, { kind: 'allow' }>;
   readonly observer?: RequestObserver;
@@ -369,7 +375,8 @@ export function handleRequest(deps: ProxyDeps, listener: ListenerInfo, req: Down
     sendGatewayError(res, routed.error, routed.detail, req);
     return done(routed.error.status, routed.error.flag);
   }
-  const ex: Exchange = { deps, listener, req, res, routed, done, flags: '-', observer };
+  const headers = upstreamRequestHeaders(req.headers, { remoteAddress: req.socket?.remoteAddress ?? '', scheme: listener.scheme, authority: routed.input.authority }, deps.headerPolicy);
+  const ex: Exchange = { deps, listener, req, res, routed, done, flags: '-', observer, headers };
   const r = routed.route.route;
 
   // Envoy's filter order: CORS answers preflights before ext_authz sees them.
@@ -386,7 +393,7 @@ export function handleRequest(deps: ProxyDeps, listener: ListenerInfo, req: Down
   checkExtAuthz(
     filters,
     policyInput,
-    { method: input.method, pathAndQuery: input.query ? `${input.path}?${input.query}` : input.path, authority: input.authority, headers: req.headers },
+    { method: input.method, pathAndQuery: input.query ? `${input.path}?${input.query}` : input.path, authority: input.authority, headers },
     deps,
   ).then(
     (decision) => {
@@ -447,7 +454,7 @@ function afterAuthz(ex: Exchange): void {
 }
 
 function proceed(ex: Exchange, abort: { httpStatus?: number; grpcStatus?: string } | undefined): void {
-  const { deps, listener, req, res, routed, done } = ex;
+  const { deps, req, res, routed, done } = ex;
   const { route, input, table } = routed;
   const r = route.route;
   const action = r.action;
@@ -473,7 +480,7 @@ function proceed(ex: Exchange, abort: { httpStatus?: number; grpcStatus?: string
     return done(ERR.NO_CLUSTER.status, ERR.NO_CLUSTER.flag, route);
   }
 
-  const headers = upstreamRequestHeaders(req.headers, { remoteAddress: req.socket?.remoteAddress ?? '', scheme: listener.scheme, authority: input.authority }, deps.headerPolicy);
+  const headers = ex.headers;
   headers['host'] = action.rewrite?.authority ?? input.authority;
   // ext_authz results land after client identity headers were stripped, before route ops.
   if (ex.authz) for (const [k, v] of ex.authz.upstreamHeaders) headers[k] = v;
