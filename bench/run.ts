@@ -16,7 +16,7 @@ import { SCENARIOS, selectScenarios, type Scenario, type ScenarioContext } from 
 import { summariseProfiles, formatProfileSummary, type ProfileSummary } from './lib/profile.ts';
 import { installCleanup, sleep, stopChild } from './lib/procs.ts';
 import { judge, markdownTable, memoryLines, textTable, MAX_P99_RATIO, MIN_REQ_RATIO, type ScenarioResult, type TargetName, type TargetRun } from './lib/report.ts';
-import { readRssKb, sampleRss, sumCpuMs } from './lib/rss.ts';
+import { hostCpuMs, readRssKb, sampleRss, sumCpuMs } from './lib/rss.ts';
 import { writeResults, type BenchResults } from './lib/results.ts';
 import {
   makeTlsFiles,
@@ -66,6 +66,25 @@ function settings(): Settings {
 
 const say = (msg: string): void => void process.stdout.write(`bench: ${msg}\n`);
 
+/**
+ * On a shared machine other work skews the numbers: wait (up to 60 s) until the host is under
+ * 25% busy over one second. Returns a note when it never got quiet.
+ */
+async function waitForQuietHost(): Promise<string | undefined> {
+  const deadline = Date.now() + 60_000;
+  let busyPct = 0;
+  while (Date.now() < deadline) {
+    const a = hostCpuMs();
+    await sleep(1000);
+    const b = hostCpuMs();
+    if (!a || !b) return undefined;
+    busyPct = Math.round(((b.busy - a.busy) / (b.total - a.total)) * 100);
+    if (busyPct < 25) return undefined;
+  }
+  say(`host still ${busyPct}% busy after 60 s of waiting; measuring anyway`);
+  return `host was ${busyPct}% busy before the run`;
+}
+
 /** Warm up, then one measured wrk run with RSS sampling and upstream counting. */
 async function measure(
   tools: Tools,
@@ -76,12 +95,18 @@ async function measure(
   target?: StartedTarget,
 ): Promise<TargetRun> {
   const base = { connections: s.connections, threads: s.threads, headers: scenario.headers };
+  const waited = await waitForQuietHost();
   await runWrk(tools.wrk, { ...base, url, durationSec: s.warmupSec });
   await resetCounts(upstreams);
+  const upPids = upstreams.map((u) => u.child.pid);
+  const ourBefore = sumCpuMs([...upPids, ...(target?.pids() ?? [])]);
+  const hostBefore = hostCpuMs();
   const sampler = target ? sampleRss(target.pids) : undefined;
   const cpuBefore = target ? sumCpuMs(target.pids()) : undefined;
   const wrk = await runWrk(tools.wrk, { ...base, url, durationSec: s.durationSec });
   const cpuAfter = target ? sumCpuMs(target.pids()) : undefined;
+  const hostAfter = hostCpuMs();
+  const ourAfter = sumCpuMs([...upPids, ...(target?.pids() ?? [])]);
   const maxRssKb = sampler?.stop();
   const cpuMs = cpuBefore !== undefined && cpuAfter !== undefined ? cpuAfter - cpuBefore : undefined;
   // CPU per request is the contention-free efficiency number: on a small box the proxies share
@@ -92,6 +117,15 @@ async function measure(
       : {};
   const upstreamCounts = await readCounts(upstreams);
   const problems: string[] = [];
+  // Everything busy on the host that is not the target or the upstreams: wrk (one thread, so at
+  // most one core) plus anything else running. Above one core, something else competed.
+  let otherCpuPct: number | undefined;
+  if (hostBefore && hostAfter && ourBefore !== undefined && ourAfter !== undefined) {
+    const wallMs = wrk.durationSec * 1000;
+    otherCpuPct = Math.round(((hostAfter.busy - hostBefore.busy - (ourAfter - ourBefore)) / wallMs) * 100);
+    if (otherCpuPct > 110) problems.push(`noisy host: ${otherCpuPct}% CPU used by wrk + other processes (wrk alone is <= 100%)`);
+  }
+  if (waited) problems.push(waited);
   if (wrk.non2xx > 0) problems.push(`${wrk.non2xx} non-2xx/3xx responses`);
   const sock = wrk.socketErrors;
   const sockTotal = sock.connect + sock.read + sock.write + sock.timeout;
@@ -100,7 +134,7 @@ async function measure(
     const p = scenario.check(upstreamCounts);
     if (p) problems.push(p);
   }
-  return { url, wrk, maxRssKb, ...cpu, upstreamCounts, problems };
+  return { url, wrk, maxRssKb, ...cpu, otherCpuPct, upstreamCounts, problems };
 }
 
 function line(name: string, run: TargetRun): string {

@@ -18,6 +18,8 @@ export interface TargetRun {
   readonly cpuPct?: number;
   /** CPU microseconds per request served. */
   readonly cpuUsPerRequest?: number;
+  /** CPU (% of one core) used during the run by everything except the target and upstreams: wrk + other processes. */
+  readonly otherCpuPct?: number;
   /** RSS after start, before any traffic, KiB. */
   readonly idleRssKb?: number;
   /** Requests per upstream during the measured run. */
@@ -49,6 +51,13 @@ export function judge(name: string, title: string, runs: Partial<Record<TargetNa
   };
 }
 
+/** 'NOISY HOST' when the only problems are other load on the machine, else 'ERRORS'. */
+export function problemLabel(runs: readonly (TargetRun | undefined)[]): string | undefined {
+  const all = runs.flatMap((r) => r?.problems ?? []);
+  if (all.length === 0) return undefined;
+  return all.every((p) => p.startsWith('noisy host') || p.startsWith('host was')) ? 'NOISY HOST' : 'ERRORS';
+}
+
 const fmtRps = (n: number): string => Math.round(n).toLocaleString('en-US');
 const fmtMs = (n: number): string => (n < 10 ? n.toFixed(2) : n.toFixed(1));
 const fmtMb = (kb: number | undefined): string => (kb === undefined ? 'n/a' : `${(kb / 1024).toFixed(1)} MiB`);
@@ -78,10 +87,11 @@ function tableRows(results: readonly ScenarioResult[]): string[][] {
       let verdict = '';
       if (isP && r.pass && r.ratios) {
         const bits = [r.pass.reqPerSec ? 'req/s PASS' : `req/s FAIL (<${MIN_REQ_RATIO}x)`, r.pass.p99 ? 'p99 PASS' : `p99 FAIL (>${MAX_P99_RATIO}x)`];
-        if (!r.pass.clean) bits.push('ERRORS');
+        const label = problemLabel([run, r.runs.nginx]);
+        if (label) bits.push(label);
         verdict = bits.join(', ');
       } else if (isP) verdict = 'n/a (no nginx)';
-      if (run.problems.length > 0 && !isP) verdict = 'ERRORS';
+      if (!isP) verdict = problemLabel([run]) ?? '';
       rows.push([
         r.name,
         t,

@@ -84,3 +84,17 @@ export function sumCpuMs(pids: readonly number[]): number | undefined {
   }
   return sum;
 }
+
+/** Busy and total CPU ms over all cores since boot, from /proc/stat's `cpu` line. */
+export function hostCpuMs(): { busy: number; total: number } | undefined {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '';
+    const f = line.trim().split(/\s+/).slice(1).map(Number);
+    // user nice system idle iowait irq softirq steal ...
+    const idle = (f[3] ?? 0) + (f[4] ?? 0);
+    const total = f.slice(0, 8).reduce((a, b) => a + b, 0);
+    return { busy: ((total - idle) * 1000) / CLK_TCK, total: (total * 1000) / CLK_TCK };
+  } catch {
+    return undefined;
+  }
+}

@@ -1,6 +1,6 @@
 /** A hand-written SVG chart: grouped req/s bars per scenario per target, p99 under each value. */
 import type { BenchResults } from './results.ts';
-import { TARGETS, type TargetName } from './report.ts';
+import { problemLabel, TARGETS, type TargetName } from './report.ts';
 
 const COLORS: Record<TargetName, string> = { direct: '#9e9e9e', nginx: '#2e7d32', portico: '#1565c0' };
 
@@ -80,7 +80,7 @@ export function renderChart(r: BenchResults): string {
     out.push(`<text x="${mid}" y="${top + plotH + 40}" text-anchor="middle" font-size="11" fill="#444">${esc(s.title)}</text>`);
     if (s.ratios && s.pass) {
       const ok = s.pass.reqPerSec && s.pass.p99 && s.pass.clean;
-      const txt = `Portico/nginx: req/s ${s.ratios.reqPerSec.toFixed(2)}× ${s.pass.reqPerSec ? 'PASS' : 'FAIL'} · p99 ${s.ratios.p99.toFixed(2)}× ${s.pass.p99 ? 'PASS' : 'FAIL'}${s.pass.clean ? '' : ' · ERRORS'}`;
+      const txt = `Portico/nginx: req/s ${s.ratios.reqPerSec.toFixed(2)}× ${s.pass.reqPerSec ? 'PASS' : 'FAIL'} · p99 ${s.ratios.p99.toFixed(2)}× ${s.pass.p99 ? 'PASS' : 'FAIL'}${s.pass.clean ? '' : ` · ${problemLabel([s.runs.portico, s.runs.nginx]) ?? 'ERRORS'}`}`;
       out.push(`<text x="${mid}" y="${top + plotH + 60}" text-anchor="middle" font-size="11" font-weight="bold" fill="${ok ? '#2e7d32' : '#c62828'}">${esc(txt)}</text>`);
     }
   });
