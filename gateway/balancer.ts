@@ -345,13 +345,18 @@ export class Balancer {
   }
 
   /**
-   * Marks an endpoint down or up from outside (active health checking). Unknown cluster or
-   * endpoint: no effect.
+   * Marks an endpoint of `cluster` down or up from outside (active health checking); down
+   * endpoints are skipped like ejected ones. Unknown endpoint: no effect.
    */
-  setHealth(clusterName: string, address: string, port: number, healthy: boolean): void {
-    const hosts = this.clusters.get(clusterName);
-    const st = hosts?.states.get(`${address}:${port}`);
-    if (hosts && st) hosts.setUnhealthy(st, !healthy);
+  setHealth(cluster: Cluster, endpoint: Endpoint, healthy: boolean): void {
+    const c = this.compile(cluster);
+    const st = c.byEndpoint.get(endpoint) ?? c.hosts.states.get(endpointKey(endpoint));
+    if (st) c.hosts.setUnhealthy(st, !healthy);
+  }
+
+  /** The endpoints pick() chooses from for `cluster` (a DNS cluster's host when it has none). */
+  endpoints(cluster: Cluster): readonly Endpoint[] {
+    return endpointsOf(cluster);
   }
 
   /** Per cluster, per endpoint state for the admin `/clusters` page. */

@@ -184,10 +184,9 @@ test('the interval timer returns ejected hosts on its own', async () => {
 
 test('setHealth marks endpoints down and up (active health checks)', () => {
   const s = setup({ consecutive5xxErrors: 5 });
-  s.b.pick(s.c);
-  s.b.setHealth(s.c.name, '127.0.0.1', 2, false);
+  s.b.setHealth(s.c, s.eps[1]!, false);
   assert.equal(s.health(2), 'UNHEALTHY');
   assert.deepEqual(s.ports(), new Set([1, 3]));
-  s.b.setHealth(s.c.name, '127.0.0.1', 2, true);
+  s.b.setHealth(s.c, s.eps[1]!, true);
   assert.deepEqual(s.ports(), new Set([1, 2, 3]));
 });
