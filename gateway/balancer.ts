@@ -272,6 +272,7 @@ export class Balancer {
   private readonly now: () => number;
   private readonly random: () => number;
   private readonly timers: boolean;
+  private lastCollect = -Infinity;
   /** Ejection hook (logging, metrics); may be set after construction. */
   onEjection: ((e: EjectionEvent) => void) | undefined;
 
@@ -450,6 +451,10 @@ export class Balancer {
 
   /** Drops state of clusters gone from config (their Cluster objects collected, nothing in flight). */
   private collect(): void {
+    // At most once a second: after a reload every cluster compiles once, and this loop is O(clusters).
+    const now = this.now();
+    if (now - this.lastCollect < 1000) return;
+    this.lastCollect = now;
     for (const [name, hosts] of this.clusters) {
       if (hosts.idle()) {
         hosts.stop();
