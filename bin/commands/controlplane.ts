@@ -1,0 +1,112 @@
+/**
+ * `portico controlplane --config PATH [--port 15010] [--ca-dir DIR] [--trust-domain D]
+ *                       [--token-file F | PORTICO_BOOTSTRAP_TOKEN] [--cert-ttl 24h]`
+ * Watches the config, pushes snapshots to proxies and signs workload certificates.
+ */
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { parseDuration } from '../../config/index.ts';
+import { checkTokenText } from '../../controlplane/auth.ts';
+import { jsonLogger } from '../../controlplane/log.ts';
+import { DEFAULT_CONTROLPLANE_PORT, DEFAULT_TRUST_DOMAIN, startControlPlane } from '../../controlplane/server.ts';
+
+const USAGE = `usage: portico controlplane --config PATH [--config PATH...] [options]
+  --port N              listen port (default ${DEFAULT_CONTROLPLANE_PORT}; 0 picks a free one)
+  --host ADDR           listen address (default 0.0.0.0 with a token, 127.0.0.1 without)
+  --ca-dir DIR          mesh root CA (ca.crt, ca.key; created when missing) (default certs/out/mesh-ca)
+  --trust-domain D      SPIFFE trust domain (default ${DEFAULT_TRUST_DOMAIN})
+  --cert-ttl DURATION   workload certificate lifetime, e.g. 24h, 90m (default 24h; at most 2160h)
+  --token-file FILE     bootstrap token proxies must present (else PORTICO_BOOTSTRAP_TOKEN)
+  --secrets-dir DIR     where credentialName secrets live (default certs/out/credentials)
+  --heartbeat DURATION  stream heartbeat interval (default 5s)
+`;
+
+function fail(message: string): number {
+  process.stderr.write(`portico controlplane: ${message}\n`);
+  return 2;
+}
+
+export async function run(argv: string[]): Promise<number | undefined> {
+  let args;
+  try {
+    args = parseArgs({
+      args: argv,
+      options: {
+        config: { type: 'string', multiple: true },
+        port: { type: 'string', default: String(DEFAULT_CONTROLPLANE_PORT) },
+        host: { type: 'string' },
+        'ca-dir': { type: 'string', default: 'certs/out/mesh-ca' },
+        'trust-domain': { type: 'string', default: DEFAULT_TRUST_DOMAIN },
+        'cert-ttl': { type: 'string', default: '24h' },
+        'token-file': { type: 'string' },
+        'secrets-dir': { type: 'string' },
+        heartbeat: { type: 'string', default: '5s' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      allowPositionals: false,
+    }).values;
+  } catch (err) {
+    process.stderr.write(`portico controlplane: ${(err as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  if (args.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const config = args.config ?? [];
+  if (config.length === 0) return fail(`--config is required\n${USAGE}`);
+  const port = Number(args.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) return fail(`--port: '${args.port}' is not a port number`);
+  const ttlMs = parseDuration(args['cert-ttl'] ?? '');
+  if (ttlMs === undefined || ttlMs <= 0) return fail(`--cert-ttl: '${args['cert-ttl']}' is not a positive duration (e.g. 24h, 90m)`);
+  const heartbeatMs = parseDuration(args.heartbeat ?? '');
+  if (heartbeatMs === undefined || heartbeatMs < 100) return fail(`--heartbeat: '${args.heartbeat}' is not a duration of at least 100ms`);
+
+  let token: string | undefined;
+  try {
+    if (args['token-file']) {
+      let text: string;
+      try {
+        text = readFileSync(args['token-file'], 'utf8');
+      } catch (err) {
+        return fail(`--token-file: cannot read ${args['token-file']}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      }
+      token = checkTokenText(text, `--token-file ${args['token-file']}`);
+    } else if (process.env.PORTICO_BOOTSTRAP_TOKEN !== undefined) {
+      token = checkTokenText(process.env.PORTICO_BOOTSTRAP_TOKEN, 'PORTICO_BOOTSTRAP_TOKEN');
+    }
+  } catch (err) {
+    return fail((err as Error).message);
+  }
+
+  const log = jsonLogger('controlplane');
+  if (token !== undefined && token.length < 16) log.warn('the bootstrap token is short; use at least 32 random characters (openssl rand -hex 32)');
+  const cp = await startControlPlane({
+    config,
+    port,
+    host: args.host,
+    caDir: args['ca-dir'],
+    trustDomain: args['trust-domain'],
+    certTtlHours: ttlMs / 3_600_000,
+    token,
+    heartbeatMs,
+    secretsDir: args['secrets-dir'],
+    logger: log,
+  });
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    log.info('stopping', { signal });
+    cp.close().then(
+      () => process.exit(0),
+      (err: Error) => {
+        log.error('error while stopping', { error: err.message });
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+  return undefined;
+}
