@@ -63,6 +63,19 @@ for (const form of FORMS) {
       const xhr = await browser.request(`${stack.http}/httpbin/headers`, { headers: { accept: 'application/json', ...SPOOF } });
       assert.equal(xhr.status, 200);
       assert.equal(echoed(xhr.body)['kubeflow-userid'], 'jason@example.com');
+
+      // Logout from a script (Kubeflow's dashboard does this with XHR): JSON answer, session gone.
+      const sid = browser.cookie('authservice_session')!;
+      const out = await browser.request(`${stack.http}/authservice/logout`, {
+        method: 'POST',
+        headers: { accept: 'application/json', origin: stack.http, 'sec-fetch-site': 'same-origin' },
+      });
+      assert.equal(out.status, 201, out.body);
+      assert.ok((JSON.parse(out.body) as { afterLogoutURL?: string }).afterLogoutURL?.endsWith('/productpage'));
+      assert.equal(browser.cookie('authservice_session'), undefined, 'cookie cleared');
+      const replay = await fetch(`${stack.http}/httpbin/headers`, { headers: { accept: 'application/json', cookie: `authservice_session=${sid}` } });
+      assert.equal(replay.status, 401, 'the old session cookie no longer works');
+      await replay.arrayBuffer();
     });
 
     test(`kubeflow example (${form}, ${idpKind}): API calls without a session get 401; a bearer ID token works`, async (t) => {
