@@ -1,0 +1,347 @@
+/**
+ * The telemetry composition root: `createTelemetry(opts)` builds Istio's metrics, tracing (span
+ * per request, W3C + B3 propagation, OTLP export, embedded Jaeger-API trace store) and access
+ * logs behind the `Telemetry` seam of hooks.ts, plus the small metrics server (Istio's :15020
+ * `/stats/prometheus`). Per request: one observer object; metrics are cached series increments;
+ * spans and log lines are only built for sampled / logged requests and shipped off the path.
+ *
+ * Wiring (CLI):
+ *   const tel = createTelemetry({ proxy: { workload: 'istio-ingressgateway', namespace }, ... });
+ *   const runtime = new GatewayRuntime(snapshot, { telemetry: tel, ... });
+ *   tel.attach(runtime);                       // labels from the live snapshot, pool/balancer gauges
+ *   await tel.listen(15020);                   // /stats/prometheus (+ Jaeger API, /v1/traces)
+ *   on reload failure: tel.configReloadFailed();   on shutdown: await tel.close();
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { hostname } from 'node:os';
+import type { Snapshot } from '../../config/snapshot.ts';
+import type { ClusterStats } from '../balancer.ts';
+import type { DownstreamRequest } from '../forward.ts';
+import type { HeaderMap } from '../headers.ts';
+import type { RequestRecord } from '../proxy.ts';
+import { createAccessLog, redactQuery, type AccessLog, type AccessLogOptions } from './access-log.ts';
+import { certificatesInUse } from './certs.ts';
+import type { ListenerFacts, RequestObserver, Telemetry } from './hooks.ts';
+import { IstioMetrics, type ProxyIdentity, type TcpConnectionMetrics } from './istio-metrics.ts';
+import { OtlpExporter, type AttrValue, type SpanData, type SpanKind } from './otlp.ts';
+import { PROMETHEUS_CONTENT_TYPE, Registry } from './prometheus.ts';
+import { decideSampling, extractContext, injectContext, newSpanId, newTraceId, type TraceContext } from './trace-context.ts';
+import { TraceStore } from './trace-store.ts';
+
+/** What telemetry reads from the running gateway (GatewayRuntime satisfies it). */
+export interface TelemetrySource {
+  table(): { readonly snapshot: Snapshot };
+  readonly pools?: { stats(): readonly { origin: string; connected: number; pending: number; running: number }[] };
+  readonly balancer?: { stats?(): readonly ClusterStats[] };
+}
+
+export interface TracingOptions {
+  /** Percentage of requests traced, 0..100 (MeshConfig defaultConfig.tracing.sampling; Istio's default 1). */
+  readonly sampling?: number;
+  /** OTLP/HTTP traces endpoint, e.g. `http://127.0.0.1:4318/v1/traces`. */
+  readonly otlpEndpoint?: string;
+  /** Keep spans in an embedded store served with Jaeger's API (default true). Pass a store to share one. */
+  readonly store?: TraceStore | boolean;
+  /** Jaeger service name (default `<canonical service>.<namespace>`, as Istio names proxies). */
+  readonly serviceName?: string;
+  /** Span kind of this proxy's spans: CLIENT for gateways/outbound (Istio's), SERVER for inbound. */
+  readonly spanKind?: SpanKind;
+  /** Envoy's node id tag (default `router~<ip>~<workload>.<ns>~<ns>.svc.cluster.local`). */
+  readonly nodeId?: string;
+}
+
+export interface TelemetryOptions {
+  /** This proxy's identity (default the istio-ingressgateway in istio-system). */
+  readonly proxy?: ProxyIdentity;
+  readonly reporter?: 'source' | 'destination';
+  readonly clusterId?: string;
+  readonly trustDomain?: string;
+  /** false = no tracing at all (no propagation either). */
+  readonly tracing?: TracingOptions | false;
+  /** MeshConfig access log settings; absent or empty file = off. */
+  readonly accessLog?: AccessLogOptions;
+}
+
+export interface PorticoTelemetry extends Telemetry {
+  readonly registry: Registry;
+  readonly metrics: IstioMetrics;
+  /** The embedded trace store (when enabled). */
+  readonly traces?: TraceStore;
+  readonly exporter?: OtlpExporter;
+  readonly accessLog?: AccessLog;
+  /** Connects to the running gateway: live snapshot for labels, pool/balancer/cert/config gauges. */
+  attach(source: TelemetrySource): void;
+  /** L4 proxying reports connections and bytes through this. */
+  tcpConnection(cluster: string | undefined, upstream?: string): TcpConnectionMetrics;
+  /** Count a config reload that did not apply. */
+  configReloadFailed(): void;
+  /** Prometheus text at `/stats/prometheus` (and `/metrics`); Jaeger API and OTLP ingest when a store exists. Returns false for other paths. */
+  metricsHandler(req: IncomingMessage, res: ServerResponse): boolean;
+  /** Starts the metrics server (Istio's :15020). */
+  listen(port?: number, host?: string): Promise<{ server: Server; port: number }>;
+  /** Flushes exports and logs, stops the metrics server. */
+  close(): Promise<void>;
+}
+
+const DEFAULT_PROXY: ProxyIdentity = { workload: 'istio-ingressgateway', namespace: 'istio-system', app: 'istio-ingressgateway' };
+
+function firstIp(): string {
+  return '127.0.0.1';
+}
+
+class Observer implements RequestObserver {
+  /** Set when upstream headers were written (the ids sent upstream). */
+  spanId?: string;
+  traceId?: string;
+  requestId?: string;
+  constructor(
+    readonly t: TelemetryImpl,
+    readonly req: DownstreamRequest,
+    readonly listener: ListenerFacts,
+    readonly ctx: TraceContext | undefined,
+    readonly sampled: boolean,
+  ) {}
+
+  upstreamHeaders(headers: HeaderMap): void {
+    if (this.t.tracing) {
+      const traceId = this.ctx?.traceId || newTraceId();
+      const spanId = newSpanId();
+      this.traceId = traceId;
+      this.spanId = spanId;
+      injectContext(headers, traceId, spanId, this.ctx?.parentSpanId, this.sampled, this.ctx?.b3Single === true);
+    }
+    const rid = headers['x-request-id'];
+    if (typeof rid === 'string') this.requestId = rid;
+  }
+
+  end(record: RequestRecord): void {
+    this.t.finish(this, record);
+  }
+}
+
+class TelemetryImpl implements PorticoTelemetry {
+  readonly registry = new Registry();
+  readonly metrics: IstioMetrics;
+  readonly traces?: TraceStore;
+  readonly exporter?: OtlpExporter;
+  readonly accessLog?: AccessLog;
+  readonly tracing: boolean;
+  private readonly sampling: number;
+  private readonly serviceName: string;
+  private readonly spanKind: SpanKind;
+  private readonly nodeId: string;
+  private readonly proxy: ProxyIdentity;
+  private source?: TelemetrySource;
+  private readonly reloadFailures;
+  private server?: Server;
+  private readonly hostPorts = new Map<string, string>();
+  /** Shared observer when neither tracing nor access logs need per-request state. */
+  private readonly plain?: RequestObserver;
+
+  constructor(opts: TelemetryOptions) {
+    this.proxy = opts.proxy ?? DEFAULT_PROXY;
+    this.metrics = new IstioMetrics(this.registry, { proxy: this.proxy, reporter: opts.reporter, clusterId: opts.clusterId, trustDomain: opts.trustDomain });
+    const tr = opts.tracing === false ? undefined : (opts.tracing ?? {});
+    this.tracing = tr !== undefined;
+    const sampling = tr?.sampling ?? 1;
+    if (!(sampling >= 0 && sampling <= 100)) throw new Error(`tracing.sampling must be a percentage 0..100, got ${sampling}`);
+    this.sampling = sampling;
+    const p = this.proxy;
+    this.serviceName = tr?.serviceName ?? `${p.canonicalService ?? p.app ?? p.workload}.${p.namespace}`;
+    this.spanKind = tr?.spanKind ?? (opts.reporter === 'destination' ? 'SERVER' : 'CLIENT');
+    this.nodeId = tr?.nodeId ?? `router~${firstIp()}~${hostname()}.${p.namespace}~${p.namespace}.svc.cluster.local`;
+    if (tr && tr.store !== false) this.traces = tr.store instanceof TraceStore ? tr.store : new TraceStore();
+    if (tr?.otlpEndpoint) this.exporter = new OtlpExporter({ endpoint: tr.otlpEndpoint, resource: { 'service.namespace': p.namespace } });
+    if (opts.accessLog && opts.accessLog.file) this.accessLog = createAccessLog(opts.accessLog);
+    this.reloadFailures = this.registry.counter('portico_config_reload_failures_total', 'Config reloads that failed to compile or apply (the previous config stays).').with();
+    this.reloadFailures.value = 0;
+    this.registerHealth();
+    if (!this.tracing && !this.accessLog) {
+      this.plain = { end: (rec) => this.metrics.record(rec, this.source?.table().snapshot) };
+    }
+  }
+
+  private registerHealth(): void {
+    const r = this.registry;
+    r.gauge('portico_config_version_info', 'The config snapshot version being served (value is always 1).', ['version'], (set) => {
+      const s = this.source?.table().snapshot;
+      if (s) set({ version: s.version }, 1);
+    });
+    r.gauge('portico_upstream_pool_connections', 'Upstream connection pool state by origin.', ['origin', 'state'], (set) => {
+      for (const p of this.source?.pools?.stats() ?? []) {
+        set({ origin: p.origin, state: 'connected' }, p.connected);
+        set({ origin: p.origin, state: 'pending' }, p.pending);
+        set({ origin: p.origin, state: 'running' }, p.running);
+      }
+    });
+    const clusterStats = (): readonly ClusterStats[] => this.source?.balancer?.stats?.() ?? [];
+    r.gauge('portico_upstream_rq_active', 'Requests in flight per upstream cluster.', ['cluster'], (set) => {
+      for (const c of clusterStats()) set({ cluster: c.name }, c.active);
+    });
+    r.gauge('portico_upstream_endpoint_healthy', 'Endpoint health per cluster (1 healthy, 0 ejected or unhealthy).', ['cluster', 'endpoint'], (set) => {
+      for (const c of clusterStats()) for (const e of c.endpoints) set({ cluster: c.name, endpoint: `${e.address}:${e.port}` }, e.health === 'HEALTHY' ? 1 : 0);
+    });
+    r.collectedCounter('portico_upstream_ejections_total', 'Outlier ejections per cluster since start.', ['cluster'], (set) => {
+      for (const c of clusterStats()) set({ cluster: c.name }, c.endpoints.reduce((n, e) => n + e.ejections, 0));
+    });
+    r.collectedCounter('portico_upstream_rq_pending_overflow_total', 'Requests refused by circuit breaking (503 UO) per cluster.', ['cluster'], (set) => {
+      for (const c of clusterStats()) set({ cluster: c.name }, c.overflows);
+    });
+    r.gauge('portico_certificate_expiry_seconds', 'Seconds until each served certificate expires (negative once expired).', ['file', 'subject'], (set) => {
+      const s = this.source?.table().snapshot;
+      if (!s) return;
+      for (const c of certificatesInUse(s)) if (c.expiresInSeconds !== undefined) set({ file: c.file, subject: c.subject ?? '' }, c.expiresInSeconds);
+    });
+    r.collectedCounter('portico_traces_exported_spans_total', 'Spans exported over OTLP, by outcome.', ['outcome'], (set) => {
+      if (!this.exporter) return;
+      set({ outcome: 'exported' }, this.exporter.exported);
+      set({ outcome: 'failed' }, this.exporter.failed);
+      set({ outcome: 'dropped' }, this.exporter.dropped);
+    });
+  }
+
+  attach(source: TelemetrySource): void {
+    this.source = source;
+  }
+
+  begin(req: DownstreamRequest, listener: ListenerFacts): RequestObserver {
+    if (this.plain) return this.plain;
+    let ctx: TraceContext | undefined;
+    let sampled = false;
+    if (this.tracing) {
+      ctx = extractContext(req.headers);
+      sampled = decideSampling(ctx, req.headers, this.sampling);
+    }
+    return new Observer(this, req, listener, ctx, sampled);
+  }
+
+  finish(o: Observer, rec: RequestRecord): void {
+    this.metrics.record(rec, this.source?.table().snapshot);
+    if (o.sampled) this.span(o, rec);
+    this.accessLog?.log({ req: o.req, record: rec, requestId: o.requestId, traceId: o.traceId ?? (o.ctx?.traceId || undefined) });
+  }
+
+  /** `host:port/*` (Istio's route decorator) from `outbound|port|subset|host`. */
+  private operation(rec: RequestRecord): string {
+    if (rec.cluster) {
+      let op = this.hostPorts.get(rec.cluster);
+      if (op === undefined) {
+        const parts = rec.cluster.split('|');
+        op = parts.length === 4 ? `${parts[3]}:${parts[1]}/*` : `${rec.cluster}/*`;
+        if (this.hostPorts.size < 10_000) this.hostPorts.set(rec.cluster, op);
+      }
+      return op;
+    }
+    const r = rec.route?.route;
+    return r ? (r.name ?? `${r.virtualService}#${r.index}`) : 'unrouted';
+  }
+
+  private span(o: Observer, rec: RequestRecord): void {
+    if (!this.traces && !this.exporter) return;
+    const traceId = o.traceId ?? (o.ctx?.traceId || newTraceId());
+    const spanId = o.spanId ?? newSpanId();
+    const p = this.proxy;
+    const scheme = o.listener.scheme;
+    const requestId = o.requestId ?? (typeof o.req.headers['x-request-id'] === 'string' ? o.req.headers['x-request-id'] : undefined);
+    const ua = o.req.headers['user-agent'];
+    const peer = o.req.socket?.remoteAddress;
+    const attributes: [string, AttrValue][] = [
+      ['node_id', this.nodeId],
+      ['zone', ''],
+      ['istio.canonical_service', p.canonicalService ?? p.app ?? p.workload],
+      ['istio.canonical_revision', p.canonicalRevision ?? p.version ?? 'latest'],
+      ['istio.namespace', p.namespace],
+      ['istio.mesh_id', 'cluster.local'],
+      ['guid:x-request-id', requestId ?? ''],
+      ['http.url', `${scheme}://${rec.authority}${redactQuery(rec.path)}`.slice(0, 2048)],
+      ['http.method', rec.method],
+      ['downstream_cluster', '-'],
+      ['user_agent', typeof ua === 'string' ? ua.slice(0, 256) : '-'],
+      ['http.protocol', rec.protocol],
+      ['peer.address', peer ? (peer.startsWith('::ffff:') ? peer.slice(7) : peer) : ''],
+      ['request_size', rec.requestBytes],
+      ['response_size', rec.responseBytes],
+      ['response_flags', rec.flag],
+      ['http.status_code', rec.status],
+      ['upstream_cluster', rec.cluster ?? '-'],
+      ['upstream_cluster.name', rec.cluster ?? '-'],
+      ['component', 'proxy'],
+    ];
+    if (rec.upstream) attributes.push(['upstream_address', rec.upstream]);
+    const error = rec.status >= 500 || rec.status === 0;
+    if (error) attributes.push(['error', true]);
+    const span: SpanData = {
+      traceId,
+      spanId,
+      parentSpanId: o.ctx?.parentSpanId,
+      name: this.operation(rec),
+      kind: this.spanKind,
+      startUs: Math.round((performance.timeOrigin + rec.startMs) * 1000),
+      durationUs: Math.max(1, Math.round(rec.durationMs * 1000)),
+      service: this.serviceName,
+      attributes,
+      error,
+    };
+    this.traces?.add(span);
+    this.exporter?.add(span);
+  }
+
+  tcpConnection(cluster: string | undefined, upstream?: string): TcpConnectionMetrics {
+    return this.metrics.tcpConnection(this.source?.table().snapshot, cluster, upstream);
+  }
+
+  configReloadFailed(): void {
+    this.reloadFailures.inc();
+  }
+
+  metricsHandler(req: IncomingMessage, res: ServerResponse): boolean {
+    const url = new URL(req.url ?? '/', 'http://metrics');
+    if (url.pathname === '/stats/prometheus' || url.pathname === '/metrics') {
+      const body = this.registry.render();
+      res.writeHead(200, { 'content-type': PROMETHEUS_CONTENT_TYPE, 'cache-control': 'no-store', 'content-length': Buffer.byteLength(body) });
+      res.end(req.method === 'HEAD' ? undefined : body);
+      return true;
+    }
+    if (url.pathname === '/healthz/ready') {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.end('LIVE\n');
+      return true;
+    }
+    return this.traces ? this.traces.handle(req, res, url) : false;
+  }
+
+  async listen(port = 15020, host = '127.0.0.1'): Promise<{ server: Server; port: number }> {
+    const server = createServer((req, res) => {
+      if (!this.metricsHandler(req, res)) {
+        res.writeHead(404, { 'content-type': 'text/plain' });
+        res.end('not found: try /stats/prometheus\n');
+      }
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err: NodeJS.ErrnoException) => reject(err.code === 'EADDRINUSE' ? new Error(`metrics port ${port} is already in use`) : err));
+      server.listen(port, host, resolve);
+    });
+    this.server = server;
+    const a = server.address();
+    return { server, port: typeof a === 'object' && a ? a.port : port };
+  }
+
+  async close(): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    if (server) {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
+    await this.exporter?.close();
+    await this.accessLog?.close();
+  }
+}
+
+/** Builds telemetry for one proxy process. Throws on bad options (sampling, access log format). */
+export function createTelemetry(opts: TelemetryOptions = {}): PorticoTelemetry {
+  return new TelemetryImpl(opts);
+}
+
+export { TraceStore } from './trace-store.ts';
+export type { ProxyIdentity, TcpConnectionMetrics } from './istio-metrics.ts';
