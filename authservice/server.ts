@@ -36,6 +36,7 @@ import { createAuthserviceLogger } from './logger.ts';
 import { errorText, OidcRelyingParty, oauthErrorCode } from './oidc.ts';
 import { PAGE_CSP, renderPage } from './pages/index.ts';
 import { matchesAny, normalisePath, safeReturnPath } from './paths.ts';
+import { registerAuthserviceMetrics } from './metrics.ts';
 import { MemorySessionStore } from './session/memory.ts';
 import { issueSession, sessionTtlMs } from './session/issue.ts';
 import { RedisSessionStore } from './session/redis.ts';
@@ -116,6 +117,7 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
   const oidc = new OidcRelyingParty(cfg, log);
   const keys = deriveCookieKeys(cfg.cookieSecret);
   app.decorate('authservice', { config: cfg, oidc, store, keys });
+  registerAuthserviceMetrics(app);
   if (cfg.cookieSecretGenerated) {
     log.warn('PORTICO_COOKIE_SECRET is not set: generated a random one; sessions will not survive a restart or be shared by replicas');
   }
