@@ -12,7 +12,7 @@
  * rule as /healthz, so a public client can never read it through the gateway.
  * (authservice/ does not import gateway/, so this keeps its own tiny registry.)
  */
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyBaseLogger, FastifyInstance, FastifyRequest, RawReplyDefaultExpression, RawRequestDefaultExpression, RawServerDefault } from 'fastify';
 import { AUTHSERVICE_ERRORS } from './errors.ts';
 import type { SessionStore } from './session/store.ts';
 
@@ -103,20 +103,20 @@ function reasonOf(payload: unknown, status: number): string {
 }
 
 /** Adds `/metrics` and the hooks that count logins, checks and store calls. */
-export function registerAuthserviceMetrics(app: FastifyInstance): AuthserviceMetrics {
+export function registerAuthserviceMetrics<L extends FastifyBaseLogger>(app: FastifyInstance<RawServerDefault, RawRequestDefaultExpression, RawReplyDefaultExpression, L>): AuthserviceMetrics {
   const m = new AuthserviceMetrics();
   const { config, store } = app.authservice;
   m.instrument(store);
   const callbackPath = new URL(config.redirectUrl, 'http://portico.invalid').pathname;
-  const own = (req: FastifyRequest) => req.headers['x-forwarded-proto'] === undefined && req.headers['x-forwarded-host'] === undefined;
-  const pathOf = (req: FastifyRequest) => (req.raw.url ?? '/').split('?')[0]!;
+  const own = (req: Pick<FastifyRequest, 'headers'>) => req.headers['x-forwarded-proto'] === undefined && req.headers['x-forwarded-host'] === undefined;
+  const pathOf = (req: Pick<FastifyRequest, 'raw'>) => (req.raw.url ?? '/').split('?')[0]!;
 
-  app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
+  app.addHook('onRequest', async (req, reply) => {
     if (req.method === 'GET' && pathOf(req) === '/metrics' && own(req)) {
       return reply.code(200).header('content-type', 'text/plain; version=0.0.4; charset=utf-8').header('cache-control', 'no-store').send(m.render());
     }
   });
-  app.addHook('onSend', async (req: FastifyRequest, reply: FastifyReply, payload: unknown) => {
+  app.addHook('onSend', async (req, reply, payload: unknown) => {
     const path = pathOf(req);
     if (path === '/metrics' && own(req)) return payload;
     const status = reply.statusCode;
