@@ -16,9 +16,9 @@ export function bearerToken(header: string | undefined): string | undefined {
 export function tokenMatches(presented: string | undefined, expected: string): boolean {
   const a = createHash('sha256').update(presented ?? '').digest();
   const b = createHash('sha256').update(expected).digest();
-  // Evaluate both sides every time; `&&` after the compare keeps the timing independent of presence.
+  // Compare first, every time, so the timing does not depend on whether a token was presented.
   const same = timingSafeEqual(a, b);
-  return same && presented !== undefined;
+  return same && presented !== undefined && presented.length > 0 && expected.length > 0;
 }
 
 /** Reasons a token is refused at startup (the token itself is never printed). */
