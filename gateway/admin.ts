@@ -1,13 +1,50 @@
 /**
  * The admin endpoint (Envoy's :15000): `/ready`, `/config_dump` (the compiled snapshot; it holds
- * certificate paths, never key material), `/clusters` (endpoints and pool state), `/listeners`
- * and `/routes` (each rule with its live hit count). Bound to loopback by default.
+ * certificate paths, never key material), `/clusters` (endpoints with health, ejection and
+ * in-flight counts when the balancer reports them, and pool state), `/listeners`, `/routes`
+ * (each rule with its live hit count), `/stats` and `/stats/prometheus`, `POST /logging?level=`,
+ * `/certs` (every served certificate's subject, SANs, expiry), and the Jaeger API when telemetry
+ * keeps traces. Bound to loopback by default.
  */
 import { createServer, type Server } from 'node:http';
 import type { GatewayRuntime } from './runtime.ts';
+import { certificatesInUse } from './telemetry/certs.ts';
+import type { PorticoTelemetry } from './telemetry/index.ts';
+
+/** Envoy's admin log levels. */
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warning', 'error', 'critical', 'off'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+export interface AdminExtras {
+  readonly telemetry?: PorticoTelemetry;
+  /** Applies a new log level (POST /logging?level=). Absent = the level is only recorded. */
+  readonly setLogLevel?: (level: LogLevel) => void;
+  readonly initialLogLevel?: LogLevel;
+}
+
+const ENDPOINTS = ['/ready', '/config_dump', '/clusters', '/listeners', '/routes', '/stats', '/stats/prometheus', '/logging', '/certs', '/api/services', '/api/traces'];
 
 function json(body: unknown): string {
   return JSON.stringify(body, null, 2) + '\n';
+}
+
+type BalancerStats = ReturnType<NonNullable<GatewayRuntime['balancer']['stats']>>[number];
+
+/** The balancer's live per-cluster stats when it has them (degrades to none). */
+function balancerStats(runtime: GatewayRuntime): Map<string, BalancerStats> {
+  const b = runtime.balancer as { stats?: () => readonly BalancerStats[] };
+  return new Map((typeof b.stats === 'function' ? b.stats() : []).map((c) => [c.name, c]));
+}
+
+/** Envoy's `/stats` plain form (`name{labels}: value`) from the Prometheus text, histograms summarised. */
+function plainStats(prom: string): string {
+  const out: string[] = [];
+  for (const line of prom.split('\n')) {
+    if (!line || line.startsWith('#') || line.includes('_bucket{')) continue;
+    const sp = line.lastIndexOf(' ');
+    out.push(`${line.slice(0, sp)}: ${line.slice(sp + 1)}`);
+  }
+  return out.join('\n') + '\n';
 }
 
 export interface AdminServer {
@@ -16,7 +53,8 @@ export interface AdminServer {
   close(): Promise<void>;
 }
 
-export async function startAdmin(runtime: GatewayRuntime, port: number, host = '127.0.0.1', isReady: () => boolean = () => true): Promise<AdminServer> {
+export async function startAdmin(runtime: GatewayRuntime, port: number, host = '127.0.0.1', isReady: () => boolean = () => true, extras: AdminExtras = {}): Promise<AdminServer> {
+  let logLevel: LogLevel = extras.initialLogLevel ?? 'info';
   const server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://admin');
     const send = (status: number, body: string, type = 'application/json'): void => {
@@ -24,7 +62,25 @@ export async function startAdmin(runtime: GatewayRuntime, port: number, host = '
       res.end(body);
     };
     const table = runtime.table();
+    if (url.pathname !== '/logging' && req.method !== 'GET' && req.method !== 'HEAD') return send(405, json({ error: 'method not allowed' }));
     switch (url.pathname) {
+      case '/stats/prometheus':
+        if (!extras.telemetry) return send(404, json({ error: 'telemetry is off' }));
+        extras.telemetry.metricsHandler(req, res);
+        return;
+      case '/stats':
+        if (!extras.telemetry) return send(404, json({ error: 'telemetry is off' }));
+        return send(200, plainStats(extras.telemetry.registry.render()), 'text/plain; charset=utf-8');
+      case '/logging': {
+        if (req.method !== 'POST') return send(req.method === 'GET' ? 200 : 405, `active loggers:\n  portico: ${logLevel}\nlevels: ${LOG_LEVELS.join(', ')} (POST /logging?level=LEVEL)\n`, 'text/plain');
+        const level = url.searchParams.get('level');
+        if (!level || !(LOG_LEVELS as readonly string[]).includes(level)) return send(400, `level must be one of ${LOG_LEVELS.join(', ')}\n`, 'text/plain');
+        logLevel = level as LogLevel;
+        extras.setLogLevel?.(logLevel);
+        return send(200, `active loggers:\n  portico: ${logLevel}\n`, 'text/plain');
+      }
+      case '/certs':
+        return send(200, json({ certificates: certificatesInUse(table.snapshot) }));
       case '/ready':
       case '/healthz/ready':
         return isReady() ? send(200, 'LIVE\n', 'text/plain') : send(503, 'NOT READY\n', 'text/plain');
@@ -60,12 +116,29 @@ export async function startAdmin(runtime: GatewayRuntime, port: number, host = '
         return send(
           200,
           json({
-            clusters: [...table.clusters.values()].map((c) => ({ name: c.name, endpoints: c.endpoints.map((e) => ({ address: e.address, port: e.port, labels: e.labels, health: 'HEALTHY' })) })),
+            clusters: [...table.clusters.values()].map((c) => {
+              const live = balancerStats(runtime).get(c.name);
+              return {
+                name: c.name,
+                ...(live ? { active: live.active, pending: live.pending, overflows: live.overflows, panic: live.panic, outlierDetection: live.outlierDetection } : {}),
+                endpoints: c.endpoints.map((e) => {
+                  const st = live?.endpoints.find((x) => x.address === e.address && x.port === e.port);
+                  return {
+                    address: e.address,
+                    port: e.port,
+                    labels: e.labels,
+                    health: st?.health ?? 'HEALTHY',
+                    ...(st ? { active: st.active, ejections: st.ejections, consecutive5xx: st.consecutive5xx, ...(st.ejectedForMs !== undefined ? { ejectedForMs: st.ejectedForMs } : {}) } : {}),
+                  };
+                }),
+              };
+            }),
             pools: runtime.pools.stats(),
           }),
         );
       default:
-        return send(404, json({ error: 'not found', endpoints: ['/ready', '/config_dump', '/clusters', '/listeners', '/routes'] }));
+        if (extras.telemetry?.traces && (url.pathname.startsWith('/api/') || url.pathname === '/v1/traces') && extras.telemetry.traces.handle(req, res, url)) return;
+        return send(404, json({ error: 'not found', endpoints: ENDPOINTS }));
     }
   });
   await new Promise<void>((resolve, reject) => {
