@@ -9,13 +9,16 @@ import type { Socket } from 'node:net';
 import type { SecureContext, SecureContextOptions } from 'node:tls';
 import type { CertStore } from './tls.ts';
 import { handleRequest, type ListenerInfo, type ProxyDeps } from './proxy.ts';
-import type { PortTable } from './router.ts';
+import type { PortKind, PortTable } from './router.ts';
+import { openL4Listener } from './l4.ts';
+import type { Server as NetServer } from 'node:net';
 import { handleUpgrade } from './websocket.ts';
 
 export interface Listener {
+  readonly kind: PortKind;
   readonly bindPort: number;
   readonly tls: boolean;
-  readonly server: HttpServer | Http2SecureServer;
+  readonly server: HttpServer | Http2SecureServer | NetServer;
   /** Actual port (differs from bindPort only when bindPort is 0). */
   port(): number;
   /** Re-reads certificates after a table swap. */
@@ -46,6 +49,7 @@ export async function openListener(
   certs: CertStore,
   opts: ListenerOptions,
 ): Promise<Listener> {
+  if (table.kind === 'tcp' || table.kind === 'tls') return openL4Listener(deps, table, certs, opts);
   const info: ListenerInfo = { bindPort: table.bindPort, number: table.number, scheme: table.tls ? 'https' : 'http' };
   let server: HttpServer | Http2SecureServer;
   let current = table;
@@ -109,6 +113,7 @@ export async function openListener(
   });
 
   return {
+    kind: table.kind,
     bindPort: table.bindPort,
     tls: table.tls,
     server,

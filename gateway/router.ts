@@ -3,8 +3,12 @@
  * selector matches this proxy's labels, merges their ports, and precompiles every matcher.
  * A request then costs one host lookup and a walk over precompiled predicates.
  */
+import { BlockList, isIPv6 } from 'node:net';
 import type {
   Cluster,
+  L4Destination,
+  L4Match,
+  L4Route,
   CompiledGateway,
   GatewayServer,
   HttpRoute,
@@ -36,7 +40,26 @@ export interface RuntimeVirtualHost {
   readonly servers: ReadonlySet<number>;
 }
 
+/** One VirtualService `tcp[]`/`tls[]` rule, compiled. */
+export interface CompiledL4Route {
+  readonly route: L4Route;
+  readonly matches: (conn: L4Input) => boolean;
+  readonly pick: () => L4Destination | undefined;
+}
+
+/** What an L4 match can see of a connection. */
+export interface L4Input {
+  readonly port: number;
+  /** Local (destination) address of the connection. */
+  readonly localAddress: string;
+  readonly sni?: string;
+}
+
+/** How a port's connections are handled. */
+export type PortKind = 'http' | 'https' | 'tcp' | 'tls';
+
 export interface PortTable {
+  readonly kind: PortKind;
   readonly bindPort: number;
   /** The port number as the (first) Gateway declares it; what `match.port` compares with. */
   readonly number: number;
@@ -53,6 +76,10 @@ export interface PortTable {
    * default route (Envoy's per-service route), keyed by host alias then service port.
    */
   readonly services?: DomainIndex<ReadonlyMap<number, RuntimeVirtualHost>>;
+  /** VirtualService `tcp[]` rules (TCP ports, and TLS ports that terminate). */
+  readonly tcpRoutes: readonly CompiledL4Route[];
+  /** VirtualService `tls[]` rules (PASSTHROUGH servers, by SNI). */
+  readonly tlsRoutes: readonly CompiledL4Route[];
 }
 
 export interface RouteTable {
@@ -108,6 +135,8 @@ interface PortBuilder {
   protocol: ServerProtocol;
   servers: GatewayServer[];
   vhosts: { domains: string[]; routes: CompiledRoute[]; servers: Set<number> }[];
+  tcpRoutes: CompiledL4Route[];
+  tlsRoutes: CompiledL4Route[];
   byDomain: Map<string, { domains: string[]; routes: CompiledRoute[]; servers: Set<number> }>;
 }
 
@@ -154,7 +183,7 @@ export function buildRouteTable(snapshot: Snapshot, labels: Readonly<Record<stri
     for (const port of gw.ports) {
       let b = builders.get(port.bindPort);
       if (!b) {
-        b = { bindPort: port.bindPort, number: port.number, bind: port.bind, protocol: port.protocol, servers: [], vhosts: [], byDomain: new Map(), owner: gw.key };
+        b = { tcpRoutes: [], tlsRoutes: [], bindPort: port.bindPort, number: port.number, bind: port.bind, protocol: port.protocol, servers: [], vhosts: [], byDomain: new Map(), owner: gw.key };
         builders.set(port.bindPort, b);
       } else if (isTlsProtocol(b.protocol) !== isTlsProtocol(port.protocol)) {
         throw new Error(`port ${port.bindPort}: Gateway ${gw.key} uses ${port.protocol} but ${b.owner} uses ${b.protocol}`);
@@ -162,6 +191,8 @@ export function buildRouteTable(snapshot: Snapshot, labels: Readonly<Record<stri
       const offset = b.servers.length;
       b.servers.push(...port.servers);
       for (const vh of port.virtualHosts) addVirtualHost(b, gw.key, vh, offset);
+      b.tcpRoutes.push(...compileL4Routes(port.tcpRoutes ?? [], gw.key));
+      b.tlsRoutes.push(...compileL4Routes(port.tlsRoutes ?? [], gw.key));
     }
   }
 
@@ -174,12 +205,17 @@ export function buildRouteTable(snapshot: Snapshot, labels: Readonly<Record<stri
     b.servers.forEach((server, i) => {
       for (const h of server.hosts) sni.add(h, i);
     });
+    const terminates = b.servers.some((s) => s.tls !== undefined && s.tls.mode !== 'PASSTHROUGH' && s.tls.mode !== 'AUTO_PASSTHROUGH');
+    const kind: PortKind = b.protocol === 'TCP' || b.protocol === 'MONGO' ? 'tcp' : b.protocol === 'TLS' ? 'tls' : terminates ? 'https' : 'http';
     ports.set(b.bindPort, {
+      kind,
+      tcpRoutes: b.tcpRoutes,
+      tlsRoutes: b.tlsRoutes,
       bindPort: b.bindPort,
       number: b.number,
       bind: b.bind,
       protocol: b.protocol,
-      tls: b.servers.some((s) => s.tls !== undefined && s.tls.mode !== 'PASSTHROUGH' && s.tls.mode !== 'AUTO_PASSTHROUGH'),
+      tls: terminates,
       servers: b.servers,
       hosts,
       sni,
@@ -193,6 +229,54 @@ export function buildRouteTable(snapshot: Snapshot, labels: Readonly<Record<stri
   const clusters = new Map(snapshot.clusters.map((c) => [c.name, c] as const));
   const extAuthz = selectExtAuthz(snapshot, { labels, namespace: opts.identity?.namespace ?? 'istio-system', context: opts.identity?.context ?? 'GATEWAY' });
   return { snapshot, extAuthz, gateways, ports, clusters };
+}
+
+function cidrList(cidrs: readonly string[]): BlockList | undefined {
+  if (cidrs.length === 0) return undefined;
+  const list = new BlockList();
+  for (const c of cidrs) {
+    const [addr, bits] = c.split('/');
+    const type = isIPv6(addr!) ? 'ipv6' : 'ipv4';
+    list.addSubnet(addr!, Number(bits ?? (type === 'ipv6' ? 128 : 32)), type);
+  }
+  return list;
+}
+
+function compileL4Match(m: L4Match): (c: L4Input) => boolean {
+  const subnets = cidrList(m.destinationSubnets);
+  const sni = m.sniHosts && m.sniHosts.length ? new DomainIndex<true>() : undefined;
+  for (const h of m.sniHosts ?? []) sni!.add(h, true);
+  return (c) => {
+    if (m.port !== undefined && c.port !== m.port) return false;
+    if (subnets) {
+      const a = c.localAddress.startsWith('::ffff:') ? c.localAddress.slice(7) : c.localAddress;
+      if (!subnets.check(a, isIPv6(a) ? 'ipv6' : 'ipv4')) return false;
+    }
+    if (sni && (c.sni === undefined || sni.lookup(c.sni) === undefined)) return false;
+    return true;
+  };
+}
+
+export function compileL4Routes(routes: readonly L4Route[], gateway: string): CompiledL4Route[] {
+  const out: CompiledL4Route[] = [];
+  for (const route of routes) {
+    const ms = route.match.filter((m) => !m.gateways || m.gateways.length === 0 || m.gateways.includes(gateway));
+    if (route.match.length > 0 && ms.length === 0) continue;
+    const preds = ms.map(compileL4Match);
+    const dests = route.destinations;
+    const total = dests.reduce((n, d) => n + d.weight, 0);
+    out.push({
+      route,
+      matches: preds.length === 0 ? () => true : (c) => preds.some((p) => p(c)),
+      pick: () => {
+        if (dests.length <= 1) return dests[0];
+        let r = Math.random() * total;
+        for (const d of dests) if ((r -= d.weight) < 0) return d;
+        return dests[dests.length - 1];
+      },
+    });
+  }
+  return out;
 }
 
 /** First route whose match holds, in order (Istio: first match wins). */
@@ -233,5 +317,5 @@ function meshOutboundTable(snapshot: Snapshot, bindPort: number, bind?: string):
     }
     for (const alias of hostAliases(svc.host)) services.add(alias, byPort);
   }
-  return { bindPort, number: bindPort, bind: bind ?? '127.0.0.1', protocol: 'HTTP', tls: false, servers: [], hosts, sni: new DomainIndex(), virtualHosts, services };
+  return { kind: 'http', tcpRoutes: [], tlsRoutes: [], bindPort, number: bindPort, bind: bind ?? '127.0.0.1', protocol: 'HTTP', tls: false, servers: [], hosts, sni: new DomainIndex(), virtualHosts, services };
 }

@@ -122,9 +122,9 @@ export class GatewayRuntime {
     try {
       for (const [port, pt] of next.ports) {
         const existing = this.listeners.get(port);
-        if (existing && existing.tls === pt.tls) continue;
+        if (existing && existing.kind === pt.kind) continue;
         if (existing) {
-          // Protocol changed on this port: the old server must release it first.
+          // The kind of listener changed on this port: the old server must release it first.
           replaced.push(existing);
           await existing.close(0);
           this.listeners.delete(port);

@@ -18,7 +18,8 @@ if (files.length === 0) {
   process.exit(1);
 }
 const concurrency = process.env.PORTICO_TEST_CONCURRENCY ?? '2';
-const args = ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, '--test-reporter=spec', ...files];
+const timeout = process.env.PORTICO_TEST_TIMEOUT_MS ?? '180000';
+const args = ['--import', 'tsx', '--test', `--test-concurrency=${concurrency}`, `--test-timeout=${timeout}`, '--test-reporter=spec', ...files];
 const child = spawn(process.execPath, args, { cwd: root, stdio: 'inherit' });
 child.on('exit', (code, signal) => process.exit(code ?? (signal ? 1 : 0)));
 console.error(`running ${files.length} test files: ${files.map((f) => relative('test', f)).join(', ')}`);
