@@ -13,6 +13,7 @@ import type { RequestObserver, Telemetry } from './telemetry/hooks.ts';
 import { decideFault, GRPC_CODES, grpcStatusForHttp } from './fault.ts';
 import { forward, prepareBody, type DownstreamRequest, type DownstreamResponse, type ForwardResult, type RequestBody } from './forward.ts';
 import { sendMirrors } from './mirror.ts';
+import { checkRateLimits } from './ratelimit.ts';
 import { applyHeaderOps, peerAddress, upstreamRequestHeaders, type HeaderMap, type HeaderPolicy } from './headers.ts';
 import { compileStringMatch, hostOnly, type MatchInput, type StringPredicate } from './matchers.ts';
 import { normalizePath, splitTarget } from './path.ts';
@@ -309,6 +310,18 @@ function applyRouteResponseOps(route: HttpRoute, destHeaders: HttpRoute['headers
 }
 
 /** The `request` listener of every HTTP/HTTPS port. */
+const vhostNameCache = new WeakMap<RuntimeVirtualHost, string[]>();
+
+/** Envoy's names for a gateway virtual host: `domain:port` for each domain. */
+function vhostNames(vh: RuntimeVirtualHost, port: number): string[] {
+  let names = vhostNameCache.get(vh);
+  if (!names) {
+    names = vh.domains.map((d) => `${d}:${port}`);
+    vhostNameCache.set(vh, names);
+  }
+  return names;
+}
+
 /** One request in flight past routing: what every later stage needs. */
 interface Exchange {
   readonly deps: ProxyDeps;
@@ -378,6 +391,16 @@ export function handleRequest(deps: ProxyDeps, listener: ListenerInfo, req: Down
   const headers = upstreamRequestHeaders(req.headers, { remoteAddress: req.socket?.remoteAddress ?? '', scheme: listener.scheme, authority: routed.input.authority }, deps.headerPolicy);
   const ex: Exchange = { deps, listener, req, res, routed, done, flags: '-', observer, headers };
   const r = routed.route.route;
+
+  if (routed.table.rateLimits.length > 0) {
+    const refused = checkRateLimits(routed.table.rateLimits, { port: listener.number, vhostNames: vhostNames(routed.vh, listener.number), routeName: r.name });
+    if (refused) {
+      const body = 'local_rate_limited';
+      res.writeHead(ERR.RATE_LIMITED.status, { ...TEXT_HEADERS, ...refused, 'content-length': Buffer.byteLength(body) });
+      res.end(body);
+      return done(ERR.RATE_LIMITED.status, ERR.RATE_LIMITED.flag, routed.route);
+    }
+  }
 
   // Envoy's filter order: CORS answers preflights before ext_authz sees them.
   const origin = req.headers.origin;

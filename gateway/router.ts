@@ -22,6 +22,7 @@ import { DEFAULT_RETRIES } from '../config/compile.ts';
 import { selectExtAuthz, type CompiledExtAuthz, type ProxyIdentity } from './authz.ts';
 import { compileMatchList, DomainIndex, type MatchInput } from './matchers.ts';
 import { labelsMatch } from './policy.ts';
+import type { CompiledRateLimit, RateLimiters } from './ratelimit.ts';
 
 export interface CompiledRoute {
   readonly route: HttpRoute;
@@ -86,6 +87,8 @@ export interface RouteTable {
   readonly snapshot: Snapshot;
   /** ext_authz filters that apply to this proxy, in evaluation order. */
   readonly extAuthz: readonly CompiledExtAuthz[];
+  /** Local rate limits that apply to this proxy. */
+  readonly rateLimits: readonly CompiledRateLimit[];
   readonly gateways: readonly CompiledGateway[];
   readonly ports: ReadonlyMap<number, PortTable>;
   readonly clusters: ReadonlyMap<string, Cluster>;
@@ -171,6 +174,8 @@ function addVirtualHost(builder: PortBuilder, gateway: string, vh: VirtualHost, 
 export interface RouteTableOptions {
   /** Who this proxy is, for selecting ext_authz filters (default: a gateway in istio-system). */
   readonly identity?: Omit<ProxyIdentity, 'labels'>;
+  /** Long-lived token buckets; without it rate limits are not enforced. */
+  readonly rateLimiters?: RateLimiters;
   /** Also serve the `mesh` VirtualServices as a plain-HTTP outbound proxy on this port (sidecar). */
   readonly meshOutboundPort?: number;
   readonly meshOutboundBind?: string;
@@ -227,8 +232,10 @@ export function buildRouteTable(snapshot: Snapshot, labels: Readonly<Record<stri
     ports.set(opts.meshOutboundPort, meshOutboundTable(snapshot, opts.meshOutboundPort, opts.meshOutboundBind));
   }
   const clusters = new Map(snapshot.clusters.map((c) => [c.name, c] as const));
-  const extAuthz = selectExtAuthz(snapshot, { labels, namespace: opts.identity?.namespace ?? 'istio-system', context: opts.identity?.context ?? 'GATEWAY' });
-  return { snapshot, extAuthz, gateways, ports, clusters };
+  const who = { labels, namespace: opts.identity?.namespace ?? 'istio-system', context: opts.identity?.context ?? 'GATEWAY' } as const;
+  const extAuthz = selectExtAuthz(snapshot, who);
+  const rateLimits = opts.rateLimiters?.select(snapshot, who) ?? [];
+  return { snapshot, extAuthz, rateLimits, gateways, ports, clusters };
 }
 
 function cidrList(cidrs: readonly string[]): BlockList | undefined {

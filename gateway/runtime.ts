@@ -12,6 +12,7 @@ import type { ProxyDeps, RequestRecord } from './proxy.ts';
 import { buildRouteTable, type RouteTable, type RouteTableOptions } from './router.ts';
 import type { Telemetry } from './telemetry/hooks.ts';
 import { CertStore } from './tls.ts';
+import { RateLimiters } from './ratelimit.ts';
 
 export interface GatewayLogger {
   info(msg: string, fields?: Record<string, unknown>): void;
@@ -45,6 +46,7 @@ export class GatewayRuntime {
   readonly pools = new UpstreamPools();
   readonly balancer = new Balancer();
   readonly certs = new CertStore();
+  readonly rateLimiters = new RateLimiters();
   private readonly deps: ProxyDeps;
   private readonly labels: Readonly<Record<string, string>>;
   private readonly log: GatewayLogger;
@@ -80,7 +82,8 @@ export class GatewayRuntime {
   private tableOptions(): RouteTableOptions {
     const m = this.opts.meshOutbound;
     const identity = { namespace: this.opts.namespace ?? 'istio-system', context: 'GATEWAY' as const };
-    return m ? { identity, meshOutboundPort: m.port, meshOutboundBind: m.bind } : { identity };
+    const base = { identity, rateLimiters: this.rateLimiters };
+    return m ? { ...base, meshOutboundPort: m.port, meshOutboundBind: m.bind } : base;
   }
 
   /** The table requests are routed with right now. */
