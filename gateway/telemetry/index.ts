@@ -104,6 +104,16 @@ class Observer implements RequestObserver {
 
   upstreamHeaders(headers: HeaderMap): void {
     if (this.t.tracing) {
+      if (!this.sampled && !this.ctx?.traceId) {
+        // Unsampled new trace: only the decision travels (W3C + B3 flag), so the next hops do not
+        // sample on their own; full ids would cost five headers per request for nothing.
+        headers['traceparent'] = `00-${newTraceId()}-${newSpanId()}-00`;
+        headers['x-b3-sampled'] = '0';
+        if (this.ctx?.b3Single) headers['b3'] = '0';
+        const rid = headers['x-request-id'];
+        if (typeof rid === 'string') this.requestId = rid;
+        return;
+      }
       const traceId = this.ctx?.traceId || newTraceId();
       const spanId = newSpanId();
       this.traceId = traceId;
