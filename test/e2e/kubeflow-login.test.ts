@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Browser, submitIdpLogin } from '../../authservice/testing/harness.ts';
+import { Browser, submitIdpLogin } from '../helpers/authservice-harness.ts';
 import { authURL, discover, loginForCode, startCallbackServer, tokenRequest } from '../helpers/dex.ts';
 import { exampleDexConfig, exampleEnv, IDPS, startKubeflowStack, type AuthzForm } from '../helpers/stack.ts';
 

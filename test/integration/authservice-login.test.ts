@@ -4,8 +4,8 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Browser, browseAndLogin, startAuthStack, submitIdpLogin } from '../../authservice/testing/harness.ts';
-import type { AuthStack } from '../../authservice/testing/harness.ts';
+import { Browser, browseAndLogin, startAuthStack, submitIdpLogin } from '../helpers/authservice-harness.ts';
+import type { AuthStack } from '../helpers/authservice-harness.ts';
 
 async function fullLogin(t: import('node:test').TestContext, stack: AuthStack) {
   const browser = new Browser();

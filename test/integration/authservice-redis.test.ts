@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { parseRedisUrl } from '../../authservice/config.ts';
 import { RedisSessionStore } from '../../authservice/session/redis.ts';
 import type { SessionRecord } from '../../authservice/session/store.ts';
-import { Browser, browseAndLogin, startAuthStack } from '../../authservice/testing/harness.ts';
+import { Browser, browseAndLogin, startAuthStack } from '../helpers/authservice-harness.ts';
 import { startRedis } from '../helpers/redis.ts';
 
 const rec: SessionRecord = { sub: 's', userid: 'u@example.com', groups: ['g'], idToken: 't', idTokenExp: 1, createdAt: 0, expiresAt: Date.now() + 60_000 };

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Browser, browseAndLogin, startAuthStack } from '../../authservice/testing/harness.ts';
+import { Browser, browseAndLogin, startAuthStack } from '../helpers/authservice-harness.ts';
 import { parseProm } from './telemetry-helper.ts';
 
 test('authservice /metrics counts logins, failures by reason, checks and store latency', async (t) => {

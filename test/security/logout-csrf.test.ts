@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { sessionFor, startAuthStack } from '../../authservice/testing/harness.ts';
+import { sessionFor, startAuthStack } from '../helpers/authservice-harness.ts';
 
 test('cross-site POST without proof is refused and the session survives; GET never logs out', async (t) => {
   const stack = await startAuthStack(t);

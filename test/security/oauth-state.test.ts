@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Browser, startAuthStack, submitIdpLogin } from '../../authservice/testing/harness.ts';
+import { Browser, startAuthStack, submitIdpLogin } from '../helpers/authservice-harness.ts';
 
 const EXPIRED = /expired or was already used/;
 

@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { openLoginState, parseCookies } from '../../authservice/cookies.ts';
-import { Browser, browseAndLogin, rawRequest, startAuthStack } from '../../authservice/testing/harness.ts';
+import { Browser, browseAndLogin, rawRequest, startAuthStack } from '../helpers/authservice-harness.ts';
 
 const EVIL = [
   '//evil.example',

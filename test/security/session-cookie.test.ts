@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { deriveCookieKeys, signSessionCookie } from '../../authservice/cookies.ts';
-import { sessionFor, startAuthStack } from '../../authservice/testing/harness.ts';
+import { sessionFor, startAuthStack } from '../helpers/authservice-harness.ts';
 
 test('tampered, expired, wrong-key and unsigned session cookies are treated as no session', async (t) => {
   const stack = await startAuthStack(t);
@@ -66,7 +66,7 @@ test('idle timeout: an unused session expires even though the cookie has not', a
 test('the session cookie is HttpOnly, SameSite=Lax, Path=/, and Secure behind https', async (t) => {
   const stack = await startAuthStack(t);
   if (!stack) return;
-  const { Browser, browseAndLogin } = await import('../../authservice/testing/harness.ts');
+  const { Browser, browseAndLogin } = await import('../helpers/authservice-harness.ts');
   const b = new Browser();
   const seen: string[] = [];
   const orig = b.store.bind(b);

@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { verifySessionCookie } from '../../authservice/cookies.ts';
-import { Browser, browseAndLogin, startAuthStack } from '../../authservice/testing/harness.ts';
+import { Browser, browseAndLogin, startAuthStack } from '../helpers/authservice-harness.ts';
 
 test('every login gets a fresh session id, even for the same user', async (t) => {
   const stack = await startAuthStack(t);
@@ -35,7 +35,7 @@ test('a planted cookie whose session is valid is ended when the victim completes
   const loginStart = await fetch(`${stack.authservice}/`, { headers: { accept: 'text/html', 'x-forwarded-host': new URL(stack.gateway.url).host, 'x-forwarded-proto': 'http' }, redirect: 'manual' });
   const stateCookie = loginStart.headers.getSetCookie()[0]!;
   first.store(new URL(stack.gateway.url), stateCookie);
-  const { submitIdpLogin } = await import('../../authservice/testing/harness.ts');
+  const { submitIdpLogin } = await import('../helpers/authservice-harness.ts');
   const idpPage = await first.navigate(loginStart.headers.get('location')!);
   const done = await submitIdpLogin(first, idpPage, stack.users[0]!.email, stack.users[0]!.password);
   assert.equal(done.status, 200);

@@ -5,7 +5,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { rawRequest, startAuthStack } from '../../authservice/testing/harness.ts';
+import { rawRequest, startAuthStack } from '../helpers/authservice-harness.ts';
 
 test('only paths that normalise under a skip prefix skip authentication', async (t) => {
   const stack = await startAuthStack(t, { env: { SKIP_AUTH_URLS: '/public/,/healthz-app' } });

@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Browser, browseAndLogin, sessionFor, startAuthStack } from '../../authservice/testing/harness.ts';
+import { Browser, browseAndLogin, sessionFor, startAuthStack } from '../helpers/authservice-harness.ts';
 
 const spoof = { 'kubeflow-userid': 'admin@example.com', 'kubeflow-groups': 'admins', accept: 'application/json' };
 

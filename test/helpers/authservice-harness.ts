@@ -1,17 +1,24 @@
 /**
- * Test support for the authservice, kept next to it because it encodes its contract:
+ * Test support for the authservice (it encodes the ext_authz contract the authservice serves):
  *  - `startMiniGateway`: the smallest honest ext_authz HTTP client (what Envoy/Portico's gateway
  *    does): routes `<prefix>/*` to the authservice, asks the check endpoint about everything else,
  *    answers 200 with the identity headers it was allowed to see, or relays the denial as is.
  *  - `Browser`: fetch with a cookie jar and manual redirects, and `loginWithPassword` that fills
  *    Dex's (or the dev IdP's) login and approval forms like a person would.
- * Not imported by production code.
+ * Test-only: lives under test/helpers so nothing in authservice/ ships it.
  */
 import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { TestContext } from 'node:test';
 import type { FastifyInstance } from 'fastify';
+import bcrypt from 'bcryptjs';
+import { loadAuthserviceConfig } from '../../authservice/config.ts';
+import { buildAuthservice } from '../../authservice/server.ts';
+import { issueSession } from '../../authservice/session/issue.ts';
+import type { SessionStore } from '../../authservice/session/store.ts';
+import { startDevIdp } from '../../demo/devidp/server.ts';
+import { startDex } from './dex.ts';
 
 /** Request headers the mini gateway forwards on a check (the Kubeflow EnvoyFilter's list, plus fetch metadata). */
 export const CHECK_ALLOWED_HEADERS = ['cookie', 'authorization', 'accept', 'x-requested-with', 'origin', 'sec-fetch-site', 'x-portico-csrf', 'kubeflow-userid', 'kubeflow-groups'];
@@ -235,7 +242,7 @@ export interface AuthStackOptions {
   /** 'devidp' (default, always available) or 'dex' (real binary through test/helpers/dex.ts). */
   idp?: 'devidp' | 'dex';
   /** Supply a session store (e.g. one Redis shared by two stacks). */
-  store?: import('../session/store.ts').SessionStore;
+  store?: SessionStore;
   /** Dev IdP `expiry.idTokens` (Go duration, e.g. "10m"). */
   idTokenTTL?: string;
   /** Reuse another stack's gateway and IdP, adding a second authservice replica behind the same gateway port. */
@@ -244,8 +251,6 @@ export interface AuthStackOptions {
 
 /** Starts the stack, all on 127.0.0.1 port 0, stopped in t.after. Undefined when the IdP is unavailable (already skipped). */
 export async function startAuthStack(t: TestContext, opts: AuthStackOptions = {}): Promise<AuthStack | undefined> {
-  const { loadAuthserviceConfig } = await import('../config.ts');
-  const { buildAuthservice } = await import('../server.ts');
   let authBase = '';
   const gateway = opts.shareIdpWith?.gateway ?? (await startMiniGateway({ authservice: () => authBase }));
   if (!opts.shareIdpWith) t.after(() => gateway.close());
@@ -255,21 +260,11 @@ export async function startAuthStack(t: TestContext, opts: AuthStackOptions = {}
   let issuer = opts.shareIdpWith?.issuer;
   let users: readonly TestUser[] = opts.shareIdpWith?.users ?? DEMO_USERS;
   if (!issuer && opts.idp === 'dex') {
-    let mod: { startDex(t: TestContext, o: { redirectURIs: string[]; clientId?: string; clientSecret?: string }): Promise<{ issuer: string; users: { email: string; password: string }[]; stop(): Promise<void> | void } | undefined> };
-    try {
-      mod = (await import(new URL('../../test/helpers/dex.ts', import.meta.url).href)) as typeof mod;
-    } catch (err) {
-      const { missing } = await import('../../test/helpers/external.ts');
-      missing(t, 'dex', `test/helpers/dex.ts could not be loaded (${String(err).split('\n')[0]})`);
-      return undefined;
-    }
-    const dex = await mod.startDex(t, { redirectURIs: [redirectURI], clientId, clientSecret });
+    const dex = await startDex(t, { redirectURIs: [redirectURI], clientId, clientSecret });
     if (!dex) return undefined;
     issuer = dex.issuer;
     users = dex.users.map((u) => ({ email: u.email, password: u.password, groups: [] }));
   } else if (!issuer) {
-    const bcrypt = (await import('bcryptjs')).default;
-    const { startDevIdp } = await import('../../demo/devidp/server.ts');
     const idp = await startDevIdp({
       port: 0,
       config: {
@@ -338,7 +333,6 @@ export async function rawRequest(
 
 /** Creates a logged-in session directly through the authservice's own session code (no IdP round trip). */
 export async function sessionFor(app: FastifyInstance, user: { email: string; groups?: string[] }): Promise<{ sid: string; cookie: string }> {
-  const { issueSession } = await import('../session/issue.ts');
   const issued = await issueSession(app.authservice, {
     identity: { sub: `sub-${user.email}`, userid: user.email, groups: user.groups ?? [] },
     idToken: 'not-a-real-id-token',
