@@ -212,7 +212,8 @@ const patchSchema = obj(
             transportProtocol: str(),
             applicationProtocols: str(),
             destinationPort: int(1, 65535),
-            filter: obj({ name: str({ nonEmpty: true }), subFilter: obj({ name: str({ nonEmpty: true }) }) }),
+            // subFilter.name "" is proto3's default (no sub-filter constraint): Istio accepts it, and Kubeflow ≤ 1.6's authn-filter writes it.
+            filter: obj({ name: str({ nonEmpty: true }), subFilter: obj({ name: str() }) }),
           }),
         }),
         routeConfiguration: obj({
