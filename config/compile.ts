@@ -35,6 +35,7 @@ import type {
   HeaderOps, HeaderRules, HttpRoute, LoadBalancerPolicy, Mirror, NamedMatch, OutlierDetection, RetryPolicy, RouteAction,
   RouteDestination, RouteMatch, ServerProtocol, ServerTls, Service, Snapshot, SourceRef, StringMatch, TrafficPolicy,
   ValueMatch, VirtualHost, Workload,
+  MeshSettings,
 } from './snapshot.ts';
 import { tlsKey, type ValidatedConfig } from './validate.ts';
 
@@ -298,6 +299,7 @@ class Compiler {
       extAuthz,
       security,
       localRateLimits,
+      meshConfig: this.meshSettings(),
     };
     const version = this.version(body);
     return deepFreeze({ version, ...body });
@@ -736,6 +738,18 @@ class Compiler {
   }
 
   // ---- local rate limits ----
+
+  /** The MeshConfig fields proxies read directly (telemetry, identity). */
+  private meshSettings(): MeshSettings {
+    const m = this.idx.mesh;
+    const out: { -readonly [K in keyof MeshSettings]: MeshSettings[K] } = { trustDomain: m.trustDomain || 'cluster.local' };
+    const sampling = m.defaultConfig?.tracing?.sampling;
+    if (typeof sampling === 'number') out.tracingSampling = sampling;
+    if (typeof m.accessLogFile === 'string' && m.accessLogFile) out.accessLogFile = m.accessLogFile;
+    if (m.accessLogEncoding === 'JSON' || m.accessLogEncoding === 'TEXT') out.accessLogEncoding = m.accessLogEncoding;
+    if (typeof m.accessLogFormat === 'string' && m.accessLogFormat) out.accessLogFormat = m.accessLogFormat;
+    return out;
+  }
 
   private localRateLimits(): LocalRateLimit[] {
     const out: LocalRateLimit[] = [];

@@ -645,6 +645,18 @@ export interface LocalRateLimit extends PolicyTarget {
   readonly responseHeadersToAdd: readonly { readonly name: string; readonly value: string; readonly append: boolean }[];
 }
 
+/** MeshConfig settings that proxies read directly. */
+export interface MeshSettings {
+  /** SPIFFE trust domain (default `cluster.local`). */
+  readonly trustDomain: string;
+  /** `defaultConfig.tracing.sampling`, percent 0..100; absent = the proxy's default. */
+  readonly tracingSampling?: number;
+  /** `accessLogFile` (`/dev/stdout` or a path); absent = access logs off. */
+  readonly accessLogFile?: string;
+  readonly accessLogEncoding?: 'TEXT' | 'JSON';
+  readonly accessLogFormat?: string;
+}
+
 export interface Snapshot {
   /** Content hash of the compiled form: equal versions mean equal snapshots. */
   readonly version: string;
@@ -664,4 +676,5 @@ export interface Snapshot {
   readonly security: SecurityPolicies;
   /** Sorted by id. */
   readonly localRateLimits: readonly LocalRateLimit[];
+  readonly meshConfig: MeshSettings;
 }
