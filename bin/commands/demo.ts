@@ -14,6 +14,7 @@ import { buildSnapshot, formatIssue } from '../../config/index.ts';
 import { startDemoUpstreams } from '../../demo/upstreams.ts';
 import { startAdmin } from '../../gateway/admin.ts';
 import { GatewayRuntime } from '../../gateway/runtime.ts';
+import { createTelemetry, TraceStore } from '../../gateway/telemetry/index.ts';
 import { consoleLogger } from './gateway.ts';
 
 const ROOT = resolve(new URL('../..', import.meta.url).pathname);
@@ -37,7 +38,7 @@ export interface DemoHandle {
   close(): Promise<void>;
 }
 
-export async function startDemo(opts: { certsDir?: string; adminPort?: number; log?: (line: string) => void } = {}): Promise<DemoHandle> {
+export async function startDemo(opts: { certsDir?: string; adminPort?: number; metricsPort?: number; log?: (line: string) => void } = {}): Promise<DemoHandle> {
   const say = opts.log ?? ((line: string) => process.stdout.write(`${line}\n`));
   const certsDir = resolve(opts.certsDir ?? resolve(ROOT, 'certs/out'));
   const certs = ensureDemoCerts(certsDir, ['localhost', 'httpbin.example.com']);
@@ -50,17 +51,28 @@ export async function startDemo(opts: { certsDir?: string; adminPort?: number; l
   };
   try {
     const log = consoleLogger('demo');
+    // One trace store for both proxies, so a page load is one trace; every request is traced.
+    const traces = new TraceStore();
+    const edgeTelemetry = createTelemetry({ tracing: { sampling: 100, store: traces } });
+    const meshTelemetry = createTelemetry({
+      proxy: { workload: 'bookinfo-mesh', namespace: 'default', app: 'bookinfo-mesh' },
+      reporter: 'source',
+      tracing: { sampling: 100, store: traces, serviceName: 'bookinfo-mesh.default' },
+    });
     // The mesh's outbound listener: Bookinfo services call each other through it, so Istio's
     // reviews VirtualService (jason → v2) applies between productpage and reviews.
-    const mesh = new GatewayRuntime(built.snapshot, { labels: { 'portico.dev/role': 'mesh-outbound' }, meshOutbound: { port: DEMO_MESH_PORT }, logger: log, drainMs: 1000 });
+    const mesh = new GatewayRuntime(built.snapshot, { labels: { 'portico.dev/role': 'mesh-outbound' }, meshOutbound: { port: DEMO_MESH_PORT }, logger: log, drainMs: 1000, telemetry: meshTelemetry });
+    meshTelemetry.attach(mesh);
     await mesh.start();
-    closers.push(() => mesh.close(1000));
+    closers.push(() => mesh.close(1000), () => meshTelemetry.close());
     const upstreams = await startDemoUpstreams({ httpProxy: `http://127.0.0.1:${DEMO_MESH_PORT}`, meshNames: true });
     closers.push(() => upstreams.close());
-    const edge = new GatewayRuntime(built.snapshot, { logger: log, drainMs: 2000 });
+    const edge = new GatewayRuntime(built.snapshot, { logger: log, drainMs: 2000, telemetry: edgeTelemetry });
+    edgeTelemetry.attach(edge);
     await edge.start();
-    closers.push(() => edge.close(2000));
-    const admin = await startAdmin(edge, opts.adminPort ?? 15000);
+    closers.push(() => edge.close(2000), () => edgeTelemetry.close());
+    const metrics = await edgeTelemetry.listen(opts.metricsPort ?? 15020);
+    const admin = await startAdmin(edge, opts.adminPort ?? 15000, '127.0.0.1', () => true, { telemetry: edgeTelemetry });
     closers.push(() => admin.close());
 
     say('');
@@ -70,7 +82,9 @@ export async function startDemo(opts: { certsDir?: string; adminPort?: number; l
     say('  as jason      the Bookinfo "Sign in" button, user jason (any password): reviews v2, black stars');
     say('  httpbin       curl --cacert ' + certs.ca.certFile + ' --resolve httpbin.example.com:8443:127.0.0.1 https://httpbin.example.com:8443/status/418');
     say('  HTTP          http://localhost:8080/productpage redirects to HTTPS');
-    say(`  admin         http://127.0.0.1:${admin.port()}/config_dump  /clusters  /routes`);
+    say(`  admin         http://127.0.0.1:${admin.port()}/config_dump  /clusters  /routes  /certs`);
+    say(`  metrics       http://127.0.0.1:${metrics.port}/stats/prometheus`);
+    say(`  traces        http://127.0.0.1:${admin.port()}/api/traces?service=istio-ingressgateway.istio-system  (Jaeger API)`);
     say('');
     say(`  The CA that signed the demo certificates: ${certs.ca.certFile}`);
     say('');
@@ -84,7 +98,7 @@ export async function startDemo(opts: { certsDir?: string; adminPort?: number; l
 export async function run(argv: string[]): Promise<number | undefined> {
   let values;
   try {
-    values = parseArgs({ args: argv, options: { 'certs-dir': { type: 'string' }, 'admin-port': { type: 'string' }, help: { type: 'boolean', short: 'h' } } }).values;
+    values = parseArgs({ args: argv, options: { 'certs-dir': { type: 'string' }, 'admin-port': { type: 'string' }, 'metrics-port': { type: 'string' }, help: { type: 'boolean', short: 'h' } } }).values;
   } catch (err) {
     process.stderr.write(`portico demo: ${(err as Error).message}\n${USAGE}`);
     return 2;
@@ -95,7 +109,11 @@ export async function run(argv: string[]): Promise<number | undefined> {
   }
   let demo: DemoHandle;
   try {
-    demo = await startDemo({ certsDir: values['certs-dir'], adminPort: values['admin-port'] ? Number(values['admin-port']) : undefined });
+    demo = await startDemo({
+      certsDir: values['certs-dir'],
+      adminPort: values['admin-port'] ? Number(values['admin-port']) : undefined,
+      metricsPort: values['metrics-port'] ? Number(values['metrics-port']) : undefined,
+    });
   } catch (err) {
     process.stderr.write(`portico demo: ${(err as Error).message}\n`);
     return 1;

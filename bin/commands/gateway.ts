@@ -12,7 +12,7 @@ import { watchConfig } from '../../config/watch.ts';
 import { startAdmin } from '../../gateway/admin.ts';
 import { makeHeaderPolicy } from '../../gateway/headers.ts';
 import { DEFAULT_GATEWAY_LABELS, GatewayRuntime, type GatewayLogger } from '../../gateway/runtime.ts';
-import { textAccessLogger } from '../../gateway/telemetry/access-log.ts';
+import { createTelemetry, type PorticoTelemetry } from '../../gateway/telemetry/index.ts';
 
 const USAGE = `usage: portico gateway --config PATH [--config PATH...] [options]
   --labels k=v,...        this gateway's labels (default istio=ingressgateway)
@@ -22,7 +22,11 @@ const USAGE = `usage: portico gateway --config PATH [--config PATH...] [options]
   --trusted-hops N        x-forwarded-for hops to trust (default 0: this is the edge)
   --identity-header NAME  extra identity header to strip from clients (repeatable)
   --drain-ms N            how long SIGTERM lets in-flight requests finish (default 5000)
-  --access-log            print one access log line per request to stdout
+  --access-log            access log to stdout (else MeshConfig accessLogFile decides)
+  --metrics-port N        Prometheus /stats/prometheus and the trace store (default 15020; -1 disables)
+  --trace-sampling PCT    percent of requests traced (else MeshConfig defaultConfig.tracing.sampling, else 1)
+  --otlp-endpoint URL     export spans over OTLP/HTTP (e.g. http://jaeger:4318/v1/traces)
+  --no-telemetry          no metrics, tracing or access logs at all
   --workers N             worker processes sharing the listeners (default: number of cores)
   --no-watch              do not reload when the config changes
 `;
@@ -75,6 +79,10 @@ export async function run(argv: string[]): Promise<number | undefined> {
         'access-log': { type: 'boolean', default: false },
         'no-watch': { type: 'boolean', default: false },
         workers: { type: 'string' },
+        'metrics-port': { type: 'string', default: '15020' },
+        'no-telemetry': { type: 'boolean', default: false },
+        'trace-sampling': { type: 'string' },
+        'otlp-endpoint': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       allowPositionals: false,
@@ -106,6 +114,10 @@ export async function run(argv: string[]): Promise<number | undefined> {
     identityHeaders: ['kubeflow-userid', 'kubeflow-groups', ...(args['identity-header'] ?? [])],
     accessLog: args['access-log'] ?? false,
     adminPort: Number(args['admin-port']),
+    metricsPort: Number(args['metrics-port']),
+    telemetry: !args['no-telemetry'],
+    tracingSampling: args['trace-sampling'] === undefined ? undefined : Number(args['trace-sampling']),
+    otlpEndpoint: args['otlp-endpoint'],
   };
   if (cluster.isWorker) return runWorker(settings);
 
@@ -185,6 +197,10 @@ interface WorkerSettings {
   readonly identityHeaders: string[];
   readonly accessLog: boolean;
   readonly adminPort: number;
+  readonly metricsPort: number;
+  readonly telemetry: boolean;
+  readonly tracingSampling?: number;
+  readonly otlpEndpoint?: string;
 }
 
 interface RunningGateway {
@@ -192,26 +208,46 @@ interface RunningGateway {
   close(): Promise<void>;
 }
 
+/** Metrics, tracing and access logs from the snapshot's MeshConfig and the command line. */
+function gatewayTelemetry(settings: WorkerSettings, snapshot: Snapshot): PorticoTelemetry | undefined {
+  if (!settings.telemetry) return undefined;
+  const mc = snapshot.meshConfig;
+  const file = settings.accessLog ? '/dev/stdout' : mc.accessLogFile;
+  return createTelemetry({
+    proxy: { workload: 'istio-ingressgateway', namespace: settings.namespace, app: 'istio-ingressgateway' },
+    trustDomain: mc.trustDomain,
+    tracing: { sampling: settings.tracingSampling ?? mc.tracingSampling ?? 1, otlpEndpoint: settings.otlpEndpoint },
+    accessLog: file ? { file, encoding: mc.accessLogEncoding, format: mc.accessLogFormat } : undefined,
+  });
+}
+
 async function startWorker(settings: WorkerSettings, snapshot: Snapshot, log: GatewayLogger): Promise<RunningGateway> {
+  const telemetry = gatewayTelemetry(settings, snapshot);
   const runtime = new GatewayRuntime(snapshot, {
     labels: settings.labels,
     namespace: settings.namespace,
     logger: log,
     drainMs: settings.drainMs,
     headerPolicy: makeHeaderPolicy({ identityHeaders: settings.identityHeaders, trustedHops: settings.trustedHops }),
-    onRequest: settings.accessLog ? textAccessLogger(process.stdout) : undefined,
+    telemetry,
   });
+  telemetry?.attach(runtime);
   await runtime.start();
-  const admin = settings.adminPort >= 0 ? await startAdmin(runtime, settings.adminPort) : undefined;
+  const metrics = telemetry && settings.metricsPort >= 0 ? await telemetry.listen(settings.metricsPort) : undefined;
+  const admin = settings.adminPort >= 0 ? await startAdmin(runtime, settings.adminPort, '127.0.0.1', () => true, { telemetry }) : undefined;
   const ports = [...runtime.ports()].map(([bind, actual]) => (bind === actual ? bind : `${bind}->${actual}`));
-  log.info('gateway ready', { labels: settings.labels, ports, admin: admin?.port(), version: snapshot.version, pid: process.pid });
+  log.info('gateway ready', { labels: settings.labels, ports, admin: admin?.port(), metrics: metrics?.port, version: snapshot.version, pid: process.pid });
   return {
     apply(next) {
-      runtime.apply(next).catch((err: Error) => log.error('config change could not be applied; still serving the previous config', { error: err.message }));
+      runtime.apply(next).catch((err: Error) => {
+        telemetry?.configReloadFailed();
+        log.error('config change could not be applied; still serving the previous config', { error: err.message });
+      });
     },
     async close() {
       await admin?.close();
       await runtime.close();
+      await telemetry?.close();
     },
   };
 }

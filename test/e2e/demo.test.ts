@@ -14,7 +14,7 @@ import { Agent, request } from 'undici';
 const ROOT = new URL('../..', import.meta.url).pathname;
 
 function startDemo(certsDir: string): { child: ChildProcess; output: () => string; ready: Promise<void>; exited: Promise<number | null> } {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'bin/portico.ts', 'demo', '--certs-dir', certsDir, '--admin-port', '0'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', 'bin/portico.ts', 'demo', '--certs-dir', certsDir, '--admin-port', '0', '--metrics-port', '0'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout!.on('data', (c: Buffer) => (out += c));
   child.stderr!.on('data', (c: Buffer) => (out += c));

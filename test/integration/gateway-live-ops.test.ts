@@ -49,7 +49,7 @@ spec:
 }
 
 async function spawnGateway(t: TestContext, dir: string, extra: string[] = []): Promise<{ child: ChildProcess; exited: Promise<number | null>; output: () => string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'bin/portico.ts', 'gateway', '--config', dir, '--admin-port', '-1', ...extra], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', 'bin/portico.ts', 'gateway', '--config', dir, '--admin-port', '-1', '--metrics-port', '-1', ...extra], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout!.on('data', (c: Buffer) => (out += c));
   child.stderr!.on('data', (c: Buffer) => (out += c));
