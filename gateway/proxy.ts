@@ -54,6 +54,8 @@ export interface ProxyDeps {
   readonly onRequest?: (record: RequestRecord) => void;
   /** Metrics/tracing; absent = none. */
   readonly telemetry?: Telemetry;
+  /** Sidecar outbound: this workload's labels/namespace, for `sourceLabels`/`sourceNamespace` matches. */
+  readonly source?: { readonly labels: Readonly<Record<string, string>>; readonly namespace: string };
 }
 
 /** Where the request came in: resolved once per listener. */
@@ -270,6 +272,8 @@ export function routeRequest(
     authority,
     headers: req.headers,
     port: listener.number,
+    sourceLabels: deps.source?.labels,
+    sourceNamespace: deps.source?.namespace,
   };
 
   if (!pt.tls) {

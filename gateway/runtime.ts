@@ -32,6 +32,8 @@ export interface GatewayOptions {
   readonly telemetry?: Telemetry;
   /** This proxy's namespace, for namespace-scoped policies (default istio-system for gateways). */
   readonly namespace?: string;
+  /** Sidecar: the workload's labels and namespace, seen by `sourceLabels`/`sourceNamespace` route matches. */
+  readonly source?: { readonly labels: Readonly<Record<string, string>>; readonly namespace: string };
   /** Serve the mesh VirtualServices as an outbound HTTP proxy (sidecar mode). */
   readonly meshOutbound?: { readonly port: number; readonly bind?: string };
   /** How long close() lets in-flight requests finish. */
@@ -66,6 +68,7 @@ export class GatewayRuntime {
       headerPolicy: opts.headerPolicy ?? makeHeaderPolicy(),
       onRequest: opts.onRequest,
       telemetry: opts.telemetry,
+      source: opts.source,
     };
     this.certs.onChange = (file, error) => {
       if (error) this.log.warn('certificate change not applied; keeping the previous certificate', { file, error: error.message });
