@@ -1,0 +1,54 @@
+# One image for every Portico role: gateway, sidecar, authservice, controlplane, validate, certs,
+# demo (and the demo apps, via `--entrypoint`). See docs/deployment.md.
+#
+#   docker build -t portico .
+#   docker run --rm portico validate /app/config/examples/bookinfo
+#
+# The image runs TypeScript through tsx (a runtime dependency: there is no build step), so the
+# final stage carries `npm ci --omit=dev` output: fastify, undici, ioredis, openid-client, jose,
+# yaml, pino, node-forge, ws, bcryptjs and tsx (with esbuild). No TypeScript compiler, no
+# playwright, no test tools.
+
+# ---- deps: production node_modules, built where a compiler toolchain may exist --------------
+FROM node:24.11.1-bookworm-slim AS deps
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+
+# ---- check: full install, typecheck; fails the build on type errors ----------------------------
+FROM node:24.11.1-bookworm-slim AS check
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY . .
+RUN npx tsc --noEmit -p tsconfig.json && node --import tsx bin/portico.ts validate config/examples/bookinfo
+
+# ---- runtime ----------------------------------------------------------------------------------
+FROM node:24.11.1-bookworm-slim AS runtime
+ENV NODE_ENV=production \
+    PORTICO_HEALTH_URL=http://127.0.0.1:15000/ready
+WORKDIR /app
+COPY --from=deps --chown=root:root /app/node_modules ./node_modules
+# Only what runs: the CLI, the runtimes, the demo apps and the example configs (tests, bench and
+# docs stay out: see .dockerignore). Owned by root, read-only for the runtime user.
+COPY --chown=root:root package.json package-lock.json tsconfig.json ./
+COPY --chown=root:root bin ./bin
+COPY --chown=root:root config ./config
+COPY --chown=root:root gateway ./gateway
+COPY --chown=root:root authservice ./authservice
+COPY --chown=root:root controlplane ./controlplane
+COPY --chown=root:root certs ./certs
+COPY --chown=root:root demo ./demo
+# Writable state (CA, credentials) lives in volumes; the root filesystem can be read-only.
+RUN mkdir -p /var/lib/portico /certs && chown 65532:65532 /var/lib/portico /certs
+# The check stage must have passed for this image to build.
+COPY --from=check /app/package.json /tmp/.checked
+USER 65532:65532
+# Gateway (HTTP, HTTPS), admin, metrics, control plane, authservice check and health ports.
+EXPOSE 8080 8443 15000 15020 15010 8081
+# Each role has its own health URL (compose sets PORTICO_HEALTH_URL per service); the default is
+# the gateway's admin /ready, which answers on 127.0.0.1 inside the container.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
+  CMD ["node", "-e", "fetch(process.env.PORTICO_HEALTH_URL).then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
+ENTRYPOINT ["node", "--import", "tsx", "bin/portico.ts"]
+CMD ["--help"]
