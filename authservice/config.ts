@@ -29,8 +29,17 @@ export interface RedisAuth {
 export interface AuthserviceConfig {
   /** OIDC issuer (OIDC_PROVIDER); discovery reads `<issuer>/.well-known/openid-configuration`. */
   issuer: URL;
-  /** Browser-facing authorization endpoint override (OIDC_AUTH_URL). */
-  authUrl?: URL;
+  /**
+   * Browser-facing authorization endpoint override (OIDC_AUTH_URL): an absolute URL, or a path
+   * (Kubeflow's `/dex/auth`) resolved per request against the original request's origin.
+   */
+  authUrl?: string;
+  /**
+   * Origin of the protected site when the configuration names one (absolute REDIRECT_URL, else
+   * absolute AUTHSERVICE_URL_PREFIX): the fallback origin when a check request has no usable
+   * Host, and the scheme when it has no x-forwarded-proto but the same host.
+   */
+  publicOrigin?: { proto: 'http' | 'https'; host: string };
   /** Allow plain-http issuers (loopback issuers are always allowed). */
   allowInsecureIssuer: boolean;
   clientId: string;
@@ -71,6 +80,8 @@ export interface AuthserviceConfig {
   cookieSecretGenerated: boolean;
   host: string;
   port: number;
+  /** READINESS_PROBE_PORT (oidc-authservice's name): /healthz, /readyz and /metrics, never on `port`. */
+  healthPort: number;
   logLevel: string;
 }
 
@@ -128,7 +139,18 @@ export function loadAuthserviceConfig(env: Env): AuthserviceConfig {
   const issuerRaw = required('OIDC_PROVIDER');
   const parsedIssuer = url('OIDC_PROVIDER', issuerRaw || undefined);
   const issuer = parsedIssuer ?? new URL('http://invalid.invalid');
-  const authUrl = url('OIDC_AUTH_URL', get('OIDC_AUTH_URL'));
+  // oidc-authservice parses its URL settings with Go's url.Parse, so relative references work there;
+  // Kubeflow's params.env sets OIDC_AUTH_URL=/dex/auth. A path is resolved per request.
+  const urlOrPath = (name: string, value: string | undefined): string | undefined => {
+    if (value === undefined) return undefined;
+    if (/^[A-Za-z][A-Za-z0-9+.-]*:/.test(value)) return url(name, value)?.href;
+    if (!value.startsWith('/') || value.startsWith('//') || value.startsWith('/\\') || /[\s\\]/.test(value)) {
+      problems.push(`${name}: want an absolute http(s) URL or a path starting with '/', got '${value}'`);
+      return undefined;
+    }
+    return value;
+  };
+  const authUrl = urlOrPath('OIDC_AUTH_URL', get('OIDC_AUTH_URL'));
   const allowInsecureIssuer = bool('PORTICO_OIDC_ALLOW_INSECURE', false);
   if (issuer.protocol === 'http:' && !allowInsecureIssuer && !isLoopback(issuer.hostname) && parsedIssuer) {
     problems.push(
@@ -158,10 +180,17 @@ export function loadAuthserviceConfig(env: Env): AuthserviceConfig {
   }
 
   const redirectRaw = get('REDIRECT_URL') ?? `${prefixOrigin ?? ''}${urlPrefix}/oidc/callback`;
-  if (/^https?:\/\//i.test(redirectRaw)) url('REDIRECT_URL', redirectRaw);
-  else if (!redirectRaw.startsWith('/') || redirectRaw.startsWith('//')) {
-    problems.push(`REDIRECT_URL: want an absolute URL or a path starting with '/', got '${redirectRaw}'`);
-  }
+  urlOrPath('REDIRECT_URL', redirectRaw);
+  const originOfUrl = (u: string | undefined): { proto: 'http' | 'https'; host: string } | undefined => {
+    if (!u || !/^https?:\/\//i.test(u)) return undefined;
+    try {
+      const parsed = new URL(u);
+      return { proto: parsed.protocol === 'https:' ? 'https' : 'http', host: parsed.host.toLowerCase() };
+    } catch {
+      return undefined;
+    }
+  };
+  const publicOrigin = originOfUrl(redirectRaw) ?? originOfUrl(prefixOrigin);
 
   const checkPathPrefix = (get('PORTICO_CHECK_PATH_PREFIX') ?? '').replace(/\/+$/, '');
   if (checkPathPrefix && !/^\/[A-Za-z0-9._~\/-]*$/.test(checkPathPrefix)) {
@@ -236,9 +265,17 @@ export function loadAuthserviceConfig(env: Env): AuthserviceConfig {
 
   const portRaw = get('PORTICO_AUTHSERVICE_PORT') ? 'PORTICO_AUTHSERVICE_PORT' : get('SERVER_PORT') ? 'SERVER_PORT' : 'PORT';
   const port = int(portRaw, 8080, 0, 65535);
+  // oidc-authservice serves its readiness probe on READINESS_PROBE_PORT (default 8081), apart
+  // from the check port: a check for an app's /healthz must never be answered by our own probe.
+  const healthPort = int('READINESS_PROBE_PORT', 8081, 0, 65535);
+  if (healthPort !== 0 && healthPort === port) {
+    const why = get('READINESS_PROBE_PORT') === undefined ? `defaults to ${healthPort}, which` : `${healthPort}:`;
+    problems.push(`READINESS_PROBE_PORT: ${why} is also the check port (${portRaw}); /healthz, /readyz and /metrics need their own port, set READINESS_PROBE_PORT to another one`);
+  }
 
-  const afterLogoutUrl = get('AFTER_LOGOUT_URL') ?? get('STATIC_DESTINATION_URL') ?? '/';
-  const afterLoginUrl = get('AFTER_LOGIN_URL');
+  const afterLogoutName = get('AFTER_LOGOUT_URL') !== undefined ? 'AFTER_LOGOUT_URL' : 'STATIC_DESTINATION_URL';
+  const afterLogoutUrl = urlOrPath(afterLogoutName, get('AFTER_LOGOUT_URL') ?? get('STATIC_DESTINATION_URL')) ?? '/';
+  const afterLoginUrl = urlOrPath('AFTER_LOGIN_URL', get('AFTER_LOGIN_URL'));
 
   const useridHeader = header('USERID_HEADER', 'kubeflow-userid');
   const groupsHeader = header('GROUPS_HEADER', 'kubeflow-groups');
@@ -251,6 +288,7 @@ export function loadAuthserviceConfig(env: Env): AuthserviceConfig {
   return Object.freeze({
     issuer,
     ...(authUrl ? { authUrl } : {}),
+    ...(publicOrigin ? { publicOrigin: Object.freeze(publicOrigin) } : {}),
     allowInsecureIssuer: allowInsecureIssuer || isLoopback(issuer.hostname),
     clientId,
     clientSecret,
@@ -283,6 +321,7 @@ export function loadAuthserviceConfig(env: Env): AuthserviceConfig {
     cookieSecretGenerated,
     host: get('SERVER_HOSTNAME') ?? '0.0.0.0',
     port,
+    healthPort,
     logLevel: get('LOG_LEVEL')?.toLowerCase() ?? 'info',
   });
 }
@@ -358,7 +397,7 @@ export function printableConfig(c: AuthserviceConfig): Record<string, unknown> {
     : undefined;
   return {
     issuer: c.issuer.href,
-    authUrl: c.authUrl?.href,
+    authUrl: c.authUrl,
     clientId: c.clientId,
     clientSecret: c.clientSecret ? '[redacted]' : '',
     scopes: c.scopes,
@@ -373,5 +412,6 @@ export function printableConfig(c: AuthserviceConfig): Record<string, unknown> {
     session: { ...c.session, redis },
     cookieSecret: '[redacted]',
     port: c.port,
+    healthPort: c.healthPort,
   };
 }

@@ -8,8 +8,8 @@
  * Labels are bounded: reasons are the stable PORTICO_ERR_* codes, operations the store's methods.
  *
  * `registerAuthserviceMetrics(app)` is called once right after `app.authservice` is decorated.
- * `/metrics` is answered only when asked directly (not as a forwarded check request), the same
- * rule as /healthz, so a public client can never read it through the gateway.
+ * The text is served by the probe listener (health.ts, READINESS_PROBE_PORT), never on the check
+ * port: there `/metrics` is an app's path like any other and must go through authentication.
  * (authservice/ does not import gateway/, so this keeps its own tiny registry.)
  */
 import type { FastifyBaseLogger, FastifyInstance, FastifyRequest, RawReplyDefaultExpression, RawRequestDefaultExpression, RawServerDefault } from 'fastify';
@@ -102,28 +102,21 @@ function reasonOf(payload: unknown, status: number): string {
   return `status_${Math.trunc(status / 100)}xx`;
 }
 
-/** Adds `/metrics` and the hooks that count logins, checks and store calls. */
+/** Adds the hooks that count logins, checks and store calls; `render()` the result on the probe port. */
 export function registerAuthserviceMetrics<L extends FastifyBaseLogger>(app: FastifyInstance<RawServerDefault, RawRequestDefaultExpression, RawReplyDefaultExpression, L>): AuthserviceMetrics {
   const m = new AuthserviceMetrics();
   const { config, store } = app.authservice;
   m.instrument(store);
   const callbackPath = new URL(config.redirectUrl, 'http://portico.invalid').pathname;
-  const own = (req: Pick<FastifyRequest, 'headers'>) => req.headers['x-forwarded-proto'] === undefined && req.headers['x-forwarded-host'] === undefined;
   const pathOf = (req: Pick<FastifyRequest, 'raw'>) => (req.raw.url ?? '/').split('?')[0]!;
 
-  app.addHook('onRequest', async (req, reply) => {
-    if (req.method === 'GET' && pathOf(req) === '/metrics' && own(req)) {
-      return reply.code(200).header('content-type', 'text/plain; version=0.0.4; charset=utf-8').header('cache-control', 'no-store').send(m.render());
-    }
-  });
   app.addHook('onSend', async (req, reply, payload: unknown) => {
     const path = pathOf(req);
-    if (path === '/metrics' && own(req)) return payload;
     const status = reply.statusCode;
     if (path.endsWith(callbackPath) && (req.method === 'GET' || req.method === 'HEAD')) {
       if (status === 302 && reply.getHeader('set-cookie') !== undefined) m.logins++;
       else m.loginFailed(reasonOf(payload, status));
-    } else if (!path.startsWith(`${config.urlPrefix}/`) && path !== '/healthz' && path !== '/readyz') {
+    } else if (!path.startsWith(`${config.urlPrefix}/`)) {
       if (status >= 200 && status < 300) m.checks.allow++;
       else m.checks.deny++;
     }

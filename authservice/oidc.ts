@@ -78,8 +78,12 @@ export class OidcRelyingParty {
     return this.#config;
   }
 
-  /** Authorization URL for one login attempt, with OIDC_AUTH_URL's origin and path when set. */
-  authorizationUrl(req: LoginRequest): URL {
+  /**
+   * Authorization URL for one login attempt. `browserAuthUrl` is OIDC_AUTH_URL already made
+   * absolute for this request (a relative OIDC_AUTH_URL depends on the request's origin); when
+   * absent, the discovered authorization_endpoint is used.
+   */
+  authorizationUrl(req: LoginRequest, browserAuthUrl?: string): URL {
     const url = client.buildAuthorizationUrl(this.#need(), {
       redirect_uri: req.redirectUri,
       scope: this.#cfg.scopes.join(' '),
@@ -88,8 +92,8 @@ export class OidcRelyingParty {
       code_challenge: req.codeChallenge,
       code_challenge_method: 'S256',
     });
-    if (!this.#cfg.authUrl) return url;
-    const browser = new URL(this.#cfg.authUrl.href);
+    if (!browserAuthUrl) return url;
+    const browser = new URL(browserAuthUrl);
     for (const [k, v] of url.searchParams) browser.searchParams.append(k, v);
     return browser;
   }

@@ -4,12 +4,12 @@
  * the routes, and closes everything in onClose.
  *
  * Every request is dispatched by its (prefix-stripped, normalised) path:
- *   GET  <prefix>/oidc/callback   finish a login
- *   POST <prefix>/logout          log out (CSRF-protected); other methods 405
- *   GET  /healthz, /readyz        health (only when not a forwarded check request, see docs)
+ *   GET  <prefix>/oidc/callback   finish a login (302 or an error page); other methods 405
+ *   POST <prefix>/logout          log out (CSRF-protected): 303 for pages, 401 JSON for scripts; other methods 405
  *   anything else                 ext_authz check: 2xx allow (+identity headers), else deny as is
  * The own endpoints work both when the gateway routes them here directly and when they arrive
- * as check requests (Kubeflow's setup): they never answer 2xx, so a check can't turn into "allow".
+ * as check requests (Kubeflow's setup): they never answer 2xx, so a check can't turn into "allow"
+ * and lose the answer's Set-Cookie. Health and metrics are on another port (health.ts).
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { fastify, LogController } from 'fastify';
@@ -36,7 +36,10 @@ import { createAuthserviceLogger } from './logger.ts';
 import { errorText, OidcRelyingParty, oauthErrorCode } from './oidc.ts';
 import { PAGE_CSP, renderPage } from './pages/index.ts';
 import { matchesAny, normalisePath, safeReturnPath } from './paths.ts';
+import { listenHealth } from './health.ts';
+import type { HealthListener } from './health.ts';
 import { registerAuthserviceMetrics } from './metrics.ts';
+import type { AuthserviceMetrics } from './metrics.ts';
 import { MemorySessionStore } from './session/memory.ts';
 import { issueSession, sessionTtlMs } from './session/issue.ts';
 import { RedisSessionStore } from './session/redis.ts';
@@ -47,6 +50,12 @@ export interface AuthserviceRuntime {
   oidc: OidcRelyingParty;
   store: SessionStore;
   keys: CookieKeys;
+  metrics: AuthserviceMetrics;
+  /**
+   * Starts the probe listener (/healthz, /readyz, /metrics) on its own port; defaults to
+   * READINESS_PROBE_PORT and SERVER_HOSTNAME. Closed with the app.
+   */
+  listenHealth(opts?: { port?: number; host?: string }): Promise<HealthListener>;
 }
 
 declare module 'fastify' {
@@ -64,8 +73,16 @@ export interface BuildOptions {
 /** Where the original request came from, per the check request's forwarded headers. */
 interface Origin {
   proto: 'http' | 'https';
+  /** False when neither x-forwarded-proto nor the configured public origin told us the scheme. */
+  protoKnown: boolean;
   host: string | undefined;
 }
+
+/**
+ * Logout's answer to scripts. Not 2xx (a 2xx on the check path means "allow"); 401 because the
+ * caller is no longer authenticated. The body says it was a logout, not a failure.
+ */
+export const LOGOUT_API_STATUS = 401;
 
 const HOST_RE = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?$/;
 
@@ -116,8 +133,24 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
       : new MemorySessionStore({ maxEntries: cfg.session.memoryMaxEntries }));
   const oidc = new OidcRelyingParty(cfg, log);
   const keys = deriveCookieKeys(cfg.cookieSecret);
-  app.decorate('authservice', { config: cfg, oidc, store, keys });
-  registerAuthserviceMetrics(app);
+  const healthListeners: HealthListener[] = [];
+  const runtime: Omit<AuthserviceRuntime, 'metrics'> & { metrics?: AuthserviceMetrics } = {
+    config: cfg,
+    oidc,
+    store,
+    keys,
+    listenHealth: async (opts = {}) => {
+      const metrics = app.authservice.metrics;
+      const listener = await listenHealth(
+        { oidcReady: () => oidc.ready, storePing: () => store.ping(), metrics: () => metrics.render() },
+        { port: opts.port ?? cfg.healthPort, host: opts.host ?? cfg.host },
+      );
+      healthListeners.push(listener);
+      return listener;
+    },
+  };
+  app.decorate('authservice', runtime as AuthserviceRuntime);
+  runtime.metrics = registerAuthserviceMetrics(app);
   if (cfg.cookieSecretGenerated) {
     log.warn('PORTICO_COOKIE_SECRET is not set: generated a random one; sessions will not survive a restart or be shared by replicas');
   }
@@ -125,6 +158,7 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
   void oidc.start();
 
   app.addHook('onClose', async () => {
+    await Promise.all(healthListeners.map((l) => l.close()));
     oidc.close();
     await store.close();
   });
@@ -143,12 +177,22 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
 
   // ---- helpers ---------------------------------------------------------------------------
 
+  /**
+   * The original request's origin: x-forwarded-proto + x-forwarded-host, else Host (Envoy and
+   * Portico send the original authority as the check's Host), else the configured public origin
+   * (absolute REDIRECT_URL / AUTHSERVICE_URL_PREFIX). Without x-forwarded-proto the scheme comes
+   * from the public origin when the host is the same, else it is unknown and taken as http.
+   */
   const originOf = (req: FastifyRequest): Origin => {
-    const proto = firstHeader(req.headers['x-forwarded-proto'])?.toLowerCase() === 'https' ? 'https' : 'http';
-    const host = firstHeader(req.headers['x-forwarded-host']) ?? firstHeader(req.headers.host);
-    return { proto, host: host && HOST_RE.test(host) ? host.toLowerCase() : undefined };
+    const validHost = (h: string | undefined) => (h && HOST_RE.test(h) ? h.toLowerCase() : undefined);
+    const host = validHost(firstHeader(req.headers['x-forwarded-host'])) ?? validHost(firstHeader(req.headers.host)) ?? cfg.publicOrigin?.host;
+    const xfp = firstHeader(req.headers['x-forwarded-proto'])?.toLowerCase();
+    if (xfp === 'https' || xfp === 'http') return { proto: xfp, protoKnown: true, host };
+    if (cfg.publicOrigin && host === cfg.publicOrigin.host) return { proto: cfg.publicOrigin.proto, protoKnown: true, host };
+    return { proto: 'http', protoKnown: false, host };
   };
 
+  /** A configured URL made absolute for this request (relative values are paths on the request's origin). */
   const absolute = (urlOrPath: string, o: Origin): string | undefined => {
     if (/^https?:\/\//i.test(urlOrPath)) return urlOrPath;
     return o.host ? `${o.proto}://${o.host}${urlOrPath}` : undefined;
@@ -271,14 +315,17 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
   const startLogin = async (reply: FastifyReply, target: string, o: Origin) => {
     if (!oidc.ready) return sendError(reply, 'PORTICO_ERR_NOT_READY', true);
     const redirectUri = absolute(cfg.redirectUrl, o);
-    if (!redirectUri) return sendError(reply, 'PORTICO_ERR_AUTHN_REQUIRED', true, 'cannot build the login redirect: the request has no valid Host');
+    const browserAuthUrl = cfg.authUrl === undefined ? undefined : absolute(cfg.authUrl, o);
+    if (!redirectUri || (cfg.authUrl !== undefined && !browserAuthUrl)) {
+      return sendError(reply, 'PORTICO_ERR_AUTHN_REQUIRED', true, 'cannot build the login redirect: the request has no valid Host or x-forwarded-host, and REDIRECT_URL is not absolute');
+    }
     const state = client.randomState();
     const nonce = client.randomNonce();
     const codeVerifier = client.randomPKCECodeVerifier();
     const codeChallenge = await client.calculatePKCECodeChallenge(codeVerifier);
     const returnTo = safeReturnPath(target) ?? cfg.afterLoginUrl ?? '/';
     const sealed = await sealLoginState(keys.login, { state, nonce, codeVerifier, redirectUri, returnTo });
-    const location = oidc.authorizationUrl({ redirectUri, state, nonce, codeChallenge });
+    const location = oidc.authorizationUrl({ redirectUri, state, nonce, codeChallenge }, browserAuthUrl);
     return reply
       .code(302)
       .header('cache-control', 'no-store')
@@ -354,36 +401,77 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
 
   // ---- logout -----------------------------------------------------------------------------
 
-  /** CSRF: the browser must prove the POST came from this origin (Fetch Metadata / Origin), or send a custom header. */
-  const sameOriginProof = (req: FastifyRequest, o: Origin): boolean => {
-    const origin = firstHeader(req.headers.origin);
+  /**
+   * CSRF: proof that the POST came from a page of this origin. Returns undefined when proven,
+   * else why not, naming the header that was missing or wrong (operators read this to fix their
+   * ext_authz allowed_headers). Accepted, in order:
+   *  - `Origin` equal to this origin (either scheme when the scheme is unknown, see originOf);
+   *  - `Sec-Fetch-Site: same-origin` (a different value refuses, whatever else is sent);
+   *  - when neither is sent: a header a cross-site page cannot send without a CORS preflight that
+   *    nobody answers: `X-Requested-With`, `X-Portico-CSRF`, or `Authorization: Bearer …`
+   *    (oidc-authservice's own logout convention; Kubeflow's filter forwards `authorization`).
+   * The SameSite=Lax session cookie alone is not accepted: it does not stop same-site pages
+   * (sibling subdomains) nor browsers that ignore SameSite. See docs/authservice.md.
+   */
+  const sameOriginProof = (req: FastifyRequest, o: Origin): string | undefined => {
+    const origin = firstHeader(req.headers.origin)?.toLowerCase();
     const site = firstHeader(req.headers['sec-fetch-site'])?.toLowerCase();
-    if (origin !== undefined && (!o.host || origin.toLowerCase() !== `${o.proto}://${o.host}`)) return false;
-    if (site !== undefined && site !== 'same-origin') return false;
-    if (origin !== undefined || site !== undefined) return true;
-    // Old clients with neither header: a custom header cannot be sent cross-site without a CORS preflight.
-    return req.headers['x-requested-with'] !== undefined || req.headers['x-portico-csrf'] !== undefined;
+    if (site !== undefined && site !== 'same-origin') return `Sec-Fetch-Site is '${site.slice(0, 20)}', not same-origin`;
+    if (origin !== undefined) {
+      if (!o.host) return 'Origin cannot be compared: the check request has neither x-forwarded-host nor a valid Host header';
+      const want = o.protoKnown ? [`${o.proto}://${o.host}`] : [`https://${o.host}`, `http://${o.host}`];
+      if (!want.includes(origin)) {
+        return `Origin '${origin.slice(0, 100)}' is not this site (${want.join(' or ')})${o.protoKnown ? '' : '; x-forwarded-proto was not received'}`;
+      }
+      return undefined;
+    }
+    if (site === 'same-origin') return undefined;
+    const authz = firstHeader(req.headers.authorization);
+    if (req.headers['x-requested-with'] !== undefined || req.headers['x-portico-csrf'] !== undefined || (authz && /^bearer\s+\S/i.test(authz))) return undefined;
+    return (
+      'the request carried none of the headers that prove it came from this site: Origin, Sec-Fetch-Site ' +
+      '(browsers send both on every POST, so if this request went through the gateway\'s ext_authz check, add "origin" and ' +
+      '"sec-fetch-site" to its allowed_headers / includeRequestHeadersInCheck, or route the logout path to the authservice directly), ' +
+      'or, from scripts, X-Requested-With or Authorization: Bearer'
+    );
   };
 
+  /**
+   * Logout never answers 2xx: on the ext_authz check path any 2xx means "allow", and the request
+   * would continue upstream without the cookie-clearing answer. Pages (Accept: text/html) get
+   * 303 See Other to the after-logout URL; scripts get 401 (they are no longer authenticated) with
+   * `{"loggedOut": true, "afterLogoutURL": …}`. oidc-authservice answers scripts 201; see docs.
+   * Without a valid session there is nothing to end and no CSRF to fear: same answer (idempotent).
+   */
   const logout = async (req: FastifyRequest, reply: FastifyReply, o: Origin) => {
-    const html = wantsHtml(req) && !req.headers['x-requested-with'];
+    // A script: X-Requested-With, Accept without HTML, or oidc-authservice's `Authorization: Bearer`
+    // logout convention (the one hint Kubeflow's filter as written forwards).
+    const bearer = /^bearer\s+\S/i.test(firstHeader(req.headers.authorization) ?? '');
+    const html = wantsHtml(req) && !req.headers['x-requested-with'] && !bearer;
     if (req.method !== 'POST') {
       return sendError(reply, 'PORTICO_ERR_METHOD', html, 'log out with POST (a link or GET cannot log you out)', { allow: 'POST' });
     }
     const claims = await verifySessionCookie(keys.session, parseCookies(req.headers.cookie).get(cfg.session.cookieName));
-    if (!claims) return sendError(reply, 'PORTICO_ERR_AUTHN_REQUIRED', html, 'not logged in');
-    if (!sameOriginProof(req, o)) {
-      log.info({ origin: firstHeader(req.headers.origin), site: firstHeader(req.headers['sec-fetch-site']) }, 'logout refused: no same-origin proof');
-      return sendError(reply, 'PORTICO_ERR_CSRF', html);
+    let record: SessionRecord | undefined;
+    if (claims) {
+      const refusal = sameOriginProof(req, o);
+      if (refusal) {
+        log.info({ origin: firstHeader(req.headers.origin), site: firstHeader(req.headers['sec-fetch-site']), why: refusal }, 'logout refused: no same-origin proof');
+        return sendError(reply, 'PORTICO_ERR_CSRF', html, `logout refused: ${refusal}`);
+      }
+      record = await store.get(claims.sid);
+      await store.delete(claims.sid);
+      log.info({ sub: claims.sub }, 'logout');
     }
-    const record = await store.get(claims.sid);
-    await store.delete(claims.sid);
-    log.info({ sub: claims.sub }, 'logout');
     const after = absolute(cfg.afterLogoutUrl, o) ?? cfg.afterLogoutUrl;
-    const target = oidc.endSessionUrl(record?.idToken, after)?.href ?? cfg.afterLogoutUrl;
+    const target = (claims ? oidc.endSessionUrl(record?.idToken, after)?.href : undefined) ?? cfg.afterLogoutUrl;
     reply.header('set-cookie', sessionCookie('', o, 0)).header('cache-control', 'no-store');
-    if (html) return reply.code(302).header('location', target).send();
-    return reply.code(201).type('application/json').send({ afterLogoutURL: target });
+    if (html) return reply.code(303).header('location', target).send();
+    return reply
+      .code(LOGOUT_API_STATUS)
+      .header('www-authenticate', 'Bearer realm="portico"')
+      .type('application/json')
+      .send({ loggedOut: true, afterLogoutURL: target });
   };
 
   // ---- check ------------------------------------------------------------------------------
@@ -423,29 +511,20 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
 
   // ---- dispatch ---------------------------------------------------------------------------
 
-  const isForwarded = (req: FastifyRequest) => req.headers['x-forwarded-proto'] !== undefined || req.headers['x-forwarded-host'] !== undefined;
-
   app.all('*', async (req, reply) => {
     const raw = req.raw.url ?? '/';
     let target = raw;
-    let stripped = false;
     if (cfg.checkPathPrefix && (raw === cfg.checkPathPrefix || raw.startsWith(`${cfg.checkPathPrefix}/`) || raw.startsWith(`${cfg.checkPathPrefix}?`))) {
       target = raw.slice(cfg.checkPathPrefix.length) || '/';
       if (!target.startsWith('/')) target = `/${target}`;
-      stripped = true;
     }
     const path = normalisePath(target);
     const o = originOf(req);
-    if (path === callbackPath && (req.method === 'GET' || req.method === 'HEAD')) return callback(req, reply, target, o);
-    if (path === logoutPath) return logout(req, reply, o);
-    if (!stripped && !isForwarded(req) && req.method === 'GET') {
-      if (path === '/healthz') return reply.code(200).send({ status: 'ok' });
-      if (path === '/readyz') {
-        const storeOk = await store.ping();
-        const ok = oidc.ready && storeOk;
-        return reply.code(ok ? 200 : 503).send({ status: ok ? 'ready' : 'not ready', oidc: oidc.ready, store: storeOk });
-      }
+    if (path === callbackPath) {
+      if (req.method === 'GET' || req.method === 'HEAD') return callback(req, reply, target, o);
+      return sendError(reply, 'PORTICO_ERR_METHOD', wantsHtml(req), 'the login callback is reached by GET from the identity provider', { allow: 'GET, HEAD' });
     }
+    if (path === logoutPath) return logout(req, reply, o);
     return check(req, reply, target, path, o);
   });
 

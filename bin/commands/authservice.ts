@@ -6,8 +6,11 @@ import { loadAuthserviceConfig } from '../../authservice/config.ts';
 import { AuthserviceConfigError } from '../../authservice/errors.ts';
 import { buildAuthservice } from '../../authservice/server.ts';
 
-const USAGE = `usage: portico authservice [--port N] [--host ADDR]
+const USAGE = `usage: portico authservice [--port N] [--health-port N] [--host ADDR]
 
+  --port N         the ext_authz check port (SERVER_PORT / PORT, default 8080)
+  --health-port N  /healthz, /readyz and /metrics (READINESS_PROBE_PORT, default 8081);
+                   never served on the check port
 Configured by environment variables (OIDC_PROVIDER, CLIENT_ID, CLIENT_SECRET, ...);
 see docs/authservice.md.
 `;
@@ -28,6 +31,13 @@ export async function run(argv: string[]): Promise<number | undefined> {
         return 2;
       }
       env.PORTICO_AUTHSERVICE_PORT = v;
+    } else if (flag === '--health-port') {
+      const v = value();
+      if (v === undefined || !/^\d+$/.test(v)) {
+        process.stderr.write(`portico authservice: --health-port needs a number\n`);
+        return 2;
+      }
+      env.READINESS_PROBE_PORT = v;
     } else if (flag === '--host') {
       const v = value();
       if (!v) {
@@ -53,7 +63,8 @@ export async function run(argv: string[]): Promise<number | undefined> {
   }
   const app = buildAuthservice(config);
   const address = await app.listen({ port: config.port, host: config.host });
-  app.log.info({ address }, 'authservice listening');
+  const health = await app.authservice.listenHealth();
+  app.log.info({ address, health: health.url }, 'authservice listening (checks; health and metrics on the health address)');
 
   let stopping = false;
   const stop = (signal: string) => {

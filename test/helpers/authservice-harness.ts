@@ -231,6 +231,8 @@ export interface AuthStack {
   app: FastifyInstance;
   /** Base URL of the authservice itself (for direct check requests). */
   authservice: string;
+  /** Base URL of its probe listener (/healthz, /readyz, /metrics). */
+  health: string;
   issuer: string;
   clientId: string;
   clientSecret: string;
@@ -300,9 +302,10 @@ export async function startAuthStack(t: TestContext, opts: AuthStackOptions = {}
   const address = app.server.address() as AddressInfo;
   const authservice = `http://127.0.0.1:${address.port}`;
   authBase = authservice;
+  const health = await app.authservice.listenHealth({ port: 0, host: '127.0.0.1' });
   await app.authservice.oidc.start();
   if (!app.authservice.oidc.ready) throw new Error(`authservice could not discover ${issuer}`);
-  return { gateway, app, authservice, issuer: issuer!, clientId, clientSecret, users };
+  return { gateway, app, authservice, health: health.url, issuer: issuer!, clientId, clientSecret, users };
 }
 
 /** Browses to `url` on the gateway, logs in at the IdP, and returns the final page. */

@@ -42,8 +42,13 @@ export interface KubeflowStackOptions {
   extraRedirectURIs?: string[];
   /** Extra authservice env, applied over params.env. */
   env?: Record<string, string>;
-  /** Which gateway origin the browser uses for OIDC_AUTH_URL (default http). */
+  /** Which gateway origin the browser uses for an absolute OIDC_AUTH_URL (default http; a relative one follows the request). */
   browserScheme?: 'http' | 'https';
+  /**
+   * envoy-filter form only: drop the allowed_headers the example adds (marked `# Portico:`), so the
+   * gateway runs Kubeflow's authn-filter exactly as Kubeflow ships it (authorization, cookie, x-auth-token).
+   */
+  kubeflowFilterAsWritten?: boolean;
 }
 
 export interface KubeflowStack {
@@ -58,6 +63,8 @@ export interface KubeflowStack {
   /** The authservice env actually used (params.env + ports). */
   env: Readonly<Record<string, string>>;
   authservice: FastifyInstance;
+  /** The authservice's probe listener (/healthz, /readyz, /metrics), e.g. `http://127.0.0.1:<port>`. */
+  health: string;
   gateway: GatewayRuntime;
 }
 
@@ -87,7 +94,7 @@ interface PortMap {
  * Copies `dirs` of the example into a temp dir, changing only ports: WorkloadEntry `ports.http`
  * by entry name, and the Gateway's `targetPort`s. Comments and everything else stay.
  */
-function copyWithPorts(dirs: string[], ports: PortMap): string {
+function copyWithPorts(dirs: string[], ports: PortMap, filterAsWritten = false): string {
   const out = mkdtempSync(join(tmpdir(), 'portico-kubeflow-'));
   for (const d of dirs) {
     const src = join(KUBEFLOW_EXAMPLE, d);
@@ -99,6 +106,13 @@ function copyWithPorts(dirs: string[], ports: PortMap): string {
         const kind = doc.get('kind');
         const meta = doc.get('metadata');
         const resName = isMap(meta) ? String(meta.get('name')) : '';
+        if (filterAsWritten && kind === 'EnvoyFilter') {
+          const patterns = ['spec', 'configPatches', 0, 'patch', 'value', 'typed_config', 'http_service', 'authorization_request', 'allowed_headers', 'patterns'];
+          // The `# Portico:` marker trails the pattern's value, so yaml attaches it to that scalar.
+          type Item = { items?: { value?: { comment?: string | null } }[] };
+          const list = (doc.getIn(patterns) as { items: Item[] } | undefined)?.items;
+          if (list) doc.setIn(patterns, list.filter((it) => !(it.items?.[0]?.value?.comment ?? '').includes('Portico:')));
+        }
         if (kind === 'WorkloadEntry' && resName in ports.workloads) doc.setIn(['spec', 'ports', 'http'], ports.workloads[resName]);
         if (kind === 'Gateway') {
           const servers = (doc.toJS() as { spec: { servers: { port: { targetPort?: number } }[] } }).spec.servers;
@@ -159,12 +173,13 @@ export async function startKubeflowStack(t: TestContext, opts: KubeflowStackOpti
   const authEnv: Record<string, string> = {
     ...env,
     OIDC_PROVIDER: idp.issuer,
-    ...(env.OIDC_AUTH_URL ? { OIDC_AUTH_URL: new URL(new URL(env.OIDC_AUTH_URL).pathname, browserOrigin).href } : {}),
+    ...(env.OIDC_AUTH_URL && /^https?:/.test(env.OIDC_AUTH_URL) ? { OIDC_AUTH_URL: new URL(new URL(env.OIDC_AUTH_URL).pathname, browserOrigin).href } : {}),
     LOG_LEVEL: process.env.PORTICO_TEST_LOG ?? 'silent',
   };
   const authservice = buildAuthservice(loadAuthserviceConfig(authEnv));
   t.after(() => authservice.close());
   await authservice.listen({ port: 0, host: '127.0.0.1' });
+  const health = await authservice.authservice.listenHealth({ port: 0, host: '127.0.0.1' });
   await authservice.authservice.oidc.start();
   if (!authservice.authservice.oidc.ready) throw new Error(`authservice could not discover ${idp.issuer}`);
 
@@ -177,7 +192,7 @@ export async function startKubeflowStack(t: TestContext, opts: KubeflowStackOpti
       'httpbin-0': httpbin.port,
       'productpage-0': productpage.port,
     },
-  });
+  }, opts.kubeflowFilterAsWritten === true);
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const built = await buildSnapshot([join(dir, 'base'), join(dir, opts.form)], { secretsDir: join(certs.dir, 'credentials'), cwd: dir });
   if (!built.ok) throw new Error(`example config does not compile:\n${built.issues.map((i) => formatIssue(i)).join('\n')}`);
@@ -197,6 +212,7 @@ export async function startKubeflowStack(t: TestContext, opts: KubeflowStackOpti
     users: idp.users,
     env: Object.freeze(authEnv),
     authservice,
+    health: health.url,
     gateway,
   };
 }

@@ -4,7 +4,7 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Browser, browseAndLogin, startAuthStack, submitIdpLogin } from '../helpers/authservice-harness.ts';
+import { Browser, browseAndLogin, rawRequest, startAuthStack, submitIdpLogin } from '../helpers/authservice-harness.ts';
 import type { AuthStack } from '../helpers/authservice-harness.ts';
 
 async function fullLogin(t: import('node:test').TestContext, stack: AuthStack) {
@@ -144,9 +144,27 @@ test('logout: POST from the same origin ends the session and answers {afterLogou
   const browser = new Browser();
   await browseAndLogin(browser, `${stack.gateway.url}/`, stack.users[0]!);
   const r = await browser.request(`${stack.gateway.url}/authservice/logout`, { method: 'POST', headers: { origin: stack.gateway.url, accept: 'application/json' } });
-  assert.equal(r.status, 201);
-  assert.deepEqual(JSON.parse(r.body), { afterLogoutURL: '/bye' });
+  assert.equal(r.status, 401, 'logout never answers 2xx (it would be "allow" on the check path)');
+  assert.deepEqual(JSON.parse(r.body), { loggedOut: true, afterLogoutURL: '/bye' });
   assert.equal(browser.cookie('authservice_session'), undefined, 'cookie cleared');
   const after = await browser.request(`${stack.gateway.url}/`, { headers: { accept: 'application/json' } });
   assert.equal(after.status, 401);
+});
+
+test('a relative OIDC_AUTH_URL is resolved per request: x-forwarded-proto + x-forwarded-host, else Host, else REDIRECT_URL\'s origin', async (t) => {
+  const stack = await startAuthStack(t, { env: { OIDC_AUTH_URL: '/dex/auth', REDIRECT_URL: 'https://kf.example.com/authservice/oidc/callback' } });
+  if (!stack) return;
+  const loginAt = async (headers: Record<string, string>) => {
+    const r = await rawRequest(stack.authservice, '/app', { headers: { accept: 'text/html', ...headers } });
+    assert.equal(r.status, 302, r.body);
+    const u = new URL(String(r.headers.location));
+    return { auth: `${u.origin}${u.pathname}`, cookie: String(r.headers['set-cookie']?.[0] ?? '') };
+  };
+  assert.equal((await loginAt({ 'x-forwarded-proto': 'https', 'x-forwarded-host': 'kf2.example.com', host: 'internal:8080' })).auth, 'https://kf2.example.com/dex/auth');
+  assert.equal((await loginAt({ host: 'kf3.example.com' })).auth, 'http://kf3.example.com/dex/auth');
+  // Same host as the absolute REDIRECT_URL, no x-forwarded-proto: its scheme, and a Secure login cookie.
+  const same = await loginAt({ host: 'kf.example.com' });
+  assert.equal(same.auth, 'https://kf.example.com/dex/auth');
+  assert.match(same.cookie, /; Secure/);
+  assert.equal((await loginAt({ host: 'not a host' })).auth, 'https://kf.example.com/dex/auth', 'no usable Host: the configured origin');
 });

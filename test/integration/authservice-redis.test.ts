@@ -54,7 +54,7 @@ test('two authservice replicas sharing one Redis honour each other\'s sessions',
   }
   // Logout on one replica is seen by the other.
   const out = await fetch(`${a.authservice}/authservice/logout`, { method: 'POST', headers: { cookie, 'sec-fetch-site': 'same-origin', accept: 'application/json' } });
-  assert.equal(out.status, 201);
+  assert.equal(out.status, 401);
   const r = await fetch(`${b.authservice}/x`, { headers: { cookie, accept: 'application/json' } });
   assert.equal(r.status, 401);
 });
@@ -66,7 +66,7 @@ test('a replica with an unreachable Redis is not ready and denies (503), never a
   await redis.stop();
   const stack = await startAuthStack(t, { env: { SESSION_STORE_TYPE: 'redis', REDIS_URL: url } });
   if (!stack) return;
-  const ready = await fetch(`${stack.authservice}/readyz`);
+  const ready = await fetch(`${stack.health}/readyz`); // the probe port
   assert.equal(ready.status, 503);
   const { signSessionCookie } = await import('../../authservice/cookies.ts');
   const value = await signSessionCookie(stack.app.authservice.keys.session, { sid: 'sid', sub: 'sub', exp: Math.floor(Date.now() / 1000) + 60 });

@@ -21,7 +21,7 @@ test('authservice /metrics counts logins, failures by reason, checks and store l
   await bad.text();
   assert.equal(bad.status, 400);
 
-  const res = await fetch(`${stack.authservice}/metrics`);
+  const res = await fetch(`${stack.health}/metrics`); // the probe port, never the check port
   assert.equal(res.status, 200);
   assert.match(res.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/);
   const samples = parseProm(await res.text());
@@ -34,7 +34,10 @@ test('authservice /metrics counts logins, failures by reason, checks and store l
   assert.ok((value('portico_authservice_session_store_duration_seconds_count', { operation: 'set' }) ?? 0) >= 1);
   assert.equal(value('portico_authservice_session_store_errors_total', { operation: 'get' }), 0);
 
-  // Through the gateway (a forwarded check request) /metrics is an ordinary protected path.
+  // Through the gateway (a check request) /metrics is an ordinary protected path; so is the check port itself.
+  const onCheckPort = await fetch(`${stack.authservice}/metrics`, { redirect: 'manual' });
+  await onCheckPort.text();
+  assert.notEqual(onCheckPort.status, 200, 'the check port never serves the numbers');
   const viaGateway = await fetch(`${stack.gateway.url}/metrics`, { redirect: 'manual' });
   await viaGateway.text();
   assert.equal(viaGateway.status, 302, 'anonymous /metrics through the gateway goes to login, not to the numbers');

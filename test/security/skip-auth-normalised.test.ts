@@ -41,12 +41,3 @@ test('PORTICO_CHECK_PATH_PREFIX is stripped before matching, and cannot be used 
   assert.equal(await check('/check/private'), 401);
   assert.equal(await check('/check/../public/x/../../private'), 401);
 });
-
-test('/healthz as a forwarded check request is an ordinary protected path, not a health probe', async (t) => {
-  const stack = await startAuthStack(t);
-  if (!stack) return;
-  const probe = await rawRequest(stack.authservice, '/healthz');
-  assert.equal(probe.status, 200, 'kubelet-style probe');
-  const asCheck = await rawRequest(stack.authservice, '/healthz', { headers: { 'x-forwarded-proto': 'https', 'x-forwarded-host': 'kf.example.com', accept: 'application/json' } });
-  assert.equal(asCheck.status, 401, 'a check for an app path /healthz must not be allowed by our own health endpoint');
-});

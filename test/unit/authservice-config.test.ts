@@ -20,6 +20,7 @@ test('defaults follow oidc-authservice', () => {
   assert.equal(c.session.sameSite, 'Lax');
   assert.equal(c.session.cookieName, 'authservice_session');
   assert.equal(c.port, 8080);
+  assert.equal(c.healthPort, 8081, "oidc-authservice's READINESS_PROBE_PORT default");
   assert.equal(c.cookieSecretGenerated, true);
   assert.equal(c.cookieSecret.length, 32);
 });
@@ -32,6 +33,7 @@ test('Kubeflow-style values: space separated scopes, absolute prefix, allowlist'
     GROUPS_ALLOWLIST: 'admins, ml',
     USERID_PREFIX: 'oidc:',
     SERVER_PORT: '8081',
+    READINESS_PROBE_PORT: '8082',
   });
   assert.deepEqual(c.scopes, ['openid', 'profile', 'email', 'groups', 'offline_access']);
   assert.equal(c.urlPrefix, '/authservice');
@@ -84,4 +86,26 @@ test('redis: SESSION_STORE_REDIS_ADDR form and REDIS_URL forms', () => {
   assert.throws(() => parseRedisUrl('http://x'), /redis:\/\//);
   const printable = JSON.stringify(printableConfig(loadAuthserviceConfig({ ...base, SESSION_STORE_TYPE: 'redis', REDIS_URL: 'redis://:hunter2@r:1/0', PORTICO_COOKIE_SECRET: 'x'.repeat(40) })));
   assert.ok(!printable.includes('hunter2') && !printable.includes('x'.repeat(40)) && !printable.includes(base.CLIENT_SECRET));
+});
+
+test("relative URLs as Kubeflow's params.env writes them: OIDC_AUTH_URL=/dex/auth, REDIRECT_URL and AFTER_LOGOUT_URL paths", () => {
+  const c = loadAuthserviceConfig({ ...base, OIDC_AUTH_URL: '/dex/auth', REDIRECT_URL: '/authservice/oidc/callback', AFTER_LOGOUT_URL: '/' });
+  assert.equal(c.authUrl, '/dex/auth');
+  assert.equal(c.redirectUrl, '/authservice/oidc/callback');
+  assert.equal(c.afterLogoutUrl, '/');
+  assert.equal(c.publicOrigin, undefined);
+  const abs = loadAuthserviceConfig({ ...base, OIDC_AUTH_URL: 'https://dex.example.com/dex/auth', REDIRECT_URL: 'https://KF.example.com/authservice/oidc/callback' });
+  assert.equal(abs.authUrl, 'https://dex.example.com/dex/auth');
+  assert.deepEqual(abs.publicOrigin, { proto: 'https', host: 'kf.example.com' });
+  for (const [name, value] of [['OIDC_AUTH_URL', '//evil.example/auth'], ['OIDC_AUTH_URL', 'dex/auth'], ['OIDC_AUTH_URL', '/\\evil.example'], ['OIDC_AUTH_URL', 'javascript:alert(1)'], ['REDIRECT_URL', '//evil.example/cb'], ['AFTER_LOGOUT_URL', 'bye']] as const) {
+    assert.throws(() => loadAuthserviceConfig({ ...base, [name]: value }), (e: unknown) => e instanceof AuthserviceConfigError && e.problems.some((p) => p.startsWith(`${name}:`)), `${name}=${value}`);
+  }
+});
+
+test('READINESS_PROBE_PORT: its own port, never the check port', () => {
+  assert.equal(loadAuthserviceConfig({ ...base, READINESS_PROBE_PORT: '9000' }).healthPort, 9000);
+  assert.equal(loadAuthserviceConfig({ ...base, READINESS_PROBE_PORT: '0', SERVER_PORT: '0' }).healthPort, 0, 'both ephemeral is fine');
+  for (const env of [{ SERVER_PORT: '8081' }, { PORT: '9000', READINESS_PROBE_PORT: '9000' }]) {
+    assert.throws(() => loadAuthserviceConfig({ ...base, ...env }), (e: unknown) => e instanceof AuthserviceConfigError && e.problems.some((p) => p.startsWith('READINESS_PROBE_PORT:')), JSON.stringify(env));
+  }
 });
