@@ -1,0 +1,372 @@
+/**
+ * docker-compose.yml, run without Docker: the same services with their own `command`,
+ * `entrypoint`, `environment`, `env_file` and mounted files, as real local processes (Portico
+ * roles through the image's ENTRYPOINT, redis-server, the real Dex binary). Then a login through
+ * the gateway with Redis sessions, and a session that survives an authservice restart.
+ *
+ * How compose addresses become local ones (the whole mapping; nothing else is edited):
+ *  1. Every container port a service lists in `expose`/`ports` gets a free local port, keyed by
+ *     the service's network namespace (a `network_mode: service:X` service shares X's).
+ *  2. `NAME:PORT` in any string (URLs, `host:port`) becomes `127.0.0.1:<mapped>` when NAME is a
+ *     compose service; `localhost|127.0.0.1|0.0.0.0:PORT` maps within the service's own namespace,
+ *     else through the published `ports` (the browser's view, e.g. Dex's redirect URIs).
+ *  3. Listening settings: `--port/--admin-port/--metrics-port/--health-port=N` and env `*PORT=N`
+ *     map like (1); bind addresses `0.0.0.0` become `127.0.0.1`.
+ *  4. In mounted Istio YAML: a WorkloadEntry whose `address` is a service name gets 127.0.0.1
+ *     and mapped ports; Gateway server ports bind their mapped port (`targetPort`).
+ *  5. Volumes: bind mounts are copied (with 2–4 applied) into a temp dir, named volumes are
+ *     empty temp dirs; container paths in args and env are replaced by those local paths.
+ * Dex v2.13 (built here) needs `frontend.dir`; the official image embeds its templates, so that
+ * one key is added to the generated Dex config. Jaeger and Prometheus are not started.
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { test, type TestContext } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { parseEnv } from 'node:util';
+import { Redis } from 'ioredis';
+import { isMap, parse, parseAllDocuments, parseDocument } from 'yaml';
+import { Browser, submitIdpLogin } from '../helpers/authservice-harness.ts';
+import { findDex, findDexWebDir } from '../helpers/dex.ts';
+import { missing } from '../helpers/external.ts';
+import { freePort } from '../helpers/net.ts';
+import { startRedis } from '../helpers/redis.ts';
+
+const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+/** The Dockerfile's ENTRYPOINT; checked against the Dockerfile below. WORKDIR /app = the repo. */
+const IMAGE_ENTRYPOINT = ['node', '--import', 'tsx', 'bin/portico.ts'];
+const PORTICO_IMAGE = 'portico:local';
+const LOCAL_HOSTS = new Set(['localhost', '127.0.0.1', '0.0.0.0']);
+
+interface ComposeService {
+  image?: string;
+  command?: string[] | string;
+  entrypoint?: string[];
+  environment?: Record<string, string | number | boolean | null>;
+  env_file?: string[] | string;
+  volumes?: string[];
+  expose?: (string | number)[];
+  ports?: string[];
+  network_mode?: string;
+  depends_on?: string[] | Record<string, { condition?: string }>;
+}
+interface ComposeFile {
+  services: Record<string, ComposeService>;
+}
+
+/** `${VAR:-default}` / `${VAR}` interpolation, as compose does with the host environment. */
+function interpolate<T>(v: T): T {
+  if (typeof v === 'string') return v.replace(/\$\{(\w+)(?::?-([^}]*))?\}/g, (_m, name: string, def?: string) => process.env[name] || def || '') as T;
+  if (Array.isArray(v)) return v.map(interpolate) as T;
+  if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, interpolate(x)])) as T;
+  return v;
+}
+
+export function loadCompose(file = join(REPO, 'docker-compose.yml')): ComposeFile {
+  return interpolate(parse(readFileSync(file, 'utf8'), { merge: true }) as ComposeFile);
+}
+
+/** The address plan: which local port stands for which (namespace, container port). */
+class PortPlan {
+  readonly ports = new Map<string, number>();
+  readonly published = new Map<number, string>(); // host port → `${ns}:${containerPort}`
+  constructor(readonly compose: ComposeFile) {}
+
+  netns(service: string): string {
+    const mode = this.compose.services[service]?.network_mode;
+    return mode?.startsWith('service:') ? this.netns(mode.slice('service:'.length)) : service;
+  }
+
+  async allocate(fixed: Record<string, number>): Promise<void> {
+    for (const [name, svc] of Object.entries(this.compose.services)) {
+      const ns = this.netns(name);
+      for (const p of svc.expose ?? []) await this.add(ns, Number(p), fixed);
+      for (const spec of svc.ports ?? []) {
+        const [host, container] = String(spec).split(':').map(Number);
+        await this.add(ns, container!, fixed);
+        this.published.set(host!, `${ns}:${container!}`);
+      }
+    }
+  }
+
+  private async add(ns: string, port: number, fixed: Record<string, number>): Promise<void> {
+    const key = `${ns}:${port}`;
+    if (!this.ports.has(key)) this.ports.set(key, fixed[key] ?? (await freePort()));
+  }
+
+  /** The local port for `host:port` as seen from inside `ns`; undefined when not ours. */
+  resolve(ns: string, host: string, port: number): number | undefined {
+    if (LOCAL_HOSTS.has(host)) {
+      const own = this.ports.get(`${ns}:${port}`);
+      if (own !== undefined) return own;
+      const pub = this.published.get(port);
+      return pub ? this.ports.get(pub) : undefined;
+    }
+    if (!(host in this.compose.services)) return undefined;
+    return this.ports.get(`${this.netns(host)}:${port}`);
+  }
+
+  /** Rule 2: every `name:port` in a string. */
+  text(ns: string, s: string): string {
+    return s.replace(/\b([a-z0-9][a-z0-9.-]*):(\d{2,5})\b/gi, (m, host: string, port: string) => {
+      const local = this.resolve(ns, host, Number(port));
+      return local === undefined ? m : `127.0.0.1:${local}`;
+    });
+  }
+
+  /** Rule 3 for one env var or flag value. */
+  listen(ns: string, key: string, value: string): string {
+    if (/PORT$/i.test(key) && /^\d+$/.test(value)) return String(this.resolve(ns, '127.0.0.1', Number(value)) ?? value);
+    if (value === '0.0.0.0') return '127.0.0.1';
+    return this.text(ns, value);
+  }
+}
+
+/** Rule 4: Istio resources in a mounted YAML file. */
+function rewriteIstioYaml(plan: PortPlan, ns: string, gatewayNs: string, text: string): string {
+  const docs = parseAllDocuments(text);
+  for (const doc of docs) {
+    const kind = doc.get('kind');
+    if (kind === 'WorkloadEntry') {
+      const address = String(doc.getIn(['spec', 'address']));
+      const ports = doc.getIn(['spec', 'ports']);
+      if (address in plan.compose.services && isMap(ports)) {
+        doc.setIn(['spec', 'address'], '127.0.0.1');
+        for (const item of ports.items) {
+          const local = plan.resolve(ns, address, Number((item.value as { value: unknown }).value));
+          if (local !== undefined) doc.setIn(['spec', 'ports', String((item.key as { value: unknown }).value)], local);
+        }
+      }
+    } else if (kind === 'Gateway') {
+      const servers = (doc.toJS() as { spec: { servers: { port: { number: number; targetPort?: number } }[] } }).spec.servers;
+      servers.forEach((s, i) => {
+        const local = plan.resolve(gatewayNs, '127.0.0.1', s.port.targetPort ?? s.port.number);
+        if (local !== undefined) doc.setIn(['spec', 'servers', i, 'port', 'targetPort'], local);
+      });
+    }
+  }
+  return plan.text(ns, docs.map((d) => d.toString()).join(''));
+}
+
+interface Launch {
+  name: string;
+  argv: string[];
+  env: Record<string, string>;
+}
+
+/** Rule 5 and the command line: what `docker-compose up` would run for `name`, as a local process. */
+function prepare(plan: PortPlan, name: string, root: string, gatewayNs: string, dexWebDir: string | undefined): Launch {
+  const svc = plan.compose.services[name]!;
+  const ns = plan.netns(name);
+  const mounts: [string, string][] = [];
+  for (const v of svc.volumes ?? []) {
+    const [src, dst] = v.split(':') as [string, string];
+    let local: string;
+    if (src.startsWith('./') || src.startsWith('/')) {
+      local = join(root, 'mounts', name, dst);
+      mkdirSync(dirname(local), { recursive: true });
+      cpSync(resolve(REPO, src), local, { recursive: true });
+      const files = statSync(local).isDirectory() ? readdirSync(local, { recursive: true }).map((f) => join(local, String(f))) : [local];
+      for (const f of files.filter((p) => /\.ya?ml$/.test(p))) {
+        let text = rewriteIstioYaml(plan, ns, gatewayNs, readFileSync(f, 'utf8'));
+        if (name === 'dex' && dexWebDir) {
+          const doc = parseDocument(text);
+          doc.setIn(['frontend', 'dir'], dexWebDir);
+          text = doc.toString();
+        }
+        writeFileSync(f, text);
+      }
+    } else {
+      local = join(root, 'volumes', src);
+      mkdirSync(local, { recursive: true });
+    }
+    mounts.push([dst, local]);
+  }
+  mounts.sort((a, b) => b[0].length - a[0].length);
+  const paths = (s: string): string => {
+    for (const [dst, local] of mounts) {
+      if (s === dst || s.startsWith(`${dst}/`)) return local + s.slice(dst.length);
+      const eq = s.indexOf('=');
+      if (eq > 0 && (s.slice(eq + 1) === dst || s.slice(eq + 1).startsWith(`${dst}/`))) return s.slice(0, eq + 1) + local + s.slice(eq + 1 + dst.length);
+    }
+    return s;
+  };
+
+  const env: Record<string, string> = {};
+  for (const f of [svc.env_file ?? []].flat()) Object.assign(env, parseEnv(readFileSync(resolve(REPO, f), 'utf8')));
+  for (const [k, v] of Object.entries(svc.environment ?? {})) env[k] = v === null ? '' : String(v);
+  for (const k of Object.keys(env)) env[k] = paths(plan.listen(ns, k, env[k]!));
+
+  const command = [svc.command ?? []].flat();
+  const args = command.map((a, i) => {
+    const flag = /^(--[a-z-]*port)(?:=(\d+))?$/.exec(a);
+    if (flag?.[2]) return `${flag[1]}=${plan.listen(ns, 'PORT', flag[2])}`;
+    if (flag && /^\d+$/.test(command[i + 1] ?? '')) return a;
+    if (/^\d+$/.test(a) && /^--[a-z-]*port$/.test(command[i - 1] ?? '')) return plan.listen(ns, 'PORT', a);
+    return paths(a === '--host=0.0.0.0' ? '--host=127.0.0.1' : plan.text(ns, a));
+  });
+  return { name, argv: [...(svc.entrypoint ?? (svc.image === PORTICO_IMAGE ? IMAGE_ENTRYPOINT : [])), ...args], env };
+}
+
+interface Running {
+  child: ChildProcess;
+  output: () => string;
+  stop(): Promise<void>;
+}
+
+function run(t: TestContext, launch: Launch, cwd = REPO): Running {
+  const [bin, ...args] = launch.argv;
+  const exe = bin === 'node' ? process.execPath : bin!;
+  const child = spawn(exe, args, { cwd, env: { PATH: process.env.PATH ?? '', ...launch.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  const keep = (d: Buffer): void => void (out = (out + d.toString()).slice(-20_000));
+  child.stdout!.on('data', keep);
+  child.stderr!.on('data', keep);
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  const stop = async (): Promise<void> => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+    await exited;
+    clearTimeout(timer);
+  };
+  t.after(stop);
+  return { child, output: () => out, stop };
+}
+
+async function waitFor(what: string, r: Running, ok: () => Promise<boolean>, ms = 30_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (r.child.exitCode !== null) throw new Error(`${what} exited with ${r.child.exitCode}:\n${r.output()}`);
+    if (await ok().catch(() => false)) return;
+    await new Promise((res) => setTimeout(res, 150));
+  }
+  throw new Error(`${what} not ready within ${ms} ms:\n${r.output()}`);
+}
+
+const httpOk = (url: string) => async (): Promise<boolean> => (await fetch(url)).ok;
+const tcpOpen = (port: number) => (): Promise<boolean> =>
+  new Promise((res) => {
+    const s = connect(port, '127.0.0.1');
+    s.once('connect', () => (s.destroy(), res(true)));
+    s.once('error', () => res(false));
+  });
+
+/** Services in dependency order (depends_on), names only. */
+function startOrder(compose: ComposeFile, names: string[]): string[] {
+  const out: string[] = [];
+  const visit = (n: string): void => {
+    if (out.includes(n) || !names.includes(n)) return;
+    const deps = compose.services[n]?.depends_on ?? [];
+    for (const d of Array.isArray(deps) ? deps : Object.keys(deps)) visit(d);
+    out.push(n);
+  };
+  names.forEach(visit);
+  return out;
+}
+
+test('the compose file uses the image entrypoint the Dockerfile declares, and every Portico role exists', () => {
+  const dockerfile = readFileSync(join(REPO, 'Dockerfile'), 'utf8');
+  assert.ok(dockerfile.includes(`ENTRYPOINT ${JSON.stringify(IMAGE_ENTRYPOINT).replace(/,/g, ', ')}`), 'Dockerfile ENTRYPOINT matches what this test runs');
+  const compose = loadCompose();
+  for (const [name, svc] of Object.entries(compose.services)) {
+    if (svc.image !== PORTICO_IMAGE || svc.entrypoint) continue;
+    const role = [svc.command ?? []].flat()[0]!;
+    if (role === 'sidecar' && !existsSync(join(REPO, 'bin/commands/sidecar.ts'))) continue; // reported by the topology test
+    assert.ok(existsSync(join(REPO, 'bin/commands', `${role}.ts`)), `${name}: portico ${role} is not a CLI command`);
+  }
+});
+
+test('docker-compose topology with real processes: login through the gateway on Redis sessions, surviving an authservice restart', async (t) => {
+  const compose = loadCompose();
+  const dexBin = findDex();
+  if (!dexBin) return missing(t, 'dex', 'no dex binary ($DEX_BIN, PATH, .dex/bin/dex); run scripts/build-dex.sh');
+  const dexWebDir = findDexWebDir(dexBin);
+  if (!dexWebDir) return missing(t, 'dex', `found ${dexBin} but not its web assets; run scripts/build-dex.sh`);
+  const redis = await startRedis(t);
+  if (!redis) return;
+
+  const root = mkdtempSync(join(tmpdir(), 'portico-compose-'));
+  t.after(() => rmSync(root, { recursive: true, force: true }));
+  const plan = new PortPlan(compose);
+  await plan.allocate({ 'redis:6379': redis.port });
+
+  const hasSidecar = existsSync(join(REPO, 'bin/commands/sidecar.ts'));
+  const porticoServices = Object.entries(compose.services)
+    .filter(([, s]) => s.image === PORTICO_IMAGE)
+    .map(([n]) => n)
+    // Sidecars share their app's loopback (network_mode) and its fixed outbound port 15001; one
+    // host loopback cannot hold several of those namespaces, so they are not run here.
+    .filter((n) => !compose.services[n]!.network_mode);
+  const skipped = Object.keys(compose.services).filter((n) => !porticoServices.includes(n) && !['dex', 'redis'].includes(n));
+  t.diagnostic(`not run: ${skipped.join(', ')}${hasSidecar ? '' : ' (portico sidecar does not exist yet)'}`);
+  const gatewayNs = porticoServices.find((n) => [compose.services[n]!.command ?? []].flat()[0] === 'gateway')!;
+  assert.ok(gatewayNs, 'a service runs `portico gateway`');
+
+  // Dex, as the compose service mounts it.
+  const dexLaunch = prepare(plan, 'dex', root, gatewayNs, dexWebDir);
+  assert.equal(dexLaunch.argv[0], 'dex');
+  const dex = run(t, { ...dexLaunch, argv: [dexBin, ...dexLaunch.argv.slice(1)] }, root);
+  const dexPort = plan.resolve('dex', 'dex', 5556)!;
+  await waitFor('dex', dex, httpOk(`http://127.0.0.1:${dexPort}/dex/.well-known/openid-configuration`));
+
+  const running = new Map<string, Running>();
+  const launches = new Map<string, Launch>();
+  const start = async (name: string): Promise<void> => {
+    const launch = launches.get(name) ?? prepare(plan, name, root, gatewayNs, undefined);
+    launches.set(name, launch);
+    const r = run(t, launch);
+    running.set(name, r);
+    const svc = compose.services[name]!;
+    if ([svc.command ?? []].flat()[0] === 'certs') {
+      const code = await new Promise<number | null>((res) => r.child.once('exit', (c) => res(c)));
+      assert.equal(code, 0, `${name} (one-shot) failed:\n${r.output()}`);
+    } else if (launch.env.PORTICO_HEALTH_URL && svc.healthcheck === undefined) {
+      await waitFor(name, r, httpOk(launch.env.PORTICO_HEALTH_URL));
+    } else {
+      await waitFor(name, r, tcpOpen(plan.resolve(name, '127.0.0.1', Number(svc.expose?.[0]))!));
+    }
+  };
+  for (const name of startOrder(compose, porticoServices)) await start(name);
+
+  // The browser's view: the published http port.
+  const site = `http://127.0.0.1:${plan.resolve(gatewayNs, 'localhost', 8080)!}`;
+  const browser = new Browser();
+  const spoof = { 'kubeflow-userid': 'mallory@evil.example' };
+  const first = await browser.request(`${site}/httpbin/headers`, { headers: spoof });
+  assert.equal(first.status, 302, first.body);
+  const toDex = new URL(first.headers.get('location')!);
+  assert.equal(`${toDex.origin}${toDex.pathname}`, `${site}/dex/auth`, 'the browser reaches Dex through the gateway');
+  const form = await browser.navigate(toDex);
+  assert.equal(form.status, 200, form.body.slice(0, 300));
+  const landed = await submitIdpLogin(browser, form, 'jason@example.com', 'password');
+  assert.equal(landed.status, 200, landed.body.slice(0, 500));
+  assert.equal(landed.url, `${site}/httpbin/headers`);
+  const seen = (JSON.parse(landed.body) as { headers: Record<string, string> }).headers;
+  const lower = Object.fromEntries(Object.entries(seen).map(([k, v]) => [k.toLowerCase(), v]));
+  assert.equal(lower['kubeflow-userid'], 'jason@example.com');
+  const page = await browser.navigate(`${site}/productpage`);
+  assert.match(page.body, /Signed in as <b id="user">jason@example\.com<\/b>/);
+
+  // The session lives in Redis, under the authservice's key prefix.
+  const client = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  await client.connect();
+  const keys = await client.keys('portico:authservice:s:*');
+  client.disconnect();
+  assert.equal(keys.length, 1, `one session in Redis, got ${keys.join(', ')}`);
+
+  // Restart the authservice (same command and env): the cookie still works.
+  const auth = porticoServices.find((n) => [compose.services[n]!.command ?? []].flat()[0] === 'authservice')!;
+  await running.get(auth)!.stop();
+  const down = await browser.request(`${site}/httpbin/headers`, { headers: { accept: 'application/json' } });
+  assert.notEqual(down.status, 200, 'no authservice, no access');
+  await start(auth);
+  const again = await browser.request(`${site}/httpbin/headers`, { headers: { accept: 'application/json' } });
+  assert.equal(again.status, 200, again.body);
+  const after = (JSON.parse(again.body) as { headers: Record<string, string> }).headers;
+  assert.equal(Object.entries(after).find(([k]) => k.toLowerCase() === 'kubeflow-userid')?.[1], 'jason@example.com');
+});
