@@ -7,6 +7,7 @@
  * keeps traces. Bound to loopback by default.
  */
 import { createServer, type Server } from 'node:http';
+import { createDashboard, type DashboardProxy } from './dashboard/index.ts';
 import type { GatewayRuntime } from './runtime.ts';
 import { certificatesInUse } from './telemetry/certs.ts';
 import type { PorticoTelemetry } from './telemetry/index.ts';
@@ -20,9 +21,11 @@ export interface AdminExtras {
   /** Applies a new log level (POST /logging?level=). Absent = the level is only recorded. */
   readonly setLogLevel?: (level: LogLevel) => void;
   readonly initialLogLevel?: LogLevel;
+  /** More proxies for `/dashboard` (e.g. the demo's mesh listener, sidecars); this gateway is always shown first. */
+  readonly dashboardProxies?: readonly DashboardProxy[];
 }
 
-const ENDPOINTS = ['/ready', '/config_dump', '/clusters', '/listeners', '/routes', '/stats', '/stats/prometheus', '/logging', '/certs', '/api/services', '/api/traces'];
+const ENDPOINTS = ['/ready', '/config_dump', '/clusters', '/listeners', '/routes', '/stats', '/stats/prometheus', '/logging', '/certs', '/api/services', '/api/traces', '/dashboard'];
 
 function json(body: unknown): string {
   return JSON.stringify(body, null, 2) + '\n';
@@ -55,6 +58,7 @@ export interface AdminServer {
 
 export async function startAdmin(runtime: GatewayRuntime, port: number, host = '127.0.0.1', isReady: () => boolean = () => true, extras: AdminExtras = {}): Promise<AdminServer> {
   let logLevel: LogLevel = extras.initialLogLevel ?? 'info';
+  const dashboard = createDashboard({ proxies: [{ name: 'gateway', runtime, telemetry: extras.telemetry }, ...(extras.dashboardProxies ?? [])] });
   const server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://admin');
     const send = (status: number, body: string, type = 'application/json'): void => {
@@ -136,6 +140,11 @@ export async function startAdmin(runtime: GatewayRuntime, port: number, host = '
             pools: runtime.pools.stats(),
           }),
         );
+      case '/dashboard':
+      case '/dashboard/':
+      case '/dashboard/data':
+        dashboard.handle(req, res, url);
+        return;
       default:
         if (extras.telemetry?.traces && (url.pathname.startsWith('/api/') || url.pathname === '/v1/traces') && extras.telemetry.traces.handle(req, res, url)) return;
         return send(404, json({ error: 'not found', endpoints: ENDPOINTS }));
