@@ -52,6 +52,7 @@ interface ComposeService {
   expose?: (string | number)[];
   ports?: string[];
   network_mode?: string;
+  healthcheck?: { disable?: boolean };
   depends_on?: string[] | Record<string, { condition?: string }>;
 }
 interface ComposeFile {
