@@ -12,10 +12,10 @@ import { cpus, release } from 'node:os';
 import { join } from 'node:path';
 import { mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { SCENARIOS, selectScenarios, type Scenario, type ScenarioContext } from './scenarios/index.ts';
+import { GOALS, SCENARIOS, selectScenarios, type Probe, type Scenario, type ScenarioContext } from './scenarios/index.ts';
 import { summariseProfiles, formatProfileSummary, type ProfileSummary } from './lib/profile.ts';
-import { installCleanup, sleep, stopChild } from './lib/procs.ts';
-import { judge, markdownTable, memoryLines, textTable, MAX_P99_RATIO, MIN_REQ_RATIO, type ScenarioResult, type TargetName, type TargetRun } from './lib/report.ts';
+import { installCleanup, sleep, stopChild, type Child } from './lib/procs.ts';
+import { evaluateGoals, goalsMarkdown, goalsText, judge, markdownTable, memoryLines, textTable, MAX_P99_RATIO, MIN_REQ_RATIO, type ScenarioResult, type TargetName, type TargetRun } from './lib/report.ts';
 import { hostCpuMs, readRssKb, sampleRss, sumCpuMs } from './lib/rss.ts';
 import { writeResults, type BenchResults } from './lib/results.ts';
 import {
@@ -85,28 +85,36 @@ async function waitForQuietHost(): Promise<string | undefined> {
   return `host was ${busyPct}% busy before the run`;
 }
 
+/** What one measured run loads and whose CPU/memory it counts. */
+interface Load {
+  readonly url: string;
+  readonly headers: Readonly<Record<string, string>>;
+  /** The process(es) under test (RSS, CPU); none for the direct baseline. */
+  readonly target?: { readonly pids: () => number[] };
+  /** The scenario's services (authservice, IdP, Redis): their CPU per request is recorded beside. */
+  readonly servicePids: readonly number[];
+  /** Run the scenario's upstream-count check (proxied runs only). */
+  readonly check?: Scenario['check'];
+}
+
 /** Warm up, then one measured wrk run with RSS sampling and upstream counting. */
-async function measure(
-  tools: Tools,
-  s: Settings,
-  scenario: Scenario,
-  url: string,
-  upstreams: readonly RunningUpstream[],
-  target?: StartedTarget,
-): Promise<TargetRun> {
-  const base = { connections: s.connections, threads: s.threads, headers: scenario.headers };
+async function measure(tools: Tools, s: Settings, load: Load, upstreams: readonly RunningUpstream[]): Promise<TargetRun> {
+  const { url, target } = load;
+  const base = { connections: s.connections, threads: s.threads, headers: load.headers };
   const waited = await waitForQuietHost();
   await runWrk(tools.wrk, { ...base, url, durationSec: s.warmupSec });
   await resetCounts(upstreams);
   const upPids = upstreams.map((u) => u.child.pid);
-  const ourBefore = sumCpuMs([...upPids, ...(target?.pids() ?? [])]);
+  const ourBefore = sumCpuMs([...upPids, ...load.servicePids, ...(target?.pids() ?? [])]);
   const hostBefore = hostCpuMs();
   const sampler = target ? sampleRss(target.pids) : undefined;
   const cpuBefore = target ? sumCpuMs(target.pids()) : undefined;
+  const svcBefore = load.servicePids.length ? sumCpuMs([...load.servicePids]) : undefined;
   const wrk = await runWrk(tools.wrk, { ...base, url, durationSec: s.durationSec });
   const cpuAfter = target ? sumCpuMs(target.pids()) : undefined;
+  const svcAfter = load.servicePids.length ? sumCpuMs([...load.servicePids]) : undefined;
   const hostAfter = hostCpuMs();
-  const ourAfter = sumCpuMs([...upPids, ...(target?.pids() ?? [])]);
+  const ourAfter = sumCpuMs([...upPids, ...load.servicePids, ...(target?.pids() ?? [])]);
   const maxRssKb = sampler?.stop();
   const cpuMs = cpuBefore !== undefined && cpuAfter !== undefined ? cpuAfter - cpuBefore : undefined;
   // CPU per request is the contention-free efficiency number: on a small box the proxies share
@@ -115,6 +123,9 @@ async function measure(
     cpuMs !== undefined && wrk.requests > 0
       ? { cpuPct: Math.round((cpuMs / (wrk.durationSec * 1000)) * 1000) / 10, cpuUsPerRequest: Math.round(((cpuMs * 1000) / wrk.requests) * 10) / 10 }
       : {};
+  // A probe's target is itself a service: its services figure would double count.
+  const svcMs = svcBefore !== undefined && svcAfter !== undefined && target && !load.servicePids.some((p) => target.pids().includes(p)) ? svcAfter - svcBefore : undefined;
+  const svc = svcMs !== undefined && wrk.requests > 0 ? { servicesCpuUsPerRequest: Math.round(((svcMs * 1000) / wrk.requests) * 10) / 10 } : {};
   const upstreamCounts = await readCounts(upstreams);
   const problems: string[] = [];
   // Everything busy on the host that is not the target or the upstreams: wrk (one thread, so at
@@ -130,18 +141,19 @@ async function measure(
   const sock = wrk.socketErrors;
   const sockTotal = sock.connect + sock.read + sock.write + sock.timeout;
   if (sockTotal > 0) problems.push(`socket errors: connect ${sock.connect}, read ${sock.read}, write ${sock.write}, timeout ${sock.timeout}`);
-  if (target && scenario.check) {
-    const p = scenario.check(upstreamCounts);
+  if (load.check) {
+    const p = load.check(upstreamCounts);
     if (p) problems.push(p);
   }
-  return { url, wrk, maxRssKb, ...cpu, otherCpuPct, upstreamCounts, problems };
+  return { url, wrk, maxRssKb, ...cpu, ...svc, otherCpuPct, upstreamCounts, problems };
 }
 
 function line(name: string, run: TargetRun): string {
   const w = run.wrk;
   const extra = run.problems.length ? `  PROBLEMS: ${run.problems.join('; ')}` : '';
-  const cpu = run.cpuPct !== undefined ? `  CPU ${run.cpuPct}% (${run.cpuUsPerRequest} µs/req)` : '';
-  return `  ${name.padEnd(8)} ${Math.round(w.reqPerSec).toString().padStart(7)} req/s  p50 ${w.p50Ms.toFixed(2)} ms  p99 ${w.p99Ms.toFixed(2)} ms${cpu}${extra}`;
+  const svc = run.servicesCpuUsPerRequest !== undefined ? ` + services ${run.servicesCpuUsPerRequest} µs/req` : '';
+  const cpu = run.cpuPct !== undefined ? `  CPU ${run.cpuPct}% (${run.cpuUsPerRequest} µs/req${svc})` : '';
+  return `  ${name.padEnd(11)} ${Math.round(w.reqPerSec).toString().padStart(7)} req/s  p50 ${w.p50Ms.toFixed(2)} ms  p99 ${w.p99Ms.toFixed(2)} ms${cpu}${extra}`;
 }
 
 async function runScenario(
@@ -149,21 +161,30 @@ async function runScenario(
   s: Settings,
   scenario: Scenario,
   ctx: ScenarioContext,
+  services: Readonly<Record<string, Child>>,
   upstreams: readonly RunningUpstream[],
   logDir: string,
   profDir: string | undefined,
 ): Promise<ScenarioResult> {
   say(`scenario ${scenario.name}: ${scenario.title}`);
+  const setup = scenario.setup ? await scenario.setup(ctx) : {};
+  const headers = { ...scenario.headers, ...setup.headers };
+  const servicePids = Object.values(services).map((c) => c.pid);
   const runs: Partial<Record<TargetName, TargetRun>> = {};
   const url = `${scenario.scheme}://127.0.0.1:${ctx.port}${scenario.path}`;
 
-  runs.direct = await measure(tools, s, scenario, scenario.direct(ctx), upstreams);
+  runs.direct = await measure(tools, s, { url: scenario.direct(ctx), headers, servicePids: [] }, upstreams);
   say(line('direct', runs.direct));
+
+  for (const probe of setup.probes ?? []) {
+    runs[probe.target] = await measure(tools, s, { url: probe.url, headers: probe.headers, target: probeProcess(probe, ctx, services), servicePids }, upstreams);
+    say(line(probe.target, runs[probe.target] as TargetRun));
+  }
 
   if (tools.nginx) {
     const nginx = await startNginx(tools.nginx, scenario, ctx, logDir);
     try {
-      runs.nginx = await measure(tools, s, scenario, url, upstreams, nginx);
+      runs.nginx = await measure(tools, s, { url, headers, target: nginx, servicePids, check: scenario.check }, upstreams);
     } finally {
       await nginx.stop();
     }
@@ -174,13 +195,21 @@ async function runScenario(
   try {
     await sleep(1000); // let startup garbage settle before reading idle RSS
     const idleRssKb = readRssKb(portico.child.pid);
-    const run = await measure(tools, s, scenario, url, upstreams, portico);
+    const run = await measure(tools, s, { url, headers, target: portico, servicePids, check: scenario.check }, upstreams);
     runs.portico = { ...run, idleRssKb };
   } finally {
     await stopChild(portico.child, 10_000);
   }
   say(line('portico', runs.portico));
   return judge(scenario.name, scenario.title, runs);
+}
+
+/** The service a probe loads (its port is the probe URL's), for its CPU and memory. */
+function probeProcess(probe: Probe, ctx: ScenarioContext, services: Readonly<Record<string, Child>>): { pids: () => number[] } | undefined {
+  const port = Number(new URL(probe.url).port);
+  const name = Object.entries(ctx.services).find(([, p]) => p === port)?.[0];
+  const child = name ? services[name] : undefined;
+  return child ? { pids: () => [child.pid] } : undefined;
 }
 
 /** HEAD and any uncommitted changes to the code being measured (others may be mid-edit). */
@@ -205,7 +234,7 @@ async function main(): Promise<number> {
   say(`temp dir ${root}${process.env.BENCH_KEEP_TMP === '1' ? ' (kept)' : ' (removed on exit; BENCH_KEEP_TMP=1 keeps it)'}`);
   // Profiles are kept on purpose: they are what the person asked for.
   const profDir = s.cpuProf ? mkdtempSync(join(tmpdir(), 'portico-bench-prof-')) : undefined;
-  if (profDir) say(`CPU profiling the gateway into ${profDir} (profiled numbers are slower and not recorded as latest)`);
+  if (profDir) say(`CPU profiling the gateway (and Node services) into ${profDir} (profiled numbers are slower and not recorded as latest)`);
 
   const tls = makeTlsFiles(root);
   const upstreams = [await startUpstream('v1', tls, logDir), await startUpstream('v2', tls, logDir)];
@@ -213,10 +242,10 @@ async function main(): Promise<number> {
   const profiles: Record<string, ProfileSummary> = {};
   try {
     for (const scenario of scenarios) {
-      const { ctx, services } = await scenarioContext(scenario, upstreams, tls, root, logDir);
       const scenarioProf = profDir ? join(profDir, scenario.name) : undefined;
+      const { ctx, services, byName } = await scenarioContext(scenario, upstreams, tls, root, logDir, scenarioProf);
       try {
-        results.push(await runScenario(tools, s, scenario, ctx, upstreams, logDir, scenarioProf));
+        results.push(await runScenario(tools, s, scenario, ctx, byName, upstreams, logDir, scenarioProf));
       } finally {
         await Promise.all(services.map((c) => stopChild(c)));
       }
@@ -225,6 +254,12 @@ async function main(): Promise<number> {
         if (summary) {
           profiles[scenario.name] = summary;
           process.stdout.write(`\nCPU profile of Portico, scenario ${scenario.name} (${summary.file}):\n${formatProfileSummary(summary)}\n\n`);
+        }
+        for (const svc of Object.keys(byName)) {
+          const sv = summariseProfiles(`${scenarioProf}-${svc}`, process.cwd());
+          if (!sv) continue;
+          profiles[`${scenario.name}/${svc}`] = sv;
+          process.stdout.write(`\nCPU profile of service ${svc}, scenario ${scenario.name} (${sv.file}):\n${formatProfileSummary(sv)}\n\n`);
         }
       }
     }
@@ -235,6 +270,8 @@ async function main(): Promise<number> {
   process.stdout.write(`\n${textTable(results)}\n\n`);
   for (const l of memoryLines(results)) process.stdout.write(`${l}\n`);
   process.stdout.write(`targets: Portico req/s >= ${MIN_REQ_RATIO}x nginx, p99 <= ${MAX_P99_RATIO}x nginx\n`);
+  const goals = evaluateGoals(GOALS, results);
+  process.stdout.write(`\n${goalsText(goals)}\n`);
 
   const out: BenchResults = {
     schema: 1,
@@ -248,10 +285,11 @@ async function main(): Promise<number> {
     targets: { minReqPerSecRatio: MIN_REQ_RATIO, maxP99Ratio: MAX_P99_RATIO },
     notes: tools.notes,
     scenarios: results,
+    goals,
     ...(Object.keys(profiles).length ? { profiles } : {}),
   };
   const setName = scenarios.length === SCENARIOS.length ? 'all' : scenarios.map((x) => x.name).join('+');
-  const written = writeResults(out, setName, markdownTable(results));
+  const written = writeResults(out, setName, `${markdownTable(results)}\n\n${goalsMarkdown(goals)}`);
   for (const f of written) say(`wrote ${f}`);
   return 0;
 }

@@ -1,13 +1,23 @@
 /** Result shapes, pass/fail against the targets, and the text table. */
+import type { GoalSpec, TargetName } from '../scenarios/index.ts';
 import type { WrkResult } from './wrk.ts';
+
+export type { TargetName } from '../scenarios/index.ts';
 
 /** Portico must reach this fraction of nginx's req/s... */
 export const MIN_REQ_RATIO = 0.5;
 /** ...and keep its p99 within this multiple of nginx's. */
 export const MAX_P99_RATIO = 2;
 
-export type TargetName = 'direct' | 'nginx' | 'portico';
-export const TARGETS: readonly TargetName[] = ['direct', 'nginx', 'portico'];
+/** Table/chart order. `authz-check` (a probe) appears only in scenarios that have it. */
+export const TARGETS: readonly TargetName[] = ['direct', 'authz-check', 'nginx', 'portico'];
+/** Targets every scenario has (a missing one is shown as skipped). */
+export const CORE_TARGETS: readonly TargetName[] = ['direct', 'nginx', 'portico'];
+
+/** The targets to show for one scenario: the core ones plus any probe it ran. */
+export function targetsOf(r: ScenarioResult): TargetName[] {
+  return TARGETS.filter((t) => CORE_TARGETS.includes(t) || r.runs[t] !== undefined);
+}
 
 export interface TargetRun {
   readonly url: string;
@@ -18,6 +28,11 @@ export interface TargetRun {
   readonly cpuPct?: number;
   /** CPU microseconds per request served. */
   readonly cpuUsPerRequest?: number;
+  /**
+   * CPU the scenario's services (the authservice, its IdP, Redis) used per request during this
+   * run, microseconds — the rest of the cost of an authenticated request.
+   */
+  readonly servicesCpuUsPerRequest?: number;
   /** CPU (% of one core) used during the run by everything except the target and upstreams: wrk + other processes. */
   readonly otherCpuPct?: number;
   /** RSS after start, before any traffic, KiB. */
@@ -52,7 +67,7 @@ export function judge(name: string, title: string, runs: Partial<Record<TargetNa
 }
 
 /** 'NOISY HOST' when the only problems are other load on the machine, else 'ERRORS'. */
-export function problemLabel(runs: readonly (TargetRun | undefined)[]): string | undefined {
+export function problemLabel(runs: readonly ({ readonly problems: readonly string[] } | undefined)[]): string | undefined {
   const all = runs.flatMap((r) => r?.problems ?? []);
   if (all.length === 0) return undefined;
   return all.every((p) => p.startsWith('noisy host') || p.startsWith('host was')) ? 'NOISY HOST' : 'ERRORS';
@@ -77,7 +92,7 @@ export function markdownTable(results: readonly ScenarioResult[]): string {
 function tableRows(results: readonly ScenarioResult[]): string[][] {
   const rows: string[][] = [['scenario', 'target', 'req/s', 'p50 ms', 'p99 ms', 'max RSS', 'CPU µs/req', 'Portico/nginx req/s', 'Portico/nginx p99', 'verdict']];
   for (const r of results) {
-    for (const t of TARGETS) {
+    for (const t of targetsOf(r)) {
       const run = r.runs[t];
       if (!run) {
         rows.push([r.name, t, 'skipped', '', '', '', '', '', '', '']);
@@ -99,7 +114,7 @@ function tableRows(results: readonly ScenarioResult[]): string[][] {
         fmtMs(run.wrk.p50Ms),
         fmtMs(run.wrk.p99Ms),
         t === 'direct' ? '' : fmtMb(run.maxRssKb),
-        run.cpuUsPerRequest === undefined ? '' : `${run.cpuUsPerRequest.toFixed(1)} (${run.cpuPct}% CPU)`,
+        cpuCell(run),
         isP && r.ratios ? r.ratios.reqPerSec.toFixed(2) : '',
         isP && r.ratios ? r.ratios.p99.toFixed(2) : '',
         verdict,
@@ -107,6 +122,87 @@ function tableRows(results: readonly ScenarioResult[]): string[][] {
     }
   }
   return rows;
+}
+
+function cpuCell(run: TargetRun): string {
+  if (run.cpuUsPerRequest === undefined) return '';
+  const own = `${run.cpuUsPerRequest.toFixed(1)} (${run.cpuPct}% CPU)`;
+  return run.servicesCpuUsPerRequest === undefined ? own : `${own} + services ${run.servicesCpuUsPerRequest.toFixed(1)}`;
+}
+
+/** A goal after the run: its measured value, and pass/fail (undefined when a scenario it needs did not run). */
+export interface GoalResult {
+  readonly label: string;
+  readonly kind: GoalSpec['kind'];
+  /** The ratio, or the p99 in ms. */
+  readonly value?: number;
+  /** `>= 0.9`, `< 2 ms`. */
+  readonly want: string;
+  /** How the value was computed, e.g. `plain-http 15,935 / plain-http-telemetry-off 16,800 req/s`. */
+  readonly from: string;
+  readonly pass?: boolean;
+  /** Problems (noise, errors) in the runs behind the value. */
+  readonly problems: readonly string[];
+}
+
+/** Judges each goal against the scenario results present. */
+export function evaluateGoals(goals: readonly GoalSpec[], results: readonly ScenarioResult[]): GoalResult[] {
+  const byName = new Map(results.map((r) => [r.name, r]));
+  return goals.map((g): GoalResult => {
+    if (g.kind === 'req-ratio') {
+      const want = `>= ${g.min}`;
+      const num = byName.get(g.numerator)?.runs.portico;
+      const den = byName.get(g.denominator)?.runs.portico;
+      if (!num || !den) return { label: g.label, kind: g.kind, want, from: `needs scenarios ${g.numerator} and ${g.denominator}`, problems: [] };
+      const value = num.wrk.reqPerSec / den.wrk.reqPerSec;
+      return {
+        label: g.label,
+        kind: g.kind,
+        value,
+        want,
+        from: `${g.numerator} ${fmtRps(num.wrk.reqPerSec)} / ${g.denominator} ${fmtRps(den.wrk.reqPerSec)} req/s`,
+        pass: value >= g.min,
+        problems: [...num.problems, ...den.problems],
+      };
+    }
+    const want = `< ${g.maxMs} ms`;
+    const run = byName.get(g.scenario)?.runs[g.target];
+    if (!run) return { label: g.label, kind: g.kind, want, from: `needs scenario ${g.scenario}`, problems: [] };
+    const w = run.wrk;
+    return {
+      label: g.label,
+      kind: g.kind,
+      value: w.p99Ms,
+      want,
+      from: `${g.scenario}/${g.target}: ${fmtRps(w.reqPerSec)} req/s, p50 ${fmtMs(w.p50Ms)} ms, p99 ${fmtMs(w.p99Ms)} ms`,
+      pass: w.p99Ms < g.maxMs,
+      problems: run.problems,
+    };
+  });
+}
+
+function goalRows(goals: readonly GoalResult[]): string[][] {
+  const rows = [['goal', 'value', 'target', 'from', 'verdict']];
+  for (const g of goals) {
+    const value = g.value === undefined ? 'not run' : g.kind === 'req-ratio' ? `${g.value.toFixed(2)}x` : `${fmtMs(g.value)} ms`;
+    let verdict = g.pass === undefined ? '' : g.pass ? 'PASS' : 'FAIL';
+    const label = problemLabel([g]);
+    if (verdict && label) verdict += `, ${label}`;
+    rows.push([g.label, value, g.want, g.from, verdict]);
+  }
+  return rows;
+}
+
+/** The goals as a Markdown table. */
+export function goalsMarkdown(goals: readonly GoalResult[]): string {
+  const rows = goalRows(goals);
+  const md = [rows[0] as string[], (rows[0] as string[]).map(() => '---'), ...rows.slice(1)];
+  return md.map((r) => `| ${r.join(' | ')} |`).join('\n');
+}
+
+/** The goals, column-aligned for a terminal. */
+export function goalsText(goals: readonly GoalResult[]): string {
+  return pad(goalRows(goals));
 }
 
 /** The same table, column-aligned for a terminal. */

@@ -2,7 +2,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ProfileSummary } from './profile.ts';
-import type { ScenarioResult } from './report.ts';
+import type { GoalResult, ScenarioResult } from './report.ts';
 import { renderChart } from './svg.ts';
 
 export const RESULTS_DIR = new URL('../results/', import.meta.url).pathname;
@@ -21,6 +21,8 @@ export interface BenchResults {
   readonly targets: { minReqPerSecRatio: number; maxP99Ratio: number };
   readonly notes: readonly string[];
   readonly scenarios: readonly ScenarioResult[];
+  /** Cross-scenario targets (telemetry on/off, authenticated/unauthenticated, check p99). */
+  readonly goals?: readonly GoalResult[];
   readonly profiles?: Readonly<Record<string, ProfileSummary>>;
 }
 

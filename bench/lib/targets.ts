@@ -88,26 +88,36 @@ export async function scenarioContext(
   tls: TlsFiles,
   root: string,
   logDir: string,
-): Promise<{ ctx: ScenarioContext; services: Child[] }> {
+  /** With BENCH_CPU_PROF: Node services run with `--cpu-prof` into `<cpuProfDir>-<service>`. */
+  cpuProfDir?: string,
+): Promise<{ ctx: ScenarioContext; services: Child[]; byName: Readonly<Record<string, Child>> }> {
   const dir = join(root, scenario.name);
   mkdirSync(dir, { recursive: true });
-  const base = { port: await freePort(), upstreams: ups, tls, dir };
   const ports: Record<string, number> = {};
+  // Every port first, so a service's command can name a later one (the IdP's redirect URI names
+  // the authservice, which starts after the IdP).
+  for (const svc of scenario.services ?? []) {
+    ports[svc.name] = await freePort();
+    for (const extra of svc.extraPorts ?? []) ports[`${svc.name}.${extra}`] = await freePort();
+  }
+  const ctx: ScenarioContext = { port: await freePort(), upstreams: ups, tls, dir, services: ports };
   const services: Child[] = [];
+  const byName: Record<string, Child> = {};
   try {
     for (const svc of scenario.services ?? []) {
-      const port = await freePort();
-      const { cmd, args, env } = svc.command(base, port);
+      const port = ports[svc.name] as number;
+      const { cmd, args: given, env } = svc.command(ctx, port);
+      const args = cpuProfDir && cmd === process.execPath ? ['--cpu-prof', '--cpu-prof-dir', `${cpuProfDir}-${svc.name}`, ...given] : given;
       const child = startChild(`${scenario.name}-${svc.name}`, cmd, args, logDir, { cwd: REPO_ROOT, env: { ...process.env, ...env } });
       services.push(child);
+      byName[svc.name] = child;
       await waitForPort(port, child);
-      ports[svc.name] = port;
     }
   } catch (err) {
     await Promise.all(services.map((c) => stopChild(c)));
     throw err;
   }
-  return { ctx: { ...base, services: ports }, services };
+  return { ctx, services, byName };
 }
 
 export interface StartedTarget {
@@ -139,6 +149,9 @@ export async function startPortico(scenario: Scenario, ctx: ScenarioContext, log
     '--no-watch',
     '--drain-ms',
     '500',
+    // Telemetry is on by default (that is what is measured); its metrics listener gets a free
+    // port instead of 15020, which a demo or another gateway on this machine may hold.
+    `--metrics-port=${await freePort()}`,
     ...(cfg.args ?? []),
   ];
   const args = [...nodeArgs, join(REPO_ROOT, 'bin/portico.ts'), ...command];

@@ -97,3 +97,17 @@ export function ensureTools(): Tools {
     notes,
   };
 }
+
+/**
+ * Absolute path of `name`, installing Debian's `aptPackage` when it is missing (same rules as
+ * wrk/nginx). Throws, saying how to install it, when it cannot be had.
+ */
+export function ensureBinary(name: string, aptPackage: string): string {
+  const found = findBinary(name);
+  if (found) return found;
+  process.stdout.write(`bench: ${name} not found; installing ${aptPackage} with apt-get\n`);
+  const why = aptInstall([aptPackage]);
+  const after = findBinary(name);
+  if (!after) throw new Error(`${name} is required by this scenario (apt-get install -y ${aptPackage}) and could not be installed${why ? `: ${why}` : ''}`);
+  return after;
+}

@@ -27,7 +27,11 @@ export interface ScenarioContext {
   readonly tls: TlsFiles;
   /** This scenario's temp dir (config files go here). */
   readonly dir: string;
-  /** Ports of the scenario's extra `services`, by service name (already listening). */
+  /**
+   * Ports of the scenario's extra `services`, by service name, plus `<name>.<extra>` for each of
+   * a service's `extraPorts`. All are allocated before the first service starts (so services
+   * can name each other); by the time `setup`, the targets and wrk run, all are listening.
+   */
   readonly services: Readonly<Record<string, number>>;
 }
 
@@ -37,8 +41,33 @@ export interface ScenarioContext {
  */
 export interface ServiceSpec {
   readonly name: string;
-  /** The command line to run; must listen on 127.0.0.1:`port`. Runs with cwd = repo root. */
-  command(ctx: Omit<ScenarioContext, 'services'>, port: number): { cmd: string; args: readonly string[]; env?: Readonly<Record<string, string>> };
+  /** More free ports this service needs (e.g. `health`), found in ctx.services as `<name>.<extra>`. */
+  readonly extraPorts?: readonly string[];
+  /**
+   * The command line to run; must listen on 127.0.0.1:`port`. Runs with cwd = repo root.
+   * Services start in order, each once the previous one listens.
+   */
+  command(ctx: ScenarioContext, port: number): { cmd: string; args: readonly string[]; env?: Readonly<Record<string, string>> };
+}
+
+/**
+ * A load target that is not a proxy: wrk straight at a service the scenario started (the
+ * authservice's check endpoint), to see that hop's own latency. Measured like `direct`.
+ */
+export interface Probe {
+  readonly target: ProbeTarget;
+  readonly url: string;
+  readonly headers: Readonly<Record<string, string>>;
+}
+
+/** Probe targets known to the report (each gets its own table row). */
+export type ProbeTarget = 'authz-check';
+
+/** What `Scenario.setup` hands back once the services run. */
+export interface ScenarioSetup {
+  /** Headers added to `Scenario.headers` for every target (a session cookie). */
+  readonly headers?: Readonly<Record<string, string>>;
+  readonly probes?: readonly Probe[];
 }
 
 export interface PorticoConfig {
@@ -68,6 +97,8 @@ export interface Scenario {
   porticoCommand?(ctx: ScenarioContext, configDir: string): readonly string[];
   /** Extra processes this scenario needs (see ServiceSpec). */
   readonly services?: readonly ServiceSpec[];
+  /** Runs once the services listen, before any target (e.g. one real login for a session cookie). */
+  setup?(ctx: ScenarioContext): Promise<ScenarioSetup>;
   /** The body of nginx's `http {}` block: upstream blocks, maps and one `server` on ctx.port. */
   nginx(ctx: ScenarioContext): string;
   /** URL for the direct (no proxy) baseline. */
@@ -78,3 +109,17 @@ export interface Scenario {
    */
   check?(counts: Readonly<Record<string, number>>): string | undefined;
 }
+
+/** Every row a scenario can have: the baseline, the two proxies, and probes. */
+export type TargetName = 'direct' | 'nginx' | 'portico' | ProbeTarget;
+
+/**
+ * A target that spans scenarios (or is absolute), judged after the run:
+ *  - `req-ratio`: Portico req/s in `numerator` ÷ Portico req/s in `denominator` ≥ `min`
+ *    (telemetry on vs off, authenticated vs not);
+ *  - `p99-max`: p99 of `target` in `scenario` < `maxMs` (the authservice's check latency).
+ * Judged only when every scenario it names ran.
+ */
+export type GoalSpec =
+  | { readonly kind: 'req-ratio'; readonly label: string; readonly numerator: string; readonly denominator: string; readonly min: number }
+  | { readonly kind: 'p99-max'; readonly label: string; readonly scenario: string; readonly target: TargetName; readonly maxMs: number };
