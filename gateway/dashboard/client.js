@@ -288,13 +288,48 @@
    * @typedef {{ proxy: string, name: string, host: string, subset?: string, active: number, pending: number, overflows: number, panic: boolean, outlierDetection: boolean, endpoints: EndpointView[] }} ClusterView
    */
 
-  /** @param {ClusterView[]} clusters @param {number} proxies */
-  function renderUpstreams(clusters, proxies) {
+  /** @type {Map<string, boolean>} */
+  const openProxies = new Map();
+
+  /** @param {ClusterView[]} clusters */
+  function renderUpstreams(clusters) {
     const box = byId('upstreams');
     if (clusters.length === 0) {
       box.replaceChildren(off('no upstream clusters'));
       return;
     }
+    /** @type {Map<string, ClusterView[]>} */
+    const byProxy = new Map();
+    for (const c of clusters) {
+      const list = byProxy.get(c.proxy) ?? [];
+      list.push(c);
+      byProxy.set(c.proxy, list);
+    }
+    const groups = [...byProxy].map(([proxy, list], i) => {
+      const eps = list.flatMap((c) => c.endpoints);
+      const down = eps.filter((e) => e.health !== 'HEALTHY').length;
+      const active = list.reduce((n, c) => n + c.active, 0);
+      const details = /** @type {HTMLDetailsElement} */ (h('details', { class: 'proxy-group' }));
+      details.open = down > 0 || (openProxies.get(proxy) ?? i === 0);
+      details.addEventListener('toggle', () => openProxies.set(proxy, details.open));
+      details.dataset.proxy = proxy;
+      details.append(
+        h(
+          'summary',
+          null,
+          h('span', { class: 'badge proxy' }, proxy),
+          ` ${list.length} clusters · ${eps.length} endpoints · ${active} in flight · `,
+          h('span', { class: `badge ${down ? 'bad' : 'ok'}` }, down ? `${down} ejected or unhealthy` : 'all healthy'),
+        ),
+        clusterTable(list),
+      );
+      return details;
+    });
+    box.replaceChildren(...groups);
+  }
+
+  /** @param {ClusterView[]} clusters */
+  function clusterTable(clusters) {
     const head = h('tr', null, h('th', null, 'cluster'), h('th', { class: 'num' }, 'in flight'), h('th', { class: 'num' }, 'pending'), h('th', { class: 'num' }, 'overflows'), h('th', null, 'endpoints'));
     const body = h('tbody');
     for (const c of clusters) {
@@ -314,13 +349,13 @@
         eps.append(chip);
       }
       if (c.endpoints.length === 0) eps.append(h('span', { class: 'muted' }, 'no endpoints'));
-      const name = h('td', null, h('div', { class: 'mono' }, c.host), h('div', null, c.subset ? h('span', { class: 'badge' }, `subset ${c.subset}`) : null, c.outlierDetection ? h('span', null, ' ', h('span', { class: 'badge' }, 'outlier detection')) : null, c.panic ? h('span', null, ' ', h('span', { class: 'badge warn' }, 'panic')) : null, proxies > 1 ? h('span', null, ' ', h('span', { class: 'badge proxy' }, c.proxy)) : null));
+      const name = h('td', null, h('div', { class: 'mono' }, c.host), h('div', null, c.subset ? h('span', { class: 'badge' }, `subset ${c.subset}`) : null, c.outlierDetection ? h('span', null, ' ', h('span', { class: 'badge' }, 'outlier detection')) : null, c.panic ? h('span', null, ' ', h('span', { class: 'badge warn' }, 'panic')) : null));
       name.title = c.name;
       const tr = h('tr', { class: 'cluster' }, name, h('td', { class: 'num' }, String(c.active)), h('td', { class: 'num' }, String(c.pending)), h('td', { class: 'num' }, String(c.overflows)), eps);
       tr.dataset.cluster = c.name;
       body.append(tr);
     }
-    box.replaceChildren(h('table', null, h('thead', null, head), body));
+    return h('table', null, h('thead', null, head), body);
   }
 
   // ---------------------------------------------------------------- traces
@@ -384,7 +419,7 @@
       });
       body.append(tr);
     }
-    box.replaceChildren(h('table', null, h('thead', null, h('tr', null, h('th', null, 'time'), h('th', null, 'root operation'), h('th', null, 'status'), h('th', { class: 'num' }, 'spans'), h('th', { class: 'num' }, 'duration'))), body));
+    box.replaceChildren(h('div', { class: 'trace-list' }, h('table', { class: 'traces' }, h('thead', null, h('tr', null, h('th', null, 'time'), h('th', null, 'root operation'), h('th', null, 'status'), h('th', { class: 'num' }, 'spans'), h('th', { class: 'num' }, 'duration'))), body)));
     slowList.replaceChildren(
       ...traces.slow.map((t) => {
         const a = h('a', { href: `#trace=${t.traceId}` }, `${fmtMs(t.durationMs)} — ${t.request ?? t.root}`);
@@ -421,9 +456,13 @@
       bar.style.width = `${width}%`;
       bar.style.background = colour(sp.service);
       const dur = h('span', { class: 'wf-dur' }, `${fmtUs(sp.durationUs)}${sp.status !== undefined ? ` · ${sp.status}` : ''}${sp.flags && sp.flags !== '-' ? ` ${sp.flags}` : ''}`);
-      if (left + width > 70) {
-        dur.style.right = `${100 - left + 0.8}%`;
-      } else dur.style.left = `${left + width + 0.8}%`;
+      // Beside the bar when there is room, else inside it.
+      if (left + width <= 72) dur.style.left = `${left + width + 0.8}%`;
+      else if (left >= 28) dur.style.right = `${100 - left + 0.8}%`;
+      else {
+        dur.style.left = `${left + 0.8}%`;
+        dur.classList.add('inside');
+      }
       const track = h('div', { class: 'wf-track' }, bar, dur);
       track.title = [sp.url, sp.cluster ? `upstream ${sp.cluster}` : '', `start +${fmtUs(sp.offsetUs)}`].filter(Boolean).join('\n');
       const row = [label, track];
@@ -466,7 +505,7 @@
       byId('proxies').textContent = `proxies: ${d.proxies.join(', ')}`;
       renderGraph(d.graph, d.rateWindowSeconds);
       renderRoutes(d.routes, d.proxies.length);
-      renderUpstreams(d.clusters, d.proxies.length);
+      renderUpstreams(d.clusters);
       renderTraces(d.traces);
       status.textContent = `live · ${clock(d.generatedAt)}`;
       status.className = 'status live';
