@@ -85,6 +85,7 @@ export async function startDemo(opts: { certsDir?: string; adminPort?: number; m
     say(`  admin         http://127.0.0.1:${admin.port()}/config_dump  /clusters  /routes  /certs`);
     say(`  metrics       http://127.0.0.1:${metrics.port}/stats/prometheus`);
     say(`  traces        http://127.0.0.1:${admin.port()}/api/traces?service=istio-ingressgateway.istio-system  (Jaeger API)`);
+    say(`  dashboard     http://127.0.0.1:${admin.port()}/dashboard  (service graph, routes with hits, upstream health, traces)`);
     say('');
     say(`  The CA that signed the demo certificates: ${certs.ca.certFile}`);
     say('');
