@@ -4,12 +4,13 @@
  * body is buffered only when it is small and a retry may need to send it again.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { Readable } from 'node:stream';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { Dispatcher } from 'undici';
 import type { Cluster, Endpoint, RetryPolicy } from '../config/snapshot.ts';
 import type { Balancer, Outcome, PickRequest } from './balancer.ts';
 import { ERR, fromUpstreamError, isConnectFailure, type GatewayError } from './errors.ts';
-import { downstreamResponseHeaders, type HeaderMap } from './headers.ts';
+import type { HeaderMap } from './headers.ts';
 import type { UpstreamPools } from './pools.ts';
 
 export type DownstreamRequest = IncomingMessage | Http2ServerRequest;
@@ -30,8 +31,8 @@ export type RequestBody =
   | { readonly kind: 'none' }
   /** Fully read (small): can be sent again on retry. */
   | { readonly kind: 'buffered'; readonly data: Buffer }
-  /** Streamed from the client: one attempt only. */
-  | { readonly kind: 'stream' };
+  /** Streamed from the client: one attempt only. `prefix` = chunks already read while sizing it. */
+  | { readonly kind: 'stream'; readonly prefix?: readonly Buffer[] };
 
 export interface ForwardOptions {
   readonly req: DownstreamRequest;
@@ -61,6 +62,53 @@ const MAX_BACKOFF_MS = 250;
 /** gRPC status names Envoy's retry_on understands, by code. */
 const GRPC_RETRY_ON: Readonly<Record<string, string>> = { '1': 'cancelled', '4': 'deadline-exceeded', '8': 'resource-exhausted', '13': 'internal', '14': 'unavailable' };
 
+/** undici's raw (pre-controller) dispatch handler; `false` from onHeaders/onData pauses. */
+interface RawHandler {
+  onConnect(abort: (err: Error) => void): void;
+  onHeaders(statusCode: number, rawHeaders: (Buffer | string)[], resume: () => void, statusText: string): boolean;
+  onData(chunk: Buffer): boolean;
+  onComplete(trailers: (Buffer | string)[] | Record<string, string | string[]> | null): void;
+  onError(err: Error): void;
+}
+
+/** Response headers that a proxy must not relay (RFC 9110 §7.6.1), and that HTTP/2 forbids. */
+const RESPONSE_HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'trailer', 'http2-settings']);
+
+/** Flat raw `[name, value, ...]` → a lower-cased header map without hop-by-hop fields. */
+export function rawResponseHeaders(raw: readonly (Buffer | string)[]): HeaderMap {
+  const out: HeaderMap = {};
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!.toString().toLowerCase();
+    if (RESPONSE_HOP_BY_HOP.has(name) || name.charCodeAt(0) === 58 /* : */) continue;
+    const value = raw[i + 1]!.toString();
+    const prior = out[name];
+    if (prior === undefined) out[name] = value;
+    else if (Array.isArray(prior)) prior.push(value);
+    else out[name] = [prior, value];
+  }
+  return out;
+}
+
+/** HTTP/1.1 trailers come as a raw array, HTTP/2 ones as an object; undefined when there are none. */
+function rawTrailers(t: (Buffer | string)[] | Record<string, string | string[]> | null): Record<string, string> | undefined {
+  if (!t) return undefined;
+  const out: Record<string, string> = {};
+  let any = false;
+  if (Array.isArray(t)) {
+    for (let i = 0; i < t.length; i += 2) {
+      out[t[i]!.toString().toLowerCase()] = t[i + 1]!.toString();
+      any = true;
+    }
+  } else {
+    for (const [k, v] of Object.entries(t)) {
+      if (k.charCodeAt(0) === 58) continue;
+      out[k] = Array.isArray(v) ? v.join(', ') : v;
+      any = true;
+    }
+  }
+  return any ? out : undefined;
+}
+
 /** Whether the client sends a body, judged from the headers (HTTP/2: the stream is not ended). */
 export function requestHasBody(req: DownstreamRequest): boolean {
   const h = req.headers;
@@ -78,14 +126,40 @@ export function requestHasBody(req: DownstreamRequest): boolean {
  */
 export function prepareBody(req: DownstreamRequest, retries: RetryPolicy): Promise<RequestBody> | RequestBody {
   if (!requestHasBody(req)) return { kind: 'none' };
-  const declared = Number(req.headers['content-length']);
-  if (retries.attempts <= 0 || !Number.isFinite(declared) || declared > RETRY_BUFFER_LIMIT) return { kind: 'stream' };
+  const lengthHeader = req.headers['content-length'];
+  const declared = lengthHeader === undefined ? undefined : Number(lengthHeader);
+  if (retries.attempts <= 0 || (declared !== undefined && !(declared <= RETRY_BUFFER_LIMIT))) return { kind: 'stream' };
+  // Small or of unknown length (chunked, HTTP/2, gRPC): read up to the limit. A body that turns
+  // out larger is streamed on: what was read, then the rest (and is not retried).
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.once('end', () => resolve({ kind: 'buffered', data: Buffer.concat(chunks) }));
+    let size = 0;
+    const onData = (c: Buffer): void => {
+      chunks.push(c);
+      size += c.length;
+      if (size <= RETRY_BUFFER_LIMIT) return;
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.pause();
+      resolve({ kind: 'stream', prefix: chunks });
+    };
+    const onEnd = (): void => resolve({ kind: 'buffered', data: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) });
+    req.on('data', onData);
+    req.once('end', onEnd);
     req.once('error', reject);
   });
+}
+
+/** The request body as a stream: chunks already read (`prefix`), then the rest of `req`. */
+function streamBody(req: DownstreamRequest, prefix: readonly Buffer[] | undefined): Readable {
+  if (!prefix || prefix.length === 0) return req as IncomingMessage;
+  return Readable.from(
+    (async function* () {
+      yield* prefix;
+      for await (const chunk of req as AsyncIterable<Buffer>) yield chunk;
+    })(),
+    { objectMode: false },
+  );
 }
 
 function isRetriableStatus(status: number, headers: Record<string, string | string[] | undefined>, policy: RetryPolicy): boolean {
@@ -128,7 +202,8 @@ export function forward(opts: ForwardOptions): Promise<ForwardResult> {
   return new Promise<ForwardResult>((resolve) => {
     let attempt = 0;
     let finished = false;
-    let current: Dispatcher.DispatchController | undefined;
+    /** Aborts the attempt in flight (undici's onConnect abort). */
+    let abortCurrent: ((err: Error) => void) | undefined;
     let perTryTimer: NodeJS.Timeout | undefined;
     let routeTimer: NodeJS.Timeout | undefined;
     let lastUpstream: string | undefined;
@@ -158,7 +233,7 @@ export function forward(opts: ForwardOptions): Promise<ForwardResult> {
     };
     const onDownstreamClose = (): void => {
       if (finished) return;
-      current?.abort(new Error('downstream closed'));
+      abortCurrent?.(new Error('downstream closed'));
       report({ kind: 'cancelled' });
       finish(499, 'DC');
     };
@@ -174,7 +249,7 @@ export function forward(opts: ForwardOptions): Promise<ForwardResult> {
         // Answer first: aborting calls onResponseError synchronously, which must see `finished`.
         report({ kind: 'timeout' });
         fail(ERR.UPSTREAM_TIMEOUT);
-        current?.abort(Object.assign(new Error('route timeout'), { code: 'PORTICO_ROUTE_TIMEOUT' }));
+        abortCurrent?.(Object.assign(new Error('route timeout'), { code: 'PORTICO_ROUTE_TIMEOUT' }));
       }, opts.timeoutMs);
     }
 
@@ -204,51 +279,60 @@ export function forward(opts: ForwardOptions): Promise<ForwardResult> {
         perTryTimer = setTimeout(() => {
           if (settled || res.headersSent) return;
           settled = true;
-          current?.abort(Object.assign(new Error('per-try timeout'), { code: 'PORTICO_PER_TRY_TIMEOUT' }));
+          abortCurrent?.(Object.assign(new Error('per-try timeout'), { code: 'PORTICO_PER_TRY_TIMEOUT' }));
           report({ kind: 'timeout' });
           retryOrFail(ERR.UPSTREAM_TIMEOUT, retries.retryOn.includes('5xx') || retries.retryOn.includes('gateway-error') || retries.retryOn.includes('reset'));
         }, perTry);
       }
-      const handler: Dispatcher.DispatchHandler = {
-        onRequestStart(controller) {
-          current = controller;
-          if (finished) controller.abort(new Error('finished'));
+      // undici's raw handler interface: headers arrive as flat name/value arrays, and HTTP/2
+      // trailers arrive intact (the newer controller-style wrapper drops them).
+      let resumeUpstream: (() => void) | undefined;
+      const handler: RawHandler = {
+        onConnect(abort) {
+          abortCurrent = abort;
+          if (finished) abort(new Error('finished'));
         },
-        onResponseStart(controller, statusCode, headers) {
-          if (settled || finished) return controller.abort(new Error('stale attempt'));
-          if (statusCode < 200) return; // 1xx informational: wait for the final response
+        onHeaders(statusCode, rawHeaders, resume) {
+          if (settled || finished) {
+            abortCurrent?.(new Error('stale attempt'));
+            return false;
+          }
+          if (statusCode < 200) return true; // 1xx informational: wait for the final response
+          const headers = rawResponseHeaders(rawHeaders);
           report({ kind: 'response', status: statusCode });
           if (attempt < maxAttempts && isRetriableStatus(statusCode, headers, retries)) {
             settled = true;
-            controller.abort(new Error('retrying'));
+            abortCurrent?.(new Error('retrying'));
             retryOrFail({ ...ERR.UPSTREAM_CONNECT, status: statusCode }, true);
-            return;
+            return false;
           }
           settled = true;
+          resumeUpstream = resume;
           if (perTryTimer) clearTimeout(perTryTimer);
-          const out = downstreamResponseHeaders(headers);
-          if (picked.setCookie) out['set-cookie'] = out['set-cookie'] ? ([] as string[]).concat(out['set-cookie'], picked.setCookie) : picked.setCookie;
-          opts.onResponseHeaders?.(out, statusCode);
+          if (picked.setCookie) headers['set-cookie'] = headers['set-cookie'] ? ([] as string[]).concat(headers['set-cookie'], picked.setCookie) : picked.setCookie;
+          opts.onResponseHeaders?.(headers, statusCode);
           try {
-            res.writeHead(statusCode, out as Record<string, string | string[]>);
+            res.writeHead(statusCode, headers as Record<string, string | string[]>);
           } catch {
-            controller.abort(new Error('invalid response headers'));
+            abortCurrent?.(new Error('invalid response headers'));
             fail(ERR.UPSTREAM_RESET);
+            return false;
           }
+          return true;
         },
-        onResponseData(controller, chunk) {
-          if (finished) return;
+        onData(chunk) {
+          if (finished) return false;
           responseBytes += chunk.length;
-          if (!(res as ServerResponse).write(chunk)) {
-            controller.pause();
-            res.once('drain', () => controller.resume());
-          }
+          if ((res as ServerResponse).write(chunk)) return true;
+          res.once('drain', () => resumeUpstream?.());
+          return false;
         },
-        onResponseEnd(_controller, trailers) {
+        onComplete(trailers) {
           if (finished) return;
-          if (trailers && Object.keys(trailers).length > 0) {
+          const t = rawTrailers(trailers);
+          if (t) {
             try {
-              (res as ServerResponse).addTrailers(trailers as Record<string, string>);
+              (res as ServerResponse).addTrailers(t);
             } catch {
               // HTTP/1.1 responses without chunked encoding cannot carry trailers.
             }
@@ -257,7 +341,7 @@ export function forward(opts: ForwardOptions): Promise<ForwardResult> {
           res.end();
           finish(status, '-');
         },
-        onResponseError(_controller, err) {
+        onError(err) {
           if (finished) return;
           if (settled && !res.headersSent) return; // aborted on purpose (retry or per-try timeout)
           settled = true;
@@ -270,7 +354,7 @@ export function forward(opts: ForwardOptions): Promise<ForwardResult> {
           retryOrFail(fromUpstreamError(err, false), isRetriableError(err, retries));
         },
       };
-      const body = opts.body.kind === 'buffered' ? opts.body.data : opts.body.kind === 'stream' ? (req as IncomingMessage) : null;
+      const body = opts.body.kind === 'buffered' ? opts.body.data : opts.body.kind === 'stream' ? streamBody(req, opts.body.prefix) : null;
       pool.dispatch(
         {
           path: opts.path,
@@ -281,7 +365,7 @@ export function forward(opts: ForwardOptions): Promise<ForwardResult> {
           headersTimeout: 0,
           bodyTimeout: 0,
         },
-        handler,
+        handler as unknown as Dispatcher.DispatchHandler,
       );
     };
     tryOnce();

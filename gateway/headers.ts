@@ -111,19 +111,6 @@ function connectionListed(value: string | string[] | undefined): Set<string> | u
   return tokens.length ? new Set(tokens) : undefined;
 }
 
-/** Response headers an upstream may not pass through a proxy (and HTTP/2 forbids). */
-const RESPONSE_HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'trailer', 'http2-settings']);
-
-export function downstreamResponseHeaders(incoming: Readonly<Record<string, string | string[] | undefined>>): HeaderMap {
-  const out: HeaderMap = {};
-  for (const name in incoming) {
-    const value = incoming[name];
-    if (value === undefined || RESPONSE_HOP_BY_HOP.has(name)) continue;
-    out[name] = value;
-  }
-  return out;
-}
-
 /** Applies Istio HeaderOperations in Envoy's order: remove, then set (overwrite), then add (append). */
 export function applyHeaderOps(headers: HeaderMap, ops: HeaderOps | undefined): void {
   if (!ops) return;

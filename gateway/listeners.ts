@@ -4,7 +4,7 @@
  * current PortTable through `deps.table()` on every request, so a route change never rebinds.
  */
 import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
-import { createSecureServer, type Http2SecureServer, type ServerHttp2Session } from 'node:http2';
+import { createSecureServer, createServer as createH2cServer, type Http2SecureServer, type ServerHttp2Session } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { SecureContext, SecureContextOptions } from 'node:tls';
 import type { CertStore } from './tls.ts';
@@ -80,6 +80,16 @@ export async function openListener(
     // With allowHTTP1, HTTP/1.1 connections are parsed by node:http and emit 'upgrade' here.
     (secure as unknown as HttpServer).on('upgrade', (req, socket, head) => handleUpgrade(deps, info, req, socket, head));
     server = secure;
+  } else if (table.protocol === 'GRPC' || table.protocol === 'HTTP2') {
+    // Cleartext HTTP/2 with prior knowledge (h2c), what gRPC clients speak on plaintext ports.
+    // Node's cleartext HTTP/2 server cannot also accept HTTP/1.1; use an HTTP port for those.
+    const h2c = createH2cServer();
+    h2c.on('session', (session) => {
+      sessions.add(session);
+      session.once('close', () => sessions.delete(session));
+    });
+    h2c.on('request', (req, res) => handleRequest(deps, info, req, res));
+    server = h2c as unknown as Http2SecureServer;
   } else {
     const headersTimeout = opts.headersTimeoutMs ?? 30_000;
     const plain = createHttpServer({

@@ -222,3 +222,20 @@ spec:
   assert.equal(shadowHits[0]!.host, 'app.example.com-shadow');
   assert.equal(shadowHits[0]!.url, '/copy-me?x=1');
 });
+
+test('request bodies of unknown length: small ones are buffered (retried), large ones stream through intact', async (t) => {
+  const up = await flaky(t, 1, 503);
+  const s = await setup(t, [up.port], `  - route: [{destination: {host: svc}}]`);
+  const { Readable } = await import('node:stream');
+  const small = await request(`http://127.0.0.1:${s.port}/small`, { method: 'POST', headers: { host: 'app.example.com' }, body: Readable.from([Buffer.from('chunked '), Buffer.from('and small')]) });
+  assert.equal(small.statusCode, 200, 'the 503 was retried with the buffered body');
+  await small.body.dump();
+  assert.deepEqual(up.seen.map((e) => e.body), ['chunked and small', 'chunked and small']);
+
+  const big = Buffer.alloc(300 * 1024, 'x');
+  const parts = [big.subarray(0, 100_000), big.subarray(100_000, 200_000), big.subarray(200_000)];
+  const r = await request(`http://127.0.0.1:${s.port}/big`, { method: 'POST', headers: { host: 'app.example.com' }, body: Readable.from(parts) });
+  assert.equal(r.statusCode, 200);
+  await r.body.dump();
+  assert.equal(up.seen.at(-1)!.body.length, big.length, 'a body past the buffer limit arrives whole');
+});
