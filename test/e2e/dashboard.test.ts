@@ -36,6 +36,17 @@ function rawGet(port: number, target: string): Promise<string> {
   });
 }
 
+/** Reads attributes of every element matching `selector` (no DOM types needed on this side). */
+async function attrs<T>(page: Page, selector: string, pick: (get: (name: string) => string) => T): Promise<T[]> {
+  const out: T[] = [];
+  for (const el of await page.locator(selector).all()) {
+    const values = new Map<string, string>();
+    for (const name of ['data-source', 'data-target', 'data-hits', 'style']) values.set(name, (await el.getAttribute(name)) ?? '');
+    out.push(pick((name) => values.get(name) ?? ''));
+  }
+  return out;
+}
+
 /** A page that records console errors and uncaught exceptions. */
 async function openDashboard(browser: Browser, url: string): Promise<{ page: Page; errors: string[] }> {
   const context = await browser.newContext({ viewport: { width: 1440, height: 1000 } });
@@ -46,7 +57,7 @@ async function openDashboard(browser: Browser, url: string): Promise<{ page: Pag
   });
   page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
   await page.goto(url);
-  await page.waitForFunction(() => Number(document.body.dataset.loaded ?? '0') >= 1, undefined, { timeout: 10_000 });
+  await page.waitForFunction("Number(document.body.dataset.loaded || '0') >= 1", undefined, { timeout: 10_000 });
   return { page, errors };
 }
 
@@ -64,7 +75,7 @@ test('dashboard in Chromium: Bookinfo graph, live route hits, upstream health, t
   const { page, errors } = await openDashboard(browser, `http://127.0.0.1:${mesh.admin.port()}/dashboard`);
 
   // 1. Service graph: who calls whom, each edge labelled.
-  const edges = await page.locator('svg g.edge').evaluateAll((gs) => gs.map((g) => `${(g as SVGGElement).dataset.source}→${(g as SVGGElement).dataset.target}`));
+  const edges = await attrs(page, 'svg g.edge', (get) => `${get('data-source')}→${get('data-target')}`);
   for (const e of ['istio-ingressgateway→productpage', 'productpage→details', 'productpage→reviews', 'reviews→ratings']) assert.ok(edges.includes(e), `graph edge ${e} in ${edges.join(', ')}`);
   const label = await page.locator('g.edge-tag[data-source="istio-ingressgateway"][data-target="productpage"]').textContent();
   assert.match(label ?? '', /rps · p99 [\d.]+ (ms|s)/);
@@ -78,7 +89,7 @@ test('dashboard in Chromium: Bookinfo graph, live route hits, upstream health, t
   assert.match(ppText, /uri = \/productpage/);
   assert.match(ppText, /productpage\.default\.svc\.cluster\.local:9080/);
   assert.match(ppText, /bookinfo-dashboard\.yaml:\d+/);
-  const splitHits = await page.locator('tr.route[data-vs="default/reviews"][data-index="1"]').evaluateAll((rows) => rows.map((r) => Number((r as HTMLElement).dataset.hits)));
+  const splitHits = await attrs(page, 'tr.route[data-vs="default/reviews"][data-index="1"]', (get) => Number(get('data-hits')));
   assert.ok(splitHits.some((h) => h === 13), `reviews split rule hits per proxy: ${splitHits}`);
 
   // 3. Upstream health.
@@ -99,7 +110,7 @@ test('dashboard in Chromium: Bookinfo graph, live route hits, upstream health, t
   const services = await page.locator('.wf-label .svc').allTextContents();
   assert.equal(services[0], 'istio-ingressgateway.istio-system');
   assert.ok(services.includes('productpage.default'));
-  const lefts = await page.locator('.wf-bar').evaluateAll((els) => els.map((e) => parseFloat((e as HTMLElement).style.left)));
+  const lefts = await attrs(page, '.wf-bar', (get) => parseFloat(/left:\s*([\d.]+)%/.exec(get('style'))?.[1] ?? 'NaN'));
   assert.equal(lefts[0], 0, 'the root span starts the waterfall');
   assert.ok(lefts.slice(1).every((l) => l > 0 && l < 100), `child bars are positioned by start time: ${lefts}`);
   assert.equal(await page.locator('.tr-row.selected').getAttribute('data-trace'), firstId);
@@ -109,18 +120,18 @@ test('dashboard in Chromium: Bookinfo graph, live route hits, upstream health, t
   const slowId = await slowLink.getAttribute('data-trace');
   assert.equal(slowId, await page.locator('.tr-row.slowest').getAttribute('data-trace'));
   await slowLink.click();
-  await page.waitForFunction((id) => document.querySelector('.wf-head')?.textContent?.includes(id) === true, slowId);
+  await page.locator('.wf-head', { hasText: slowId! }).waitFor();
   assert.equal(new URL(page.url()).hash, `#trace=${slowId}`);
 
   // Hostile text stayed text.
-  assert.equal(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned), undefined);
+  assert.equal(await page.evaluate('typeof window.__pwned'), 'undefined');
   assert.equal(await page.locator('main img').count(), 0);
   const reqs = await page.locator('.tr-row .req').allTextContents();
   assert.ok(reqs.some((r) => r.includes('<img/src=x/onerror=')), `the hostile URL is listed as text: ${reqs.slice(0, 3).join(' | ')}`);
 
   // Live: new traffic shows up on the next poll.
   await traffic(mesh.edgePort, 3);
-  await page.waitForFunction(() => document.querySelector<HTMLElement>('tr.route[data-vs="default/bookinfo"][data-index="0"]')?.dataset.hits === '16', undefined, { timeout: 10_000 });
+  await page.locator('tr.route[data-vs="default/bookinfo"][data-index="0"][data-hits="16"]').waitFor({ timeout: 10_000 });
 
   await page.screenshot({ path: join(SHOTS, 'dashboard-bookinfo.png'), fullPage: true });
   process.stderr.write(`dashboard screenshot: ${join(SHOTS, 'dashboard-bookinfo.png')}\n`);
