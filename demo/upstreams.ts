@@ -52,6 +52,8 @@ export interface DemoUpstreamsOptions {
    * `httpProxy` pointing at a Portico outbound listener, which resolves them via the registry.
    */
   meshNames?: boolean;
+  /** Passed to productpage: where "sign out" posts for gateway-authenticated users. */
+  logoutUrl?: string;
 }
 
 export interface DemoUpstreams {
@@ -109,6 +111,7 @@ export async function startDemoUpstreams(opts: DemoUpstreamsOptions = {}): Promi
         reviewsUrl: opts.reviewsUrl ?? (opts.meshNames ? 'http://reviews:9080' : reviewsV1!.url),
         ratingsUrl: opts.meshNames ? 'http://ratings:9080' : ratings.url,
         userIdHeader: opts.userIdHeader,
+        logoutUrl: opts.logoutUrl,
         httpProxy,
       }),
     );

@@ -11,6 +11,7 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ensureDemoCerts } from '../../certs/index.ts';
 import { buildSnapshot, formatIssue } from '../../config/index.ts';
+import { startDemoAuth } from '../../demo/auth.ts';
 import { startDemoUpstreams } from '../../demo/upstreams.ts';
 import { startAdmin } from '../../gateway/admin.ts';
 import { GatewayRuntime } from '../../gateway/runtime.ts';
@@ -22,6 +23,7 @@ const ROOT = resolve(new URL('../..', import.meta.url).pathname);
 /** The embedded default config, relative to the package root. */
 export const DEMO_CONFIG = [
   'config/examples/demo/gateway.yaml',
+  'config/examples/demo/auth.yaml',
   'config/examples/bookinfo/registry.yaml',
   'config/examples/bookinfo/destination-rule-all.yaml',
   'config/examples/bookinfo/virtual-service-reviews-test-v2.yaml',
@@ -65,21 +67,24 @@ export async function startDemo(opts: { certsDir?: string; adminPort?: number; m
     meshTelemetry.attach(mesh);
     await mesh.start();
     closers.push(() => mesh.close(1000), () => meshTelemetry.close());
-    const upstreams = await startDemoUpstreams({ httpProxy: `http://127.0.0.1:${DEMO_MESH_PORT}`, meshNames: true });
+    const upstreams = await startDemoUpstreams({ httpProxy: `http://127.0.0.1:${DEMO_MESH_PORT}`, meshNames: true, logoutUrl: '/authservice/logout' });
     closers.push(() => upstreams.close());
+    const auth = await startDemoAuth({ dexConfig: resolve(ROOT, 'config/examples/dex.yaml') });
+    closers.push(() => auth.close());
     const edge = new GatewayRuntime(built.snapshot, { logger: log, drainMs: 2000, telemetry: edgeTelemetry });
     edgeTelemetry.attach(edge);
     await edge.start();
     closers.push(() => edge.close(2000), () => edgeTelemetry.close());
     const metrics = await edgeTelemetry.listen(opts.metricsPort ?? 15020);
-    const admin = await startAdmin(edge, opts.adminPort ?? 15000, '127.0.0.1', () => true, { telemetry: edgeTelemetry });
+    const admin = await startAdmin(edge, opts.adminPort ?? 15000, '127.0.0.1', () => true, { telemetry: edgeTelemetry, dashboardProxies: [{ name: 'bookinfo-mesh', runtime: mesh, telemetry: meshTelemetry }] });
     closers.push(() => admin.close());
 
     say('');
     say('Portico demo is running (Ctrl-C stops it).');
     say('');
     say('  Bookinfo      https://localhost:8443/productpage');
-    say('  as jason      the Bookinfo "Sign in" button, user jason (any password): reviews v2, black stars');
+    say(`  log in        ${auth.users.map((u) => u.email).join(' or ')}, password "password" (${auth.idp})`);
+    say('                as jason the reviews are v2 (black stars): Istio\'s virtual-service-reviews-test-v2.yaml');
     say('  httpbin       curl --cacert ' + certs.ca.certFile + ' --resolve httpbin.example.com:8443:127.0.0.1 https://httpbin.example.com:8443/status/418');
     say('  HTTP          http://localhost:8080/productpage redirects to HTTPS');
     say(`  admin         http://127.0.0.1:${admin.port()}/config_dump  /clusters  /routes  /certs`);

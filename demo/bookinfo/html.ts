@@ -29,9 +29,12 @@ export function esc(value: unknown): string {
   return String(value).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
-function page(title: string, user: string | undefined, body: string): string {
+function page(title: string, user: string | undefined, body: string, logoutAction?: string): string {
+  const signOut = logoutAction
+    ? `<form method="post" action="${esc(logoutAction)}" class="signout"><button type="submit" id="signout">sign out</button></form>`
+    : '<a href="/logout">sign out</a>';
   const account = user
-    ? `<p class="navbar-text navbar-right">Signed in as <b id="user">${esc(user)}</b> &nbsp; <a href="/logout">sign out</a></p>`
+    ? `<p class="navbar-text navbar-right">Signed in as <b id="user">${esc(user)}</b> &nbsp; ${signOut}</p>`
     : '<p class="navbar-text navbar-right"><a href="/login">Sign in</a></p>';
   return `<!DOCTYPE html>
 <html lang="en">
@@ -53,6 +56,11 @@ ${body}
 
 export interface ProductPageData {
   user: string | undefined;
+  /**
+   * Where "sign out" posts when the user came from the gateway's identity header (the
+   * authservice's `<prefix>/logout`); absent = Bookinfo's own `/logout` link.
+   */
+  logoutAction?: string;
   product: Product;
   details: { ok: true; data: Record<string, unknown> } | { ok: false };
   reviews: { ok: true; podname: string; reviews: Review[] } | { ok: false };
@@ -112,7 +120,7 @@ ${detailsHtml(data.details)}
 ${reviewsHtml(data.reviews)}
 </div>
 </div>`;
-  return page('Simple Bookstore App', data.user, body);
+  return page('Simple Bookstore App', data.user, body, data.logoutAction);
 }
 
 export function renderIndex(user: string | undefined): string {

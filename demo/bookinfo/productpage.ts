@@ -34,6 +34,12 @@ export interface ProductpageOptions extends ListenOptions, Omit<UpstreamOptions,
   ratingsUrl?: string;
   /** Request header carrying the gateway-authenticated user; defaults to USERID_HEADER or `kubeflow-userid`; '' disables. */
   userIdHeader?: string;
+  /**
+   * The authservice's logout endpoint (e.g. `/authservice/logout`): when the user came from the
+   * identity header, "sign out" POSTs there instead of Bookinfo's own cookie logout.
+   * Default from env `LOGOUT_URL`.
+   */
+  logoutUrl?: string;
 }
 
 export const SESSION_COOKIE = 'session';
@@ -86,6 +92,8 @@ export async function startProductpage(opts: ProductpageOptions = {}): Promise<S
   const userIdHeader = (opts.userIdHeader ?? process.env.USERID_HEADER ?? 'kubeflow-userid').toLowerCase();
   const client = new UpstreamClient(opts);
 
+  const logoutUrl = opts.logoutUrl ?? process.env.LOGOUT_URL;
+  const fromGateway = (req: IncomingMessage): boolean => userIdHeader !== '' && acceptableUser(headerValue(req, userIdHeader)) !== undefined;
   const userOf = (req: IncomingMessage): string | undefined =>
     (userIdHeader ? acceptableUser(headerValue(req, userIdHeader)) : undefined) ??
     acceptableUser(parseCookies(headerValue(req, 'cookie'))[SESSION_COOKIE]);
@@ -118,6 +126,7 @@ export async function startProductpage(opts: ProductpageOptions = {}): Promise<S
     const reviews = rStatus === 200 ? asReviews(rBody) : undefined;
     const data: ProductPageData = {
       user,
+      logoutAction: logoutUrl && fromGateway(req) ? logoutUrl : undefined,
       product,
       details:
         dStatus === 200 && typeof dBody === 'object' && dBody !== null

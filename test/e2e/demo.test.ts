@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { Agent, request } from 'undici';
+import { fillIdpLogin, launchChromium, screenshotDir } from '../helpers/browser.ts';
 
 const ROOT = new URL('../..', import.meta.url).pathname;
 
@@ -35,7 +36,7 @@ function startDemo(certsDir: string): { child: ChildProcess; output: () => strin
   return { child, output: () => out, ready, exited };
 }
 
-test('npm start: Bookinfo and httpbin over HTTPS, jason routed to reviews v2, ports-taken message, clean Ctrl-C', async (t) => {
+test('npm start: Bookinfo behind the login over HTTPS, httpbin by SNI, HTTP redirect, ports-taken message, clean Ctrl-C', async (t) => {
   const certsDir = mkdtempSync(join(tmpdir(), 'portico-demo-'));
   t.after(() => rmSync(certsDir, { recursive: true, force: true }));
   const demo = startDemo(certsDir);
@@ -47,23 +48,18 @@ test('npm start: Bookinfo and httpbin over HTTPS, jason routed to reviews v2, po
   const httpbin = new Agent({ connect: { ca, servername: 'httpbin.example.com' } });
   t.after(() => Promise.all([localhost.close(), httpbin.close()]));
 
-  const anon = await request('https://127.0.0.1:8443/productpage', { dispatcher: localhost, headers: { host: 'localhost:8443' } });
-  const anonPage = await anon.body.text();
-  assert.equal(anon.statusCode, 200);
-  assert.match(anonPage, /The Comedy of Errors/);
-  assert.doesNotMatch(anonPage, /glyphicon-star/, 'anonymous users get reviews v1 (no stars)');
-
-  const login = await request('https://127.0.0.1:8443/login', {
-    method: 'POST',
-    dispatcher: localhost,
-    headers: { host: 'localhost:8443', 'content-type': 'application/x-www-form-urlencoded' },
-    body: 'username=jason&passwd=jason',
-  });
-  await login.body.dump();
-  const cookie = String(login.headers['set-cookie']).split(';')[0]!;
-  const jason = await request('https://127.0.0.1:8443/productpage', { dispatcher: localhost, headers: { host: 'localhost:8443', cookie } });
-  const jasonPage = await jason.body.text();
-  assert.match(jasonPage, /color="black"/, 'jason gets reviews v2 (black stars) via the mesh VirtualService');
+  // Bookinfo sits behind the login: browsers are sent to the IdP (through the gateway's /dex
+  // route), scripts get 401.
+  const anon = await request('https://127.0.0.1:8443/productpage', { dispatcher: localhost, headers: { host: 'localhost:8443', accept: 'text/html' } });
+  await anon.body.dump();
+  assert.equal(anon.statusCode, 302);
+  assert.match(String(anon.headers.location), /^https:\/\/localhost:8443\/dex\/auth\?/);
+  const api = await request('https://127.0.0.1:8443/api/v1/products', { dispatcher: localhost, headers: { host: 'localhost:8443', accept: 'application/json' } });
+  await api.body.dump();
+  assert.equal(api.statusCode, 401);
+  const discovery = await request('https://127.0.0.1:8443/dex/.well-known/openid-configuration', { dispatcher: localhost, headers: { host: 'localhost:8443' } });
+  assert.equal(discovery.statusCode, 200, 'the IdP is reachable through the gateway without a session');
+  await discovery.body.dump();
 
   const teapot = await request('https://127.0.0.1:8443/status/418', { dispatcher: httpbin, headers: { host: 'httpbin.example.com' } });
   await teapot.body.dump();
@@ -82,4 +78,37 @@ test('npm start: Bookinfo and httpbin over HTTPS, jason routed to reviews v2, po
 
   demo.child.kill('SIGINT');
   assert.equal(await demo.exited, 0, `demo did not stop cleanly:\n${demo.output()}`);
+});
+
+test('npm start in Chromium: log in as jason through the IdP, reviews v2 (black stars), sign out', async (t) => {
+  const browser = await launchChromium(t);
+  if (!browser) return;
+  const certsDir = mkdtempSync(join(tmpdir(), 'portico-demo-browser-'));
+  t.after(() => rmSync(certsDir, { recursive: true, force: true }));
+  const demo = startDemo(certsDir);
+  t.after(() => demo.child.kill('SIGKILL'));
+  await demo.ready;
+
+  const context = await browser.newContext({ ignoreHTTPSErrors: true });
+  const page = await context.newPage();
+  const errors: string[] = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await page.goto('https://localhost:8443/productpage');
+  await page.waitForURL(/\/dex\/auth/);
+  await fillIdpLogin(page, 'jason@example.com', 'password');
+  await page.waitForURL('https://localhost:8443/productpage');
+  assert.equal(await page.locator('#user').textContent(), 'jason');
+  const html = await page.content();
+  assert.match(html, /The Comedy of Errors/);
+  assert.match(html, /color="black"/, 'jason is routed to reviews v2 by Istio\'s VirtualService');
+  await page.screenshot({ path: join(screenshotDir('demo'), 'productpage-jason.png'), fullPage: true });
+
+  await page.locator('#signout').click();
+  // After logout the app is protected again: the next visit goes back to the IdP.
+  await page.waitForURL(/\/dex\/auth/);
+  const cookies = await context.cookies('https://localhost:8443');
+  assert.equal(cookies.find((c) => c.name.includes('session'))?.value ?? '', '', 'the session cookie is cleared');
+  assert.deepEqual(errors, []);
+  demo.child.kill('SIGINT');
+  assert.equal(await demo.exited, 0);
 });
