@@ -5,7 +5,7 @@
  * `kind: List`. Problems (syntax errors, unknown kinds, missing names) become ConfigIssues with
  * file:line; the loader never throws for bad input.
  */
-import { readFile, readdir, stat } from 'node:fs/promises';
+import { readFile, readdir, realpath, stat } from 'node:fs/promises';
 import { extname, join, resolve } from 'node:path';
 import { isMap, isPair, isScalar, isSeq, LineCounter, parseAllDocuments, parseDocument, Scalar, type Node as YamlNode } from 'yaml';
 import { ConfigErrorCodes, type ConfigErrorCode, type ConfigIssue } from './errors.ts';
@@ -43,15 +43,32 @@ export interface LoadOptions {
 
 const TOP_LEVEL = ['apiVersion', 'kind', 'metadata', 'spec', 'status'];
 
-/** Lists the YAML files a path names: the file itself, or a directory's `*.y(a)ml` recursively. */
+/**
+ * Lists the YAML files a path names: the file itself, or a directory's `*.y(a)ml` recursively.
+ * Symlinks are followed and hidden entries skipped: a Kubernetes ConfigMap volume holds each key
+ * as a symlink into `..data/` (itself a link to a timestamped `..<date>/` copy), so reading the
+ * links, and never the dot-directories, loads every file exactly once.
+ */
 async function expand(path: string): Promise<string[]> {
   const st = await stat(path);
   if (!st.isDirectory()) return [path];
-  const entries = await readdir(path, { recursive: true, withFileTypes: true });
-  return entries
-    .filter((e) => e.isFile() && ['.yaml', '.yml'].includes(extname(e.name).toLowerCase()))
-    .map((e) => join(e.parentPath, e.name))
-    .sort();
+  const out: string[] = [];
+  const seen = new Set<string>();
+  const walk = async (dir: string): Promise<void> => {
+    const real = await realpath(dir);
+    if (seen.has(real)) return; // a symlink loop
+    seen.add(real);
+    for (const e of await readdir(dir, { withFileTypes: true })) {
+      if (e.name.startsWith('.')) continue;
+      const full = join(dir, e.name);
+      const info = e.isSymbolicLink() ? await stat(full).catch(() => undefined) : e;
+      if (!info) continue; // dangling link
+      if (info.isDirectory()) await walk(full);
+      else if (info.isFile() && ['.yaml', '.yml'].includes(extname(e.name).toLowerCase())) out.push(full);
+    }
+  };
+  await walk(path);
+  return out.sort();
 }
 
 /** Loads every resource from files and directories. */

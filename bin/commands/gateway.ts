@@ -23,7 +23,9 @@ const USAGE = `usage: portico gateway --config PATH [--config PATH...] [options]
   --identity-header NAME  extra identity header to strip from clients (repeatable)
   --drain-ms N            how long SIGTERM lets in-flight requests finish (default 5000)
   --access-log            access log to stdout (else MeshConfig accessLogFile decides)
+  --admin-host ADDR       admin endpoint address (default 127.0.0.1: config_dump is not for everyone)
   --metrics-port N        Prometheus /stats/prometheus and the trace store (default 15020; -1 disables)
+  --metrics-host ADDR     metrics address (default 0.0.0.0, as Istio's :15020, so Prometheus can scrape it)
   --trace-sampling PCT    percent of requests traced (else MeshConfig defaultConfig.tracing.sampling, else 1)
   --otlp-endpoint URL     export spans over OTLP/HTTP (e.g. http://jaeger:4318/v1/traces)
   --no-telemetry          no metrics, tracing or access logs at all
@@ -80,6 +82,8 @@ export async function run(argv: string[]): Promise<number | undefined> {
         'no-watch': { type: 'boolean', default: false },
         workers: { type: 'string' },
         'metrics-port': { type: 'string', default: '15020' },
+        'metrics-host': { type: 'string' },
+        'admin-host': { type: 'string' },
         'no-telemetry': { type: 'boolean', default: false },
         'trace-sampling': { type: 'string' },
         'otlp-endpoint': { type: 'string' },
@@ -115,6 +119,8 @@ export async function run(argv: string[]): Promise<number | undefined> {
     accessLog: args['access-log'] ?? false,
     adminPort: Number(args['admin-port']),
     metricsPort: Number(args['metrics-port']),
+    metricsHost: args['metrics-host'] ?? '0.0.0.0',
+    adminHost: args['admin-host'] ?? '127.0.0.1',
     telemetry: !args['no-telemetry'],
     tracingSampling: args['trace-sampling'] === undefined ? undefined : Number(args['trace-sampling']),
     otlpEndpoint: args['otlp-endpoint'],
@@ -198,6 +204,8 @@ interface WorkerSettings {
   readonly accessLog: boolean;
   readonly adminPort: number;
   readonly metricsPort: number;
+  readonly metricsHost: string;
+  readonly adminHost: string;
   readonly telemetry: boolean;
   readonly tracingSampling?: number;
   readonly otlpEndpoint?: string;
@@ -233,8 +241,8 @@ async function startWorker(settings: WorkerSettings, snapshot: Snapshot, log: Ga
   });
   telemetry?.attach(runtime);
   await runtime.start();
-  const metrics = telemetry && settings.metricsPort >= 0 ? await telemetry.listen(settings.metricsPort) : undefined;
-  const admin = settings.adminPort >= 0 ? await startAdmin(runtime, settings.adminPort, '127.0.0.1', () => true, { telemetry }) : undefined;
+  const metrics = telemetry && settings.metricsPort >= 0 ? await telemetry.listen(settings.metricsPort, settings.metricsHost) : undefined;
+  const admin = settings.adminPort >= 0 ? await startAdmin(runtime, settings.adminPort, settings.adminHost, () => true, { telemetry }) : undefined;
   const ports = [...runtime.ports()].map(([bind, actual]) => (bind === actual ? bind : `${bind}->${actual}`));
   log.info('gateway ready', { labels: settings.labels, ports, admin: admin?.port(), metrics: metrics?.port, version: snapshot.version, pid: process.pid });
   return {
