@@ -176,10 +176,16 @@ function isRetriableStatus(status: number, headers: Record<string, string | stri
   return false;
 }
 
-function isRetriableError(err: unknown, policy: RetryPolicy): boolean {
+/**
+ * Errors before response headers. Connect failures follow `connect-failure`; resets follow
+ * `reset`/`5xx`/`gateway-error` as in Envoy. Beyond Envoy: a reset of a bodyless GET/HEAD/OPTIONS
+ * (nothing was consumed, replay is safe) also counts as a refused stream, so Istio's default
+ * policy (`refused-stream`) retries a keep-alive connection an upstream closed under it.
+ */
+function isRetriableError(err: unknown, policy: RetryPolicy, safeMethod: boolean): boolean {
   const on = policy.retryOn;
   if (isConnectFailure(err)) return on.includes('connect-failure') || on.includes('5xx') || on.includes('gateway-error') || on.includes('reset');
-  return on.includes('reset') || on.includes('5xx') || on.includes('gateway-error') || on.includes('refused-stream');
+  return on.includes('reset') || on.includes('5xx') || on.includes('gateway-error') || (safeMethod && on.includes('refused-stream'));
 }
 
 /** Envoy's backoff: random in [0, base * 2^attempt), capped (fully jittered). */
@@ -196,6 +202,7 @@ function outcomeOf(err: unknown): Outcome {
 export function forward(opts: ForwardOptions): Promise<ForwardResult> {
   const { req, res, cluster, retries } = opts;
   const replayable = opts.body.kind !== 'stream';
+  const safeMethod = opts.body.kind === 'none' && (opts.method === 'GET' || opts.method === 'HEAD' || opts.method === 'OPTIONS');
   const maxAttempts = replayable ? 1 + Math.max(0, retries.attempts) : 1;
   const tried = new Set<Endpoint>();
 
@@ -351,7 +358,7 @@ export function forward(opts: ForwardOptions): Promise<ForwardResult> {
             finish(res.statusCode, 'UR');
             return;
           }
-          retryOrFail(fromUpstreamError(err, false), isRetriableError(err, retries));
+          retryOrFail(fromUpstreamError(err, false), isRetriableError(err, retries, safeMethod));
         },
       };
       const body = opts.body.kind === 'buffered' ? opts.body.data : opts.body.kind === 'stream' ? streamBody(req, opts.body.prefix) : null;
