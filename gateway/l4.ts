@@ -7,7 +7,7 @@
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import { TLSSocket } from 'node:tls';
-import type { Listener, ListenerOptions } from './listeners.ts';
+import { drainServer, listenOn, trackSockets, type Listener, type ListenerOptions } from './listeners.ts';
 import type { ProxyDeps } from './proxy.ts';
 import { peerAddress } from './headers.ts';
 import type { CompiledL4Route, L4Input, PortTable } from './router.ts';
@@ -63,7 +63,6 @@ function splice(deps: ProxyDeps, route: CompiledL4Route | undefined, client: Soc
 
 export async function openL4Listener(deps: ProxyDeps, table: PortTable, certs: CertStore, opts: ListenerOptions, observer?: L4Observer): Promise<Listener> {
   let current = table;
-  const sockets = new Set<Socket>();
 
   const onTcp = (client: Socket, head?: Buffer, sni?: string): void => {
     const route = firstMatch(current.tcpRoutes, { port: current.number, localAddress: client.localAddress ?? '', sni });
@@ -127,23 +126,13 @@ export async function openL4Listener(deps: ProxyDeps, table: PortTable, certs: C
   };
 
   const server: Server = createServer({ pauseOnConnect: false }, (client) => {
-    sockets.add(client);
-    client.once('close', () => sockets.delete(client));
     client.on('error', () => client.destroy());
     if (current.kind === 'tls') onTls(client);
     else onTcp(client);
   });
 
-  await new Promise<void>((resolve, reject) => {
-    const onError = (err: NodeJS.ErrnoException): void => {
-      reject(err.code === 'EADDRINUSE' ? new Error(`port ${table.bindPort} is already in use (another Portico or program is listening there)`) : err);
-    };
-    server.once('error', onError);
-    server.listen(table.bindPort, opts.host ?? table.bind, () => {
-      server.off('error', onError);
-      resolve();
-    });
-  });
+  const sockets = trackSockets(server);
+  await listenOn(server, table.bindPort, opts.host ?? table.bind);
 
   return {
     kind: table.kind,
@@ -157,18 +146,8 @@ export async function openL4Listener(deps: ProxyDeps, table: PortTable, certs: C
     refreshTls(next) {
       current = next;
     },
-    async close(graceMs) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => {
-          for (const s of sockets) s.destroy();
-          resolve();
-        }, graceMs);
-        timer.unref();
-        server.close(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
+    close(graceMs) {
+      return drainServer(server, sockets, graceMs);
     },
   };
 }

@@ -34,7 +34,37 @@ export interface ListenerOptions {
   readonly maxHeaderSize?: number;
 }
 
-function trackSockets(server: HttpServer | Http2SecureServer): Set<Socket> {
+/** Binds `server`, turning EADDRINUSE into a message a person can act on. */
+export function listenOn(server: NetServer | HttpServer | Http2SecureServer, port: number, host: string | undefined): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException): void => {
+      reject(err.code === 'EADDRINUSE' ? new Error(`port ${port} is already in use (another Portico or program is listening there)`) : err);
+    };
+    server.once('error', onError);
+    server.listen(port, host, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+}
+
+/** Stops accepting, lets open connections finish for up to `graceMs`, then destroys the rest. */
+export function drainServer(server: NetServer | HttpServer | Http2SecureServer, sockets: ReadonlySet<Socket>, graceMs: number, nudge?: () => void): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(() => {
+      for (const s of sockets) s.destroy();
+      resolve();
+    }, graceMs);
+    timer.unref();
+    server.close(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+    nudge?.();
+  });
+}
+
+export function trackSockets(server: NetServer | HttpServer | Http2SecureServer): Set<Socket> {
   const sockets = new Set<Socket>();
   server.on('connection', (s: Socket) => {
     sockets.add(s);
@@ -111,16 +141,7 @@ export async function openListener(
     socket.end(`HTTP/1.1 ${status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`);
   });
 
-  await new Promise<void>((resolve, reject) => {
-    const onError = (err: NodeJS.ErrnoException): void => {
-      reject(err.code === 'EADDRINUSE' ? new Error(`port ${table.bindPort} is already in use (another Portico or program is listening there)`) : err);
-    };
-    server.once('error', onError);
-    server.listen(table.bindPort, opts.host ?? table.bind, () => {
-      server.off('error', onError);
-      resolve();
-    });
-  });
+  await listenOn(server, table.bindPort, opts.host ?? table.bind);
 
   return {
     kind: table.kind,
@@ -138,17 +159,8 @@ export async function openListener(
         if (defaults) (server as Http2SecureServer).setSecureContext(defaults);
       }
     },
-    async close(graceMs) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => {
-          for (const s of sockets) s.destroy();
-          resolve();
-        }, graceMs);
-        timer.unref();
-        server.close(() => {
-          clearTimeout(timer);
-          resolve();
-        });
+    close(graceMs) {
+      return drainServer(server, sockets, graceMs, () => {
         // Idle keep-alive connections would hold close() open; in-flight ones finish first.
         (server as HttpServer).closeIdleConnections?.();
         for (const session of sessions) session.close(); // HTTP/2 GOAWAY, streams finish
