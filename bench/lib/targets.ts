@@ -2,13 +2,30 @@
 import { mkdirSync, mkdtempSync, writeFileSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { createRootCa, issueServerCert, writeCredential } from '../../certs/index.ts';
 import type { ScenarioContext, Scenario, TlsFiles, UpstreamInfo } from '../scenarios/index.ts';
 import { childrenOf } from './rss.ts';
 import { freePort, registerTempDir, startChild, stopChild, waitForPort, type Child } from './procs.ts';
 
 export const REPO_ROOT = new URL('../../', import.meta.url).pathname;
+
+let built: readonly string[] | undefined;
+
+/**
+ * How to run the Portico CLI under test: `node dist/bin/portico.js` (production's way, no tsx),
+ * rebuilding first when dist/ is missing or older than the sources. `BENCH_FROM_SOURCE=1` runs
+ * the TypeScript sources through tsx instead (to compare the two).
+ */
+export function porticoCli(): readonly string[] {
+  if (process.env.BENCH_FROM_SOURCE === '1') return ['--import', 'tsx', join(REPO_ROOT, 'bin/portico.ts')];
+  if (!built) {
+    const r = spawnSync(process.execPath, [join(REPO_ROOT, 'scripts/build.mjs'), '--if-stale'], { cwd: REPO_ROOT, stdio: 'inherit' });
+    if (r.status !== 0) throw new Error(`npm run build failed (exit ${r.status ?? r.signal}); BENCH_FROM_SOURCE=1 runs the sources instead`);
+    built = [join(REPO_ROOT, 'dist/bin/portico.js')];
+  }
+  return built;
+}
 
 /** A fresh temp dir removed on exit. */
 export function tempDir(prefix: string): string {
@@ -136,7 +153,7 @@ export async function startPortico(scenario: Scenario, ctx: ScenarioContext, log
   const configDir = join(ctx.dir, 'portico');
   mkdirSync(configDir, { recursive: true });
   for (const [file, text] of Object.entries(cfg.files)) writeFileSync(join(configDir, file), text);
-  const nodeArgs = ['--import', 'tsx'];
+  const nodeArgs: string[] = [];
   if (cpuProfDir) nodeArgs.push('--cpu-prof', '--cpu-prof-dir', cpuProfDir);
   const command = scenario.porticoCommand?.(ctx, configDir) ?? [
     'gateway',
@@ -154,7 +171,7 @@ export async function startPortico(scenario: Scenario, ctx: ScenarioContext, log
     `--metrics-port=${await freePort()}`,
     ...(cfg.args ?? []),
   ];
-  const args = [...nodeArgs, join(REPO_ROOT, 'bin/portico.ts'), ...command];
+  const args = [...nodeArgs, ...porticoCli(), ...command];
   const child = startChild(`portico-${scenario.name}`, process.execPath, args, logDir, { cwd: REPO_ROOT });
   await waitForPort(ctx.port, child);
   return { child, pids: () => [child.pid], stop: () => stopChild(child) };

@@ -24,6 +24,7 @@ import bcrypt from 'bcryptjs';
 import { oidcLogin } from '../lib/login.ts';
 import { sleep } from '../lib/procs.ts';
 import { ensureBinary } from '../lib/tools.ts';
+import { porticoCli } from '../lib/targets.ts';
 import { NGINX_PROXY, destination, firstUpstream, gatewayYaml, nginxListen, nginxUpstreams, registryYaml } from './common.ts';
 import type { Scenario, ScenarioContext, ScenarioSetup, ServiceSpec } from './types.ts';
 
@@ -107,7 +108,7 @@ function authservice(store: 'memory' | 'redis'): ServiceSpec {
     extraPorts: ['health'],
     command: (ctx, port) => ({
       cmd: process.execPath,
-      args: ['--import', 'tsx', join(REPO_ROOT, 'bin/portico.ts'), 'authservice', '--port', String(port), '--health-port', String(ctx.services['authservice.health']), '--host', '127.0.0.1'],
+      args: [...porticoCli(), 'authservice', '--port', String(port), '--health-port', String(ctx.services['authservice.health']), '--host', '127.0.0.1'],
       env: {
         OIDC_PROVIDER: `http://127.0.0.1:${ctx.services.devidp}/dex`,
         CLIENT_ID,
