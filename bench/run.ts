@@ -216,7 +216,7 @@ function probeProcess(probe: Probe, ctx: ScenarioContext, services: Readonly<Rec
 function gitInfo(): { commit: string; dirty: string[] } | undefined {
   const head = spawnSync('git', ['rev-parse', 'HEAD'], { encoding: 'utf8', cwd: REPO_ROOT });
   if (head.status !== 0) return undefined;
-  const st = spawnSync('git', ['status', '--porcelain', '--', 'gateway', 'config', 'certs', 'bin'], { encoding: 'utf8', cwd: REPO_ROOT });
+  const st = spawnSync('git', ['status', '--porcelain', '--', 'gateway', 'authservice', 'config', 'certs', 'bin', 'demo'], { encoding: 'utf8', cwd: REPO_ROOT });
   return { commit: head.stdout.trim(), dirty: (st.stdout ?? '').split('\n').filter(Boolean) };
 }
 
