@@ -5,6 +5,7 @@
  */
 import type { Snapshot } from '../config/snapshot.ts';
 import { Balancer } from './balancer.ts';
+import { HealthChecker, type HealthCheckOptions } from './health.ts';
 import { makeHeaderPolicy, type HeaderPolicy } from './headers.ts';
 import { openListener, type Listener, type ListenerOptions } from './listeners.ts';
 import { UpstreamPools } from './pools.ts';
@@ -36,6 +37,8 @@ export interface GatewayOptions {
   readonly source?: { readonly labels: Readonly<Record<string, string>>; readonly namespace: string };
   /** Serve the mesh VirtualServices as an outbound HTTP proxy (sidecar mode). */
   readonly meshOutbound?: { readonly port: number; readonly bind?: string };
+  /** Active TCP health checks of registry endpoints (clusters with outlierDetection); off by default. */
+  readonly healthChecks?: HealthCheckOptions;
   /** How long close() lets in-flight requests finish. */
   readonly drainMs?: number;
 }
@@ -99,8 +102,14 @@ export class GatewayRuntime {
     return new Map([...this.listeners.values()].map((l) => [l.bindPort, l.port()]));
   }
 
+  private healthChecker: HealthChecker | undefined;
+
   async start(): Promise<void> {
     await this.reconcile(this.current);
+    if (this.opts.healthChecks) {
+      this.healthChecker = new HealthChecker(this.balancer, () => this.current.clusters.values(), this.opts.healthChecks);
+      this.healthChecker.start();
+    }
     if (this.listeners.size === 0) {
       this.log.warn('no Gateway matches this proxy\'s labels; nothing to serve', { labels: this.labels });
     }
@@ -156,6 +165,7 @@ export class GatewayRuntime {
 
   /** Stops accepting, lets in-flight requests finish up to `drainMs`, then closes pools. */
   async close(drainMs = this.opts.drainMs ?? 5_000): Promise<void> {
+    await this.healthChecker?.stop();
     const all = [...this.listeners.values()];
     this.listeners.clear();
     await Promise.all(all.map((l) => l.close(drainMs)));

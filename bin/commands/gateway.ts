@@ -29,6 +29,7 @@ const USAGE = `usage: portico gateway --config PATH [--config PATH...] [options]
   --trace-sampling PCT    percent of requests traced (else MeshConfig defaultConfig.tracing.sampling, else 1)
   --otlp-endpoint URL     export spans over OTLP/HTTP (e.g. http://jaeger:4318/v1/traces)
   --no-telemetry          no metrics, tracing or access logs at all
+  --health-check-interval MS  actively TCP-check endpoints of clusters with outlierDetection (off by default)
   --workers N             worker processes sharing the listeners (default: number of cores)
   --no-watch              do not reload when the config changes
 `;
@@ -81,6 +82,7 @@ export async function run(argv: string[]): Promise<number | undefined> {
         'access-log': { type: 'boolean', default: false },
         'no-watch': { type: 'boolean', default: false },
         workers: { type: 'string' },
+        'health-check-interval': { type: 'string' },
         'metrics-port': { type: 'string', default: '15020' },
         'metrics-host': { type: 'string' },
         'admin-host': { type: 'string' },
@@ -124,6 +126,7 @@ export async function run(argv: string[]): Promise<number | undefined> {
     telemetry: !args['no-telemetry'],
     tracingSampling: args['trace-sampling'] === undefined ? undefined : Number(args['trace-sampling']),
     otlpEndpoint: args['otlp-endpoint'],
+    healthCheckIntervalMs: args['health-check-interval'] === undefined ? undefined : Number(args['health-check-interval']),
   };
   if (cluster.isWorker) return runWorker(settings);
 
@@ -209,6 +212,7 @@ interface WorkerSettings {
   readonly telemetry: boolean;
   readonly tracingSampling?: number;
   readonly otlpEndpoint?: string;
+  readonly healthCheckIntervalMs?: number;
 }
 
 interface RunningGateway {
@@ -238,6 +242,7 @@ async function startWorker(settings: WorkerSettings, snapshot: Snapshot, log: Ga
     drainMs: settings.drainMs,
     headerPolicy: makeHeaderPolicy({ identityHeaders: settings.identityHeaders, trustedHops: settings.trustedHops }),
     telemetry,
+    healthChecks: settings.healthCheckIntervalMs ? { intervalMs: settings.healthCheckIntervalMs } : undefined,
   });
   telemetry?.attach(runtime);
   await runtime.start();

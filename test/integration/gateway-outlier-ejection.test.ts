@@ -84,7 +84,7 @@ test('an upstream returning 500s is ejected, then returns after baseEjectionTime
   const s = await setup(
     t,
     ['bad', 'good1', 'good2'],
-    `    outlierDetection: {consecutive5xxErrors: 2, interval: 10ms, baseEjectionTime: 300ms, maxEjectionPercent: 100}`,
+    `    outlierDetection: {consecutive5xxErrors: 2, interval: 10ms, baseEjectionTime: 2s, maxEjectionPercent: 100}`,
     { bad },
   );
   const statuses: number[] = [];
@@ -97,6 +97,8 @@ test('an upstream returning 500s is ejected, then returns after baseEjectionTime
   assert.equal(ep.ejections, 1);
 
   failing = false;
+  // baseEjectionTime is generous (2 s) so a slow, shared CI host cannot end the ejection while
+  // the 30 requests above are still running.
   await waitFor(async () => {
     await get(s.port);
     return s.ups.bad!.seen.length > 2;

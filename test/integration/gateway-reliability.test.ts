@@ -25,6 +25,7 @@ function kill(server: Server): Promise<void> {
 
 test('an upstream killed mid-load is retried around, ejected, then returns', async (t) => {
   const counts = new Map<string, number>();
+  const bad: string[] = [];
   const ports = [await freePort(), await freePort(), await freePort()];
   const servers = [await serve('a', ports[0]!, counts), await serve('b', ports[1]!, counts), await serve('c', ports[2]!, counts)];
   t.after(() => Promise.all(servers.map((s) => (s.listening ? kill(s) : undefined))));
@@ -101,7 +102,7 @@ spec:
     }
     return killedAt > 0 && Date.now() - killedAt > 300;
   });
-  assert.deepEqual(failures, [], 'every request was retried around the dead endpoint');
+  assert.deepEqual(failures, [], `every request was retried around the dead endpoint; gateway saw: ${bad.join('; ')}`);
   const ejected = gw.balancer.stats().flatMap((c) => c.endpoints).filter((e) => e.health === 'EJECTED');
   assert.equal(ejected.length, 1, 'the dead endpoint is ejected');
   assert.equal(ejected[0]!.port, ports[1]);
@@ -112,4 +113,61 @@ spec:
   await load(() => (counts.get('b-again') ?? 0) > 5 || Date.now() - started > 10_000);
   assert.ok((counts.get('b-again') ?? 0) > 0, 'the endpoint returned after baseEjectionTime');
   assert.deepEqual(failures, []);
+});
+
+test('active health checks (opt-in) mark an unreachable endpoint unhealthy before any request fails', async (t) => {
+  const counts = new Map<string, number>();
+  const live = await freePort();
+  const dead = await freePort();
+  const server = await serve('live', live, counts);
+  t.after(() => kill(server));
+  const port = await freePort();
+  const gw = await startGateway(
+    t,
+    `apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: ${port}, name: http, protocol: HTTP}, hosts: ["*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: app}
+spec:
+  hosts: [app.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: 127.0.0.1, ports: {http: ${live}}}, {address: 127.0.0.1, ports: {http: ${dead}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: app}
+spec:
+  host: app
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 5, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: app}
+spec:
+  hosts: ["*"]
+  gateways: [edge]
+  http:
+  - route: [{destination: {host: app}}]
+    retries: {attempts: 0}
+`,
+    { healthChecks: { intervalMs: 40, timeoutMs: 200 } },
+  );
+  const deadline = Date.now() + 3000;
+  const health = () => gw.balancer.stats().flatMap((c) => c.endpoints).find((e) => e.port === dead)?.health;
+  while (health() !== 'UNHEALTHY' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(health(), 'UNHEALTHY');
+  for (let i = 0; i < 10; i++) {
+    const r = await request(`http://127.0.0.1:${port}/`);
+    assert.equal(r.statusCode, 200, 'with retries off, only health checking keeps requests off the dead endpoint');
+    await r.body.dump();
+  }
 });
