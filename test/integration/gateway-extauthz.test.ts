@@ -244,3 +244,18 @@ spec:
   // The path is normalised before the policy sees it.
   assert.equal((await get(port, '/public/../private/data')).status, 401);
 });
+
+test('an authz server that does not answer within server_uri.timeout gives status_on_error', async (t) => {
+  const app = await startEcho(t, 'app');
+  const authz = await startAuthz(t, () => undefined); // never answers
+  const port = await freePort();
+  const yaml = (common(port, app.port, authz.port) + kubeflowFilter())
+    .replace('timeout: 10s', 'timeout: 0.2s')
+    .replace('http_service:', 'status_on_error: {code: 503}\n          http_service:');
+  await startGateway(t, yaml);
+  const started = performance.now();
+  const r = await get(port, '/');
+  assert.equal(r.status, 503);
+  assert.ok(performance.now() - started < 5000, 'the check timed out instead of waiting for ever');
+  assert.equal(app.seen.length, 0);
+});
