@@ -85,6 +85,11 @@ export interface PorticoTelemetry extends Telemetry {
 
 const DEFAULT_PROXY: ProxyIdentity = { workload: 'istio-ingressgateway', namespace: 'istio-system', app: 'istio-ingressgateway' };
 
+function isLoopback(address: string | undefined): boolean {
+  if (!address) return false;
+  return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.');
+}
+
 function firstIp(): string {
   return '127.0.0.1';
 }
@@ -317,6 +322,10 @@ class TelemetryImpl implements PorticoTelemetry {
       res.end('LIVE\n');
       return true;
     }
+    // The metrics port listens on every interface (Prometheus scrapes it); traces carry request
+    // URLs, so the Jaeger API and OTLP ingest answer only local callers (other Portico processes
+    // on this host, the admin dashboard).
+    if (!isLoopback(req.socket.remoteAddress)) return false;
     return this.traces ? this.traces.handle(req, res, url) : false;
   }
 
