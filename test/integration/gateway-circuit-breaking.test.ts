@@ -5,74 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import type { ServerResponse } from 'node:http';
-import { test, type TestContext } from 'node:test';
-import { request } from 'undici';
-import type { GatewayRuntime } from '../../gateway/runtime.ts';
-import { startGateway } from '../helpers/gateway.ts';
-import { freePort } from '../helpers/net.ts';
-import { startEcho, type Echo, type Upstream } from '../helpers/upstream.ts';
+import { test } from 'node:test';
+import { getApp, startServiceGateway, type Handler } from '../helpers/service-gateway.ts';
 
-type Handler = (req: Echo, res: ServerResponse) => boolean | void;
-
-async function setup(t: TestContext, names: string[], trafficPolicy: string, handlers: Record<string, Handler> = {}): Promise<{ port: number; ups: Record<string, Upstream>; gw: GatewayRuntime }> {
-  const ups: Record<string, Upstream> = {};
-  for (const n of names) ups[n] = await startEcho(t, n, handlers[n]);
-  const port = await freePort();
-  const entries = names
-    .map((n) => `---
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {name: app-${n}}
-spec: {address: 127.0.0.1, ports: {http: ${ups[n]!.port}}, labels: {app: app}}`)
-    .join('\n');
-  const gw = await startGateway(
-    t,
-    `apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: edge, namespace: default}
-spec:
-  selector: {istio: ingressgateway}
-  servers:
-  - port: {number: ${port}, name: http, protocol: HTTP}
-    hosts: ["*"]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: app}
-spec:
-  hosts: [app.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{number: 80, name: http, protocol: HTTP}]
-  workloadSelector: {labels: {app: app}}
-${entries}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: app}
-spec:
-  host: app
-  trafficPolicy:
-${trafficPolicy}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: main}
-spec:
-  hosts: ["*"]
-  gateways: [edge]
-  http:
-  - route: [{destination: {host: app}}]
-`,
-  );
-  return { port, ups, gw };
-}
-
-async function get(port: number, headers: Record<string, string> = {}) {
-  const res = await request(`http://127.0.0.1:${port}/`, { headers: { host: 'app.example.com', ...headers } });
-  const text = await res.body.text();
-  return { status: res.statusCode, headers: res.headers, name: res.headers['x-upstream'] as string | undefined, text };
-}
 
 test('maxConnections 1 + http1MaxPendingRequests 1: overflow answers 503 UO, admitted requests succeed', async (t) => {
   const held: ServerResponse[] = [];
@@ -80,8 +15,8 @@ test('maxConnections 1 + http1MaxPendingRequests 1: overflow answers 503 UO, adm
     held.push(res);
     return true;
   };
-  const s = await setup(t, ['slow'], `    connectionPool: {tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}`, { slow });
-  const results = Array.from({ length: 6 }, () => get(s.port));
+  const s = await startServiceGateway(t, ['slow'], `    connectionPool: {tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}`, { slow });
+  const results = Array.from({ length: 6 }, () => getApp(s.port));
   await waitFor(() => held.length === 1);
   // Requests beyond the running one and the pending one are refused without reaching upstream.
   const overflowed = await Promise.all(results.slice(2));
@@ -103,7 +38,7 @@ test('maxConnections 1 + http1MaxPendingRequests 1: overflow answers 503 UO, adm
   respond(held[1]!);
   assert.equal((await results[1]!).status, 200);
   // Capacity is back.
-  const later = get(s.port);
+  const later = getApp(s.port);
   await waitFor(() => held.length === 3);
   respond(held[2]!);
   assert.equal((await later).status, 200);

@@ -5,97 +5,33 @@
  */
 import assert from 'node:assert/strict';
 import type { ServerResponse } from 'node:http';
-import { test, type TestContext } from 'node:test';
-import { request } from 'undici';
-import { startGateway } from '../helpers/gateway.ts';
-import { freePort } from '../helpers/net.ts';
-import { startEcho, type Echo, type Upstream } from '../helpers/upstream.ts';
+import { test } from 'node:test';
+import { getApp, startServiceGateway, type Handler } from '../helpers/service-gateway.ts';
 
-type Handler = (req: Echo, res: ServerResponse) => boolean | void;
-
-async function setup(t: TestContext, names: string[], trafficPolicy: string, handlers: Record<string, Handler> = {}): Promise<{ port: number; ups: Record<string, Upstream> }> {
-  const ups: Record<string, Upstream> = {};
-  for (const n of names) ups[n] = await startEcho(t, n, handlers[n]);
-  const port = await freePort();
-  const entries = names
-    .map((n) => `---
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {name: app-${n}}
-spec: {address: 127.0.0.1, ports: {http: ${ups[n]!.port}}, labels: {app: app}}`)
-    .join('\n');
-  await startGateway(
-    t,
-    `apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: edge, namespace: default}
-spec:
-  selector: {istio: ingressgateway}
-  servers:
-  - port: {number: ${port}, name: http, protocol: HTTP}
-    hosts: ["*"]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: app}
-spec:
-  hosts: [app.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{number: 80, name: http, protocol: HTTP}]
-  workloadSelector: {labels: {app: app}}
-${entries}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: app}
-spec:
-  host: app
-  trafficPolicy:
-${trafficPolicy}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: main}
-spec:
-  hosts: ["*"]
-  gateways: [edge]
-  http:
-  - route: [{destination: {host: app}}]
-`,
-  );
-  return { port, ups };
-}
-
-async function get(port: number, headers: Record<string, string> = {}) {
-  const res = await request(`http://127.0.0.1:${port}/`, { headers: { host: 'app.example.com', ...headers } });
-  const text = await res.body.text();
-  return { status: res.statusCode, headers: res.headers, name: res.headers['x-upstream'] as string | undefined, text };
-}
 
 test('consistentHash on a header: each key sticks to one upstream, keys spread', async (t) => {
-  const s = await setup(t, ['a', 'b', 'c'], `    loadBalancer: {consistentHash: {httpHeaderName: x-user}}`);
+  const s = await startServiceGateway(t, ['a', 'b', 'c'], `    loadBalancer: {consistentHash: {httpHeaderName: x-user}}`);
   const owners = new Set<string>();
   for (let u = 0; u < 12; u++) {
-    const first = (await get(s.port, { 'x-user': `user-${u}` })).name!;
+    const first = (await getApp(s.port, { 'x-user': `user-${u}` })).name!;
     assert.ok(first);
     owners.add(first);
-    for (let k = 0; k < 3; k++) assert.equal((await get(s.port, { 'x-user': `user-${u}` })).name, first, `user-${u} request ${k}`);
+    for (let k = 0; k < 3; k++) assert.equal((await getApp(s.port, { 'x-user': `user-${u}` })).name, first, `user-${u} request ${k}`);
   }
   assert.ok(owners.size >= 2, `12 keys all on ${[...owners]}`);
 });
 
 test('consistentHash on a cookie with ttl: the gateway sets the cookie and then sticks to it', async (t) => {
-  const s = await setup(t, ['a', 'b', 'c'], `    loadBalancer: {consistentHash: {httpCookie: {name: backend, path: /, ttl: 3600s}}}`);
+  const s = await startServiceGateway(t, ['a', 'b', 'c'], `    loadBalancer: {consistentHash: {httpCookie: {name: backend, path: /, ttl: 3600s}}}`);
   for (let i = 0; i < 4; i++) {
-    const first = await get(s.port);
+    const first = await getApp(s.port);
     assert.equal(first.status, 200);
     const setCookie = first.headers['set-cookie'];
     assert.equal(typeof setCookie, 'string', 'one Set-Cookie from the gateway');
     const m = /^backend="([0-9a-f]+)"; Max-Age=3600; Path=\/; HttpOnly$/.exec(setCookie as string);
     assert.ok(m, `Set-Cookie: ${setCookie}`);
     for (let k = 0; k < 4; k++) {
-      const again = await get(s.port, { cookie: `backend="${m[1]}"` });
+      const again = await getApp(s.port, { cookie: `backend="${m[1]}"` });
       assert.equal(again.name, first.name, 'same cookie, same upstream');
       assert.equal(again.headers['set-cookie'], undefined, 'no new cookie when the client sends one');
     }
@@ -108,7 +44,7 @@ test('LEAST_REQUEST sends new requests to the idle upstream while the other is b
     held.push(res); // never answered until the test ends
     return true;
   };
-  const s = await setup(t, ['slow', 'fast'], `    loadBalancer: {simple: LEAST_REQUEST}`, { slow: slowHandler });
+  const s = await startServiceGateway(t, ['slow', 'fast'], `    loadBalancer: {simple: LEAST_REQUEST}`, { slow: slowHandler });
   t.after(() => {
     for (const r of held) r.destroy();
   });
@@ -116,7 +52,7 @@ test('LEAST_REQUEST sends new requests to the idle upstream while the other is b
   let fast = 0;
   for (let i = 0; i < 20; i++) {
     const before = s.ups.slow!.seen.length;
-    const p = get(s.port).then((r) => {
+    const p = getApp(s.port).then((r) => {
       if (r.name === 'fast') fast++;
     });
     let answered = false;

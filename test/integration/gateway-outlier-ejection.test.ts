@@ -3,75 +3,9 @@
  * (traffic moves to the others) and comes back after baseEjectionTime (ms-scale settings).
  */
 import assert from 'node:assert/strict';
-import type { ServerResponse } from 'node:http';
-import { test, type TestContext } from 'node:test';
-import { request } from 'undici';
-import type { GatewayRuntime } from '../../gateway/runtime.ts';
-import { startGateway } from '../helpers/gateway.ts';
-import { freePort } from '../helpers/net.ts';
-import { startEcho, type Echo, type Upstream } from '../helpers/upstream.ts';
+import { test } from 'node:test';
+import { getApp, startServiceGateway, type Handler } from '../helpers/service-gateway.ts';
 
-type Handler = (req: Echo, res: ServerResponse) => boolean | void;
-
-async function setup(t: TestContext, names: string[], trafficPolicy: string, handlers: Record<string, Handler> = {}): Promise<{ port: number; ups: Record<string, Upstream>; gw: GatewayRuntime }> {
-  const ups: Record<string, Upstream> = {};
-  for (const n of names) ups[n] = await startEcho(t, n, handlers[n]);
-  const port = await freePort();
-  const entries = names
-    .map((n) => `---
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {name: app-${n}}
-spec: {address: 127.0.0.1, ports: {http: ${ups[n]!.port}}, labels: {app: app}}`)
-    .join('\n');
-  const gw = await startGateway(
-    t,
-    `apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: edge, namespace: default}
-spec:
-  selector: {istio: ingressgateway}
-  servers:
-  - port: {number: ${port}, name: http, protocol: HTTP}
-    hosts: ["*"]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: app}
-spec:
-  hosts: [app.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{number: 80, name: http, protocol: HTTP}]
-  workloadSelector: {labels: {app: app}}
-${entries}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: app}
-spec:
-  host: app
-  trafficPolicy:
-${trafficPolicy}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: main}
-spec:
-  hosts: ["*"]
-  gateways: [edge]
-  http:
-  - route: [{destination: {host: app}}]
-`,
-  );
-  return { port, ups, gw };
-}
-
-async function get(port: number, headers: Record<string, string> = {}) {
-  const res = await request(`http://127.0.0.1:${port}/`, { headers: { host: 'app.example.com', ...headers } });
-  const text = await res.body.text();
-  return { status: res.statusCode, headers: res.headers, name: res.headers['x-upstream'] as string | undefined, text };
-}
 
 test('an upstream returning 500s is ejected, then returns after baseEjectionTime', async (t) => {
   let failing = true;
@@ -81,14 +15,14 @@ test('an upstream returning 500s is ejected, then returns after baseEjectionTime
     res.end('boom');
     return true;
   };
-  const s = await setup(
+  const s = await startServiceGateway(
     t,
     ['bad', 'good1', 'good2'],
     `    outlierDetection: {consecutive5xxErrors: 2, interval: 10ms, baseEjectionTime: 2s, maxEjectionPercent: 100}`,
     { bad },
   );
   const statuses: number[] = [];
-  for (let i = 0; i < 30; i++) statuses.push((await get(s.port)).status);
+  for (let i = 0; i < 30; i++) statuses.push((await getApp(s.port)).status);
   assert.equal(s.ups.bad!.seen.length, 2, 'ejected after two consecutive 500s');
   assert.equal(statuses.filter((x) => x === 500).length, 2);
   assert.ok(s.ups.good1!.seen.length > 10 && s.ups.good2!.seen.length > 10);
@@ -100,20 +34,20 @@ test('an upstream returning 500s is ejected, then returns after baseEjectionTime
   // baseEjectionTime is generous (2 s) so a slow, shared CI host cannot end the ejection while
   // the 30 requests above are still running.
   await waitFor(async () => {
-    await get(s.port);
+    await getApp(s.port);
     return s.ups.bad!.seen.length > 2;
   });
-  assert.equal((await get(s.port)).status, 200);
+  assert.equal((await getApp(s.port)).status, 200);
 });
 
 test('connect failures eject an endpoint that is down; the others keep serving', async (t) => {
-  const s = await setup(t, ['down', 'up'], `    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}`);
+  const s = await startServiceGateway(t, ['down', 'up'], `    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}`);
   await new Promise<void>((r) => {
     s.ups.down!.server.closeAllConnections();
     s.ups.down!.server.close(() => r());
   });
   // Istio's default retries (connect-failure) move a failed attempt to the other host.
-  for (let i = 0; i < 10; i++) assert.equal((await get(s.port)).status, 200);
+  for (let i = 0; i < 10; i++) assert.equal((await getApp(s.port)).status, 200);
   const st = s.gw.balancer.stats().find((c) => c.name.endsWith('|app.default.svc.cluster.local'))!;
   assert.equal(st.endpoints.find((e) => e.port === s.ups.down!.port)!.health, 'EJECTED');
   assert.ok(s.ups.up!.seen.length >= 10);
