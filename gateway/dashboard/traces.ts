@@ -2,7 +2,7 @@
  * Recent and slow traces from the embedded trace store(s), summarised for the dashboard list, and
  * one trace's spans for the waterfall (times relative to the trace start, tree order).
  */
-import type { SpanData } from '../telemetry/otlp.ts';
+import type { SpanData } from '../../telemetry/otlp.ts';
 import type { TraceStore } from '../telemetry/trace-store.ts';
 
 export interface TraceSummary {

@@ -10,7 +10,7 @@
  *   POST /v1/traces                              (OTLP/HTTP JSON)
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { decodeOtlp, type AttrValue, type SpanData } from './otlp.ts';
+import { decodeOtlp, type AttrValue, type SpanData } from '../../telemetry/otlp.ts';
 
 interface StoredTrace {
   readonly traceId: string;

@@ -5,7 +5,8 @@
  * an incoming sampled flag wins, `x-client-trace-id` forces a trace, else a percentage.
  */
 import { randomFillSync } from 'node:crypto';
-import type { HeaderMap } from '../headers.ts';
+/** Outgoing headers (the gateway's HeaderMap shape). */
+type HeaderMap = Record<string, string | string[]>;
 
 type IncomingHeaders = Readonly<Record<string, string | string[] | undefined>>;
 
