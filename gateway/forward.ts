@@ -23,6 +23,8 @@ export interface ForwardResult {
   attempts: number;
   /** Response body bytes relayed to the client. */
   responseBytes: number;
+  /** The cluster's name (`outbound|port|subset|host`). */
+  cluster: string;
 }
 
 /** The request body as forward() will send it. */
@@ -199,182 +201,297 @@ function outcomeOf(err: unknown): Outcome {
   return { kind: 'reset' };
 }
 
-export function forward(opts: ForwardOptions): Promise<ForwardResult> {
-  const { req, res, cluster, retries } = opts;
-  const replayable = opts.body.kind !== 'stream';
-  const safeMethod = opts.body.kind === 'none' && (opts.method === 'GET' || opts.method === 'HEAD' || opts.method === 'OPTIONS');
-  const maxAttempts = replayable ? 1 + Math.max(0, retries.attempts) : 1;
-  const tried = new Set<Endpoint>();
+const PER_TRY_RETRY_ON = ['5xx', 'gateway-error', 'reset'];
 
-  return new Promise<ForwardResult>((resolve) => {
-    let attempt = 0;
-    let finished = false;
-    /** Aborts the attempt in flight (undici's onConnect abort). */
-    let abortCurrent: ((err: Error) => void) | undefined;
-    let perTryTimer: NodeJS.Timeout | undefined;
-    let routeTimer: NodeJS.Timeout | undefined;
-    let lastUpstream: string | undefined;
-    let endAttempt: ((o: Outcome) => void) | undefined;
-    let responseBytes = 0;
-    const release = opts.balancer.admit(cluster);
+/** `address:port` of an endpoint, made once per Endpoint object (snapshots are immutable). */
+const endpointNames = new WeakMap<Endpoint, string>();
+function endpointName(e: Endpoint): string {
+  let name = endpointNames.get(e);
+  if (name === undefined) {
+    name = `${e.address}:${e.port}`;
+    endpointNames.set(e, name);
+  }
+  return name;
+}
 
-    const report = (o: Outcome): void => {
-      const end = endAttempt;
-      endAttempt = undefined;
-      end?.(o);
-    };
-    const finish = (status: number, flag: string): void => {
-      if (finished) return;
-      finished = true;
-      if (routeTimer) clearTimeout(routeTimer);
-      if (perTryTimer) clearTimeout(perTryTimer);
-      res.off('close', onDownstreamClose);
-      release?.();
-      resolve({ status, flag, upstream: lastUpstream, attempts: attempt, responseBytes });
-    };
-    const fail = (err: GatewayError): void => {
-      if (finished) return;
-      if (!res.headersSent) opts.sendError(err);
-      else res.destroy();
-      finish(res.headersSent && res.statusCode ? res.statusCode : err.status, err.flag);
-    };
-    const onDownstreamClose = (): void => {
-      if (finished) return;
-      abortCurrent?.(new Error('downstream closed'));
-      report({ kind: 'cancelled' });
-      finish(499, 'DC');
-    };
+/** The Forwarding of a response, for the one shared `close` listener (no closure per request). */
+const kForwarding = Symbol('portico.forwarding');
+type TaggedResponse = DownstreamResponse & { [kForwarding]?: Forwarding };
 
-    if (!release) {
-      fail(ERR.UPSTREAM_OVERFLOW);
+function onResponseClose(this: TaggedResponse): void {
+  this[kForwarding]?.downstreamClosed();
+}
+
+function onRouteTimeout(f: Forwarding): void {
+  f.routeTimedOut();
+}
+
+function onPerTryTimeout(a: Attempt): void {
+  a.perTryTimedOut();
+}
+
+function onBackoffDone(f: Forwarding): void {
+  f.tryOnce();
+}
+
+function onDrain(this: TaggedResponse): void {
+  this[kForwarding]?.current?.resumeUpstream?.();
+}
+
+/**
+ * One request being forwarded: attempts, timers and the result. A class rather than closures so
+ * a request costs a couple of objects, not a dozen functions (see docs/benchmarks.md).
+ */
+class Forwarding {
+  attempt = 0;
+  finished = false;
+  /** The attempt whose handler undici is (or was last) calling. */
+  current: Attempt | undefined = undefined;
+  perTryTimer: NodeJS.Timeout | undefined = undefined;
+  routeTimer: NodeJS.Timeout | undefined = undefined;
+  lastEndpoint: Endpoint | undefined = undefined;
+  /** Endpoints tried so far; made on the first retry only. */
+  tried: Set<Endpoint> | undefined = undefined;
+  endAttempt: ((o: Outcome) => void) | undefined = undefined;
+  responseBytes = 0;
+  release: (() => void) | undefined = undefined;
+  readonly maxAttempts: number;
+  readonly replayable: boolean;
+  /** Bodyless GET/HEAD/OPTIONS: a reset before the response counts as a refused stream. */
+  readonly safeMethod: boolean;
+
+  constructor(
+    readonly opts: ForwardOptions,
+    readonly onDone: (result: ForwardResult) => void,
+  ) {
+    this.replayable = opts.body.kind !== 'stream';
+    this.safeMethod = opts.body.kind === 'none' && (opts.method === 'GET' || opts.method === 'HEAD' || opts.method === 'OPTIONS');
+    this.maxAttempts = this.replayable ? 1 + Math.max(0, opts.retries.attempts) : 1;
+  }
+
+  start(): void {
+    const { opts } = this;
+    this.release = opts.balancer.admit(opts.cluster);
+    if (!this.release) {
+      this.fail(ERR.UPSTREAM_OVERFLOW);
       return;
     }
-    res.on('close', onDownstreamClose);
+    const res = opts.res as TaggedResponse;
+    res[kForwarding] = this;
+    // Not removed when done: it fires once more as the response closes and finds `finished`.
+    res.on('close', onResponseClose);
+    if (opts.timeoutMs && opts.timeoutMs > 0) this.routeTimer = setTimeout(onRouteTimeout, opts.timeoutMs, this);
+    this.tryOnce();
+  }
 
-    if (opts.timeoutMs && opts.timeoutMs > 0) {
-      routeTimer = setTimeout(() => {
-        // Answer first: aborting calls onResponseError synchronously, which must see `finished`.
-        report({ kind: 'timeout' });
-        fail(ERR.UPSTREAM_TIMEOUT);
-        abortCurrent?.(Object.assign(new Error('route timeout'), { code: 'PORTICO_ROUTE_TIMEOUT' }));
-      }, opts.timeoutMs);
+  report(o: Outcome): void {
+    const end = this.endAttempt;
+    this.endAttempt = undefined;
+    end?.(o);
+  }
+
+  abortCurrent(err: Error): void {
+    this.current?.abort?.(err);
+  }
+
+  finish(status: number, flag: string): void {
+    if (this.finished) return;
+    this.finished = true;
+    if (this.routeTimer) clearTimeout(this.routeTimer);
+    if (this.perTryTimer) clearTimeout(this.perTryTimer);
+    this.release?.();
+    this.onDone({
+      status,
+      flag,
+      upstream: this.lastEndpoint === undefined ? undefined : endpointName(this.lastEndpoint),
+      attempts: this.attempt,
+      responseBytes: this.responseBytes,
+      cluster: this.opts.cluster.name,
+    });
+  }
+
+  fail(err: GatewayError): void {
+    if (this.finished) return;
+    const res = this.opts.res;
+    if (!res.headersSent) this.opts.sendError(err);
+    else res.destroy();
+    this.finish(res.headersSent && res.statusCode ? res.statusCode : err.status, err.flag);
+  }
+
+  downstreamClosed(): void {
+    if (this.finished) return;
+    this.abortCurrent(new Error('downstream closed'));
+    this.report({ kind: 'cancelled' });
+    this.finish(499, 'DC');
+  }
+
+  routeTimedOut(): void {
+    // Answer first: aborting calls onError synchronously, which must see `finished`.
+    this.report({ kind: 'timeout' });
+    this.fail(ERR.UPSTREAM_TIMEOUT);
+    this.abortCurrent(Object.assign(new Error('route timeout'), { code: 'PORTICO_ROUTE_TIMEOUT' }));
+  }
+
+  retryOrFail(err: GatewayError, retriable: boolean): void {
+    if (this.finished) return;
+    if (retriable && this.attempt < this.maxAttempts && !this.opts.res.headersSent) {
+      setTimeout(onBackoffDone, backoff(this.attempt - 1), this);
+      return;
     }
+    this.fail(this.attempt > 1 && retriable ? { ...err, flag: 'URX' } : err);
+  }
 
-    const retryOrFail = (err: GatewayError, retriable: boolean): void => {
-      if (finished) return;
-      if (retriable && attempt < maxAttempts && !res.headersSent) {
-        setTimeout(tryOnce, backoff(attempt - 1));
-        return;
-      }
-      fail(attempt > 1 && retriable ? { ...err, flag: 'URX' } : err);
-    };
+  tryOnce(): void {
+    if (this.finished) return;
+    const { opts } = this;
+    const { cluster } = opts;
+    if (this.lastEndpoint !== undefined) (this.tried ??= new Set()).add(this.lastEndpoint);
+    const picked = opts.balancer.pick(cluster, this.tried, opts.pickRequest);
+    if (!picked) return this.fail(ERR.NO_HEALTHY_UPSTREAM);
+    const endpoint = picked.endpoint;
+    this.attempt++;
+    this.lastEndpoint = endpoint;
+    this.endAttempt = opts.balancer.start(cluster, endpoint);
+    const pool = opts.pools.get(cluster, endpoint);
+    const attempt = new Attempt(this, picked.setCookie);
+    this.current = attempt;
+    const perTry = opts.retries.perTryTimeoutMs;
+    if (perTry && perTry > 0) {
+      if (this.perTryTimer) clearTimeout(this.perTryTimer);
+      this.perTryTimer = setTimeout(onPerTryTimeout, perTry, attempt);
+    }
+    const body = opts.body.kind === 'buffered' ? opts.body.data : opts.body.kind === 'stream' ? streamBody(opts.req, opts.body.prefix) : null;
+    pool.dispatch(
+      {
+        path: opts.path,
+        method: opts.method as Dispatcher.HttpMethod,
+        headers: opts.headers as Record<string, string | string[]>,
+        body,
+        idempotent: this.replayable,
+        headersTimeout: 0,
+        bodyTimeout: 0,
+      },
+      attempt as unknown as Dispatcher.DispatchHandler,
+    );
+  }
+}
 
-    const tryOnce = (): void => {
-      if (finished) return;
-      const picked = opts.balancer.pick(cluster, tried, opts.pickRequest);
-      if (!picked) return fail(ERR.NO_HEALTHY_UPSTREAM);
-      const endpoint = picked.endpoint;
-      tried.add(endpoint);
-      attempt++;
-      lastUpstream = `${endpoint.address}:${endpoint.port}`;
-      endAttempt = opts.balancer.start(cluster, endpoint);
-      const pool = opts.pools.get(cluster, endpoint);
-      let settled = false;
-      const perTry = retries.perTryTimeoutMs;
-      if (perTry && perTry > 0) {
-        if (perTryTimer) clearTimeout(perTryTimer);
-        perTryTimer = setTimeout(() => {
-          if (settled || res.headersSent) return;
-          settled = true;
-          abortCurrent?.(Object.assign(new Error('per-try timeout'), { code: 'PORTICO_PER_TRY_TIMEOUT' }));
-          report({ kind: 'timeout' });
-          retryOrFail(ERR.UPSTREAM_TIMEOUT, retries.retryOn.includes('5xx') || retries.retryOn.includes('gateway-error') || retries.retryOn.includes('reset'));
-        }, perTry);
+/**
+ * One attempt: undici's raw handler interface (headers arrive as flat name/value arrays, and
+ * HTTP/2 trailers arrive intact; the newer controller-style wrapper drops them). A fresh small
+ * object per attempt, so callbacks of an aborted attempt can never touch the next one.
+ */
+class Attempt implements RawHandler {
+  /** Decided: retrying, timed out, or relaying this attempt's response. */
+  settled = false;
+  abort: ((err: Error) => void) | undefined = undefined;
+  resumeUpstream: (() => void) | undefined = undefined;
+
+  constructor(
+    readonly f: Forwarding,
+    readonly setCookie: string | undefined,
+  ) {}
+
+  perTryTimedOut(): void {
+    const f = this.f;
+    if (this.settled || f.opts.res.headersSent) return;
+    this.settled = true;
+    this.abort?.(Object.assign(new Error('per-try timeout'), { code: 'PORTICO_PER_TRY_TIMEOUT' }));
+    f.report({ kind: 'timeout' });
+    const on = f.opts.retries.retryOn;
+    f.retryOrFail(ERR.UPSTREAM_TIMEOUT, PER_TRY_RETRY_ON.some((t) => on.includes(t)));
+  }
+
+  onConnect(abort: (err: Error) => void): void {
+    this.abort = abort;
+    if (this.f.finished) abort(new Error('finished'));
+  }
+
+  onHeaders(statusCode: number, rawHeaders: (Buffer | string)[], resume: () => void): boolean {
+    const f = this.f;
+    if (this.settled || f.finished) {
+      this.abort?.(new Error('stale attempt'));
+      return false;
+    }
+    if (statusCode < 200) return true; // 1xx informational: wait for the final response
+    const { opts } = f;
+    const headers = rawResponseHeaders(rawHeaders);
+    f.report({ kind: 'response', status: statusCode });
+    if (f.attempt < f.maxAttempts && isRetriableStatus(statusCode, headers, opts.retries)) {
+      this.settled = true;
+      this.abort?.(new Error('retrying'));
+      f.retryOrFail({ ...ERR.UPSTREAM_CONNECT, status: statusCode }, true);
+      return false;
+    }
+    this.settled = true;
+    this.resumeUpstream = resume;
+    if (f.perTryTimer) clearTimeout(f.perTryTimer);
+    const cookie = this.setCookie;
+    if (cookie !== undefined) headers['set-cookie'] = headers['set-cookie'] ? ([] as string[]).concat(headers['set-cookie'], cookie) : cookie;
+    opts.onResponseHeaders?.(headers, statusCode);
+    try {
+      opts.res.writeHead(statusCode, headers as Record<string, string | string[]>);
+    } catch {
+      this.abort?.(new Error('invalid response headers'));
+      f.fail(ERR.UPSTREAM_RESET);
+      return false;
+    }
+    return true;
+  }
+
+  onData(chunk: Buffer): boolean {
+    const f = this.f;
+    if (f.finished) return false;
+    f.responseBytes += chunk.length;
+    const res = f.opts.res as ServerResponse;
+    if (res.write(chunk)) return true;
+    res.once('drain', onDrain);
+    return false;
+  }
+
+  onComplete(trailers: (Buffer | string)[] | Record<string, string | string[]> | null): void {
+    const f = this.f;
+    if (f.finished) return;
+    const res = f.opts.res;
+    const t = rawTrailers(trailers);
+    if (t) {
+      try {
+        (res as ServerResponse).addTrailers(t);
+      } catch {
+        // HTTP/1.1 responses without chunked encoding cannot carry trailers.
       }
-      // undici's raw handler interface: headers arrive as flat name/value arrays, and HTTP/2
-      // trailers arrive intact (the newer controller-style wrapper drops them).
-      let resumeUpstream: (() => void) | undefined;
-      const handler: RawHandler = {
-        onConnect(abort) {
-          abortCurrent = abort;
-          if (finished) abort(new Error('finished'));
-        },
-        onHeaders(statusCode, rawHeaders, resume) {
-          if (settled || finished) {
-            abortCurrent?.(new Error('stale attempt'));
-            return false;
-          }
-          if (statusCode < 200) return true; // 1xx informational: wait for the final response
-          const headers = rawResponseHeaders(rawHeaders);
-          report({ kind: 'response', status: statusCode });
-          if (attempt < maxAttempts && isRetriableStatus(statusCode, headers, retries)) {
-            settled = true;
-            abortCurrent?.(new Error('retrying'));
-            retryOrFail({ ...ERR.UPSTREAM_CONNECT, status: statusCode }, true);
-            return false;
-          }
-          settled = true;
-          resumeUpstream = resume;
-          if (perTryTimer) clearTimeout(perTryTimer);
-          if (picked.setCookie) headers['set-cookie'] = headers['set-cookie'] ? ([] as string[]).concat(headers['set-cookie'], picked.setCookie) : picked.setCookie;
-          opts.onResponseHeaders?.(headers, statusCode);
-          try {
-            res.writeHead(statusCode, headers as Record<string, string | string[]>);
-          } catch {
-            abortCurrent?.(new Error('invalid response headers'));
-            fail(ERR.UPSTREAM_RESET);
-            return false;
-          }
-          return true;
-        },
-        onData(chunk) {
-          if (finished) return false;
-          responseBytes += chunk.length;
-          if ((res as ServerResponse).write(chunk)) return true;
-          res.once('drain', () => resumeUpstream?.());
-          return false;
-        },
-        onComplete(trailers) {
-          if (finished) return;
-          const t = rawTrailers(trailers);
-          if (t) {
-            try {
-              (res as ServerResponse).addTrailers(t);
-            } catch {
-              // HTTP/1.1 responses without chunked encoding cannot carry trailers.
-            }
-          }
-          const status = res.statusCode;
-          res.end();
-          finish(status, '-');
-        },
-        onError(err) {
-          if (finished) return;
-          if (settled && !res.headersSent) return; // aborted on purpose (retry or per-try timeout)
-          settled = true;
-          report(outcomeOf(err));
-          if (res.headersSent) {
-            res.destroy(err);
-            finish(res.statusCode, 'UR');
-            return;
-          }
-          retryOrFail(fromUpstreamError(err, false), isRetriableError(err, retries, safeMethod));
-        },
-      };
-      const body = opts.body.kind === 'buffered' ? opts.body.data : opts.body.kind === 'stream' ? streamBody(req, opts.body.prefix) : null;
-      pool.dispatch(
-        {
-          path: opts.path,
-          method: opts.method as Dispatcher.HttpMethod,
-          headers: opts.headers as Record<string, string | string[]>,
-          body,
-          idempotent: replayable,
-          headersTimeout: 0,
-          bodyTimeout: 0,
-        },
-        handler as unknown as Dispatcher.DispatchHandler,
-      );
-    };
-    tryOnce();
-  });
+    }
+    const status = res.statusCode;
+    res.end();
+    f.finish(status, '-');
+  }
+
+  onError(err: Error): void {
+    const f = this.f;
+    if (f.finished) return;
+    const res = f.opts.res;
+    if (this.settled && !res.headersSent) return; // aborted on purpose (retry or per-try timeout)
+    this.settled = true;
+    f.report(outcomeOf(err));
+    if (res.headersSent) {
+      res.destroy(err);
+      f.finish(res.statusCode, 'UR');
+      return;
+    }
+    f.retryOrFail(fromUpstreamError(err, false), isRetriableError(err, f.opts.retries, f.safeMethod));
+  }
+}
+
+/**
+ * Forwards the request and calls `onDone` once with the outcome (after the response ended, the
+ * gateway answered with an error, or the client went away). The callback form used on the hot
+ * path: no Promise per request.
+ */
+export function forwardRequest(opts: ForwardOptions, onDone: (result: ForwardResult) => void): void {
+  new Forwarding(opts, onDone).start();
+}
+
+/** forwardRequest() as a Promise. */
+export function forward(opts: ForwardOptions): Promise<ForwardResult> {
+  return new Promise((resolve) => forwardRequest(opts, resolve));
 }

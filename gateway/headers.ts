@@ -103,6 +103,8 @@ export function upstreamRequestHeaders(incoming: IncomingHeaders, facts: Downstr
 
 function connectionListed(value: string | string[] | undefined): Set<string> | undefined {
   if (value === undefined) return undefined;
+  // The common cases name no header: skip the split/Set.
+  if (typeof value === 'string' && /^\s*(keep-alive|close)\s*$/i.test(value)) return undefined;
   const text = Array.isArray(value) ? value.join(',') : value;
   const tokens = text
     .split(',')
