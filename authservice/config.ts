@@ -83,6 +83,8 @@ export interface AuthserviceConfig {
   /** READINESS_PROBE_PORT (oidc-authservice's name): /healthz, /readyz and /metrics, never on `port`. */
   healthPort: number;
   logLevel: string;
+  /** PORTICO_OTLP_ENDPOINT (else OTEL_EXPORTER_OTLP_TRACES_ENDPOINT): where check spans go; absent = no tracing. */
+  otlpEndpoint?: string;
 }
 
 type Env = Record<string, string | undefined>;
@@ -323,6 +325,7 @@ export function loadAuthserviceConfig(env: Env): AuthserviceConfig {
     port,
     healthPort,
     logLevel: get('LOG_LEVEL')?.toLowerCase() ?? 'info',
+    otlpEndpoint: get('PORTICO_OTLP_ENDPOINT') ?? get('OTEL_EXPORTER_OTLP_TRACES_ENDPOINT'),
   });
 }
 

@@ -39,6 +39,7 @@ import { matchesAny, normalisePath, safeReturnPath } from './paths.ts';
 import { listenHealth } from './health.ts';
 import type { HealthListener } from './health.ts';
 import { registerAuthserviceMetrics } from './metrics.ts';
+import { registerAuthserviceTracing } from './tracing.ts';
 import type { AuthserviceMetrics } from './metrics.ts';
 import { MemorySessionStore } from './session/memory.ts';
 import { issueSession, sessionTtlMs } from './session/issue.ts';
@@ -151,6 +152,7 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
   };
   app.decorate('authservice', runtime as AuthserviceRuntime);
   runtime.metrics = registerAuthserviceMetrics(app);
+  if (cfg.otlpEndpoint) registerAuthserviceTracing(app, { endpoint: cfg.otlpEndpoint });
   if (cfg.cookieSecretGenerated) {
     log.warn('PORTICO_COOKIE_SECRET is not set: generated a random one; sessions will not survive a restart or be shared by replicas');
   }

@@ -93,7 +93,7 @@ async function startRealDex(bin: string, configFile: string): Promise<{ issuer: 
   };
 }
 
-export async function startDemoAuth(opts: { dexConfig: string }): Promise<DemoAuth> {
+export async function startDemoAuth(opts: { dexConfig: string; otlpEndpoint?: string }): Promise<DemoAuth> {
   const raw = parse(readFileSync(opts.dexConfig, 'utf8')) as { staticClients: { id: string; secret: string }[]; staticPasswords: DemoUser[] };
   const client = raw.staticClients[0]!;
   const dexBin = findDexBinary();
@@ -120,6 +120,7 @@ export async function startDemoAuth(opts: { dexConfig: string }): Promise<DemoAu
       READINESS_PROBE_PORT: String(DEMO_AUTHSERVICE_HEALTH_PORT),
       SERVER_HOSTNAME: '127.0.0.1',
       LOG_LEVEL: process.env.PORTICO_DEMO_LOG ?? 'warn',
+      ...(opts.otlpEndpoint ? { PORTICO_OTLP_ENDPOINT: opts.otlpEndpoint } : {}),
     });
     const app = buildAuthservice(config);
     await app.listen({ port: config.port, host: config.host });

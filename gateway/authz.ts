@@ -68,8 +68,11 @@ function anyOf(list: readonly StringMatcher[]): NamePredicate {
 
 /** Headers Envoy's deny path always lets through when `allowed_client_headers` is set. */
 const IMPLIED_CLIENT = new Set([':path', ':status', 'content-length', 'www-authenticate', 'location', 'status', 'path']);
-/** Headers the check request always carries besides the allowed ones. */
-const ALWAYS_SENT = new Set(['authorization']);
+/**
+ * Headers the check request always carries besides the allowed ones: Authorization (Envoy), and
+ * the trace context, so the authorization server's span joins the request's trace.
+ */
+const ALWAYS_SENT = new Set(['authorization', 'traceparent', 'tracestate', 'b3', 'x-b3-traceid', 'x-b3-spanid', 'x-b3-parentspanid', 'x-b3-sampled', 'x-b3-flags', 'x-request-id']);
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-connection', 'te', 'trailer', 'host']);
 
 export interface ProxyIdentity {

@@ -393,6 +393,8 @@ export function handleRequest(deps: ProxyDeps, listener: ListenerInfo, req: Down
     return done(routed.error.status, routed.error.flag);
   }
   const headers = upstreamRequestHeaders(req.headers, { remoteAddress: req.socket?.remoteAddress ?? '', scheme: listener.scheme, authority: routed.input.authority }, deps.headerPolicy);
+  // Trace context goes in now, so an ext_authz check carries it too (its span joins the trace).
+  observer?.upstreamHeaders?.(headers);
   const ex: Exchange = { deps, listener, req, res, routed, done, flags: '-', observer, headers };
   const r = routed.route.route;
 
@@ -513,7 +515,6 @@ function proceed(ex: Exchange, abort: { httpStatus?: number; grpcStatus?: string
   if (ex.authz) for (const [k, v] of ex.authz.upstreamHeaders) headers[k] = v;
   applyHeaderOps(headers, r.headers?.request);
   applyHeaderOps(headers, dest.headers?.request);
-  ex.observer?.upstreamHeaders?.(headers);
 
   const path = rewritePath(action.rewrite, route, input);
   const send = (body: RequestBody): void => {

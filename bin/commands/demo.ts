@@ -69,13 +69,16 @@ export async function startDemo(opts: { certsDir?: string; adminPort?: number; m
     closers.push(() => mesh.close(1000), () => meshTelemetry.close());
     const upstreams = await startDemoUpstreams({ httpProxy: `http://127.0.0.1:${DEMO_MESH_PORT}`, meshNames: true, logoutUrl: '/authservice/logout' });
     closers.push(() => upstreams.close());
-    const auth = await startDemoAuth({ dexConfig: resolve(ROOT, 'config/examples/dex.yaml') });
+    // The metrics server also hosts the trace store's OTLP ingest: the authservice exports its
+    // check spans there, so a page load is one trace including the login check.
+    const metrics = await edgeTelemetry.listen(opts.metricsPort ?? 15020, '127.0.0.1');
+    closers.push(() => edgeTelemetry.close());
+    const auth = await startDemoAuth({ dexConfig: resolve(ROOT, 'config/examples/dex.yaml'), otlpEndpoint: `http://127.0.0.1:${metrics.port}/v1/traces` });
     closers.push(() => auth.close());
     const edge = new GatewayRuntime(built.snapshot, { logger: log, drainMs: 2000, telemetry: edgeTelemetry });
     edgeTelemetry.attach(edge);
     await edge.start();
-    closers.push(() => edge.close(2000), () => edgeTelemetry.close());
-    const metrics = await edgeTelemetry.listen(opts.metricsPort ?? 15020);
+    closers.push(() => edge.close(2000));
     const admin = await startAdmin(edge, opts.adminPort ?? 15000, '127.0.0.1', () => true, { telemetry: edgeTelemetry, dashboardProxies: [{ name: 'bookinfo-mesh', runtime: mesh, telemetry: meshTelemetry }] });
     closers.push(() => admin.close());
 

@@ -103,6 +103,26 @@ test('npm start in Chromium: log in as jason through the IdP, reviews v2 (black 
   assert.match(html, /color="black"/, 'jason is routed to reviews v2 by Istio\'s VirtualService');
   await page.screenshot({ path: join(screenshotDir('demo'), 'productpage-jason.png'), fullPage: true });
 
+  // One page load is one trace: the gateway, the authservice's check and the mesh hops.
+  const adminPort = /admin\s+http:\/\/127\.0\.0\.1:(\d+)\//.exec(demo.output())?.[1];
+  assert.ok(adminPort, 'the demo prints its admin URL');
+  const deadline = Date.now() + 5000;
+  let services: string[] = [];
+  let trace: { spans: { processID: string; references: unknown[] }[]; processes: Record<string, { serviceName: string }> } | undefined;
+  while (Date.now() < deadline) {
+    services = ((await (await fetch(`http://127.0.0.1:${adminPort}/api/services`)).json()) as { data: string[] }).data;
+    if (services.includes('authservice.istio-system')) {
+      const traces = (await (await fetch(`http://127.0.0.1:${adminPort}/api/traces?service=authservice.istio-system&limit=20`)).json()) as { data: NonNullable<typeof trace>[] };
+      trace = traces.data.find((t) => new Set(Object.values(t.processes).map((p) => p.serviceName)).size >= 3);
+      if (trace) break;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.ok(services.includes('authservice.istio-system'), `authservice spans reach the trace store (services: ${services.join(', ')})`);
+  assert.ok(trace, 'a trace joins the gateway, the authservice check and the mesh');
+  const names = new Set(Object.values(trace.processes).map((p) => p.serviceName));
+  assert.ok(names.has('istio-ingressgateway.istio-system'));
+
   await page.locator('#signout').click();
   // After logout the app is protected again: the next visit goes back to the IdP.
   await page.waitForURL(/\/dex\/auth/);
