@@ -1,0 +1,139 @@
+/**
+ * RequestAuthentication for a sidecar's inbound side (Envoy's jwt_authn filter as Istio
+ * configures it): a request carrying a token must carry a valid one (else 401), a request
+ * without one passes unauthenticated (an AuthorizationPolicy with `requestPrincipals` then
+ * refuses it). A valid token yields `request.auth.principal` = `iss/sub` and the claims.
+ * https://istio.io/latest/docs/reference/config/security/request_authentication/
+ */
+import { createLocalJWKSet, createRemoteJWKSet, decodeJwt, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import type { JwtRule, RequestAuthn, SecurityPolicies, Workload } from '../config/snapshot.ts';
+import type { HeaderMap } from './headers.ts';
+import { labelsMatch } from './policy.ts';
+
+type Headers = Readonly<Record<string, string | string[] | undefined>>;
+
+export type JwtOutcome =
+  /** No token anywhere a rule looks: continue without a request principal. */
+  | { readonly kind: 'none' }
+  | { readonly kind: 'valid'; readonly principal: string; readonly claims: JWTPayload; readonly rule: JwtRule; readonly token: string; readonly where: TokenLocation }
+  /** 401: present but expired, badly signed, wrong audience or an unknown issuer. */
+  | { readonly kind: 'invalid'; readonly reason: string };
+
+type TokenLocation = { readonly header: string; readonly prefix: string } | { readonly param: string } | { readonly cookie: string };
+
+/** The RequestAuthentications that select this workload. */
+export function selectRequestAuthn(security: SecurityPolicies, wl: Pick<Workload, 'namespace' | 'labels'>): RequestAuthn[] {
+  return security.requestAuthentications.filter((r) => (r.meshWide || r.namespace === wl.namespace) && labelsMatch(r.selector, wl.labels));
+}
+
+/** JWKS key sets, shared across snapshots so a reload does not refetch keys. */
+export class JwksCache {
+  private readonly remote = new Map<string, JWTVerifyGetKey>();
+  private readonly local = new Map<string, JWTVerifyGetKey>();
+
+  keysFor(rule: JwtRule): JWTVerifyGetKey | undefined {
+    if (rule.jwks) {
+      let k = this.local.get(rule.jwks);
+      if (!k) {
+        k = createLocalJWKSet(JSON.parse(rule.jwks) as Parameters<typeof createLocalJWKSet>[0]);
+        this.local.set(rule.jwks, k);
+      }
+      return k;
+    }
+    if (rule.jwksUri) {
+      let k = this.remote.get(rule.jwksUri);
+      if (!k) {
+        k = createRemoteJWKSet(new URL(rule.jwksUri), { timeoutDuration: rule.timeoutMs ?? 5_000 });
+        this.remote.set(rule.jwksUri, k);
+      }
+      return k;
+    }
+    return undefined;
+  }
+}
+
+function first(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function cookie(headers: Headers, name: string): string | undefined {
+  const raw = headers['cookie'];
+  const text = Array.isArray(raw) ? raw.join('; ') : raw;
+  if (!text) return undefined;
+  for (const part of text.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq > 0 && part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+  }
+  return undefined;
+}
+
+/** Where each rule looks for its token (Istio's default: `Authorization: Bearer`, `?access_token=`). */
+function findToken(rule: JwtRule, headers: Headers, query: URLSearchParams): { token: string; where: TokenLocation } | undefined {
+  for (const h of rule.fromHeaders) {
+    const v = first(headers[h.name]);
+    if (v === undefined) continue;
+    if (h.prefix && !v.toLowerCase().startsWith(h.prefix.toLowerCase())) continue;
+    const token = v.slice(h.prefix.length).trim();
+    if (token) return { token, where: { header: h.name, prefix: h.prefix } };
+  }
+  for (const p of rule.fromParams) {
+    const v = query.get(p);
+    if (v) return { token: v, where: { param: p } };
+  }
+  for (const c of rule.fromCookies) {
+    const v = cookie(headers, c);
+    if (v) return { token: v, where: { cookie: c } };
+  }
+  return undefined;
+}
+
+/**
+ * Validates the request's token against the rules of every selected RequestAuthentication. The
+ * rule is chosen by the token's (unverified) issuer; the signature, expiry and audiences are then
+ * checked with that rule's keys.
+ */
+export async function authenticateJwt(policies: readonly RequestAuthn[], headers: Headers, queryString: string, keys: JwksCache): Promise<JwtOutcome> {
+  if (policies.length === 0) return { kind: 'none' };
+  const query = new URLSearchParams(queryString);
+  let seen: string | undefined;
+  for (const policy of policies) {
+    for (const rule of policy.jwtRules) {
+      const found = findToken(rule, headers, query);
+      if (!found) continue;
+      seen = found.token;
+      let iss: string | undefined;
+      try {
+        iss = decodeJwt(found.token).iss;
+      } catch {
+        return { kind: 'invalid', reason: 'Jwt is not in the form of Header.Payload.Signature' };
+      }
+      if (iss !== rule.issuer) continue;
+      const getKey = keys.keysFor(rule);
+      if (!getKey) return { kind: 'invalid', reason: 'Jwks remote fetch is failed' };
+      try {
+        const { payload } = await jwtVerify(found.token, getKey, {
+          issuer: rule.issuer,
+          ...(rule.audiences.length ? { audience: [...rule.audiences] } : {}),
+        });
+        return { kind: 'valid', principal: `${payload.iss}/${payload.sub ?? ''}`, claims: payload, rule, token: found.token, where: found.where };
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        return { kind: 'invalid', reason: code === 'ERR_JWT_EXPIRED' ? 'Jwt is expired' : code === 'ERR_JWT_CLAIM_VALIDATION_FAILED' ? 'Audiences in Jwt are not allowed' : 'Jwt verification fails' };
+      }
+    }
+  }
+  return seen === undefined ? { kind: 'none' } : { kind: 'invalid', reason: 'Jwt issuer is not configured' };
+}
+
+/** Applies a valid token's effects on the upstream headers: drop it unless forwarded, output claims. */
+export function applyJwtHeaders(outcome: Extract<JwtOutcome, { kind: 'valid' }>, headers: HeaderMap): void {
+  const { rule, where, claims } = outcome;
+  if (!rule.forwardOriginalToken && 'header' in where) delete headers[where.header];
+  if (rule.outputPayloadToHeader) headers[rule.outputPayloadToHeader.toLowerCase()] = Buffer.from(JSON.stringify(claims)).toString('base64url');
+  for (const { header, claim } of rule.outputClaimToHeaders) {
+    const v = claims[claim];
+    const name = header.toLowerCase();
+    if (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') headers[name] = String(v);
+    else delete headers[name]; // never let a client-sent value stand in for a claim
+  }
+}

@@ -1,0 +1,437 @@
+/**
+ * Sidecar mode: one workload's inbound and outbound proxy, from the same snapshot as gateways.
+ *
+ *   peer sidecar ──mTLS──► inbound :<WorkloadEntry port> ──► PeerAuthentication ──► RequestAuthentication
+ *        ──► AuthorizationPolicy (CUSTOM, DENY, ALLOW; AUDIT logged) ──► XFCC ──► app 127.0.0.1:<app port>
+ *   app ──HTTP_PROXY──► outbound 127.0.0.1:15001 (mesh VirtualServices, registry names) ──mTLS──► peer sidecar
+ *
+ * Port mapping off Kubernetes: the WorkloadEntry's `ports` are where *the sidecar* listens (what
+ * endpoints in the registry point at, as a Pod IP:containerPort would); the app listens on the
+ * app port, given per sidecar (`appPort`) or by the label `portico.dev/app-port`. See docs/mesh.md.
+ */
+import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
+import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
+import { Duplex } from 'node:stream';
+import { Server as TlsServer, TLSSocket } from 'node:tls';
+import type { Cluster, Snapshot, Workload } from '../config/snapshot.ts';
+import { checkExtAuthz, selectExtAuthz, type CompiledExtAuthz } from './authz.ts';
+import { Balancer } from './balancer.ts';
+import { forward } from './forward.ts';
+import { makeHeaderPolicy, peerAddress, upstreamRequestHeaders } from './headers.ts';
+import { applyJwtHeaders, authenticateJwt, JwksCache, selectRequestAuthn } from './jwt-authn.ts';
+import { hostOnly } from './matchers.ts';
+import { meshUpstreamTls, mtlsPeer, type MeshIdentity, type MtlsPeer } from './mtls.ts';
+import { normalizePath, splitTarget } from './path.ts';
+import { selectPeerAuthn, type EffectiveMtls, type PeerAuthnDecision } from './peer-authn.ts';
+import type { PolicyInput } from './policy.ts';
+import { UpstreamPools } from './pools.ts';
+import { compileRbac, RBAC_DENIED_BODY, type CompiledRbac } from './rbac.ts';
+import { GatewayRuntime, silentLogger, type GatewayLogger } from './runtime.ts';
+import type { Telemetry } from './telemetry/hooks.ts';
+import { setXfcc } from './xfcc.ts';
+
+/** Label naming the port the app listens on, when `appPort` is not given. */
+export const APP_PORT_LABEL = 'portico.dev/app-port';
+export const DEFAULT_OUTBOUND_PORT = 15001;
+
+export interface SidecarOptions {
+  /** `namespace/name` of the WorkloadEntry (a bare name means namespace `default`). */
+  readonly workload: string;
+  readonly identity: MeshIdentity;
+  /** Where the app listens: one port for every inbound port, or by WorkloadEntry port name or number. */
+  readonly appPort?: number | Readonly<Record<string, number>>;
+  readonly appHost?: string;
+  /** Outbound listener port (default 15001; 0 picks one). */
+  readonly outboundPort?: number;
+  /** Inbound bind address; default the WorkloadEntry's address. */
+  readonly inboundHost?: string;
+  readonly logger?: GatewayLogger;
+  readonly telemetry?: Telemetry;
+  readonly drainMs?: number;
+}
+
+/** Everything the inbound side derives from one snapshot. */
+interface InboundState {
+  readonly snapshot: Snapshot;
+  readonly workload: Workload;
+  readonly peerAuthn: PeerAuthnDecision;
+  readonly rbac: CompiledRbac;
+  readonly requestAuthn: ReturnType<typeof selectRequestAuthn>;
+  readonly extAuthz: readonly CompiledExtAuthz[];
+  /** inbound (WorkloadEntry) port → app cluster */
+  readonly apps: ReadonlyMap<number, Cluster>;
+}
+
+interface InboundListener {
+  readonly port: number;
+  readonly server: NetServer;
+  readonly http: HttpServer;
+  readonly sockets: Set<Socket>;
+}
+
+/** Counters for tests and the admin page. */
+export interface SidecarStats {
+  plaintextRefused: number;
+  tlsRefused: number;
+  inboundRequests: number;
+  rbacDenied: number;
+  jwtRejected: number;
+}
+
+export function workloadKey(name: string): string {
+  return name.includes('/') ? name : `default/${name}`;
+}
+
+export class SidecarRuntime {
+  readonly outbound: GatewayRuntime;
+  readonly stats: SidecarStats = { plaintextRefused: 0, tlsRefused: 0, inboundRequests: 0, rbacDenied: 0, jwtRejected: 0 };
+  private state: InboundState;
+  private readonly listeners = new Map<number, InboundListener>();
+  private readonly appPools = new UpstreamPools();
+  private readonly appBalancer = new Balancer();
+  private readonly jwks = new JwksCache();
+  private readonly headerPolicy = makeHeaderPolicy({ identityHeaders: [], trustedHops: 1 });
+  private readonly log: GatewayLogger;
+  private readonly unsubscribe: () => void;
+  private swapping: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    snapshot: Snapshot,
+    private readonly opts: SidecarOptions,
+  ) {
+    this.log = opts.logger ?? silentLogger;
+    this.state = this.build(snapshot);
+    const wl = this.state.workload;
+    this.outbound = new GatewayRuntime(snapshot, {
+      labels: wl.labels,
+      namespace: wl.namespace,
+      source: { labels: wl.labels, namespace: wl.namespace },
+      meshOutbound: { port: opts.outboundPort ?? DEFAULT_OUTBOUND_PORT },
+      logger: this.log,
+      telemetry: opts.telemetry,
+      drainMs: opts.drainMs,
+      // Sidecars forward identity headers the edge set (kubeflow-userid) and trust the hop before.
+      headerPolicy: makeHeaderPolicy({ identityHeaders: [], trustedHops: 1 }),
+    });
+    this.outbound.pools.tlsPolicy = meshUpstreamTls(opts.identity, () => this.outbound.table().snapshot);
+    this.unsubscribe = opts.identity.onRotate(() => this.log.info('workload certificate rotated', { spiffeId: opts.identity.spiffeId }));
+  }
+
+  /** The workload this sidecar serves, as of the current snapshot. */
+  workload(): Workload {
+    return this.state.workload;
+  }
+
+  private build(snapshot: Snapshot): InboundState {
+    const key = workloadKey(this.opts.workload);
+    const workload = snapshot.workloads.find((w) => w.key === key);
+    if (!workload) throw new Error(`workload ${key}: no WorkloadEntry of that namespace/name in the config (have: ${snapshot.workloads.map((w) => w.key).join(', ') || 'none'})`);
+    const apps = new Map<number, Cluster>();
+    for (const [name, port] of Object.entries(workload.ports)) {
+      const app = this.appPortFor(workload, name, port);
+      apps.set(port, {
+        name: `inbound|${port}||`,
+        host: this.opts.appHost ?? '127.0.0.1',
+        port: app,
+        resolution: 'STATIC',
+        protocol: 'HTTP',
+        endpoints: [{ address: this.opts.appHost ?? '127.0.0.1', port: app, labels: {}, weight: 1 }],
+        trafficPolicy: {},
+        meshExternal: false,
+      });
+    }
+    const who = { namespace: workload.namespace, labels: workload.labels };
+    return {
+      snapshot,
+      workload,
+      apps,
+      peerAuthn: selectPeerAuthn(snapshot.security, who),
+      rbac: compileRbac(snapshot.security, who),
+      requestAuthn: selectRequestAuthn(snapshot.security, who),
+      extAuthz: selectExtAuthz(snapshot, { ...who, context: 'SIDECAR_INBOUND' }),
+    };
+  }
+
+  private appPortFor(wl: Workload, name: string, port: number): number {
+    const a = this.opts.appPort;
+    let app: number | undefined;
+    if (typeof a === 'number') app = a;
+    else if (a) app = a[name] ?? a[String(port)];
+    if (app === undefined && wl.labels[APP_PORT_LABEL] !== undefined) app = Number(wl.labels[APP_PORT_LABEL]);
+    if (app === undefined || !Number.isInteger(app) || app <= 0 || app > 65535) {
+      throw new Error(`workload ${wl.key}: port ${name} (${port}): no app port; pass --app-port or label the WorkloadEntry ${APP_PORT_LABEL}`);
+    }
+    if (app === port && (this.opts.appHost ?? '127.0.0.1') === (this.opts.inboundHost ?? wl.address)) {
+      throw new Error(`workload ${wl.key}: port ${name}: the app port ${app} is the sidecar's own inbound port; the app must listen elsewhere`);
+    }
+    return app;
+  }
+
+  /** Inbound ports: WorkloadEntry port → actual port. */
+  inboundPorts(): Map<number, number> {
+    return new Map([...this.listeners].map(([p, l]) => [p, (l.server.address() as { port: number }).port]));
+  }
+
+  outboundPort(): number {
+    for (const port of this.outbound.ports().values()) return port;
+    return -1;
+  }
+
+  /** The mTLS mode in force on an inbound port. */
+  mtlsMode(port: number): EffectiveMtls {
+    const app = this.state.apps.get(port)?.port;
+    return this.state.peerAuthn.modeFor(port, ...(app !== undefined ? [app] : []));
+  }
+
+  async start(): Promise<void> {
+    await this.outbound.start();
+    await this.reconcile();
+    this.log.info('sidecar started', {
+      workload: this.state.workload.key,
+      spiffeId: this.opts.identity.spiffeId,
+      inbound: Object.fromEntries([...this.state.apps].map(([p, c]) => [p, `${c.host}:${c.port}`])),
+      outbound: this.outboundPort(),
+      peerAuthentication: this.state.peerAuthn.chain,
+    });
+  }
+
+  /** Swaps in a snapshot for both sides; throws and keeps the old one when it cannot be served. */
+  apply(snapshot: Snapshot): Promise<void> {
+    const run = this.swapping.then(async () => {
+      const next = this.build(snapshot);
+      await this.outbound.apply(snapshot);
+      const old = this.state;
+      this.state = next;
+      try {
+        await this.reconcile();
+      } catch (err) {
+        this.state = old;
+        throw err;
+      }
+    });
+    this.swapping = run.catch(() => undefined);
+    return run;
+  }
+
+  private async reconcile(): Promise<void> {
+    const want = this.state.apps;
+    for (const port of want.keys()) {
+      if (!this.listeners.has(port)) this.listeners.set(port, await this.openInbound(port));
+    }
+    for (const [port, l] of this.listeners) {
+      if (!want.has(port)) {
+        this.listeners.delete(port);
+        void closeInbound(l, this.opts.drainMs ?? 5_000);
+      }
+    }
+  }
+
+  private async openInbound(port: number): Promise<InboundListener> {
+    const sockets = new Set<Socket>();
+    const http = createHttpServer({ headersTimeout: 30_000, requestTimeout: 0, keepAliveTimeout: 65_000 });
+    http.on('request', (req, res) => this.handle(port, req, res));
+    const server = createNetServer((socket) => {
+      sockets.add(socket);
+      socket.once('close', () => sockets.delete(socket));
+      socket.once('error', () => socket.destroy());
+      socket.once('data', (first: Buffer) => this.dispatch(port, socket, first, http, tlsServer));
+    });
+    const tlsServer = new TlsServer({ ...this.opts.identity.contextOptions(), requestCert: true, rejectUnauthorized: true, ALPNProtocols: ['http/1.1'] });
+    tlsServer.on('secureConnection', (tls: TLSSocket) => {
+      if (!tls.authorized) {
+        this.stats.tlsRefused++;
+        return tls.destroy();
+      }
+      http.emit('connection', tls);
+    });
+    tlsServer.on('tlsClientError', (_err, tls: TLSSocket) => {
+      this.stats.tlsRefused++;
+      tls.destroy();
+    });
+    // Rotation: new handshakes get the new certificate; established connections keep theirs.
+    const off = this.opts.identity.onRotate(() => tlsServer.setSecureContext(this.opts.identity.contextOptions()));
+    server.once('close', off);
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', (err: NodeJS.ErrnoException) =>
+        reject(err.code === 'EADDRINUSE' ? new Error(`inbound port ${port} of ${this.state.workload.key} is already in use`) : err),
+      );
+      server.listen(port, this.opts.inboundHost ?? this.state.workload.address, () => resolve());
+    });
+    return { port, server, http, sockets };
+  }
+
+  /**
+   * PeerAuthentication on the first byte (a TLS handshake starts with 0x16): STRICT refuses
+   * plaintext, DISABLE refuses TLS, PERMISSIVE takes both. mTLS connections must present a
+   * certificate signed by the mesh root.
+   */
+  private dispatch(port: number, socket: Socket, first: Buffer, http: HttpServer, tlsServer: TlsServer): void {
+    const mode = this.mtlsMode(port);
+    const isTls = first[0] === 0x16;
+    if (!isTls && mode === 'STRICT') {
+      this.stats.plaintextRefused++;
+      socket.destroy();
+      return;
+    }
+    if (isTls && mode === 'DISABLE') {
+      this.stats.tlsRefused++;
+      socket.destroy();
+      return;
+    }
+    socket.pause();
+    if (!isTls) {
+      socket.unshift(first);
+      http.emit('connection', socket);
+      socket.resume();
+      return;
+    }
+    // node:tls takes over a net.Socket's handle and would lose the byte already read, so the
+    // TLS layer reads through a small stream that replays it.
+    const stream = replayStream(socket, first);
+    rawOfStream.set(stream, socket);
+    tlsServer.emit('connection', stream);
+  }
+
+  private handle(port: number, req: IncomingMessage, res: ServerResponse): void {
+    this.stats.inboundRequests++;
+    const st = this.state;
+    const app = st.apps.get(port);
+    const raw = req.socket instanceof TLSSocket ? rawSocketOf(req.socket) : req.socket;
+    const remoteAddress = raw?.remoteAddress;
+    const peer: MtlsPeer | undefined = req.socket instanceof TLSSocket ? mtlsPeer(req.socket) : undefined;
+    const target = splitTarget(req.url ?? '/');
+    const path = normalizePath(target.path);
+    if (!app || path === undefined) return reply(res, 400, 'Bad Request');
+    const authority = typeof req.headers.host === 'string' ? req.headers.host : '';
+    const remote = peerAddress(remoteAddress);
+    void (async () => {
+      const jwt = await authenticateJwt(st.requestAuthn, req.headers, target.query, this.jwks);
+      if (jwt.kind === 'invalid') {
+        this.stats.jwtRejected++;
+        res.setHeader('www-authenticate', `Bearer realm="http://${authority}${path}", error="invalid_token"`);
+        return reply(res, 401, jwt.reason);
+      }
+      const input: PolicyInput = {
+        path,
+        host: hostOnly(authority).toLowerCase(),
+        method: req.method ?? 'GET',
+        port,
+        headers: req.headers,
+        sourceIp: remote,
+        remoteIp: remote,
+        principal: peer?.principal,
+        sourceNamespace: peer?.namespace,
+        requestPrincipal: jwt.kind === 'valid' ? jwt.principal : undefined,
+        claims: jwt.kind === 'valid' ? jwt.claims : undefined,
+      };
+      const headers = upstreamRequestHeaders(req.headers, { remoteAddress: remote, scheme: peer ? 'https' : 'http', authority }, this.headerPolicy);
+      if (st.extAuthz.length > 0) {
+        const d = await checkExtAuthz(st.extAuthz, input, { method: input.method, pathAndQuery: target.query ? `${path}?${target.query}` : path, authority, headers }, { pools: this.appPools, balancer: this.appBalancer });
+        if (d?.kind === 'deny') {
+          res.writeHead(d.status, d.headers);
+          res.end(d.body);
+          return;
+        }
+        if (d) for (const [k, v] of d.upstreamHeaders) headers[k] = v;
+      }
+      if (st.rbac.active) {
+        const decision = st.rbac.evaluate(input);
+        if (decision.audited.length) this.log.info('AUTHZ audit', { policies: decision.audited, method: input.method, path, principal: input.principal ?? '' });
+        if (!decision.allowed) {
+          this.stats.rbacDenied++;
+          this.log.info('AUTHZ denied', { reason: decision.reason, method: input.method, path, principal: input.principal ?? '' });
+          return reply(res, 403, RBAC_DENIED_BODY);
+        }
+      }
+      if (jwt.kind === 'valid') applyJwtHeaders(jwt, headers);
+      setXfcc(headers, this.opts.identity.spiffeId, peer);
+      headers['host'] = authority;
+      await forward({
+        req,
+        res,
+        cluster: app,
+        method: input.method,
+        path: req.url ?? '/',
+        headers,
+        body: req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined ? { kind: 'none' } : { kind: 'stream' },
+        retries: { attempts: 0, retryOn: [], retriableStatusCodes: [], retryRemoteLocalities: false },
+        pools: this.appPools,
+        balancer: this.appBalancer,
+        sendError: (err) => reply(res, err.status, err.message),
+      });
+    })().catch((err: unknown) => {
+      this.log.error('inbound request failed', { error: err instanceof Error ? err.message : String(err) });
+      if (!res.headersSent) reply(res, 500, 'internal error');
+      else res.destroy();
+    });
+  }
+
+  async close(drainMs = this.opts.drainMs ?? 5_000): Promise<void> {
+    this.unsubscribe();
+    const all = [...this.listeners.values()];
+    this.listeners.clear();
+    await Promise.all([this.outbound.close(drainMs), ...all.map((l) => closeInbound(l, drainMs))]);
+    await this.appPools.close();
+  }
+}
+
+const rawOfStream = new WeakMap<Duplex, Socket>();
+
+/**
+ * The TCP socket under an inbound TLS connection, for `source.ip`. node:tls keeps the wrapped
+ * stream only internally (TLSWrap → JSStreamSocket → stream); if that ever changes, `source.ip`
+ * policies see no address (and fail closed for ipBlocks) rather than a wrong one.
+ */
+function rawSocketOf(tls: TLSSocket): Socket | undefined {
+  const stream = (tls as unknown as { _handle?: { _parentWrap?: { stream?: Duplex } } })._handle?._parentWrap?.stream;
+  return stream ? rawOfStream.get(stream) : undefined;
+}
+
+function reply(res: ServerResponse, status: number, body: string): void {
+  if (res.headersSent) return void res.destroy();
+  res.writeHead(status, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) });
+  res.end(body);
+}
+
+/** A duplex over `socket` that first yields `first` (the byte(s) read to detect TLS). */
+function replayStream(socket: Socket, first: Buffer): Duplex {
+  const d = new Duplex({
+    read() {
+      socket.resume();
+    },
+    write(chunk: Buffer, _enc, cb) {
+      socket.write(chunk, cb);
+    },
+    final(cb) {
+      socket.end();
+      cb();
+    },
+    destroy(err, cb) {
+      socket.destroy(err ?? undefined);
+      cb(err);
+    },
+  });
+  d.push(first);
+  socket.on('data', (c: Buffer) => {
+    if (!d.push(c)) socket.pause();
+  });
+  socket.once('end', () => d.push(null));
+  socket.once('close', () => d.destroy());
+  return d;
+}
+
+async function closeInbound(l: InboundListener, graceMs: number): Promise<void> {
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(() => {
+      for (const s of l.sockets) s.destroy();
+      resolve();
+    }, graceMs);
+    timer.unref();
+    l.server.close(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+    l.http.closeIdleConnections();
+    for (const s of l.sockets) if (!s.readable) s.destroy();
+  });
+}
