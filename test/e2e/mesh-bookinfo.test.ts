@@ -19,6 +19,8 @@ import { freePort } from '../helpers/net.ts';
 
 const ROOT = new URL('../..', import.meta.url).pathname;
 const EX = join(ROOT, 'config/examples/bookinfo');
+/** The mesh variants (STRICT mTLS, httpbin and its clients, the deny policy, the ratings fault). */
+const MESH = join(ROOT, 'config/examples/bookinfo-mesh');
 
 /** The example registry ports, replaced by free ones (sidecar inbound ports). */
 const FIXED = { 'productpage-v1': 19080, 'details-v1': 19081, 'reviews-v1': 19082, 'reviews-v2': 19083, 'reviews-v3': 19084, 'ratings-v1': 19085, 'httpbin-v1': 18000, sleep: 18100, notsleep: 18101 } as const;
@@ -26,14 +28,15 @@ type Wl = keyof typeof FIXED;
 
 async function meshConfig(dir: string): Promise<Record<Wl, number>> {
   const ports = {} as Record<Wl, number>;
-  let registry = readFileSync(join(EX, 'registry.yaml'), 'utf8') + '\n---\n' + readFileSync(join(EX, 'mesh/httpbin.yaml'), 'utf8');
+  let registry = readFileSync(join(EX, 'registry.yaml'), 'utf8') + '\n---\n' + readFileSync(join(MESH, 'httpbin.yaml'), 'utf8');
   for (const [wl, port] of Object.entries(FIXED) as [Wl, number][]) {
     ports[wl] = await freePort();
     registry = registry.replace(new RegExp(`(\\n\\s+http: )${port}\\n`), `$1${ports[wl]}\n`);
   }
   writeFileSync(join(dir, 'registry.yaml'), registry);
-  for (const f of ['destination-rule-all.yaml', 'virtual-service-reviews-test-v2.yaml', 'peer-authentication-strict.yaml']) copyFileSync(join(EX, f), join(dir, f));
-  copyFileSync(join(EX, 'mesh/authorization-policy-deny-headers.yaml'), join(dir, 'deny.yaml'));
+  for (const f of ['destination-rule-all.yaml', 'virtual-service-reviews-test-v2.yaml']) copyFileSync(join(EX, f), join(dir, f));
+  copyFileSync(join(MESH, 'peer-authentication-strict.yaml'), join(dir, 'peer-authentication-strict.yaml'));
+  copyFileSync(join(MESH, 'authorization-policy-deny-headers.yaml'), join(dir, 'deny.yaml'));
   return ports;
 }
 
@@ -180,7 +183,7 @@ test('Bookinfo with sidecars under STRICT mTLS: routing, faults, XFCC, RBAC, pla
   });
 
   await t.test('a config change (ratings abort for jason) reaches the sidecars; jason sees ratings unavailable', async () => {
-    copyFileSync(join(EX, 'virtual-service-ratings-test-abort.yaml'), join(cfg, 'ratings-abort.yaml'));
+    copyFileSync(join(MESH, 'virtual-service-ratings-test-abort.yaml'), join(cfg, 'ratings-abort.yaml'));
     const cookie = await loginJason(notsleep);
     await waitFor('the abort to apply', async () => (await get(notsleep, 'http://productpage:9080/productpage', { cookie })).body.includes(RATINGS_UNAVAILABLE));
     const anon = await get(notsleep, 'http://productpage:9080/productpage');
