@@ -16,7 +16,7 @@ import { parseArgs } from 'node:util';
 import { certInfo, issueWorkloadCert, loadOrCreateCa, type CaPair } from '../../certs/index.ts';
 import { buildSnapshot, formatIssue, parseDuration, watchConfig, type ConfigWatcher } from '../../config/index.ts';
 import type { Snapshot } from '../../config/snapshot.ts';
-import { CertRotator, connectProxyToControlPlane, requestWorkloadCertificate, waitForSnapshot, type Subscription, type WorkloadCertificate } from '../../controlplane/index.ts';
+import { CertRotator, connectProxyToControlPlane, defaultNodeId, requestWorkloadCertificate, waitForSnapshot, type Subscription, type WorkloadCertificate } from '../../controlplane/index.ts';
 import { MeshIdentity } from '../../gateway/mtls.ts';
 import { DEFAULT_OUTBOUND_PORT, SidecarRuntime, workloadKey } from '../../gateway/sidecar.ts';
 import type { GatewayLogger } from '../../gateway/runtime.ts';
@@ -143,7 +143,9 @@ export async function startSidecar(opts: StartSidecarOptions): Promise<SidecarHa
       },
     };
     if (opts.controlplane) {
-      subscription = connectProxyToControlPlane(consumer, { url: opts.controlplane, token: opts.token, logger: log, initial: initialMessage });
+      // The node id names the workload, so the control plane's /v1/status shows which sidecar is which.
+      const node = `sidecar/${workloadKey(opts.workload)}@${defaultNodeId()}`.slice(0, 253);
+      subscription = connectProxyToControlPlane(consumer, { url: opts.controlplane, token: opts.token, logger: log, initial: initialMessage, node });
     } else if (opts.watch !== false && opts.config) {
       watcher = watchConfig(opts.config, { initialVersion: snapshot.version }, (result) => {
         if (!result.ok) return log.error('config change rejected; still serving the previous config', { problems: result.issues.map((i) => formatIssue(i)) });
