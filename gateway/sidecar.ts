@@ -13,11 +13,13 @@ import { createServer as createHttpServer, type IncomingMessage, type Server as 
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import { Server as TlsServer, TLSSocket } from 'node:tls';
-import type { Cluster, Snapshot, Workload } from '../config/snapshot.ts';
+import type { Cluster, Service, Snapshot, Workload } from '../config/snapshot.ts';
+import type { AttrValue, SpanData } from '../telemetry/otlp.ts';
+import { decideSampling, extractContext, injectContext, newSpanId, newTraceId, type TraceContext } from '../telemetry/trace-context.ts';
 import { checkExtAuthz, selectExtAuthz, type CompiledExtAuthz } from './authz.ts';
 import { Balancer } from './balancer.ts';
 import { forward } from './forward.ts';
-import { makeHeaderPolicy, peerAddress, upstreamRequestHeaders } from './headers.ts';
+import { makeHeaderPolicy, peerAddress, upstreamRequestHeaders, type HeaderMap } from './headers.ts';
 import { applyJwtHeaders, authenticateJwt, JwksCache, selectRequestAuthn } from './jwt-authn.ts';
 import { hostOnly } from './matchers.ts';
 import { meshUpstreamTls, mtlsPeer, type MeshIdentity, type MtlsPeer } from './mtls.ts';
@@ -27,7 +29,10 @@ import type { PolicyInput } from './policy.ts';
 import { UpstreamPools } from './pools.ts';
 import { compileRbac, RBAC_DENIED_BODY, type CompiledRbac } from './rbac.ts';
 import { GatewayRuntime, silentLogger, type GatewayLogger } from './runtime.ts';
+import { redactQuery } from './telemetry/access-log.ts';
 import type { Telemetry } from './telemetry/hooks.ts';
+import { BYTES_BUCKETS, DURATION_BUCKETS_MS, HTTP_LABELS } from './telemetry/istio-metrics.ts';
+import { Registry, type CounterSeries, type HistogramSeries } from './telemetry/prometheus.ts';
 import { setXfcc } from './xfcc.ts';
 
 /** Label naming the port the app listens on, when `appPort` is not given. */
@@ -46,7 +51,10 @@ export interface SidecarOptions {
   /** Inbound bind address; default the WorkloadEntry's address. */
   readonly inboundHost?: string;
   readonly logger?: GatewayLogger;
+  /** Outbound telemetry (reporter `source`), the gateway seam. */
   readonly telemetry?: Telemetry;
+  /** Inbound telemetry (reporter `destination`, SERVER spans). */
+  readonly inboundTelemetry?: InboundTelemetry;
   readonly drainMs?: number;
 }
 
@@ -301,15 +309,16 @@ export class SidecarRuntime {
     const peer: MtlsPeer | undefined = req.socket instanceof TLSSocket ? mtlsPeer(req.socket) : undefined;
     const target = splitTarget(req.url ?? '/');
     const path = normalizePath(target.path);
-    if (!app || path === undefined) return reply(res, 400, 'Bad Request');
-    const authority = typeof req.headers.host === 'string' ? req.headers.host : '';
     const remote = peerAddress(remoteAddress);
+    const obs = this.opts.inboundTelemetry?.begin(req, res, { state: st, port, peer, ownPrincipal: this.opts.identity.spiffeId, remote });
+    if (!app || path === undefined) return reply(res, 400, 'Bad Request', obs);
+    const authority = typeof req.headers.host === 'string' ? req.headers.host : '';
     void (async () => {
       const jwt = await authenticateJwt(st.requestAuthn, req.headers, target.query, this.jwks);
       if (jwt.kind === 'invalid') {
         this.stats.jwtRejected++;
         res.setHeader('www-authenticate', `Bearer realm="http://${authority}${path}", error="invalid_token"`);
-        return reply(res, 401, jwt.reason);
+        return reply(res, 401, jwt.reason, obs);
       }
       const input: PolicyInput = {
         path,
@@ -328,6 +337,10 @@ export class SidecarRuntime {
       if (st.extAuthz.length > 0) {
         const d = await checkExtAuthz(st.extAuthz, input, { method: input.method, pathAndQuery: target.query ? `${path}?${target.query}` : path, authority, headers }, { pools: this.appPools, balancer: this.appBalancer });
         if (d?.kind === 'deny') {
+          if (obs) {
+            obs.flag = 'UAEX';
+            obs.responseBytes = Buffer.byteLength(d.body);
+          }
           res.writeHead(d.status, d.headers);
           res.end(d.body);
           return;
@@ -340,13 +353,15 @@ export class SidecarRuntime {
         if (!decision.allowed) {
           this.stats.rbacDenied++;
           this.log.info('AUTHZ denied', { reason: decision.reason, method: input.method, path, principal: input.principal ?? '' });
-          return reply(res, 403, RBAC_DENIED_BODY);
+          if (obs) obs.flag = 'RBAC';
+          return reply(res, 403, RBAC_DENIED_BODY, obs);
         }
       }
       if (jwt.kind === 'valid') applyJwtHeaders(jwt, headers);
       setXfcc(headers, this.opts.identity.spiffeId, peer);
       headers['host'] = authority;
-      await forward({
+      obs?.upstreamHeaders(headers);
+      const result = await forward({
         req,
         res,
         cluster: app,
@@ -359,6 +374,10 @@ export class SidecarRuntime {
         balancer: this.appBalancer,
         sendError: (err) => reply(res, err.status, err.message),
       });
+      if (obs) {
+        obs.flag = result.flag;
+        obs.responseBytes = result.responseBytes;
+      }
     })().catch((err: unknown) => {
       this.log.error('inbound request failed', { error: err instanceof Error ? err.message : String(err) });
       if (!res.headersSent) reply(res, 500, 'internal error');
@@ -387,8 +406,9 @@ function rawSocketOf(tls: TLSSocket): Socket | undefined {
   return stream ? rawOfStream.get(stream) : undefined;
 }
 
-function reply(res: ServerResponse, status: number, body: string): void {
+function reply(res: ServerResponse, status: number, body: string, obs?: InboundObserver): void {
   if (res.headersSent) return void res.destroy();
+  if (obs) obs.responseBytes = Buffer.byteLength(body);
   res.writeHead(status, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) });
   res.end(body);
 }
@@ -434,4 +454,274 @@ async function closeInbound(l: InboundListener, graceMs: number): Promise<void> 
     l.http.closeIdleConnections();
     for (const s of l.sockets) if (!s.readable) s.destroy();
   });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inbound telemetry: Istio's `reporter="destination"` metrics and a SERVER span per request.
+// gateway/telemetry's IstioMetrics labels the proxy as the *source* of every request, which is
+// right for gateways and outbound sidecars; inbound, the proxy is the destination and the source
+// is the mTLS peer, known per connection. So the inbound side keeps its own families (same names,
+// labels and buckets) in its own registry; the metrics endpoint merges the two expositions.
+// ---------------------------------------------------------------------------------------------
+
+export interface InboundTelemetryOptions {
+  /** Shared with the outbound telemetry, so one sidecar has one trace store / one exporter. */
+  readonly traces?: { add(span: SpanData): void };
+  readonly exporter?: { add(span: SpanData): void };
+  /** Percentage of new traces sampled (0..100), as the outbound side. Default 1. */
+  readonly sampling?: number;
+  /** Istio's cluster id label value (default `Kubernetes`). */
+  readonly clusterId?: string;
+}
+
+interface InboundSeries {
+  readonly requests: CounterSeries;
+  readonly duration: HistogramSeries;
+  readonly requestBytes: HistogramSeries;
+  readonly responseBytes: HistogramSeries;
+}
+
+const UNKNOWN = 'unknown';
+
+/** Label values for one side of a request from a WorkloadEntry (or several sharing an identity). */
+function workloadLabels(side: 'source' | 'destination', wls: readonly Workload[], principal: string | undefined): Record<string, string> {
+  const shared = (f: (w: Workload) => string | undefined): string | undefined => {
+    const v = wls.map(f);
+    return v.length > 0 && v.every((x) => x !== undefined && x === v[0]) ? v[0] : undefined;
+  };
+  const app = shared((w) => w.labels.app);
+  const version = shared((w) => w.labels.version);
+  return {
+    [`${side}_workload`]: shared((w) => w.labels['service.istio.io/workload-name'] ?? w.name) ?? UNKNOWN,
+    [`${side}_workload_namespace`]: shared((w) => w.namespace) ?? UNKNOWN,
+    [`${side}_principal`]: principal ?? UNKNOWN,
+    [`${side}_app`]: app ?? UNKNOWN,
+    [`${side}_version`]: version ?? UNKNOWN,
+    [`${side}_canonical_service`]: shared((w) => w.labels['service.istio.io/canonical-name'] ?? w.labels.app ?? w.name) ?? UNKNOWN,
+    [`${side}_canonical_revision`]: shared((w) => w.labels['service.istio.io/canonical-revision'] ?? w.labels.version) ?? 'latest',
+  };
+}
+
+/**
+ * The inbound side's metrics and spans. One instance per sidecar; `begin` per request. Label
+ * values come from the snapshot and from verified peer certificates only (mesh CA-signed SPIFFE
+ * ids), never from request headers, so cardinality is bounded by the mesh's workloads.
+ */
+export class InboundTelemetry {
+  readonly registry = new Registry();
+  private readonly requests;
+  private readonly duration;
+  private readonly requestBytes;
+  private readonly responseBytes;
+  /** `peer principal|status|flags|grpc` → series; rebuilt lazily per snapshot. */
+  private series = new Map<string, InboundSeries>();
+  private forSnapshot: Snapshot | undefined;
+  private readonly sampling: number;
+
+  constructor(private readonly opts: InboundTelemetryOptions = {}) {
+    this.requests = this.registry.counter('istio_requests_total', 'Requests handled by this proxy.', HTTP_LABELS);
+    this.duration = this.registry.histogram('istio_request_duration_milliseconds', 'Request duration in milliseconds.', HTTP_LABELS, DURATION_BUCKETS_MS);
+    this.requestBytes = this.registry.histogram('istio_request_bytes', 'HTTP request body sizes.', HTTP_LABELS, BYTES_BUCKETS);
+    this.responseBytes = this.registry.histogram('istio_response_bytes', 'HTTP response body sizes.', HTTP_LABELS, BYTES_BUCKETS);
+    const sampling = opts.sampling ?? 1;
+    if (!(sampling >= 0 && sampling <= 100)) throw new Error(`tracing sampling must be a percentage 0..100, got ${sampling}`);
+    this.sampling = sampling;
+  }
+
+  get tracing(): boolean {
+    return this.opts.traces !== undefined || this.opts.exporter !== undefined;
+  }
+
+  begin(req: IncomingMessage, res: ServerResponse, facts: InboundFacts): InboundObserver {
+    const o = new InboundObserver(this, req, facts);
+    if (this.tracing) {
+      o.ctx = extractContext(req.headers);
+      o.sampled = decideSampling(o.ctx, req.headers, this.sampling);
+    }
+    res.once('close', () => this.finish(o, res));
+    return o;
+  }
+
+  private finish(o: InboundObserver, res: ServerResponse): void {
+    const durationMs = performance.now() - o.startMs;
+    const status = res.headersSent ? res.statusCode : 0;
+    const flag = !res.writableFinished && o.flag === '-' ? 'DC' : o.flag;
+    const s = this.seriesFor(o.facts, status, flag, o.grpc);
+    s.requests.value++;
+    s.duration.observe(durationMs);
+    s.requestBytes.observe(o.requestBytes);
+    s.responseBytes.observe(o.responseBytes);
+    if (o.sampled) this.span(o, status, flag, durationMs);
+  }
+
+  private seriesFor(f: InboundFacts, status: number, flag: string, grpc: boolean): InboundSeries {
+    if (f.state.snapshot !== this.forSnapshot) {
+      this.forSnapshot = f.state.snapshot;
+      this.series = new Map();
+    }
+    const key = `${f.peer?.uri ?? ''}|${status}|${flag}|${grpc ? 1 : 0}|${f.port}`;
+    let s = this.series.get(key);
+    if (!s) {
+      const labels = { ...this.peerLabels(f), request_protocol: grpc ? 'grpc' : 'http', response_code: String(status), grpc_response_status: '', response_flags: flag };
+      s = { requests: this.requests.with(labels), duration: this.duration.with(labels), requestBytes: this.requestBytes.with(labels), responseBytes: this.responseBytes.with(labels) };
+      this.series.set(key, s);
+    }
+    return s;
+  }
+
+  /**
+   * Source = the workloads holding the peer's identity (the name when one WorkloadEntry has that
+   * service account, else only what they share, e.g. `app`); destination = this workload and the
+   * service whose endpoint is this inbound port.
+   */
+  private peerLabels(f: InboundFacts): Record<string, string> {
+    const { snapshot, workload } = f.state;
+    const cluster = this.opts.clusterId ?? 'Kubernetes';
+    const peerSa = f.peer?.principal ? /^[^/]+\/ns\/([^/]+)\/sa\/([^/]+)$/.exec(f.peer.principal) : null;
+    const sources = peerSa ? snapshot.workloads.filter((w) => w.namespace === peerSa[1] && (w.serviceAccount ?? 'default') === peerSa[2]) : [];
+    const source = f.peer?.uri
+      ? { ...workloadLabels('source', sources, f.peer.uri), ...(sources.length === 0 && peerSa ? { source_workload_namespace: peerSa[1]! } : {}) }
+      : workloadLabels('source', [], undefined);
+    let service: Service | undefined;
+    for (const s of snapshot.services) {
+      if (s.endpoints.some((e) => e.workload === workload.key && e.port === f.port)) {
+        service = s;
+        break;
+      }
+    }
+    return {
+      reporter: 'destination',
+      ...source,
+      source_cluster: f.peer ? cluster : UNKNOWN,
+      ...workloadLabels('destination', [workload], f.ownPrincipal),
+      destination_service: service?.host ?? UNKNOWN,
+      destination_service_name: service ? (service.host.includes('.svc.') ? service.host.slice(0, service.host.indexOf('.')) : service.host) : UNKNOWN,
+      destination_service_namespace: service?.namespace ?? UNKNOWN,
+      destination_cluster: cluster,
+      connection_security_policy: f.peer ? 'mutual_tls' : 'none',
+    };
+  }
+
+  private span(o: InboundObserver, status: number, flag: string, durationMs: number): void {
+    const { workload, snapshot } = o.facts.state;
+    const ns = workload.namespace;
+    const canonical = workload.labels['service.istio.io/canonical-name'] ?? workload.labels.app ?? workload.name;
+    const service = snapshot.services.find((s) => s.endpoints.some((e) => e.workload === workload.key && e.port === o.facts.port));
+    const svcPort = service?.ports.find((p) => service.endpoints.some((e) => e.workload === workload.key && e.port === o.facts.port && (p.targetPort === undefined || p.targetPort === e.port)));
+    const ua = o.req.headers['user-agent'];
+    const rid = o.req.headers['x-request-id'];
+    const error = status >= 500 || status === 0;
+    const attributes: [string, AttrValue][] = [
+      ['node_id', `sidecar~${workload.address}~${workload.name}.${ns}~${ns}.svc.cluster.local`],
+      ['istio.canonical_service', canonical],
+      ['istio.canonical_revision', workload.labels['service.istio.io/canonical-revision'] ?? workload.labels.version ?? 'latest'],
+      ['istio.namespace', ns],
+      ['istio.mesh_id', 'cluster.local'],
+      ['guid:x-request-id', typeof rid === 'string' ? rid : ''],
+      ['http.url', `${o.facts.peer ? 'https' : 'http'}://${o.req.headers.host ?? ''}${redactQuery(o.req.url ?? '/')}`.slice(0, 2048)],
+      ['http.method', o.req.method ?? ''],
+      ['downstream_cluster', '-'],
+      ['user_agent', typeof ua === 'string' ? ua.slice(0, 256) : '-'],
+      ['http.protocol', `HTTP/${o.req.httpVersion}`],
+      ['peer.address', o.facts.remote ?? ''],
+      ['request_size', o.requestBytes],
+      ['response_size', o.responseBytes],
+      ['response_flags', flag],
+      ['http.status_code', status],
+      ['upstream_cluster', `inbound|${o.facts.port}||`],
+      ['upstream_cluster.name', `inbound|${o.facts.port}||`],
+      ['component', 'proxy'],
+    ];
+    if (o.facts.peer?.principal) attributes.push(['peer.principal', o.facts.peer.principal]);
+    if (error) attributes.push(['error', true]);
+    const span: SpanData = {
+      traceId: o.traceId ?? (o.ctx?.traceId || newTraceId()),
+      spanId: o.spanId ?? newSpanId(),
+      parentSpanId: o.ctx?.parentSpanId,
+      // Envoy's inbound decorator: `<service host>:<port>/*`.
+      name: service ? `${service.host}:${svcPort?.number ?? o.facts.port}/*` : `inbound|${o.facts.port}||`,
+      kind: 'SERVER',
+      startUs: Math.round((performance.timeOrigin + o.startMs) * 1000),
+      durationUs: Math.max(1, Math.round(durationMs * 1000)),
+      service: `${canonical}.${ns}`,
+      attributes,
+      error,
+    };
+    this.opts.traces?.add(span);
+    this.opts.exporter?.add(span);
+  }
+}
+
+/** What the inbound side knows about a request before it is authorised. */
+interface InboundFacts {
+  readonly state: InboundState;
+  readonly port: number;
+  readonly peer: MtlsPeer | undefined;
+  readonly ownPrincipal: string;
+  readonly remote: string | undefined;
+}
+
+/** Per-request inbound telemetry state; the request path sets `flag` and byte counts. */
+export class InboundObserver {
+  readonly startMs = performance.now();
+  readonly grpc: boolean;
+  readonly requestBytes: number;
+  flag = '-';
+  responseBytes = 0;
+  ctx: TraceContext | undefined;
+  sampled = false;
+  traceId?: string;
+  spanId?: string;
+
+  constructor(
+    readonly t: InboundTelemetry,
+    readonly req: IncomingMessage,
+    readonly facts: InboundFacts,
+  ) {
+    const ct = req.headers['content-type'];
+    this.grpc = typeof ct === 'string' && ct.startsWith('application/grpc');
+    const cl = Number(req.headers['content-length'] ?? 0);
+    this.requestBytes = Number.isFinite(cl) && cl > 0 ? cl : 0;
+  }
+
+  /** Trace context for the app: this hop's span becomes the app's parent. */
+  upstreamHeaders(headers: HeaderMap): void {
+    if (!this.t.tracing) return;
+    if (!this.sampled && !this.ctx?.traceId) {
+      // Unsampled new trace: only the decision travels, so the app's calls out are not sampled anew.
+      headers['traceparent'] = `00-${newTraceId()}-${newSpanId()}-00`;
+      headers['x-b3-sampled'] = '0';
+      return;
+    }
+    this.traceId = this.ctx?.traceId || newTraceId();
+    this.spanId = newSpanId();
+    injectContext(headers, this.traceId, this.spanId, this.ctx?.parentSpanId, this.sampled, this.ctx?.b3Single === true);
+  }
+}
+
+/**
+ * Merges Prometheus text expositions whose families may overlap (the outbound and inbound
+ * registries both have `istio_requests_total`): one HELP/TYPE per family, samples concatenated.
+ */
+export function mergeExpositions(...texts: readonly string[]): string {
+  const families = new Map<string, { head: string[]; samples: string[] }>();
+  for (const text of texts) {
+    let current: { head: string[]; samples: string[] } | undefined;
+    for (const line of text.split('\n')) {
+      if (line === '') continue;
+      const m = /^# (HELP|TYPE) (\S+)/.exec(line);
+      if (m) {
+        let f = families.get(m[2]!);
+        if (!f) {
+          f = { head: [], samples: [] };
+          families.set(m[2]!, f);
+        }
+        if (!f.head.some((h) => h.startsWith(`# ${m[1]} `))) f.head.push(line);
+        current = f;
+      } else current?.samples.push(line);
+    }
+  }
+  const out: string[] = [];
+  for (const f of families.values()) out.push(...f.head, ...f.samples);
+  return out.length ? `${out.join('\n')}\n` : '';
 }

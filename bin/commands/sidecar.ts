@@ -11,6 +11,8 @@
  * connections. See docs/mesh.md.
  */
 import { readFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { certInfo, issueWorkloadCert, loadOrCreateCa, type CaPair } from '../../certs/index.ts';
@@ -18,9 +20,10 @@ import { buildSnapshot, formatIssue, parseDuration, watchConfig, type ConfigWatc
 import type { Snapshot } from '../../config/snapshot.ts';
 import { CertRotator, connectProxyToControlPlane, defaultNodeId, requestWorkloadCertificate, waitForSnapshot, type Subscription, type WorkloadCertificate } from '../../controlplane/index.ts';
 import { MeshIdentity } from '../../gateway/mtls.ts';
-import { DEFAULT_OUTBOUND_PORT, SidecarRuntime, workloadKey } from '../../gateway/sidecar.ts';
+import { DEFAULT_OUTBOUND_PORT, InboundTelemetry, mergeExpositions, SidecarRuntime, workloadKey } from '../../gateway/sidecar.ts';
 import type { GatewayLogger } from '../../gateway/runtime.ts';
-import { createTelemetry } from '../../gateway/telemetry/index.ts';
+import { createTelemetry, type PorticoTelemetry } from '../../gateway/telemetry/index.ts';
+import { PROMETHEUS_CONTENT_TYPE } from '../../gateway/telemetry/prometheus.ts';
 import { consoleLogger } from './gateway.ts';
 
 const USAGE = `usage: portico sidecar (--config PATH | --controlplane URL) --workload NS/NAME [options]
@@ -31,7 +34,11 @@ const USAGE = `usage: portico sidecar (--config PATH | --controlplane URL) --wor
   --ca-dir DIR          mesh root CA for local issuance (default certs/out/mesh-ca)
   --cert-ttl DURATION   local certificate lifetime (default 24h)
   --token-file FILE     control plane bootstrap token (else PORTICO_BOOTSTRAP_TOKEN)
-  --metrics-port N      Istio metrics (:15020 style); default off
+  --metrics-port N      Istio metrics and trace store at /stats/prometheus (default 15020; 0 any free
+                        port; -1 disables). Sidecars sharing a host need distinct ports.
+  --metrics-host ADDR   metrics bind address (default 0.0.0.0)
+  --trace-sampling PCT  percent of new traces sampled (else MeshConfig defaultConfig.tracing.sampling, else 1)
+  --otlp-endpoint URL   export spans over OTLP/HTTP (e.g. http://127.0.0.1:4318/v1/traces)
 The WorkloadEntry's ports are where the sidecar listens (what peers connect to, mTLS); the app
 listens on --app-port. Inbound ports: the WorkloadEntry ports.
 `;
@@ -43,7 +50,14 @@ export interface StartSidecarOptions {
   readonly inboundHost?: string;
   readonly logger?: GatewayLogger;
   readonly drainMs?: number;
+  /** Istio's :15020 (`/stats/prometheus`, trace store): 0 picks a free port; absent or -1 = off. */
   readonly metricsPort?: number;
+  /** Default 127.0.0.1 (the CLI passes 0.0.0.0, as the gateway, so Prometheus can scrape it). */
+  readonly metricsHost?: string;
+  /** OTLP/HTTP traces endpoint (spans per hop: CLIENT outbound, SERVER inbound). */
+  readonly otlpEndpoint?: string;
+  /** Percent of new traces sampled (else MeshConfig defaultConfig.tracing.sampling, else 1). */
+  readonly tracingSampling?: number;
   /** Local mode: config paths and the mesh CA. */
   readonly config?: readonly string[];
   readonly ca?: CaPair;
@@ -63,6 +77,11 @@ export interface SidecarHandle {
   readonly rotator: CertRotator;
   /** Control plane subscription (control plane mode). */
   readonly subscription?: Subscription;
+  /** Outbound (reporter `source`) and inbound (reporter `destination`) telemetry, when enabled. */
+  readonly telemetry?: PorticoTelemetry;
+  readonly inboundTelemetry?: InboundTelemetry;
+  /** The metrics server's actual port, when it listens. */
+  readonly metricsPort?: number;
   close(): Promise<void>;
 }
 
@@ -123,22 +142,39 @@ export async function startSidecar(opts: StartSidecarOptions): Promise<SidecarHa
 
   async function finish(rot: CertRotator, cert: WorkloadCertificate): Promise<SidecarHandle> {
     identity = new MeshIdentity(cert);
-    const telemetry = opts.metricsPort !== undefined ? createTelemetry({ proxy: { workload: opts.workload, namespace: workloadKey(opts.workload).split('/')[0]!, app: opts.workload }, reporter: 'source' }) : undefined;
-    const sidecar = new SidecarRuntime(snapshot, { workload: opts.workload, identity, appPort: opts.appPort, outboundPort: opts.outboundPort, inboundHost: opts.inboundHost, logger: log, drainMs: opts.drainMs, telemetry });
+    const { telemetry, inbound } = sidecarTelemetry(opts, snapshot, identity.spiffeId);
+    const sidecar = new SidecarRuntime(snapshot, {
+      workload: opts.workload,
+      identity,
+      appPort: opts.appPort,
+      outboundPort: opts.outboundPort,
+      inboundHost: opts.inboundHost,
+      logger: log,
+      drainMs: opts.drainMs,
+      telemetry,
+      inboundTelemetry: inbound,
+    });
     telemetry?.attach(sidecar.outbound);
+    let metrics: Server | undefined;
     try {
       await sidecar.start();
+      if (telemetry && inbound && opts.metricsPort !== undefined && opts.metricsPort >= 0) metrics = await listenMetrics(telemetry, inbound, opts.metricsPort, opts.metricsHost ?? '127.0.0.1');
     } catch (err) {
       rot.close();
       await sidecar.close(0);
+      await telemetry?.close();
       throw err;
     }
-    if (telemetry && opts.metricsPort !== undefined) await telemetry.listen(opts.metricsPort);
     let watcher: ConfigWatcher | undefined;
     let subscription: Subscription | undefined;
     const consumer = {
       apply: async (s: Snapshot) => {
-        await sidecar.apply(s);
+        try {
+          await sidecar.apply(s);
+        } catch (err) {
+          telemetry?.configReloadFailed();
+          throw err;
+        }
         current = s;
       },
     };
@@ -157,15 +193,79 @@ export async function startSidecar(opts: StartSidecarOptions): Promise<SidecarHa
       identity: identity!,
       rotator: rot,
       subscription,
+      telemetry,
+      inboundTelemetry: inbound,
+      metricsPort: metrics ? (metrics.address() as AddressInfo).port : undefined,
       async close() {
         rot.close();
         subscription?.close();
         watcher?.close();
         await sidecar.close(opts.drainMs ?? 1_000);
+        if (metrics) {
+          metrics.closeAllConnections();
+          await new Promise<void>((r) => metrics!.close(() => r()));
+        }
         await telemetry?.close();
       },
     };
   }
+}
+
+/**
+ * Outbound telemetry is the gateway's (reporter `source`, CLIENT spans, this workload as the
+ * source); inbound keeps Istio's `reporter="destination"` series with the mTLS peer as the
+ * source. Both share one trace store and one OTLP exporter. Off unless metrics or OTLP are asked for.
+ */
+function sidecarTelemetry(opts: StartSidecarOptions, snapshot: Snapshot, principal: string): { telemetry?: PorticoTelemetry; inbound?: InboundTelemetry } {
+  const metricsOn = opts.metricsPort !== undefined && opts.metricsPort >= 0;
+  if (!metricsOn && !opts.otlpEndpoint) return {};
+  const key = workloadKey(opts.workload);
+  const wl = snapshot.workloads.find((w) => w.key === key);
+  const [namespace, name] = key.split('/') as [string, string];
+  const mc = snapshot.meshConfig;
+  const sampling = opts.tracingSampling ?? mc.tracingSampling ?? 1;
+  const telemetry = createTelemetry({
+    proxy: {
+      workload: wl?.labels['service.istio.io/workload-name'] ?? name,
+      namespace,
+      app: wl?.labels.app ?? name,
+      version: wl?.labels.version,
+      principal,
+      canonicalService: wl?.labels['service.istio.io/canonical-name'],
+      canonicalRevision: wl?.labels['service.istio.io/canonical-revision'],
+    },
+    reporter: 'source',
+    trustDomain: mc.trustDomain,
+    tracing: { sampling, otlpEndpoint: opts.otlpEndpoint, nodeId: `sidecar~${wl?.address ?? '127.0.0.1'}~${name}.${namespace}~${namespace}.svc.cluster.local` },
+  });
+  const inbound = new InboundTelemetry({ traces: telemetry.traces, exporter: telemetry.exporter, sampling });
+  return { telemetry, inbound };
+}
+
+/** Istio's :15020 for one sidecar: both sides' metrics in one exposition; the trace store as the gateway's. */
+async function listenMetrics(telemetry: PorticoTelemetry, inbound: InboundTelemetry, port: number, host: string): Promise<Server> {
+  const server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path === '/stats/prometheus' || path === '/metrics') {
+      const body = mergeExpositions(telemetry.registry.render(), inbound.registry.render());
+      res.writeHead(200, { 'content-type': PROMETHEUS_CONTENT_TYPE, 'cache-control': 'no-store', 'content-length': Buffer.byteLength(body) });
+      return void res.end(req.method === 'HEAD' ? undefined : body);
+    }
+    if (telemetry.metricsHandler(req, res)) return;
+    res.writeHead(404, { 'content-type': 'text/plain' });
+    res.end('not found: try /stats/prometheus\n');
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) =>
+      reject(
+        err.code === 'EADDRINUSE'
+          ? new Error(`metrics port ${port} is already in use (another sidecar on this host?): pass --metrics-port N, 0 for any free port, or -1 to disable`)
+          : err,
+      ),
+    );
+    server.listen(port, host, () => resolve());
+  });
+  return server;
 }
 
 function parseAppPort(v: string | undefined): number | Record<string, number> | undefined {
@@ -195,7 +295,10 @@ export async function run(argv: string[]): Promise<number | undefined> {
         'ca-dir': { type: 'string', default: 'certs/out/mesh-ca' },
         'cert-ttl': { type: 'string', default: '24h' },
         'token-file': { type: 'string' },
-        'metrics-port': { type: 'string' },
+        'metrics-port': { type: 'string', default: '15020' },
+        'metrics-host': { type: 'string', default: '0.0.0.0' },
+        'trace-sampling': { type: 'string' },
+        'otlp-endpoint': { type: 'string' },
         'no-watch': { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h' },
       },
@@ -214,6 +317,10 @@ export async function run(argv: string[]): Promise<number | undefined> {
   }
   let handle: SidecarHandle;
   try {
+    const metricsPort = Number(values['metrics-port']);
+    if (!Number.isInteger(metricsPort) || metricsPort < -1 || metricsPort > 65535) throw new Error(`--metrics-port: '${values['metrics-port']}' is not a port number (or -1 to disable)`);
+    const sampling = values['trace-sampling'] === undefined ? undefined : Number(values['trace-sampling']);
+    if (sampling !== undefined && !(sampling >= 0 && sampling <= 100)) throw new Error(`--trace-sampling: '${values['trace-sampling']}' is not a percentage 0..100`);
     const ttl = parseDuration(values['cert-ttl']!);
     if (ttl === undefined) throw new Error(`--cert-ttl: '${values['cert-ttl']}' is not a duration`);
     handle = await startSidecar({
@@ -226,7 +333,10 @@ export async function run(argv: string[]): Promise<number | undefined> {
       certTtlHours: ttl / 3_600_000,
       controlplane: values.controlplane,
       token: values['token-file'] ? readFileSync(values['token-file'], 'utf8').trim() : undefined,
-      metricsPort: values['metrics-port'] !== undefined ? Number(values['metrics-port']) : undefined,
+      metricsPort,
+      metricsHost: values['metrics-host'],
+      otlpEndpoint: values['otlp-endpoint'],
+      tracingSampling: sampling,
       watch: !values['no-watch'],
     });
   } catch (err) {
@@ -235,7 +345,7 @@ export async function run(argv: string[]): Promise<number | undefined> {
   }
   const s = handle.sidecar;
   process.stdout.write(
-    `sidecar ready workload=${s.workload().key} spiffe=${handle.identity.spiffeId} outbound=127.0.0.1:${s.outboundPort()} inbound=${[...s.inboundPorts().values()].join(',')}\n`,
+    `sidecar ready workload=${s.workload().key} spiffe=${handle.identity.spiffeId} outbound=127.0.0.1:${s.outboundPort()} inbound=${[...s.inboundPorts().values()].join(',')} metrics=${handle.metricsPort ?? 'off'}\n`,
   );
   let stopping = false;
   const stop = (): void => {

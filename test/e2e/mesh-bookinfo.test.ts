@@ -120,7 +120,7 @@ test('Bookinfo with sidecars under STRICT mTLS: routing, faults, XFCC, RBAC, pla
 
   // The meshed client `sleep` is a real `portico sidecar` process.
   const sleepOut = await freePort();
-  const proc = spawnSidecar(['--config', cfg, '--workload', 'default/sleep', '--app-port', String(appPorts.sleep), '--outbound-port', String(sleepOut), '--ca-dir', caDir]);
+  const proc = spawnSidecar(['--config', cfg, '--workload', 'default/sleep', '--app-port', String(appPorts.sleep), '--outbound-port', String(sleepOut), '--ca-dir', caDir, '--metrics-port', '0']);
   t.after(() => proc.child.kill('SIGKILL'));
   const line = await proc.ready;
   assert.match(line, /spiffe=spiffe:\/\/cluster\.local\/ns\/default\/sa\/sleep/);

@@ -168,8 +168,8 @@ test('sidecars on the control plane: config edits reach every sidecar; traffic s
   assert.equal(v1.sidecar.mtlsMode(inbound.v1), 'STRICT');
 
   const sleepOut = await freePort();
-  const line = await spawnSidecar(t, ['--controlplane', cp.url, '--token-file', join(dir, 'token'), '--workload', 'default/sleep', '--outbound-port', String(sleepOut)]);
-  assert.match(line, /spiffe=spiffe:\/\/cluster\.local\/ns\/default\/sa\/sleep/);
+  const line = await spawnSidecar(t, ['--controlplane', cp.url, '--token-file', join(dir, 'token'), '--workload', 'default/sleep', '--outbound-port', String(sleepOut), '--metrics-port', '0']);
+  assert.match(line, /spiffe=spiffe:\/\/cluster\.local\/ns\/default\/sa\/sleep .* metrics=\d+/);
 
   const proxies = new Map<string, Pool>([
     ['sleep (process)', new Pool(`http://127.0.0.1:${sleepOut}`)],
