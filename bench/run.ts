@@ -4,7 +4,7 @@
  * PASS/FAIL against the targets and writes bench/results/. See docs/benchmarks.md.
  *
  * Env: BENCH_DURATION (s, default 10), BENCH_QUICK=1 (2 s smoke run), BENCH_CONNECTIONS (50),
- * BENCH_SCENARIOS (comma list), BENCH_CPU_PROF=1 (profile the gateway; results not recorded as latest),
+ * BENCH_SCENARIOS (comma list; `mesh` runs bench/mesh/run.ts), BENCH_CPU_PROF=1 (profile the gateway; results not recorded as latest),
  * BENCH_KEEP_TMP=1 (keep generated configs and logs).
  */
 import { spawnSync } from 'node:child_process';
@@ -220,10 +220,23 @@ function gitInfo(): { commit: string; dirty: string[] } | undefined {
   return { commit: head.stdout.trim(), dirty: (st.stdout ?? '').split('\n').filter(Boolean) };
 }
 
+/**
+ * `BENCH_SCENARIOS=mesh` (alone or in a list): the mesh benchmark, a fixed-rate two-sidecar run
+ * that does not fit wrk's closed loop, in its own runner (bench/mesh/run.ts). Returns the rest.
+ */
+function runMeshIfAsked(list: string | undefined): { rest: string | undefined; code: number } {
+  const names = (list ?? '').split(',').map((n) => n.trim()).filter(Boolean);
+  if (!names.includes('mesh')) return { rest: list, code: 0 };
+  const r = spawnSync(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'bench/mesh/run.ts')], { cwd: REPO_ROOT, stdio: 'inherit' });
+  return { rest: names.filter((n) => n !== 'mesh').join(','), code: r.status ?? 1 };
+}
+
 async function main(): Promise<number> {
   installCleanup();
   const s = settings();
-  const scenarios = selectScenarios(process.env.BENCH_SCENARIOS);
+  const mesh = runMeshIfAsked(process.env.BENCH_SCENARIOS);
+  if (mesh.rest === '') return mesh.code;
+  const scenarios = selectScenarios(mesh.rest);
   say(`${scenarios.length} scenario(s) × (direct, nginx, portico), wrk -t${s.threads} -c${s.connections} -d${s.durationSec}s --latency (+${s.warmupSec}s warm-up each)${s.quick ? ' [QUICK smoke run]' : ''}`);
   const tools = ensureTools();
   say(`wrk: ${tools.wrk} (${tools.versions.wrk}); nginx: ${tools.nginx ? `${tools.nginx} (${tools.versions.nginx})` : 'unavailable'}`);

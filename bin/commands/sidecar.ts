@@ -18,7 +18,7 @@ import { parseArgs } from 'node:util';
 import { certInfo, issueWorkloadCert, loadOrCreateCa, type CaPair } from '../../certs/index.ts';
 import { buildSnapshot, formatIssue, parseDuration, watchConfig, type ConfigWatcher } from '../../config/index.ts';
 import type { Snapshot } from '../../config/snapshot.ts';
-import { CertRotator, connectProxyToControlPlane, defaultNodeId, requestWorkloadCertificate, waitForSnapshot, type Subscription, type WorkloadCertificate } from '../../controlplane/index.ts';
+import { CertRotator, connectProxyToControlPlane, defaultNodeId, requestWorkloadCertificate, waitForSnapshot, type Subscription, type WorkloadCertificate } from '../../controlplane/client.ts';
 import { MeshIdentity } from '../../gateway/mtls.ts';
 import { DEFAULT_OUTBOUND_PORT, InboundTelemetry, mergeExpositions, SidecarRuntime, workloadKey } from '../../gateway/sidecar.ts';
 import type { GatewayLogger } from '../../gateway/runtime.ts';
