@@ -12,7 +12,8 @@ import { parseArgs } from 'node:util';
 import { ensureDemoCerts } from '../../certs/index.ts';
 import { buildSnapshot, formatIssue } from '../../config/index.ts';
 import { startDemoAuth } from '../../demo/auth.ts';
-import { startDemoUpstreams } from '../../demo/upstreams.ts';
+import { gatewayMeshIdentity, startDemoMesh } from '../../demo/mesh.ts';
+import { meshUpstreamTls } from '../../gateway/mtls.ts';
 import { startAdmin } from '../../gateway/admin.ts';
 import { GatewayRuntime } from '../../gateway/runtime.ts';
 import { createTelemetry, TraceStore } from '../../gateway/telemetry/index.ts';
@@ -28,9 +29,8 @@ export const DEMO_CONFIG = [
   'config/examples/bookinfo/destination-rule-all.yaml',
   'config/examples/bookinfo/virtual-service-reviews-test-v2.yaml',
   'config/examples/httpbin-https/registry.yaml',
+  'config/examples/bookinfo-mesh/peer-authentication-strict.yaml',
 ].map((p) => resolve(ROOT, p));
-
-export const DEMO_MESH_PORT = 15001;
 
 const USAGE = `usage: portico demo [--certs-dir DIR] [--admin-port N]
 Runs Bookinfo and httpbin behind Portico's HTTPS gateway on https://localhost:8443.
@@ -53,33 +53,29 @@ export async function startDemo(opts: { certsDir?: string; adminPort?: number; m
   };
   try {
     const log = consoleLogger('demo');
-    // One trace store for both proxies, so a page load is one trace; every request is traced.
+    // One trace store for every proxy (the sidecars export into it over OTLP), so a page load is
+    // one trace; every request is traced.
     const traces = new TraceStore();
     const edgeTelemetry = createTelemetry({ tracing: { sampling: 100, store: traces } });
-    const meshTelemetry = createTelemetry({
-      proxy: { workload: 'bookinfo-mesh', namespace: 'default', app: 'bookinfo-mesh' },
-      reporter: 'source',
-      tracing: { sampling: 100, store: traces, serviceName: 'bookinfo-mesh.default' },
-    });
-    // The mesh's outbound listener: Bookinfo services call each other through it, so Istio's
-    // reviews VirtualService (jason → v2) applies between productpage and reviews.
-    const mesh = new GatewayRuntime(built.snapshot, { labels: { 'portico.dev/role': 'mesh-outbound' }, meshOutbound: { port: DEMO_MESH_PORT }, logger: log, drainMs: 1000, telemetry: meshTelemetry });
-    meshTelemetry.attach(mesh);
-    await mesh.start();
-    closers.push(() => mesh.close(1000), () => meshTelemetry.close());
-    const upstreams = await startDemoUpstreams({ httpProxy: `http://127.0.0.1:${DEMO_MESH_PORT}`, meshNames: true, logoutUrl: '/authservice/logout' });
-    closers.push(() => upstreams.close());
-    // The metrics server also hosts the trace store's OTLP ingest: the authservice exports its
-    // check spans there, so a page load is one trace including the login check.
+    // The metrics server also hosts the trace store's OTLP ingest: the authservice and the
+    // sidecars export their spans there.
     const metrics = await edgeTelemetry.listen(opts.metricsPort ?? 15020, '127.0.0.1');
     closers.push(() => edgeTelemetry.close());
-    const auth = await startDemoAuth({ dexConfig: resolve(ROOT, 'config/examples/dex.yaml'), otlpEndpoint: `http://127.0.0.1:${metrics.port}/v1/traces` });
+    const otlpEndpoint = `http://127.0.0.1:${metrics.port}/v1/traces`;
+    // Bookinfo and httpbin, each behind its own sidecar under STRICT mTLS: Istio's reviews
+    // VirtualService (jason → v2) applies in productpage's sidecar.
+    const mesh = await startDemoMesh({ config: DEMO_CONFIG, certsDir, logger: log, otlpEndpoint, logoutUrl: '/authservice/logout' });
+    closers.push(() => mesh.close());
+    const auth = await startDemoAuth({ dexConfig: resolve(ROOT, 'config/examples/dex.yaml'), otlpEndpoint });
     closers.push(() => auth.close());
     const edge = new GatewayRuntime(built.snapshot, { logger: log, drainMs: 2000, telemetry: edgeTelemetry });
+    // The gateway joins the mesh: ISTIO_MUTUAL to the sidecars, with its own SPIFFE identity.
+    edge.pools.tlsPolicy = meshUpstreamTls(gatewayMeshIdentity(mesh.ca, built.snapshot), () => edge.table().snapshot);
     edgeTelemetry.attach(edge);
     await edge.start();
     closers.push(() => edge.close(2000));
-    const admin = await startAdmin(edge, opts.adminPort ?? 15000, '127.0.0.1', () => true, { telemetry: edgeTelemetry, dashboardProxies: [{ name: 'bookinfo-mesh', runtime: mesh, telemetry: meshTelemetry }] });
+    const dashboardProxies = [...mesh.sidecars].map(([name, h]) => ({ name, runtime: h.sidecar.outbound, telemetry: h.telemetry }));
+    const admin = await startAdmin(edge, opts.adminPort ?? 15000, '127.0.0.1', () => true, { telemetry: edgeTelemetry, dashboardProxies });
     closers.push(() => admin.close());
 
     say('');
@@ -90,6 +86,7 @@ export async function startDemo(opts: { certsDir?: string; adminPort?: number; m
     say('                as jason the reviews are v2 (black stars): Istio\'s virtual-service-reviews-test-v2.yaml');
     say('  httpbin       curl --cacert ' + certs.ca.certFile + ' --resolve httpbin.example.com:8443:127.0.0.1 https://httpbin.example.com:8443/status/418');
     say('  HTTP          http://localhost:8080/productpage redirects to HTTPS');
+    say(`  mesh          ${mesh.sidecars.size} sidecars, STRICT mTLS (mesh CA ${resolve(certsDir, 'mesh-ca')})`);
     say(`  admin         http://127.0.0.1:${admin.port()}/config_dump  /clusters  /routes  /certs`);
     say(`  metrics       http://127.0.0.1:${metrics.port}/stats/prometheus`);
     say(`  traces        http://127.0.0.1:${admin.port()}/api/traces?service=istio-ingressgateway.istio-system  (Jaeger API)`);

@@ -74,7 +74,7 @@ test('npm start: Bookinfo behind the login over HTTPS, httpbin by SNI, HTTP redi
   t.after(() => second.child.kill('SIGKILL'));
   const code = await second.exited;
   assert.notEqual(code, 0);
-  assert.match(second.output(), /port \d+ is already in use/);
+  assert.match(second.output(), /port \d+ (of \S+ )?is already in use/);
 
   demo.child.kill('SIGINT');
   assert.equal(await demo.exited, 0, `demo did not stop cleanly:\n${demo.output()}`);
