@@ -17,10 +17,10 @@ const KIND_NOTES: Record<string, string> = {
   WorkloadEntry: 'Endpoints for ServiceEntries with a `workloadSelector`, and `portico sidecar --workload`.',
   EnvoyFilter:
     'Only two patches are applied: `envoy.filters.http.ext_authz` (HTTP service) inserted as an HTTP_FILTER → `Snapshot.extAuthz`, and `envoy.filters.http.local_ratelimit` as an HTTP_FILTER or merged into HTTP_ROUTE/VIRTUAL_HOST `typed_per_filter_config` → `Snapshot.localRateLimits`. Every other patch is validated and ignored with a warning.',
-  PeerAuthentication: 'Partly: validated and compiled into `Snapshot.security.peerAuthentications`; enforcement arrives with the mesh work.',
+  PeerAuthentication: 'Enforced by `portico sidecar` inbound listeners (STRICT / PERMISSIVE / DISABLE, workload > namespace > mesh precedence, `portLevelMtls`); see docs/mesh.md.',
   AuthorizationPolicy:
-    'CUSTOM policies drive ext_authz (`Snapshot.extAuthz`). All actions are validated and compiled into `Snapshot.security.authorizationPolicies`; ALLOW/DENY/AUDIT enforcement arrives with the mesh work.',
-  RequestAuthentication: 'Partly: validated and compiled into `Snapshot.security.requestAuthentications`; JWT verification arrives with the mesh work.',
+    'CUSTOM policies drive ext_authz (`Snapshot.extAuthz`). All actions are validated and compiled into `Snapshot.security.authorizationPolicies`; ALLOW/DENY/AUDIT are enforced by `portico sidecar` inbound listeners in Istio\'s order (CUSTOM, DENY, ALLOW); see docs/mesh.md.',
+  RequestAuthentication: 'JWTs are verified by `portico sidecar` inbound listeners (jwksUri or inline jwks, audiences, header/param/cookie locations, forwardOriginalToken, outputClaimToHeaders); see docs/mesh.md.',
   MeshConfig:
     'Either `portico.dev/v1alpha1 MeshConfig` (spec = MeshConfig) or Istio\'s `v1 ConfigMap` named `istio` with MeshConfig YAML in `data.mesh`. At most one. Unknown MeshConfig fields are warnings.',
 };
