@@ -1,8 +1,11 @@
 /**
  * `portico gateway --config PATH [--config PATH...] [--labels k=v,...] [--admin-port N]`
  * Serves the Gateways whose selector matches the labels, reloading when the config changes.
+ * With `--controlplane URL --workload NS/NAME` it also joins the mesh: a SPIFFE certificate from
+ * the control plane's CSR API, so it originates ISTIO_MUTUAL to sidecar'd endpoints (docs/mesh.md).
  */
 import cluster, { type Worker } from 'node:cluster';
+import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { deepFreeze } from '../../config/compile.ts';
@@ -12,6 +15,7 @@ import { watchConfig } from '../../config/watch.ts';
 import { startAdmin } from '../../gateway/admin.ts';
 import { makeHeaderPolicy } from '../../gateway/headers.ts';
 import { DEFAULT_GATEWAY_LABELS, GatewayRuntime, type GatewayLogger } from '../../gateway/runtime.ts';
+import type { MeshIdentity } from '../../gateway/mtls.ts';
 import { createTelemetry, type PorticoTelemetry } from '../../gateway/telemetry/index.ts';
 
 const USAGE = `usage: portico gateway --config PATH [--config PATH...] [options]
@@ -32,6 +36,11 @@ const USAGE = `usage: portico gateway --config PATH [--config PATH...] [options]
   --health-check-interval MS  actively TCP-check endpoints of clusters with outlierDetection (off by default)
   --workers N             worker processes sharing the listeners (default: number of cores)
   --no-watch              do not reload when the config changes
+Mesh identity (certificates only; routes still come from --config):
+  --controlplane URL      request this gateway's SPIFFE certificate from the control plane's CSR API
+                          and originate ISTIO_MUTUAL to sidecar'd endpoints (auto mTLS)
+  --workload NS/NAME      the WorkloadEntry whose identity the gateway takes (its serviceAccount)
+  --token-file FILE       control plane bootstrap token (else PORTICO_BOOTSTRAP_TOKEN)
 `;
 
 /** `--admin-port -1` → `--admin-port=-1`: parseArgs would read `-1` as an option. */
@@ -89,6 +98,9 @@ export async function run(argv: string[]): Promise<number | undefined> {
         'no-telemetry': { type: 'boolean', default: false },
         'trace-sampling': { type: 'string' },
         'otlp-endpoint': { type: 'string' },
+        controlplane: { type: 'string' },
+        workload: { type: 'string' },
+        'token-file': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       allowPositionals: false,
@@ -112,6 +124,13 @@ export async function run(argv: string[]): Promise<number | undefined> {
     process.stderr.write(`portico gateway: --workers must be a positive integer\n`);
     return 2;
   }
+  let mesh: MeshSettings | undefined;
+  try {
+    mesh = meshSettings(args.controlplane, args.workload, args['token-file']);
+  } catch (err) {
+    process.stderr.write(`portico gateway: ${(err as Error).message}\n`);
+    return 2;
+  }
   const settings: WorkerSettings = {
     labels,
     namespace: args.namespace ?? 'istio-system',
@@ -127,6 +146,7 @@ export async function run(argv: string[]): Promise<number | undefined> {
     tracingSampling: args['trace-sampling'] === undefined ? undefined : Number(args['trace-sampling']),
     otlpEndpoint: args['otlp-endpoint'],
     healthCheckIntervalMs: args['health-check-interval'] === undefined ? undefined : Number(args['health-check-interval']),
+    mesh,
   };
   if (cluster.isWorker) return runWorker(settings);
 
@@ -153,7 +173,14 @@ export async function run(argv: string[]): Promise<number | undefined> {
       });
 
   if (workers === 1) {
-    const worker = await startWorker(settings, snapshot, log);
+    let worker: RunningGateway;
+    try {
+      worker = await startWorker(settings, snapshot, log);
+    } catch (err) {
+      watcher?.close();
+      process.stderr.write(`portico gateway: not starting: ${(err as Error).message}\n`);
+      return 1;
+    }
     onSnapshot = (next) => worker.apply(next);
     onStop(async () => {
       watcher?.close();
@@ -213,6 +240,88 @@ interface WorkerSettings {
   readonly tracingSampling?: number;
   readonly otlpEndpoint?: string;
   readonly healthCheckIntervalMs?: number;
+  readonly mesh?: MeshSettings;
+}
+
+/** Where the gateway's mesh certificate comes from (`--controlplane`, `--workload`, `--token-file`). */
+export interface MeshSettings {
+  readonly controlplane: string;
+  /** `<namespace>/<name>` of the gateway's WorkloadEntry. */
+  readonly workload: string;
+  readonly token?: string;
+}
+
+/** Checks the mesh flags: both or neither of --controlplane and --workload; a readable token file. */
+export function meshSettings(controlplane: string | undefined, workload: string | undefined, tokenFile: string | undefined): MeshSettings | undefined {
+  if (controlplane === undefined && workload === undefined) {
+    if (tokenFile !== undefined) throw new Error('--token-file needs --controlplane and --workload');
+    return undefined;
+  }
+  if (controlplane === undefined || workload === undefined) throw new Error('--controlplane and --workload go together (the control plane signs the certificate of that WorkloadEntry)');
+  let url: URL;
+  try {
+    url = new URL(controlplane);
+  } catch {
+    throw new Error(`--controlplane: '${controlplane}' is not a URL (e.g. http://controlplane:15010)`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error(`--controlplane: '${controlplane}' is not an http(s) URL`);
+  if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?\/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(workload)) throw new Error(`--workload: '${workload}' is not NAMESPACE/NAME (e.g. istio-system/istio-ingressgateway)`);
+  let token: string | undefined;
+  if (tokenFile !== undefined) {
+    try {
+      token = readFileSync(tokenFile, 'utf8').trim();
+    } catch (err) {
+      throw new Error(`--token-file: cannot read ${tokenFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+    if (!token) throw new Error(`--token-file: ${tokenFile} is empty`);
+  }
+  return { controlplane, workload, token };
+}
+
+/** Control plane answers that waiting will not fix. */
+const FATAL_CSR_ERRORS = new Set(['PORTICO_ERR_CP_UNAUTHORIZED', 'PORTICO_ERR_CP_UNKNOWN_WORKLOAD', 'PORTICO_ERR_CP_BAD_REQUEST', 'PORTICO_ERR_CP_BAD_CSR']);
+
+export interface GatewayMeshIdentity {
+  readonly identity: MeshIdentity;
+  /** Stops renewing. */
+  close(): void;
+}
+
+/**
+ * The gateway's mesh identity from the control plane (as Istio's ingress gateway gets its SPIFFE
+ * certificate from istiod): the key is made here, only a CSR is sent, and the certificate is
+ * renewed at half its lifetime without dropping connections (MeshIdentity swaps contexts). The
+ * first request is retried while the control plane is unreachable or has no config yet (compose
+ * starts them together), up to `waitMs`; a refused token or an unknown workload fails at once.
+ * Loaded lazily: a gateway without a mesh identity does not pay for the control plane client.
+ */
+export async function startGatewayMeshIdentity(mesh: MeshSettings, log: GatewayLogger, waitMs = 60_000): Promise<GatewayMeshIdentity> {
+  const { CertRotator, requestWorkloadCertificate, isControlPlaneError } = await import('../../controlplane/client.ts');
+  const { MeshIdentity } = await import('../../gateway/mtls.ts');
+  const target = { url: mesh.controlplane, token: mesh.token, workload: mesh.workload };
+  let identity: MeshIdentity | undefined;
+  let first = true;
+  const issue = async (): ReturnType<typeof requestWorkloadCertificate> => {
+    if (!first) return requestWorkloadCertificate(target);
+    first = false;
+    const deadline = Date.now() + waitMs;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await requestWorkloadCertificate(target);
+      } catch (err) {
+        if (isControlPlaneError(err) && FATAL_CSR_ERRORS.has(err.code)) throw err;
+        const wait = Math.min(5_000, 200 * 2 ** attempt);
+        if (Date.now() + wait > deadline) throw err;
+        log.warn('waiting for the control plane to sign the gateway certificate', { url: mesh.controlplane, workload: mesh.workload, error: (err as Error).message, retryInMs: wait });
+        await new Promise((r) => setTimeout(r, wait));
+      }
+    }
+  };
+  const rotator = new CertRotator({ ...target, logger: log, issue, onRotate: (cert) => identity?.update(cert) });
+  const cert = await rotator.start();
+  identity = new MeshIdentity(cert);
+  log.info('gateway mesh identity', { spiffeId: cert.spiffeId, notAfter: cert.notAfter.toISOString() });
+  return { identity, close: () => rotator.close() };
 }
 
 interface RunningGateway {
@@ -234,6 +343,7 @@ function gatewayTelemetry(settings: WorkerSettings, snapshot: Snapshot): Portico
 }
 
 async function startWorker(settings: WorkerSettings, snapshot: Snapshot, log: GatewayLogger): Promise<RunningGateway> {
+  const mesh = settings.mesh ? await startGatewayMeshIdentity(settings.mesh, log) : undefined;
   const telemetry = gatewayTelemetry(settings, snapshot);
   const runtime = new GatewayRuntime(snapshot, {
     labels: settings.labels,
@@ -244,6 +354,10 @@ async function startWorker(settings: WorkerSettings, snapshot: Snapshot, log: Ga
     telemetry,
     healthChecks: settings.healthCheckIntervalMs ? { intervalMs: settings.healthCheckIntervalMs } : undefined,
   });
+  if (mesh) {
+    const { meshUpstreamTls } = await import('../../gateway/mtls.ts');
+    runtime.pools.tlsPolicy = meshUpstreamTls(mesh.identity, () => runtime.table().snapshot);
+  }
   telemetry?.attach(runtime);
   await runtime.start();
   const metrics = telemetry && settings.metricsPort >= 0 ? await telemetry.listen(settings.metricsPort, settings.metricsHost) : undefined;
@@ -258,6 +372,7 @@ async function startWorker(settings: WorkerSettings, snapshot: Snapshot, log: Ga
       });
     },
     async close() {
+      mesh?.close();
       await admin?.close();
       await runtime.close();
       await telemetry?.close();
