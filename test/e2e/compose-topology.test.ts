@@ -1,17 +1,22 @@
 /**
  * docker-compose.yml, run without Docker: the same services with their own `command`,
  * `entrypoint`, `environment`, `env_file` and mounted files, as real local processes (Portico
- * roles through the image's ENTRYPOINT, redis-server, the real Dex binary). Then a login through
- * the gateway with Redis sessions, and a session that survives an authservice restart.
+ * roles through the image's ENTRYPOINT — control plane, gateway, authservice, every Bookinfo app
+ * and httpbin with its `portico sidecar` —, redis-server, the real Dex binary). Then, through the
+ * gateway: a login on Redis sessions; jason's product page shows reviews v2 (productpage → its
+ * sidecar → Istio's reviews VirtualService → reviews-v2's sidecar, mTLS under STRICT); httpbin
+ * sees the gateway's SPIFFE identity in X-Forwarded-Client-Cert; a session survives an
+ * authservice restart.
  *
  * How compose addresses become local ones (the whole mapping; nothing else is edited):
- *  1. Every container port a service lists in `expose`/`ports` gets a free local port, keyed by
- *     the service's network namespace (a `network_mode: service:X` service shares X's).
+ *  1. Every port of a network namespace (a `network_mode: service:X` service shares X's) gets a
+ *     free local port, keyed by (namespace, port): the ports in `expose`/`ports`, numeric `*PORT`
+ *     env vars and `--*-port=N` flags. So each app+sidecar "pod" has its own 15001, 15020, 9080.
  *  2. `NAME:PORT` in any string (URLs, `host:port`) becomes `127.0.0.1:<mapped>` when NAME is a
  *     compose service; `localhost|127.0.0.1|0.0.0.0:PORT` maps within the service's own namespace,
  *     else through the published `ports` (the browser's view, e.g. Dex's redirect URIs).
- *  3. Listening settings: `--port/--admin-port/--metrics-port/--health-port=N` and env `*PORT=N`
- *     map like (1); bind addresses `0.0.0.0` become `127.0.0.1`.
+ *  3. Listening settings: `--*-port=N` flags and env `*PORT=N` map like (1); bind addresses
+ *     `0.0.0.0` (env values, `--*host=0.0.0.0`) become `127.0.0.1`.
  *  4. In mounted Istio YAML: a WorkloadEntry whose `address` is a service name gets 127.0.0.1
  *     and mapped ports; Gateway server ports bind their mapped port (`targetPort`).
  *  5. Volumes: bind mounts are copied (with 2–4 applied) into a temp dir, named volumes are
@@ -86,6 +91,13 @@ class PortPlan {
     for (const [name, svc] of Object.entries(this.compose.services)) {
       const ns = this.netns(name);
       for (const p of svc.expose ?? []) await this.add(ns, Number(p), fixed);
+      for (const [k, v] of Object.entries(svc.environment ?? {})) if (/PORT$/i.test(k) && /^\d+$/.test(String(v))) await this.add(ns, Number(v), fixed);
+      const command = [svc.command ?? []].flat();
+      for (const [i, a] of command.entries()) {
+        const flag = /^--[a-z-]*port(?:=(\d+))?$/.exec(a);
+        const value = flag?.[1] ?? (flag && /^\d+$/.test(command[i + 1] ?? '') ? command[i + 1] : undefined);
+        if (value !== undefined) await this.add(ns, Number(value), fixed);
+      }
       for (const spec of svc.ports ?? []) {
         const [host, container] = String(spec).split(':').map(Number);
         await this.add(ns, container!, fixed);
@@ -208,7 +220,7 @@ function prepare(plan: PortPlan, name: string, root: string, gatewayNs: string, 
     if (flag?.[2]) return `${flag[1]}=${plan.listen(ns, 'PORT', flag[2])}`;
     if (flag && /^\d+$/.test(command[i + 1] ?? '')) return a;
     if (/^\d+$/.test(a) && /^--[a-z-]*port$/.test(command[i - 1] ?? '')) return plan.listen(ns, 'PORT', a);
-    return paths(a === '--host=0.0.0.0' ? '--host=127.0.0.1' : plan.text(ns, a));
+    return paths(/^--[a-z-]*host=0\.0\.0\.0$/.test(a) ? a.replace('0.0.0.0', '127.0.0.1') : plan.text(ns, a));
   });
   return { name, argv: [...(svc.entrypoint ?? (svc.image === PORTICO_IMAGE ? IMAGE_ENTRYPOINT : [])), ...args], env };
 }
@@ -257,17 +269,15 @@ const tcpOpen = (port: number) => (): Promise<boolean> =>
     s.once('error', () => res(false));
   });
 
-/** Services in dependency order (depends_on), names only. */
-function startOrder(compose: ComposeFile, names: string[]): string[] {
-  const out: string[] = [];
-  const visit = (n: string): void => {
-    if (out.includes(n) || !names.includes(n)) return;
-    const deps = compose.services[n]?.depends_on ?? [];
-    for (const d of Array.isArray(deps) ? deps : Object.keys(deps)) visit(d);
-    out.push(n);
-  };
-  names.forEach(visit);
-  return out;
+function dependsOn(compose: ComposeFile, name: string): string[] {
+  const deps = compose.services[name]?.depends_on ?? [];
+  return Array.isArray(deps) ? deps : Object.keys(deps);
+}
+
+/** The Portico role a service runs (`portico <role>`), or undefined for other entrypoints. */
+function role(compose: ComposeFile, name: string): string | undefined {
+  const svc = compose.services[name]!;
+  return svc.image === PORTICO_IMAGE && !svc.entrypoint ? String([svc.command ?? []].flat()[0]) : undefined;
 }
 
 test('the compose file uses the image entrypoint the Dockerfile declares, and every Portico role exists', () => {
@@ -277,12 +287,55 @@ test('the compose file uses the image entrypoint the Dockerfile declares, and ev
   for (const [name, svc] of Object.entries(compose.services)) {
     if (svc.image !== PORTICO_IMAGE || svc.entrypoint) continue;
     const role = [svc.command ?? []].flat()[0]!;
-    if (role === 'sidecar' && !existsSync(join(REPO, 'bin/commands/sidecar.ts'))) continue; // reported by the topology test
     assert.ok(existsSync(join(REPO, 'bin/commands', `${role}.ts`)), `${name}: portico ${role} is not a CLI command`);
   }
 });
 
-test('docker-compose topology with real processes: login through the gateway on Redis sessions, surviving an authservice restart', async (t) => {
+test('every Bookinfo app and httpbin sits behind its own sidecar, wired as docs/mesh.md says', () => {
+  const compose = loadCompose();
+  const flags = (name: string): Record<string, string> =>
+    Object.fromEntries(
+      [compose.services[name]!.command ?? []]
+        .flat()
+        .map((a) => /^--([a-z-]+)=(.*)$/.exec(a))
+        .filter((m) => m !== null)
+        .map((m) => [m[1]!, m[2]!]),
+    );
+  const registry = parseAllDocuments(readFileSync(join(REPO, 'config/examples/compose/registry.yaml'), 'utf8')).map(
+    (d) => d.toJS() as { kind: string; metadata: { name: string; namespace: string }; spec: { address?: string; ports?: Record<string, number>; labels?: Record<string, string> } },
+  );
+  const entries = new Map(registry.filter((r) => r.kind === 'WorkloadEntry').map((r) => [`${r.metadata.namespace}/${r.metadata.name}`, r.spec]));
+  const apps = Object.keys(compose.services).filter((n) => compose.services[n]!.entrypoint?.some((a) => a.startsWith('demo/')));
+  assert.deepEqual(apps.sort(), ['details', 'httpbin', 'productpage', 'ratings', 'reviews-v1', 'reviews-v2', 'reviews-v3']);
+  for (const app of apps) {
+    const svc = compose.services[app]!;
+    const sidecars = Object.keys(compose.services).filter((n) => compose.services[n]!.network_mode === `service:${app}`);
+    assert.equal(sidecars.length, 1, `${app}: one sidecar in its network namespace`);
+    const f = flags(sidecars[0]!);
+    assert.equal(role(compose, sidecars[0]!), 'sidecar');
+    assert.equal(f.controlplane, 'http://controlplane:15010', `${app}: config and certificate from the control plane`);
+    assert.equal(svc.environment?.HOST, '127.0.0.1', `${app}: the app listens on loopback only, so only its sidecar reaches it`);
+    assert.equal(f['app-port'], String(svc.environment?.PORT), `${app}: --app-port is the app's PORT`);
+    const entry = entries.get(f.workload!);
+    assert.ok(entry, `${app}: --workload ${f.workload} is a WorkloadEntry in the compose registry`);
+    assert.equal(entry.address, app, `${f.workload}: address is the app's service name`);
+    assert.deepEqual(Object.values(entry.ports ?? {}), [Number(svc.expose?.[0])], `${f.workload}: the WorkloadEntry port is the sidecar's (the app's first exposed port)`);
+    assert.notEqual(Number(svc.expose?.[0]), Number(svc.environment?.PORT), `${app}: sidecar and app ports differ`);
+    if (svc.environment?.HTTP_PROXY !== undefined) assert.equal(svc.environment.HTTP_PROXY, `http://127.0.0.1:${f['outbound-port']}`, `${app}: HTTP_PROXY is its sidecar's outbound listener`);
+    assert.ok(dependsOn(compose, sidecars[0]!).includes('controlplane'));
+  }
+  // Workloads without a sidecar opt out of auto mTLS; the gateway takes a registry identity.
+  for (const key of ['istio-system/authservice', 'auth/dex']) assert.equal(entries.get(key)?.labels?.['sidecar.istio.io/inject'], 'false', key);
+  const gw = flags(Object.keys(compose.services).find((n) => role(compose, n) === 'gateway')!);
+  assert.equal(gw.controlplane, 'http://controlplane:15010');
+  assert.ok(entries.has(gw.workload!), `gateway --workload ${gw.workload} is in the registry`);
+  // Mesh-wide STRICT: the control plane serves the PeerAuthentication.
+  const cp = Object.keys(compose.services).find((n) => role(compose, n) === 'controlplane')!;
+  const strict = compose.services[cp]!.volumes!.find((v) => v.includes('peer-authentication-strict.yaml'));
+  assert.ok(strict && [compose.services[cp]!.command ?? []].flat().includes(`--config=${strict.split(':')[1]}`), 'the control plane loads the STRICT PeerAuthentication');
+});
+
+test('docker-compose topology with real processes, sidecars included: login on Redis sessions, jason sees reviews v2 through the sidecars under STRICT mTLS, httpbin sees the gateway in XFCC, sessions survive an authservice restart', async (t) => {
   const compose = loadCompose();
   const dexBin = findDex();
   if (!dexBin) return missing(t, 'dex', 'no dex binary ($DEX_BIN, PATH, .dex/bin/dex); run scripts/build-dex.sh');
@@ -296,24 +349,23 @@ test('docker-compose topology with real processes: login through the gateway on 
   const plan = new PortPlan(compose);
   await plan.allocate({ 'redis:6379': redis.port });
 
-  const hasSidecar = existsSync(join(REPO, 'bin/commands/sidecar.ts'));
   const porticoServices = Object.entries(compose.services)
     .filter(([, s]) => s.image === PORTICO_IMAGE)
-    .map(([n]) => n)
-    // Sidecars share their app's loopback (network_mode) and its fixed outbound port 15001; one
-    // host loopback cannot hold several of those namespaces, so they are not run here.
-    .filter((n) => !compose.services[n]!.network_mode);
+    .map(([n]) => n);
+  const sidecars = porticoServices.filter((n) => role(compose, n) === 'sidecar');
+  assert.ok(sidecars.length >= 7, `every Bookinfo app and httpbin has a sidecar service, got ${sidecars.join(', ')}`);
   const skipped = Object.keys(compose.services).filter((n) => !porticoServices.includes(n) && !['dex', 'redis'].includes(n));
-  t.diagnostic(`not run: ${skipped.join(', ')}${hasSidecar ? '' : ' (portico sidecar does not exist yet)'}`);
-  const gatewayNs = porticoServices.find((n) => [compose.services[n]!.command ?? []].flat()[0] === 'gateway')!;
+  t.diagnostic(`not run: ${skipped.join(', ')}`);
+  const gatewayNs = porticoServices.find((n) => role(compose, n) === 'gateway')!;
   assert.ok(gatewayNs, 'a service runs `portico gateway`');
+  const begun = Date.now();
 
-  // Dex, as the compose service mounts it.
+  // Dex, as the compose service mounts it (the authservice waits for it: depends_on).
   const dexLaunch = prepare(plan, 'dex', root, gatewayNs, dexWebDir);
   assert.equal(dexLaunch.argv[0], 'dex');
   const dex = run(t, { ...dexLaunch, argv: [dexBin, ...dexLaunch.argv.slice(1)] }, root);
   const dexPort = plan.resolve('dex', 'dex', 5556)!;
-  await waitFor('dex', dex, httpOk(`http://127.0.0.1:${dexPort}/dex/.well-known/openid-configuration`));
+  const dexReady = waitFor('dex', dex, httpOk(`http://127.0.0.1:${dexPort}/dex/.well-known/openid-configuration`));
 
   const running = new Map<string, Running>();
   const launches = new Map<string, Launch>();
@@ -329,10 +381,26 @@ test('docker-compose topology with real processes: login through the gateway on 
     } else if (launch.env.PORTICO_HEALTH_URL && svc.healthcheck === undefined) {
       await waitFor(name, r, httpOk(launch.env.PORTICO_HEALTH_URL));
     } else {
-      await waitFor(name, r, tcpOpen(plan.resolve(name, '127.0.0.1', Number(svc.expose?.[0]))!));
+      // An app: its own PORT (behind a sidecar, `expose` is the sidecar's port), else `expose`.
+      const port = Number(svc.environment?.PORT ?? svc.expose?.[0]);
+      await waitFor(name, r, tcpOpen(plan.resolve(name, '127.0.0.1', port)!));
     }
   };
-  for (const name of startOrder(compose, porticoServices)) await start(name);
+  // As `docker-compose up`: each service once its depends_on have started, the rest in parallel.
+  const started = new Map<string, Promise<void>>();
+  const startAfterDeps = (name: string): Promise<void> => {
+    let p = started.get(name);
+    if (!p) {
+      const deps = dependsOn(compose, name);
+      p = Promise.all(deps.map((d) => (d === 'dex' ? dexReady : porticoServices.includes(d) ? startAfterDeps(d) : undefined))).then(() => start(name));
+      started.set(name, p);
+    }
+    return p;
+  };
+  await Promise.all(porticoServices.map(startAfterDeps));
+  t.diagnostic(`${porticoServices.length} Portico processes (${sidecars.length} sidecars) + Dex ready in ${Date.now() - begun} ms`);
+  // The sidecars took their certificates from the control plane: the SPIFFE IDs of the registry.
+  for (const name of sidecars) assert.match(running.get(name)!.output(), /sidecar ready workload=default\/\S+ spiffe=spiffe:\/\/cluster\.local\/ns\/default\/sa\/\S+ /, name);
 
   // The browser's view: the published http port.
   const site = `http://127.0.0.1:${plan.resolve(gatewayNs, 'localhost', 8080)!}`;
@@ -350,15 +418,41 @@ test('docker-compose topology with real processes: login through the gateway on 
   const seen = (JSON.parse(landed.body) as { headers: Record<string, string> }).headers;
   const lower = Object.fromEntries(Object.entries(seen).map(([k, v]) => [k.toLowerCase(), v]));
   assert.equal(lower['kubeflow-userid'], 'jason@example.com');
-  const page = await browser.navigate(`${site}/productpage`);
-  assert.match(page.body, /Signed in as <b id="user">jason@example\.com<\/b>/);
+  // gateway → httpbin's sidecar over mTLS with the gateway's own certificate (from the control
+  // plane, for the registry's istio-system/istio-ingressgateway entry); the sidecar writes
+  // Envoy's XFCC for its app: By = httpbin's identity, URI = the gateway's.
+  assert.match(
+    lower['x-forwarded-client-cert'] ?? '(none)',
+    /^By=spiffe:\/\/cluster\.local\/ns\/default\/sa\/httpbin;Hash=[0-9a-f]{64};Subject="";URI=spiffe:\/\/cluster\.local\/ns\/istio-system\/sa\/istio-ingressgateway-service-account$/,
+  );
 
-  // The session lives in Redis, under the authservice's key prefix.
+  // productpage → its sidecar (HTTP_PROXY) → Istio's reviews VirtualService (end-user jason) →
+  // reviews-v2's sidecar over mTLS → reviews v2 → ratings, the same way: black stars.
+  const page = await browser.navigate(`${site}/productpage`);
+  assert.equal(page.status, 200, page.body.slice(0, 500));
+  assert.match(page.body, /Signed in as <b id="user">jason@example\.com<\/b>/);
+  assert.match(page.body, /glyphicon-star/, 'reviews with ratings (v2 or v3)');
+  assert.match(page.body, /color="black"/, 'jason is routed to reviews v2 (black stars)');
+  assert.doesNotMatch(page.body, /Error fetching product reviews|Ratings service is currently unavailable/);
+  // Anyone else gets reviews v1 (no stars): the route is the VirtualService's, not a default.
+  const other = new Browser();
+  const otherLogin = await other.navigate(`${site}/productpage`);
+  const otherPage = await submitIdpLogin(other, otherLogin, 'admin@example.com', 'password');
+  assert.equal(otherPage.status, 200, otherPage.body.slice(0, 500));
+  assert.match(otherPage.body, /Signed in as <b id="user">admin@example\.com<\/b>/);
+  assert.doesNotMatch(otherPage.body, /glyphicon-star/, 'reviews v1 for admin');
+  assert.doesNotMatch(otherPage.body, /Error fetching product reviews/);
+
+  // STRICT: a plaintext client cannot reach productpage's sidecar (it closes the connection).
+  const productpagePort = plan.resolve(gatewayNs, 'productpage', Number(compose.services.productpage!.expose![0]))!;
+  await assert.rejects(fetch(`http://127.0.0.1:${productpagePort}/productpage`), 'plaintext refused by the STRICT sidecar');
+
+  // The sessions live in Redis, under the authservice's key prefix.
   const client = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
   await client.connect();
   const keys = await client.keys('portico:authservice:s:*');
   client.disconnect();
-  assert.equal(keys.length, 1, `one session in Redis, got ${keys.join(', ')}`);
+  assert.equal(keys.length, 2, `one session per user (jason, admin) in Redis, got ${keys.join(', ')}`);
 
   // Restart the authservice (same command and env): the cookie still works.
   const auth = porticoServices.find((n) => [compose.services[n]!.command ?? []].flat()[0] === 'authservice')!;
@@ -366,8 +460,10 @@ test('docker-compose topology with real processes: login through the gateway on 
   const down = await browser.request(`${site}/httpbin/headers`, { headers: { accept: 'application/json' } });
   assert.notEqual(down.status, 200, 'no authservice, no access');
   await start(auth);
-  const again = await browser.request(`${site}/httpbin/headers`, { headers: { accept: 'application/json' } });
+  const again = await browser.request(`${site}/httpbin/headers`, { headers: { accept: 'application/json', 'x-forwarded-client-cert': 'URI=spiffe://cluster.local/ns/default/sa/forged' } });
   assert.equal(again.status, 200, again.body);
   const after = (JSON.parse(again.body) as { headers: Record<string, string> }).headers;
-  assert.equal(Object.entries(after).find(([k]) => k.toLowerCase() === 'kubeflow-userid')?.[1], 'jason@example.com');
+  const get = (name: string): string | undefined => Object.entries(after).find(([k]) => k.toLowerCase() === name)?.[1];
+  assert.equal(get('kubeflow-userid'), 'jason@example.com');
+  assert.doesNotMatch(get('x-forwarded-client-cert') ?? '', /forged/, 'a client-sent XFCC never reaches the app');
 });
