@@ -46,14 +46,6 @@ export interface DemoUpstreamsOptions {
    * HTTP_PROXY in this process's environment (the demo wires hosts explicitly).
    */
   httpProxy?: string | null;
-  /**
-   * Address the services by their mesh names (`http://details:9080`, `http://reviews:9080`,
-   * `http://ratings:9080`) instead of each other's local URLs, as in Kubernetes. Use with
-   * `httpProxy` pointing at a Portico outbound listener, which resolves them via the registry.
-   */
-  meshNames?: boolean;
-  /** Passed to productpage: where "sign out" posts for gateway-authenticated users. */
-  logoutUrl?: string;
 }
 
 export interface DemoUpstreams {
@@ -97,7 +89,7 @@ export async function startDemoUpstreams(opts: DemoUpstreamsOptions = {}): Promi
           version,
           port: want[version === 'v1' ? 'reviewsV1' : version === 'v2' ? 'reviewsV2' : 'reviewsV3'],
           host,
-          ratingsUrl: opts.meshNames ? 'http://ratings:9080' : ratings.url,
+          ratingsUrl: ratings.url,
           podname: `reviews-${version}`,
           httpProxy,
         }).then(track),
@@ -107,11 +99,10 @@ export async function startDemoUpstreams(opts: DemoUpstreamsOptions = {}): Promi
       await startProductpage({
         port: want.productpage,
         host,
-        detailsUrl: opts.meshNames ? 'http://details:9080' : details.url,
-        reviewsUrl: opts.reviewsUrl ?? (opts.meshNames ? 'http://reviews:9080' : reviewsV1!.url),
-        ratingsUrl: opts.meshNames ? 'http://ratings:9080' : ratings.url,
+        detailsUrl: details.url,
+        reviewsUrl: opts.reviewsUrl ?? reviewsV1!.url,
+        ratingsUrl: ratings.url,
         userIdHeader: opts.userIdHeader,
-        logoutUrl: opts.logoutUrl,
         httpProxy,
       }),
     );
