@@ -332,15 +332,3 @@ export function createAccessLog(opts: AccessLogOptions): AccessLog {
     },
   };
 }
-
-/**
- * The gateway CLI's `--access-log` logger (kept for compatibility): Istio's default text format
- * from the record alone, written to `out`.
- */
-export function textAccessLogger(out: Writable): (r: RequestRecord) => void {
-  const format = compileAccessLogFormat('TEXT', undefined);
-  const noReq = { headers: {}, socket: undefined } as unknown as DownstreamRequest;
-  return (record) => {
-    out.write(format({ req: noReq, record }));
-  };
-}
