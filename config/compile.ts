@@ -239,11 +239,6 @@ function outlierDetection(od: RawOutlierDetection | undefined): OutlierDetection
   });
 }
 
-interface RouteBuild {
-  readonly vs: Resource<VirtualServiceSpec>;
-  readonly route: HttpRoute;
-}
-
 class Compiler {
   private readonly idx: ModelIndex;
   private readonly clusters = new Map<string, Cluster>();
