@@ -197,12 +197,22 @@ export async function run(argv: string[]): Promise<number | undefined> {
     const w = cluster.fork({ PORTICO_WORKER: '1' });
     live.add(w);
     // The worker asks once its message handler is in place (messages sent earlier are lost).
+    let serving = false;
     w.on('message', (msg: { type?: string }) => {
       if (msg.type === 'ready') w.send({ type: 'snapshot', snapshot });
+      else if (msg.type === 'serving') serving = true;
     });
     w.on('exit', (code, signal) => {
       live.delete(w);
       if (stopping) return;
+      if (!serving) {
+        // It never started (a port taken, an unknown workload, a bad token): another worker
+        // would fail the same way, so stop instead of restarting in a loop.
+        log.error('worker could not start; stopping', { pid: w.process.pid, code, signal });
+        stopping = true;
+        for (const other of live) other.kill();
+        process.exit(1);
+      }
       log.error('worker exited; starting a new one', { pid: w.process.pid, code, signal });
       setTimeout(fork, 500).unref();
     });
@@ -389,6 +399,7 @@ function runWorker(settings: WorkerSettings): undefined {
       const snap = deepFreeze(msg.snapshot);
       if (!running) {
         running = startWorker(settings, snap, log);
+        running.then(() => process.send?.({ type: 'serving' }), () => undefined);
         running.catch((err: Error) => {
           log.error('worker could not start', { error: err.message });
           process.exit(1);
