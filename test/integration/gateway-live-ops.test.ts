@@ -182,3 +182,22 @@ test('slow clients are cut off by the header timeout; others are served meanwhil
   const badTarget = await rawExchange(port, 'GET nonsense HTTP/1.1\r\nHost: a\r\n\r\n');
   assert.match(badTarget, /^HTTP\/1\.1 400/);
 });
+
+test('with --workers 2 a port that is taken stops the gateway with exit 1 and says so (no restart loop)', async (t) => {
+  const { createServer } = await import('node:net');
+  const blocker = createServer();
+  await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve));
+  t.after(() => new Promise<void>((resolve) => blocker.close(() => resolve())));
+  const port = (blocker.address() as { port: number }).port;
+  const dir = mkdtempSync(join(tmpdir(), 'portico-taken-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'config.yaml'), configYaml(port, 1, 'x'));
+  const child = spawn(process.execPath, ['--import', 'tsx', 'bin/portico.ts', 'gateway', '--config', dir, '--admin-port', '-1', '--metrics-port', '-1', '--workers', '2'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  t.after(() => child.kill('SIGKILL'));
+  let out = '';
+  child.stdout!.on('data', (c: Buffer) => (out += c));
+  child.stderr!.on('data', (c: Buffer) => (out += c));
+  const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+  assert.equal(code, 1);
+  assert.match(out, new RegExp(`port ${port} is already in use`));
+});
