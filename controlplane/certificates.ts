@@ -4,11 +4,12 @@
  */
 import { generateKeyPair } from 'node:crypto';
 import { promisify } from 'node:util';
-import { request } from 'undici';
 import { certInfo, createCsr } from '../certs/index.ts';
 import { ControlPlaneError, errorText } from './errors.ts';
 import { CERTIFICATES_PATH } from './protocol.ts';
 import { bootstrapToken, responseError, type ControlPlaneTarget } from './subscribe.ts';
+
+import { undiciRequest } from './undici.ts';
 
 const generateKeyPairAsync = promisify(generateKeyPair);
 
@@ -51,7 +52,7 @@ export async function requestWorkloadCertificate(req: WorkloadCertificateRequest
   const token = bootstrapToken(req.token);
   let res;
   try {
-    res = await request(new URL(CERTIFICATES_PATH, req.url), {
+    res = await (await undiciRequest())(new URL(CERTIFICATES_PATH, req.url), {
       method: 'POST',
       headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
       body: JSON.stringify({ csr, workload: req.workload }),

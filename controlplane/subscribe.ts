@@ -10,12 +10,13 @@
  *  - while the control plane is unreachable nothing is delivered: the proxy keeps what it has.
  */
 import { hostname } from 'node:os';
-import { request } from 'undici';
 import { deepFreeze } from '../config/compile.ts';
 import type { Snapshot } from '../config/snapshot.ts';
 import { ControlPlaneError, errorText, type ErrorBody } from './errors.ts';
 import { silentLogger, type ControlPlaneLogger } from './log.ts';
 import { isHelloMessage, isNewer, isSnapshotMessage, SNAPSHOT_PATH, SseParser, STREAM_PATH, type Position, type SnapshotMessage, type SseEvent } from './protocol.ts';
+
+import { undiciRequest } from './undici.ts';
 
 export interface ControlPlaneTarget {
   /** Base URL of the control plane, e.g. `http://istiod.local:15010`. */
@@ -100,7 +101,7 @@ function parseMessage(ev: SseEvent): unknown {
 export async function fetchSnapshot(target: ControlPlaneTarget & { readonly signal?: AbortSignal }): Promise<SnapshotMessage> {
   let res;
   try {
-    res = await request(new URL(SNAPSHOT_PATH, target.url), { headers: authHeaders(target.token), signal: target.signal, headersTimeout: 10_000, bodyTimeout: 30_000 });
+    res = await (await undiciRequest())(new URL(SNAPSHOT_PATH, target.url), { headers: authHeaders(target.token), signal: target.signal, headersTimeout: 10_000, bodyTimeout: 30_000 });
   } catch (err) {
     throw new ControlPlaneError('UNREACHABLE', `GET ${SNAPSHOT_PATH}: ${errorText(err)}`, { cause: err });
   }
@@ -184,7 +185,7 @@ export function subscribeSnapshots(opts: SubscribeOptions): Subscription {
       u.searchParams.set('have', String(position.revision));
       u.searchParams.set('epoch', position.epoch);
     }
-    const res = await request(u, {
+    const res = await (await undiciRequest())(u, {
       headers: { accept: 'text/event-stream', ...authHeaders(opts.token) },
       signal: ac.signal,
       headersTimeout: opts.connectTimeoutMs ?? 10_000,

@@ -5,7 +5,18 @@
  * refuses it). A valid token yields `request.auth.principal` = `iss/sub` and the claims.
  * https://istio.io/latest/docs/reference/config/security/request_authentication/
  */
-import { createLocalJWKSet, createRemoteJWKSet, decodeJwt, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import type { JWTPayload, JWTVerifyGetKey } from 'jose';
+
+/**
+ * jose, loaded when a RequestAuthentication first applies: most sidecars have none, and the
+ * library costs about 10 MB of RSS.
+ */
+type Jose = typeof import('jose');
+let josePromise: Promise<Jose> | undefined;
+function loadJose(): Promise<Jose> {
+  josePromise ??= import('jose');
+  return josePromise;
+}
 import type { JwtRule, RequestAuthn, SecurityPolicies, Workload } from '../config/snapshot.ts';
 import type { HeaderMap } from './headers.ts';
 import { labelsMatch } from './policy.ts';
@@ -31,7 +42,8 @@ export class JwksCache {
   private readonly remote = new Map<string, JWTVerifyGetKey>();
   private readonly local = new Map<string, JWTVerifyGetKey>();
 
-  keysFor(rule: JwtRule): JWTVerifyGetKey | undefined {
+  keysFor(rule: JwtRule, jose: Jose): JWTVerifyGetKey | undefined {
+    const { createLocalJWKSet, createRemoteJWKSet } = jose;
     if (rule.jwks) {
       let k = this.local.get(rule.jwks);
       if (!k) {
@@ -94,6 +106,8 @@ function findToken(rule: JwtRule, headers: Headers, query: URLSearchParams): { t
  */
 export async function authenticateJwt(policies: readonly RequestAuthn[], headers: Headers, queryString: string, keys: JwksCache): Promise<JwtOutcome> {
   if (policies.length === 0) return { kind: 'none' };
+  const jose = await loadJose();
+  const { decodeJwt, jwtVerify } = jose;
   const query = new URLSearchParams(queryString);
   let seen: string | undefined;
   for (const policy of policies) {
@@ -108,7 +122,7 @@ export async function authenticateJwt(policies: readonly RequestAuthn[], headers
         return { kind: 'invalid', reason: 'Jwt is not in the form of Header.Payload.Signature' };
       }
       if (iss !== rule.issuer) continue;
-      const getKey = keys.keysFor(rule);
+      const getKey = keys.keysFor(rule, jose);
       if (!getKey) return { kind: 'invalid', reason: 'Jwks remote fetch is failed' };
       try {
         const { payload } = await jwtVerify(found.token, getKey, {
