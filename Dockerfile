@@ -4,10 +4,11 @@
 #   docker build -t portico .
 #   docker run --rm portico validate /app/config/examples/bookinfo
 #
-# The image runs TypeScript through tsx (a runtime dependency: there is no build step), so the
-# final stage carries `npm ci --omit=dev` output: fastify, undici, ioredis, openid-client, jose,
-# yaml, pino, node-forge, ws, bcryptjs and tsx (with esbuild). No TypeScript compiler, no
-# playwright, no test tools.
+# The check stage typechecks and bundles the CLI with esbuild (`npm run build` → dist/); the image
+# runs `node dist/bin/portico.js`, without tsx's loader thread (about 30 MB less RSS per process).
+# The final stage carries `npm ci --omit=dev` output: fastify, undici, ioredis, openid-client,
+# jose, yaml, pino, node-forge, ws, bcryptjs and tsx (with esbuild). No TypeScript compiler, no
+# playwright, no test tools. The sources stay beside dist/ (files read next to modules).
 
 # ---- deps: production node_modules, built where a compiler toolchain may exist --------------
 FROM node:24.11.1-bookworm-slim AS deps
@@ -21,7 +22,7 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY . .
-RUN npx tsc --noEmit -p tsconfig.json && node --import tsx bin/portico.ts validate config/examples/bookinfo
+RUN npx tsc --noEmit -p tsconfig.json && npm run build && node dist/bin/portico.js validate config/examples/bookinfo
 
 # ---- runtime ----------------------------------------------------------------------------------
 FROM node:24.11.1-bookworm-slim AS runtime
@@ -37,8 +38,10 @@ COPY --chown=root:root config ./config
 COPY --chown=root:root gateway ./gateway
 COPY --chown=root:root authservice ./authservice
 COPY --chown=root:root controlplane ./controlplane
+COPY --chown=root:root telemetry ./telemetry
 COPY --chown=root:root certs ./certs
 COPY --chown=root:root demo ./demo
+COPY --from=check --chown=root:root /app/dist ./dist
 # Writable state (CA, credentials) lives in volumes; the root filesystem can be read-only.
 RUN mkdir -p /var/lib/portico /certs && chown 65532:65532 /var/lib/portico /certs
 # The check stage must have passed for this image to build.
@@ -50,5 +53,5 @@ EXPOSE 8080 8443 15000 15020 15010 8081
 # the gateway's admin /ready, which answers on 127.0.0.1 inside the container.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
   CMD ["node", "-e", "fetch(process.env.PORTICO_HEALTH_URL).then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
-ENTRYPOINT ["node", "--import", "tsx", "bin/portico.ts"]
+ENTRYPOINT ["node", "dist/bin/portico.js"]
 CMD ["--help"]

@@ -25,7 +25,7 @@
  * one key is added to the generated Dex config. Jaeger and Prometheus are not started.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -43,7 +43,7 @@ import { startRedis } from '../helpers/redis.ts';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 /** The Dockerfile's ENTRYPOINT; checked against the Dockerfile below. WORKDIR /app = the repo. */
-const IMAGE_ENTRYPOINT = ['node', '--import', 'tsx', 'bin/portico.ts'];
+const IMAGE_ENTRYPOINT = ['node', 'dist/bin/portico.js'];
 const PORTICO_IMAGE = 'portico:local';
 const LOCAL_HOSTS = new Set(['localhost', '127.0.0.1', '0.0.0.0']);
 
@@ -344,6 +344,8 @@ test('docker-compose topology with real processes, sidecars included: login on R
   const redis = await startRedis(t);
   if (!redis) return;
 
+  // The image runs the esbuild bundle (its check stage runs `npm run build`); so does this test.
+  execFileSync(process.execPath, ['scripts/build.mjs', '--if-stale'], { cwd: REPO, stdio: 'ignore' });
   const root = mkdtempSync(join(tmpdir(), 'portico-compose-'));
   t.after(() => rmSync(root, { recursive: true, force: true }));
   const plan = new PortPlan(compose);
