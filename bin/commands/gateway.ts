@@ -10,8 +10,7 @@ import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { deepFreeze } from '../../config/compile.ts';
 import type { Snapshot } from '../../config/snapshot.ts';
-import { buildSnapshot, formatIssue } from '../../config/index.ts';
-import { watchConfig } from '../../config/watch.ts';
+import { formatIssue } from '../../config/errors.ts';
 import { startAdmin } from '../../gateway/admin.ts';
 import { makeHeaderPolicy } from '../../gateway/headers.ts';
 import { DEFAULT_GATEWAY_LABELS, GatewayRuntime, type GatewayLogger } from '../../gateway/runtime.ts';
@@ -151,6 +150,9 @@ export async function run(argv: string[]): Promise<number | undefined> {
   if (cluster.isWorker) return runWorker(settings);
 
   const log = consoleLogger('gateway');
+  // Only the primary (or a single process) reads YAML: workers get snapshots over IPC and never
+  // load the YAML parser and validators (about 7 MB of RSS each).
+  const { buildSnapshot, watchConfig } = await import('../../config/index.ts');
   const buildOpts = { secretsDir: args['secrets-dir'] };
   const built = await buildSnapshot(paths, buildOpts);
   if (!built.ok) {
