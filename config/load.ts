@@ -49,7 +49,7 @@ const TOP_LEVEL = ['apiVersion', 'kind', 'metadata', 'spec', 'status'];
  * as a symlink into `..data/` (itself a link to a timestamped `..<date>/` copy), so reading the
  * links, and never the dot-directories, loads every file exactly once.
  */
-async function expand(path: string): Promise<string[]> {
+export async function expand(path: string): Promise<string[]> {
   const st = await stat(path);
   if (!st.isDirectory()) return [path];
   const out: string[] = [];

@@ -4,8 +4,10 @@
  * failure (swap, don't mutate).
  */
 import { statSync, watch, type FSWatcher } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { buildSnapshot, type BuildOptions, type BuildResult } from './index.ts';
+import { expand } from './load.ts';
 
 export interface ConfigWatcher {
   close(): void;
@@ -69,6 +71,24 @@ export function watchConfig(paths: readonly string[], opts: WatchOptions, onChan
     }
   };
 
+  let certFiles: readonly string[] = [];
+  /**
+   * Size, mtime and inode of every input. A build is applied only if this is the same before and
+   * after it read the files: an editor (or `writeFileSync`) truncates and then writes, and a build
+   * that read in between would otherwise serve a half-written config (seen as 404s and closed
+   * ports in the reload-under-load test).
+   */
+  const fingerprint = async (): Promise<string> => {
+    const files = new Set<string>(certFiles);
+    for (const p of paths) for (const f of await expand(resolve(cwd, p)).catch(() => [])) files.add(f);
+    const parts: string[] = [];
+    for (const f of [...files].sort()) {
+      const st = await stat(f).catch(() => undefined);
+      parts.push(st ? `${f}:${st.size}:${st.mtimeMs}:${st.ino}` : `${f}:-`);
+    }
+    return parts.join('|');
+  };
+
   const rebuild = async (): Promise<void> => {
     if (running) {
       again = true;
@@ -76,9 +96,15 @@ export function watchConfig(paths: readonly string[], opts: WatchOptions, onChan
     }
     running = true;
     try {
+      const before = await fingerprint();
       const r = await buildSnapshot(paths, opts);
       if (closed) return;
+      if (before !== (await fingerprint())) {
+        again = true; // the files moved under us: read them again once they settle
+        return;
+      }
       if (r.ok) {
+        certFiles = r.snapshot.files;
         watchPaths(r.snapshot.files);
         if (r.snapshot.version !== lastVersion || lastFailed) {
           const changed = r.snapshot.version !== lastVersion;
