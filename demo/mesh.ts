@@ -72,6 +72,7 @@ export async function startDemoMesh(opts: DemoMeshOptions): Promise<DemoMesh> {
         await startSidecar({
           workload: `default/${wl}`,
           config: opts.config,
+          secretsDir: join(opts.certsDir, 'credentials'),
           ca,
           appPort: APP_PORTS[wl],
           outboundPort: 0,

@@ -32,6 +32,7 @@ const USAGE = `usage: portico sidecar (--config PATH | --controlplane URL) --wor
   --outbound-port N     the app's HTTP_PROXY listener on 127.0.0.1 (default ${DEFAULT_OUTBOUND_PORT}; 0 picks one)
   --inbound-host ADDR   inbound bind address (default the WorkloadEntry address)
   --ca-dir DIR          mesh root CA for local issuance (default certs/out/mesh-ca)
+  --secrets-dir DIR     where credentialName secrets named by the config live (default certs/out/credentials)
   --cert-ttl DURATION   local certificate lifetime (default 24h)
   --token-file FILE     control plane bootstrap token (else PORTICO_BOOTSTRAP_TOKEN)
   --metrics-port N      Istio metrics and trace store at /stats/prometheus (default 15020; 0 any free
@@ -60,6 +61,8 @@ export interface StartSidecarOptions {
   readonly tracingSampling?: number;
   /** Local mode: config paths and the mesh CA. */
   readonly config?: readonly string[];
+  /** Where `credentialName` secrets named by the config live (default certs/out/credentials). */
+  readonly secretsDir?: string;
   readonly ca?: CaPair;
   /** Local certificate lifetime in hours (default 24). */
   readonly certTtlHours?: number;
@@ -105,7 +108,7 @@ export async function startSidecar(opts: StartSidecarOptions): Promise<SidecarHa
     snapshot = initialMessage.snapshot;
   } else {
     if (!opts.config?.length) throw new Error('give --config PATH or --controlplane URL');
-    const built = await buildSnapshot(opts.config);
+    const built = await buildSnapshot(opts.config, { secretsDir: opts.secretsDir });
     if (!built.ok) throw new Error(`config has ${built.issues.length} problem(s):\n${built.issues.map((i) => formatIssue(i)).join('\n')}`);
     snapshot = built.snapshot;
   }
@@ -183,7 +186,7 @@ export async function startSidecar(opts: StartSidecarOptions): Promise<SidecarHa
       const node = `sidecar/${workloadKey(opts.workload)}@${defaultNodeId()}`.slice(0, 253);
       subscription = connectProxyToControlPlane(consumer, { url: opts.controlplane, token: opts.token, logger: log, initial: initialMessage, node });
     } else if (opts.watch !== false && opts.config) {
-      watcher = watchConfig(opts.config, { initialVersion: snapshot.version }, (result) => {
+      watcher = watchConfig(opts.config, { initialVersion: snapshot.version, secretsDir: opts.secretsDir }, (result) => {
         if (!result.ok) return log.error('config change rejected; still serving the previous config', { problems: result.issues.map((i) => formatIssue(i)) });
         consumer.apply(result.snapshot).catch((err: unknown) => log.error('config change not applied', { error: err instanceof Error ? err.message : String(err) }));
       });
@@ -293,6 +296,7 @@ export async function run(argv: string[]): Promise<number | undefined> {
         'outbound-port': { type: 'string' },
         'inbound-host': { type: 'string' },
         'ca-dir': { type: 'string', default: 'certs/out/mesh-ca' },
+        'secrets-dir': { type: 'string' },
         'cert-ttl': { type: 'string', default: '24h' },
         'token-file': { type: 'string' },
         'metrics-port': { type: 'string', default: '15020' },
@@ -329,6 +333,7 @@ export async function run(argv: string[]): Promise<number | undefined> {
       outboundPort: values['outbound-port'] !== undefined ? Number(values['outbound-port']) : undefined,
       inboundHost: values['inbound-host'],
       config: values.config?.map((p) => resolve(p)),
+      secretsDir: values['secrets-dir'] ? resolve(values['secrets-dir']) : undefined,
       ca: values.config ? loadOrCreateCa(resolve(values['ca-dir']!)) : undefined,
       certTtlHours: ttl / 3_600_000,
       controlplane: values.controlplane,
