@@ -34,7 +34,7 @@ function page(title: string, user: string | undefined, body: string, logoutActio
     ? `<form method="post" action="${esc(logoutAction)}" class="signout"><button type="submit" id="signout">sign out</button></form>`
     : '<a href="/logout">sign out</a>';
   const account = user
-    ? `<p class="navbar-text navbar-right">Signed in as <b id="user">${esc(user)}</b> &nbsp; ${signOut}</p>`
+    ? `<div class="navbar-text navbar-right">Signed in as <b id="user">${esc(user)}</b> &nbsp; ${signOut}</div>`
     : '<p class="navbar-text navbar-right"><a href="/login">Sign in</a></p>';
   return `<!DOCTYPE html>
 <html lang="en">
@@ -152,6 +152,7 @@ export const STYLE_CSS = `body { font-family: system-ui, sans-serif; margin: 0; 
 .navbar { display: flex; justify-content: space-between; align-items: center; background: #222; color: #eee; padding: .6em 1em; }
 .navbar a { color: #9cf; }
 .navbar-brand { font-weight: bold; text-decoration: none; }
+.navbar form.signout { display: inline; }
 .container { max-width: 60em; margin: 1em auto; padding: 0 1em; }
 .row { display: flex; flex-wrap: wrap; gap: 2em; }
 .row > h3, .row > p { flex-basis: 100%; }
