@@ -12,15 +12,8 @@ import { nativeSigner, unixPem } from './sign.ts';
 import { signWorkload } from './workload.ts';
 
 /** Creates a PEM CSR (PKCS#10, SHA-256) for an RSA key, with subject CN = `commonName`. */
-export function createCsr(keyPem: string, commonName: string): string {
-  const key = parseRsaKey(keyPem, 'CSR key');
-  const csr = forge.pki.createCertificationRequest();
-  csr.publicKey = key.publicKey;
-  csr.setSubject([{ name: 'commonName', value: checkDnValue(commonName, 'CSR common name') }]);
-  const laidOut = csr as unknown as { certificationRequestInfo: forge.asn1.Asn1 };
-  csr.sign(nativeSigner(key.privateKey, () => laidOut.certificationRequestInfo), forge.md.sha256.create());
-  return unixPem(forge.pki.certificationRequestToPem(csr));
-}
+/** Re-exported from csr-request.ts (no node-forge), kept here for the public API. */
+export { createCsr } from './csr-request.ts';
 
 export interface SignCsrOptions {
   /** The identity the caller was authenticated as, e.g. `spiffe://cluster.local/ns/default/sa/reviews`. */

@@ -1,6 +1,9 @@
 import { X509Certificate } from 'node:crypto';
 import { CertError, CertErrorCodes } from './errors.ts';
-import { errorText } from './keys.ts';
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
 
 /** What `certInfo` reports about one certificate. */
 export interface CertInfo {

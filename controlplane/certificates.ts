@@ -4,7 +4,9 @@
  */
 import { generateKeyPair } from 'node:crypto';
 import { promisify } from 'node:util';
-import { certInfo, createCsr } from '../certs/index.ts';
+// The forge-free modules only: a proxy that gets its certificates here never loads node-forge.
+import { createCsr } from '../certs/csr-request.ts';
+import { certInfo } from '../certs/info.ts';
 import { ControlPlaneError, errorText } from './errors.ts';
 import { CERTIFICATES_PATH } from './protocol.ts';
 import { bootstrapToken, responseError, type ControlPlaneTarget } from './subscribe.ts';

@@ -5,7 +5,7 @@
  * which is what the remaining half of the lifetime is for. Swapping the pair into live TLS
  * contexts without dropping connections is the consumer's job.
  */
-import { needsRotation, rotationTime } from '../certs/index.ts';
+import { needsRotation, rotationTime } from '../certs/rotation.ts';
 import { errorText } from './errors.ts';
 import { requestWorkloadCertificate, type WorkloadCertificate } from './certificates.ts';
 import { silentLogger, type ControlPlaneLogger } from './log.ts';

@@ -34,6 +34,9 @@ function loadUndici(): { Pool: typeof Undici.Pool; H2CClient: typeof Undici.H2CC
 
 const { Pool, H2CClient } = loadUndici();
 
+/** undici's Pool without the rest of the package (see loadUndici), for other light clients. */
+export const LightPool: typeof Undici.Pool = Pool;
+
 type AnyPool = Dispatcher & { stats?: Undici.Pool['stats'] };
 
 /**
