@@ -51,7 +51,8 @@ function lowerPatterns(list: readonly StringPattern[]): StringPattern[] {
   return list.map((p) => ('exact' in p ? { exact: p.exact.toLowerCase() } : 'prefix' in p ? { prefix: p.prefix.toLowerCase() } : 'suffix' in p ? { suffix: p.suffix.toLowerCase() } : p));
 }
 
-function blockList(cidrs: readonly string[]): BlockList | undefined {
+/** A BlockList of CIDRs (a bare address is a /32 or /128); undefined for an empty list. */
+export function blockList(cidrs: readonly string[]): BlockList | undefined {
   if (cidrs.length === 0) return undefined;
   const list = new BlockList();
   for (const c of cidrs) {
@@ -62,7 +63,8 @@ function blockList(cidrs: readonly string[]): BlockList | undefined {
   return list;
 }
 
-function ipIn(list: BlockList, ip: string): boolean {
+/** Whether `ip` (IPv4-mapped IPv6 read as IPv4) is in `list`. */
+export function ipIn(list: BlockList, ip: string): boolean {
   if (!ip) return false;
   const plain = ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip;
   return list.check(plain, isIPv6(plain) ? 'ipv6' : 'ipv4');

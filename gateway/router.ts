@@ -3,7 +3,6 @@
  * selector matches this proxy's labels, merges their ports, and precompiles every matcher.
  * A request then costs one host lookup and a walk over precompiled predicates.
  */
-import { BlockList, isIPv6 } from 'node:net';
 import type {
   Cluster,
   L4Destination,
@@ -21,7 +20,7 @@ import type {
 import { DEFAULT_RETRIES } from '../config/compile.ts';
 import { selectExtAuthz, type CompiledExtAuthz, type ProxyIdentity } from './authz.ts';
 import { compileMatchList, DomainIndex, type MatchInput } from './matchers.ts';
-import { labelsMatch } from './policy.ts';
+import { blockList, ipIn, labelsMatch } from './policy.ts';
 import type { CompiledRateLimit, RateLimiters } from './ratelimit.ts';
 
 export interface CompiledRoute {
@@ -238,27 +237,13 @@ export function buildRouteTable(snapshot: Snapshot, labels: Readonly<Record<stri
   return { snapshot, extAuthz, rateLimits, gateways, ports, clusters };
 }
 
-function cidrList(cidrs: readonly string[]): BlockList | undefined {
-  if (cidrs.length === 0) return undefined;
-  const list = new BlockList();
-  for (const c of cidrs) {
-    const [addr, bits] = c.split('/');
-    const type = isIPv6(addr!) ? 'ipv6' : 'ipv4';
-    list.addSubnet(addr!, Number(bits ?? (type === 'ipv6' ? 128 : 32)), type);
-  }
-  return list;
-}
-
 function compileL4Match(m: L4Match): (c: L4Input) => boolean {
-  const subnets = cidrList(m.destinationSubnets);
+  const subnets = blockList(m.destinationSubnets);
   const sni = m.sniHosts && m.sniHosts.length ? new DomainIndex<true>() : undefined;
   for (const h of m.sniHosts ?? []) sni!.add(h, true);
   return (c) => {
     if (m.port !== undefined && c.port !== m.port) return false;
-    if (subnets) {
-      const a = c.localAddress.startsWith('::ffff:') ? c.localAddress.slice(7) : c.localAddress;
-      if (!subnets.check(a, isIPv6(a) ? 'ipv6' : 'ipv4')) return false;
-    }
+    if (subnets && !ipIn(subnets, c.localAddress)) return false;
     if (sni && (c.sni === undefined || sni.lookup(c.sni) === undefined)) return false;
     return true;
   };
