@@ -160,6 +160,25 @@ export function oauthErrorCode(err: unknown): string | undefined {
   return undefined;
 }
 
+/**
+ * Why a failed code exchange means "this login attempt is stale or not ours — start again"
+ * (the 400 page) rather than "the IdP is broken" (502), or undefined for the latter:
+ *  - `invalid_grant` (RFC 6749 §5.2: the code is expired, used or was issued to another client);
+ *  - `invalid_request`: what Dex before v2.28 answers for an unknown, expired or replayed code
+ *    ("Invalid or expired code parameter.", server/handlers.go `handleAuthCode`);
+ *  - an ID token whose `nonce` is not this attempt's: the code was issued for another
+ *    authorization request (a stale tab, or code injection — Dex before v2.28 has no PKCE).
+ */
+export function staleLoginReason(err: unknown): string | undefined {
+  const code = oauthErrorCode(err);
+  if (code === 'invalid_grant' || code === 'invalid_request') return code;
+  if (err instanceof client.ClientError && err.code === 'OAUTH_JWT_CLAIM_COMPARISON_FAILED') {
+    const detail = (err.cause as { cause?: { claim?: unknown } } | undefined)?.cause;
+    if (detail?.claim === 'nonce') return 'nonce mismatch';
+  }
+  return undefined;
+}
+
 /** A short description of an error for logs; never includes tokens. */
 export function errorText(err: unknown): string {
   if (err instanceof Error) {

@@ -33,7 +33,7 @@ import { AUTHSERVICE_ERRORS, AuthserviceError } from './errors.ts';
 import type { AuthserviceErrorCode } from './errors.ts';
 import { groupsAllowed, identityFromClaims, identityHeaders, isApiRequest } from './identity.ts';
 import { createAuthserviceLogger } from './logger.ts';
-import { errorText, OidcRelyingParty, oauthErrorCode } from './oidc.ts';
+import { errorText, OidcRelyingParty, oauthErrorCode, staleLoginReason } from './oidc.ts';
 import { PAGE_CSP, renderPage } from './pages/index.ts';
 import { matchesAny, normalisePath, safeReturnPath } from './paths.ts';
 import { listenHealth } from './health.ts';
@@ -373,9 +373,9 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
       tokens = await oidc.exchangeCode(callbackUrl, login);
     } catch (err) {
       if (err instanceof AuthserviceError) throw err;
-      const oauthCode = oauthErrorCode(err);
-      log.warn({ err: errorText(err), oauthCode }, 'authorization code exchange failed');
-      if (oauthCode === 'invalid_grant') return sendError(reply, 'PORTICO_ERR_LOGIN_STATE', true, undefined, { 'set-cookie': clearLogin(state) });
+      const stale = staleLoginReason(err);
+      log.warn({ err: errorText(err), oauthCode: oauthErrorCode(err), stale }, 'authorization code exchange failed');
+      if (stale) return sendError(reply, 'PORTICO_ERR_LOGIN_STATE', true, undefined, { 'set-cookie': clearLogin(state) });
       return sendError(reply, 'PORTICO_ERR_IDP', true);
     }
     const id = identityFromClaims(cfg, tokens.claims);
