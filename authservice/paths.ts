@@ -48,6 +48,24 @@ export function underPrefix(path: string, prefix: string): boolean {
   return path === prefix || path.startsWith(`${prefix}/`);
 }
 
+/**
+ * SKIP_AUTH_URLS: true when the normalised `path` lies strictly below one of the entries, each
+ * taken as a directory (`/dex` and `/dex/` both mean `/dex/…`); the bare `/dex` (and `/dex?x=1`)
+ * is checked. oidc-authservice matched a plain string prefix of the path (`strings.HasPrefix`,
+ * so `/dex` also let `/dex`, `/dexter` through), but Kubeflow routes Dex with `prefix: /dex/`
+ * and Istio's prefix match is a plain prefix too, so the bare `/dex` falls to the next route —
+ * usually the central dashboard's catch-all `prefix: /` — and must not skip authentication.
+ */
+export function belowAny(path: string, dirs: readonly string[]): boolean {
+  for (const d of dirs) if (path.startsWith(d)) return true;
+  return false;
+}
+
+/** SKIP_AUTH_URLS entries in the form belowAny takes (a trailing `/`). */
+export function asDirectories(prefixes: readonly string[]): string[] {
+  return prefixes.map((p) => (p.endsWith('/') ? p : `${p}/`));
+}
+
 /** True when the normalised path is under any prefix in the list. */
 export function matchesAny(path: string, prefixes: readonly string[]): boolean {
   return prefixes.some((p) => underPrefix(path, p));

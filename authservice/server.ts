@@ -35,7 +35,7 @@ import { groupsAllowed, identityFromClaims, identityHeaders, isApiRequest } from
 import { createAuthserviceLogger } from './logger.ts';
 import { errorText, OidcRelyingParty, oauthErrorCode, staleLoginReason } from './oidc.ts';
 import { PAGE_CSP, renderPage } from './pages/index.ts';
-import { matchesAny, normalisePath, safeReturnPath } from './paths.ts';
+import { asDirectories, belowAny, normalisePath, safeReturnPath } from './paths.ts';
 import { listenHealth } from './health.ts';
 import type { HealthListener } from './health.ts';
 import { registerAuthserviceMetrics } from './metrics.ts';
@@ -176,6 +176,7 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
   const callbackPath = new URL(cfg.redirectUrl, 'http://portico.invalid').pathname;
   const logoutPath = `${cfg.urlPrefix}/logout`;
   const inflightRefresh = new Map<string, Promise<SessionRecord | undefined>>();
+  const skipAuthDirs = asDirectories(cfg.skipAuthPrefixes);
 
   // ---- helpers ---------------------------------------------------------------------------
 
@@ -485,7 +486,7 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
       accept: firstHeader(req.headers.accept),
       xRequestedWith: firstHeader(req.headers['x-requested-with']),
     });
-    if (matchesAny(path, cfg.skipAuthPrefixes)) {
+    if (belowAny(path, skipAuthDirs)) {
       req.log.debug({ path }, 'check: skip-auth path');
       return allow(reply, {});
     }

@@ -9,7 +9,7 @@
  * / OIDC_AUTH_URL point at where the IdP and the gateway really are. Everything is stopped by
  * `t.after`.
  */
-import { cpSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -49,6 +49,8 @@ export interface KubeflowStackOptions {
    * gateway runs Kubeflow's authn-filter exactly as Kubeflow ships it (authorization, cookie, x-auth-token).
    */
   kubeflowFilterAsWritten?: boolean;
+  /** More Istio YAML (file name → text), loaded after the example (e.g. a catch-all app route). */
+  extraConfig?: Record<string, string>;
 }
 
 export interface KubeflowStack {
@@ -194,7 +196,13 @@ export async function startKubeflowStack(t: TestContext, opts: KubeflowStackOpti
     },
   }, opts.kubeflowFilterAsWritten === true);
   t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const built = await buildSnapshot([join(dir, 'base'), join(dir, opts.form)], { secretsDir: join(certs.dir, 'credentials'), cwd: dir });
+  const inputs = [join(dir, 'base'), join(dir, opts.form)];
+  if (opts.extraConfig) {
+    mkdirSync(join(dir, 'zz-extra'));
+    for (const [name, text] of Object.entries(opts.extraConfig)) writeFileSync(join(dir, 'zz-extra', name), text);
+    inputs.push(join(dir, 'zz-extra'));
+  }
+  const built = await buildSnapshot(inputs, { secretsDir: join(certs.dir, 'credentials'), cwd: dir });
   if (!built.ok) throw new Error(`example config does not compile:\n${built.issues.map((i) => formatIssue(i)).join('\n')}`);
   if (built.snapshot.extAuthz.length !== 1) {
     throw new Error(`want exactly one ext_authz filter from ${relative(REPO, join(KUBEFLOW_EXAMPLE, opts.form))}, compiled ${built.snapshot.extAuthz.length}`);
