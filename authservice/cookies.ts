@@ -129,10 +129,45 @@ export interface LoginState {
 
 export const LOGIN_COOKIE_PREFIX = 'authservice_login_';
 export const LOGIN_STATE_TTL_SECONDS = 600;
+/**
+ * At most this many login attempts are remembered at once (each one a ~560-byte state cookie,
+ * all sent together to the callback): several tabs can log in at the same time, and abandoned
+ * attempts can never push the callback's Cookie header past a server's limit (431). Starting
+ * one more evicts the oldest.
+ */
+export const LOGIN_SLOTS = 4;
+/**
+ * Per attempt, beside its state cookie (on the callback path only), a tiny marker on `Path=/`
+ * whose value is when the attempt started: attempts start on any path, so this is how a new
+ * attempt sees the pending ones and evicts the oldest. Not a secret: a forged marker can only
+ * make the browser drop its own attempts. Concurrent starts may overshoot LOGIN_SLOTS by the
+ * number of racing requests; the next start trims back.
+ */
+export const LOGIN_MARKER_PREFIX = 'authservice_pending_';
+
+/** The id of one attempt (names its two cookies), derived from its state. */
+export function loginId(state: string): string {
+  return createHash('sha256').update(state).digest('base64url').slice(0, 16);
+}
 
 /** Per-attempt cookie name: several tabs logging in at once each keep their own state. */
-export function loginCookieName(state: string): string {
-  return LOGIN_COOKIE_PREFIX + createHash('sha256').update(state).digest('base64url').slice(0, 16);
+export function loginCookieName(id: string): string {
+  return LOGIN_COOKIE_PREFIX + id;
+}
+
+export function loginMarkerName(id: string): string {
+  return LOGIN_MARKER_PREFIX + id;
+}
+
+/** The ids of the pending attempts a request's cookies show, oldest first. */
+export function pendingLogins(cookies: ReadonlyMap<string, string>): string[] {
+  const out: { id: string; at: number }[] = [];
+  for (const [name, value] of cookies) {
+    if (!name.startsWith(LOGIN_MARKER_PREFIX)) continue;
+    const at = Number(value);
+    out.push({ id: name.slice(LOGIN_MARKER_PREFIX.length), at: Number.isFinite(at) ? at : 0 });
+  }
+  return out.sort((a, b) => a.at - b.at).map((e) => e.id);
 }
 
 /** Encrypts the login state (dir + A256GCM: confidential and tamper-evident). */

@@ -60,3 +60,22 @@ export function isApiRequest(cfg: AuthserviceConfig, h: RequestHints): boolean {
   if (accept.includes('text/html')) return false;
   return accept.includes('application/json') || accept.includes('+json');
 }
+
+/** Fetch destinations that are navigations (a page or a frame): https://fetch.spec.whatwg.org/#destination-table */
+const NAVIGATION_DESTS = new Set(['document', 'iframe', 'frame', 'embed', 'object']);
+
+/**
+ * False for what is positively not a page navigation — a browser's sub-resource request — which
+ * gets a 401 instead of a login redirect and a login-state cookie: a `Sec-Fetch-Dest` that is not
+ * a document or frame (when the gateway forwards it), or an `Accept` that names neither HTML nor
+ * only `*\/*` (images, stylesheets: `image/…`, `text/css,…`). Browsers always list `text/html`
+ * when they navigate. `Sec-Fetch-Mode` is not used: Node's and undici's fetch send `cors` on every
+ * request. A bare `*\/*` without `Sec-Fetch-Dest` (curl, scripts) still starts a login.
+ * oauth2-proxy sends such requests to the login too; Kubeflow distributions (deployKF) route
+ * background paths as API paths so they get 401, which is what this does by default.
+ */
+export function mayStartLogin(h: { accept: string | undefined; secFetchDest: string | undefined }): boolean {
+  if (h.secFetchDest !== undefined && !NAVIGATION_DESTS.has(h.secFetchDest.toLowerCase())) return false;
+  const accept = (h.accept ?? '').trim().toLowerCase();
+  return accept === '' || accept === '*/*' || accept.includes('text/html');
+}

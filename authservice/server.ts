@@ -20,10 +20,14 @@ import type { AuthserviceConfig } from './config.ts';
 import { printableConfig } from './config.ts';
 import {
   deriveCookieKeys,
+  LOGIN_SLOTS,
   LOGIN_STATE_TTL_SECONDS,
   loginCookieName,
+  loginId,
+  loginMarkerName,
   openLoginState,
   parseCookies,
+  pendingLogins,
   sealLoginState,
   serializeCookie,
   verifySessionCookie,
@@ -31,7 +35,7 @@ import {
 import type { CookieKeys } from './cookies.ts';
 import { AUTHSERVICE_ERRORS, AuthserviceError } from './errors.ts';
 import type { AuthserviceErrorCode } from './errors.ts';
-import { groupsAllowed, identityFromClaims, identityHeaders, isApiRequest } from './identity.ts';
+import { groupsAllowed, identityFromClaims, identityHeaders, isApiRequest, mayStartLogin } from './identity.ts';
 import { createAuthserviceLogger } from './logger.ts';
 import { errorText, OidcRelyingParty, oauthErrorCode, staleLoginReason } from './oidc.ts';
 import { PAGE_CSP, renderPage } from './pages/index.ts';
@@ -315,7 +319,7 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
 
   // ---- login ------------------------------------------------------------------------------
 
-  const startLogin = async (reply: FastifyReply, target: string, o: Origin) => {
+  const startLogin = async (req: FastifyRequest, reply: FastifyReply, target: string, o: Origin) => {
     if (!oidc.ready) return sendError(reply, 'PORTICO_ERR_NOT_READY', true);
     const redirectUri = absolute(cfg.redirectUrl, o);
     const browserAuthUrl = cfg.authUrl === undefined ? undefined : absolute(cfg.authUrl, o);
@@ -329,43 +333,50 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
     const returnTo = safeReturnPath(target) ?? cfg.afterLoginUrl ?? '/';
     const sealed = await sealLoginState(keys.login, { state, nonce, codeVerifier, redirectUri, returnTo });
     const location = oidc.authorizationUrl({ redirectUri, state, nonce, codeChallenge }, browserAuthUrl);
-    return reply
-      .code(302)
-      .header('cache-control', 'no-store')
-      .header('location', location.href)
-      .header(
-        'set-cookie',
-        serializeCookie(loginCookieName(state), sealed, {
-          maxAge: LOGIN_STATE_TTL_SECONDS,
-          path: new URL(redirectUri).pathname,
-          secure: o.proto === 'https',
-          sameSite: 'Lax', // must survive the top-level redirect back from the IdP
-        }),
-      )
-      .send();
+    // Bounded: at most LOGIN_SLOTS attempts pending; the oldest are evicted to make room.
+    const id = loginId(state);
+    const secure = o.proto === 'https';
+    const cookies: string[] = [];
+    const pending = pendingLogins(parseCookies(req.headers.cookie));
+    for (const old of pending.slice(0, Math.max(0, pending.length - LOGIN_SLOTS + 1))) cookies.push(...clearLoginCookies(old, secure));
+    cookies.push(
+      serializeCookie(loginCookieName(id), sealed, {
+        maxAge: LOGIN_STATE_TTL_SECONDS,
+        path: new URL(redirectUri).pathname,
+        secure,
+        sameSite: 'Lax', // must survive the top-level redirect back from the IdP
+      }),
+      serializeCookie(loginMarkerName(id), String(Date.now()), { maxAge: LOGIN_STATE_TTL_SECONDS, path: '/', secure, sameSite: 'Lax' }),
+    );
+    return reply.code(302).header('cache-control', 'no-store').header('location', location.href).header('set-cookie', cookies).send();
   };
+
+  /** Set-Cookie values that end one login attempt (its state cookie and its marker). */
+  const clearLoginCookies = (id: string, secure: boolean): string[] => [
+    serializeCookie(loginCookieName(id), '', { maxAge: 0, path: callbackPath, secure, sameSite: 'Lax' }),
+    serializeCookie(loginMarkerName(id), '', { maxAge: 0, path: '/', secure, sameSite: 'Lax' }),
+  ];
 
   const callback = async (req: FastifyRequest, reply: FastifyReply, target: string, o: Origin) => {
     const query = new URL(target, 'http://portico.invalid').searchParams;
     const state = query.get('state');
-    const clearLogin = (s: string) =>
-      serializeCookie(loginCookieName(s), '', { maxAge: 0, path: callbackPath, secure: o.proto === 'https', sameSite: 'Lax' });
+    const clearing: Record<string, string[]> = state ? { 'set-cookie': clearLoginCookies(loginId(state), o.proto === 'https') } : {};
     if (query.get('error')) {
       const idpError = (query.get('error') ?? '').replace(/[^A-Za-z0-9_.-]/g, '').slice(0, 64);
       log.info({ idpError }, 'IdP returned an error to the callback');
-      return sendError(reply, 'PORTICO_ERR_IDP_DENIED', true, `The identity provider ended the login (${idpError}). Start again.`, state ? { 'set-cookie': clearLogin(state) } : {});
+      return sendError(reply, 'PORTICO_ERR_IDP_DENIED', true, `The identity provider ended the login (${idpError}). Start again.`, clearing);
     }
     const code = query.get('code');
     if (!state || !code) return sendError(reply, 'PORTICO_ERR_LOGIN_STATE', true);
-    const login = await openLoginState(keys.login, parseCookies(req.headers.cookie).get(loginCookieName(state)));
+    const login = await openLoginState(keys.login, parseCookies(req.headers.cookie).get(loginCookieName(loginId(state))));
     if (!login || !sameString(login.state, state)) {
-      log.info('callback without a matching login-state cookie (expired, replayed or forged)');
-      return sendError(reply, 'PORTICO_ERR_LOGIN_STATE', true, undefined, { 'set-cookie': clearLogin(state) });
+      log.info('callback without a matching login-state cookie (expired, evicted, replayed or forged)');
+      return sendError(reply, 'PORTICO_ERR_LOGIN_STATE', true, undefined, clearing);
     }
     const stateKey = `state:${createHash('sha256').update(state).digest('base64url')}`;
     if (!(await store.claimOnce(stateKey, LOGIN_STATE_TTL_SECONDS * 1000))) {
       log.info('callback state already used (replay)');
-      return sendError(reply, 'PORTICO_ERR_LOGIN_STATE', true, undefined, { 'set-cookie': clearLogin(state) });
+      return sendError(reply, 'PORTICO_ERR_LOGIN_STATE', true, undefined, clearing);
     }
     const callbackUrl = new URL(login.redirectUri);
     for (const [k, v] of query) callbackUrl.searchParams.append(k, v);
@@ -376,13 +387,13 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
       if (err instanceof AuthserviceError) throw err;
       const stale = staleLoginReason(err);
       log.warn({ err: errorText(err), oauthCode: oauthErrorCode(err), stale }, 'authorization code exchange failed');
-      if (stale) return sendError(reply, 'PORTICO_ERR_LOGIN_STATE', true, undefined, { 'set-cookie': clearLogin(state) });
+      if (stale) return sendError(reply, 'PORTICO_ERR_LOGIN_STATE', true, undefined, clearing);
       return sendError(reply, 'PORTICO_ERR_IDP', true);
     }
     const id = identityFromClaims(cfg, tokens.claims);
     if (!groupsAllowed(cfg, id.groups)) {
       log.info({ sub: id.sub }, 'login refused: no allowed group');
-      return sendError(reply, 'PORTICO_ERR_FORBIDDEN_GROUP', true, undefined, { 'set-cookie': clearLogin(state) });
+      return sendError(reply, 'PORTICO_ERR_FORBIDDEN_GROUP', true, undefined, clearing);
     }
     // Session fixation defence: always a fresh id; a session the browser already had is ended.
     const previous = await verifySessionCookie(keys.session, parseCookies(req.headers.cookie).get(cfg.session.cookieName));
@@ -398,7 +409,7 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
       .code(302)
       .header('cache-control', 'no-store')
       .header('location', safeReturnPath(login.returnTo) ?? cfg.afterLoginUrl ?? '/')
-      .header('set-cookie', [sessionCookie(cookie, o, cfg.session.maxAgeSeconds), clearLogin(state)])
+      .header('set-cookie', [sessionCookie(cookie, o, cfg.session.maxAgeSeconds), ...clearLoginCookies(loginId(state), o.proto === 'https')])
       .send();
   };
 
@@ -506,10 +517,12 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
       req.log.debug({ path, sub: id.sub }, 'check: allowed by bearer ID token');
       return allow(reply, identityHeaders(cfg, id));
     }
-    if (api) {
+    // A script, or a page's sub-resource (an image, a stylesheet, a fetch): a redirect to the
+    // login page cannot help it, and each attempt would evict a real navigation's login state.
+    if (api || !mayStartLogin({ accept: req.headers.accept, secFetchDest: firstHeader(req.headers['sec-fetch-dest']) })) {
       return sendError(reply, 'PORTICO_ERR_AUTHN_REQUIRED', false, undefined, { 'www-authenticate': 'Bearer realm="portico"' });
     }
-    return startLogin(reply, target, o);
+    return startLogin(req, reply, target, o);
   };
 
   // ---- dispatch ---------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import { startDevIdp } from '../../demo/devidp/server.ts';
 import { startDex } from './dex.ts';
 
 /** Request headers the mini gateway forwards on a check (the Kubeflow EnvoyFilter's list, plus fetch metadata). */
-export const CHECK_ALLOWED_HEADERS = ['cookie', 'authorization', 'accept', 'x-requested-with', 'origin', 'sec-fetch-site', 'x-portico-csrf', 'kubeflow-userid', 'kubeflow-groups'];
+export const CHECK_ALLOWED_HEADERS = ['cookie', 'authorization', 'accept', 'x-requested-with', 'origin', 'sec-fetch-site', 'sec-fetch-dest', 'x-portico-csrf', 'kubeflow-userid', 'kubeflow-groups'];
 
 export interface MiniGateway {
   url: string;
