@@ -65,8 +65,11 @@ async function waitForDiscovery(issuer: string, child: ChildProcess, output: () 
 }
 
 /** Runs real Dex on the demo's Dex config (frontend assets from $DEX_WEB_DIR or `web/` beside the binary). */
-async function startRealDex(bin: string, configFile: string): Promise<{ issuer: string; close(): Promise<void> }> {
-  const config = parse(readFileSync(configFile, 'utf8')) as Record<string, unknown> & { issuer: string; frontend?: { dir?: string } };
+async function startRealDex(bin: string, configFile: string, host: string): Promise<{ issuer: string; close(): Promise<void> }> {
+  const config = parse(readFileSync(configFile, 'utf8')) as Record<string, unknown> & { issuer: string; frontend?: { dir?: string }; web?: { http?: string } };
+  // Dex binds web.http as written; the demo's passwords are public, so it binds the demo's host.
+  const port = /:(\d+)$/.exec(config.web?.http ?? '')?.[1] ?? '5556';
+  config.web = { ...config.web, http: `${host.includes(':') ? `[${host}]` : host}:${port}` };
   const web = [process.env.DEX_WEB_DIR, join(dirname(bin), '../web'), resolve('.dex/web')].find((d) => d && existsSync(join(d, 'templates', 'login.html')));
   if (web) config.frontend = { ...config.frontend, dir: web };
   const dir = mkdtempSync(join(tmpdir(), 'portico-demo-dex-'));
@@ -93,11 +96,11 @@ async function startRealDex(bin: string, configFile: string): Promise<{ issuer: 
   };
 }
 
-export async function startDemoAuth(opts: { dexConfig: string; otlpEndpoint?: string }): Promise<DemoAuth> {
+export async function startDemoAuth(opts: { dexConfig: string; otlpEndpoint?: string; host?: string }): Promise<DemoAuth> {
   const raw = parse(readFileSync(opts.dexConfig, 'utf8')) as { staticClients: { id: string; secret: string }[]; staticPasswords: DemoUser[] };
   const client = raw.staticClients[0]!;
   const dexBin = findDexBinary();
-  const idp = dexBin ? await startRealDex(dexBin, opts.dexConfig) : await startDevIdp({ configFile: opts.dexConfig, host: '127.0.0.1' });
+  const idp = dexBin ? await startRealDex(dexBin, opts.dexConfig, opts.host ?? '127.0.0.1') : await startDevIdp({ configFile: opts.dexConfig, host: opts.host ?? '127.0.0.1' });
   try {
     const config = loadAuthserviceConfig({
       OIDC_PROVIDER: idp.issuer,

@@ -32,15 +32,18 @@ export const DEMO_CONFIG = [
   'config/examples/bookinfo-mesh/peer-authentication-strict.yaml',
 ].map((p) => resolve(ROOT, p));
 
-const USAGE = `usage: portico demo [--certs-dir DIR] [--admin-port N]
+const USAGE = `usage: portico demo [--certs-dir DIR] [--admin-port N] [--host ADDR]
 Runs Bookinfo and httpbin behind Portico's HTTPS gateway on https://localhost:8443.
+  --host ADDR   address the gateway (8080, 8443) and the IdP (5556) listen on; default 127.0.0.1.
+                The demo's passwords are public: only widen this on a network you trust.
 `;
 
 export interface DemoHandle {
   close(): Promise<void>;
 }
 
-export async function startDemo(opts: { certsDir?: string; adminPort?: number; metricsPort?: number; log?: (line: string) => void } = {}): Promise<DemoHandle> {
+export async function startDemo(opts: { certsDir?: string; adminPort?: number; metricsPort?: number; host?: string; log?: (line: string) => void } = {}): Promise<DemoHandle> {
+  const host = opts.host ?? '127.0.0.1';
   const say = opts.log ?? ((line: string) => process.stdout.write(`${line}\n`));
   const certsDir = resolve(opts.certsDir ?? resolve(ROOT, 'certs/out'));
   const certs = ensureDemoCerts(certsDir, ['localhost', 'httpbin.example.com']);
@@ -66,9 +69,10 @@ export async function startDemo(opts: { certsDir?: string; adminPort?: number; m
     // VirtualService (jason → v2) applies in productpage's sidecar.
     const mesh = await startDemoMesh({ config: DEMO_CONFIG, certsDir, logger: log, otlpEndpoint, logoutUrl: '/authservice/logout' });
     closers.push(() => mesh.close());
-    const auth = await startDemoAuth({ dexConfig: resolve(ROOT, 'config/examples/dex.yaml'), otlpEndpoint });
+    const auth = await startDemoAuth({ dexConfig: resolve(ROOT, 'config/examples/dex.yaml'), otlpEndpoint, host });
     closers.push(() => auth.close());
-    const edge = new GatewayRuntime(built.snapshot, { logger: log, drainMs: 2000, telemetry: edgeTelemetry });
+    // Loopback by default: the demo's users have public passwords.
+    const edge = new GatewayRuntime(built.snapshot, { logger: log, drainMs: 2000, telemetry: edgeTelemetry, listener: { host } });
     // The gateway joins the mesh: ISTIO_MUTUAL to the sidecars, with its own SPIFFE identity.
     edge.pools.tlsPolicy = meshUpstreamTls(gatewayMeshIdentity(mesh.ca, built.snapshot), () => edge.table().snapshot);
     edgeTelemetry.attach(edge);
@@ -104,7 +108,7 @@ export async function startDemo(opts: { certsDir?: string; adminPort?: number; m
 export async function run(argv: string[]): Promise<number | undefined> {
   let values;
   try {
-    values = parseArgs({ args: argv, options: { 'certs-dir': { type: 'string' }, 'admin-port': { type: 'string' }, 'metrics-port': { type: 'string' }, help: { type: 'boolean', short: 'h' } } }).values;
+    values = parseArgs({ args: argv, options: { 'certs-dir': { type: 'string' }, 'admin-port': { type: 'string' }, 'metrics-port': { type: 'string' }, host: { type: 'string' }, help: { type: 'boolean', short: 'h' } } }).values;
   } catch (err) {
     process.stderr.write(`portico demo: ${(err as Error).message}\n${USAGE}`);
     return 2;
@@ -119,6 +123,7 @@ export async function run(argv: string[]): Promise<number | undefined> {
       certsDir: values['certs-dir'],
       adminPort: values['admin-port'] ? Number(values['admin-port']) : undefined,
       metricsPort: values['metrics-port'] ? Number(values['metrics-port']) : undefined,
+      host: values.host,
     });
   } catch (err) {
     process.stderr.write(`portico demo: ${(err as Error).message}\n`);

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -36,12 +36,56 @@ function startDemo(certsDir: string): { child: ChildProcess; output: () => strin
   return { child, output: () => out, ready, exited };
 }
 
+/** Linux: every TCP socket that process `pid` or its descendants listen on, as `addr:port` (hex addresses decoded). */
+function listeningSockets(pid: number): string[] {
+  const pids = [pid];
+  for (let i = 0; i < pids.length; i++) {
+    for (const task of readdirSync(`/proc/${pids[i]}/task`)) {
+      const children = readFileSync(`/proc/${pids[i]}/task/${task}/children`, 'utf8').trim();
+      if (children) pids.push(...children.split(/\s+/).map(Number));
+    }
+  }
+  const inodes = new Set<string>();
+  for (const p of pids) {
+    for (const fd of readdirSync(`/proc/${p}/fd`)) {
+      try {
+        const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${p}/fd/${fd}`));
+        if (m) inodes.add(m[1]!);
+      } catch {
+        // closed meanwhile
+      }
+    }
+  }
+  const out: string[] = [];
+  for (const [file, v6] of [['/proc/net/tcp', false], ['/proc/net/tcp6', true]] as const) {
+    for (const line of readFileSync(file, 'utf8').split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length < 10 || f[3] !== '0A' || !inodes.has(f[9]!)) continue; // 0A = LISTEN
+      const [addrHex, portHex] = f[1]!.split(':') as [string, string];
+      const words = addrHex.match(/.{8}/g)!.map((w) => w.match(/../g)!.reverse().join(''));
+      const addr = v6 ? (words.join('') === '00000000000000000000000000000001' ? '::1' : words.join('') === '0'.repeat(32) ? '::' : `[${words.join('')}]`) : words[0]!.match(/../g)!.map((b) => parseInt(b, 16)).join('.');
+      out.push(`${addr}:${parseInt(portHex, 16)}`);
+    }
+  }
+  return out;
+}
+
 test('npm start: Bookinfo behind the login over HTTPS, httpbin by SNI, HTTP redirect, ports-taken message, clean Ctrl-C', async (t) => {
   const certsDir = mkdtempSync(join(tmpdir(), 'portico-demo-'));
   t.after(() => rmSync(certsDir, { recursive: true, force: true }));
   const demo = startDemo(certsDir);
   t.after(() => demo.child.kill('SIGKILL'));
   await demo.ready;
+
+  // The demo's users have public passwords: nothing it (or the Dex it runs) listens on may be
+  // reachable from another machine.
+  if (existsSync('/proc/net/tcp')) {
+    const sockets = listeningSockets(demo.child.pid!);
+    for (const want of [8080, 8443]) assert.ok(sockets.some((s) => s.endsWith(`:${want}`)), `demo listens on ${want}: ${sockets.join(', ')}`);
+    if (/dex \(/.test(demo.output())) assert.ok(sockets.includes('127.0.0.1:5556'), `real Dex on loopback: ${sockets.join(', ')}`);
+    const exposed = sockets.filter((s) => !s.startsWith('127.') && !s.startsWith('::1:'));
+    assert.deepEqual(exposed, [], 'every demo listener is bound to loopback');
+  }
 
   const ca = readFileSync(join(certsDir, 'example.com.crt'));
   const localhost = new Agent({ connect: { ca, servername: 'localhost' } });
