@@ -10,6 +10,7 @@
  * `statusOnError` unless the filter fails open.
  * https://www.envoyproxy.io/docs/envoy/latest/configuration/http/http_filters/ext_authz_filter
  */
+import type { IncomingHttpHeaders } from 'node:http';
 import type { Dispatcher } from 'undici';
 import type { Cluster, ExtAuthzFilter, Snapshot, StringMatcher } from '../config/snapshot.ts';
 import type { Balancer } from './balancer.ts';
@@ -28,6 +29,8 @@ export interface CompiledExtAuthz {
   /** Undefined = Envoy's default (every header but Host). */
   readonly clientHeader: NamePredicate | undefined;
   readonly clientHeaderOnSuccess: NamePredicate;
+  /** Names in `headers_to_add`: they replace the client's values (Envoy: "client request of the same key will be overridden"). */
+  readonly added: ReadonlySet<string>;
 }
 
 function compileMatcher(m: StringMatcher): NamePredicate {
@@ -97,6 +100,7 @@ export function selectExtAuthz(snapshot: Snapshot, who: ProxyIdentity): Compiled
       upstreamHeader: anyOf(f.allowedUpstreamHeaders),
       clientHeader: f.allowedClientHeaders ? anyOf(f.allowedClientHeaders) : undefined,
       clientHeaderOnSuccess: anyOf(f.allowedClientHeadersOnSuccess),
+      added: new Set(f.headersToAdd.map(([k]) => k.toLowerCase())),
     });
   }
   return out;
@@ -133,64 +137,117 @@ export interface AuthzDeps {
 }
 
 const ALLOW_NOTHING: AuthzDecision = Object.freeze({ kind: 'allow', upstreamHeaders: [], clientHeaders: [] });
+const NO_HEADERS: readonly (readonly [string, string | string[]])[] = Object.freeze([]);
+/** A denial's body is relayed to the client; more than this from an authorization server is an error. */
+const MAX_DENY_BODY = 1024 * 1024;
 
-async function checkOne(f: CompiledExtAuthz, req: CheckRequest, deps: AuthzDeps): Promise<AuthzDecision> {
-  const cfg = f.filter;
-  const fail = (): AuthzDecision =>
-    cfg.failureModeAllow ? ALLOW_NOTHING : { kind: 'deny', status: cfg.statusOnError, headers: { 'content-length': '0' }, body: Buffer.alloc(0), error: true };
-  const picked = f.cluster ? deps.balancer.pick(f.cluster) : undefined;
-  if (!f.cluster || !picked) return fail();
+function failed(cfg: ExtAuthzFilter): AuthzDecision {
+  return cfg.failureModeAllow ? ALLOW_NOTHING : { kind: 'deny', status: cfg.statusOnError, headers: { 'content-length': '0' }, body: Buffer.alloc(0), error: true };
+}
 
-  const headers: Record<string, string | string[]> = {};
-  for (const name in req.headers) {
-    const v = req.headers[name];
-    if (v === undefined || name.charCodeAt(0) === 58 || HOP_BY_HOP.has(name)) continue;
-    if (ALWAYS_SENT.has(name) || f.requestHeader(name)) headers[name] = v;
-  }
-  for (const [k, v] of cfg.headersToAdd) headers[k] = v;
-  headers['host'] = req.authority;
-  headers['content-length'] = '0';
+/**
+ * The check's answer, read with undici's dispatch handler API (Dispatcher.DispatchHandler):
+ * no body stream and no promise per chunk, as `request()` has. Only the response headers the
+ * filter forwards are kept. An allow's body is discarded as it arrives (never buffered); a
+ * denial's body is collected to relay it, up to MAX_DENY_BODY.
+ */
+class CheckAnswer implements Dispatcher.DispatchHandler {
+  private status = 0;
+  private allowed = false;
+  private upstream: [string, string | string[]][] | undefined;
+  private client: [string, string | string[]][] | undefined;
+  private denyHeaders: Record<string, string | string[]> | undefined;
+  private chunks: Buffer[] | undefined;
+  private bytes = 0;
 
-  let res: Dispatcher.ResponseData;
-  try {
-    res = await deps.pools.get(f.cluster, picked.endpoint).request({
-      method: req.method as Dispatcher.HttpMethod,
-      path: cfg.pathPrefix + req.pathAndQuery,
-      headers,
-      // Empty, never the client's body. undici omits `content-length: 0` on GET/HEAD/OPTIONS
-      // (RFC 9110 §8.6); other methods carry it, as Envoy's check does.
-      body: '',
-      // undici's own timers bound the check (no AbortSignal per request: it showed in profiles).
-      headersTimeout: cfg.timeoutMs,
-      bodyTimeout: cfg.timeoutMs,
-    });
-  } catch {
-    return fail();
-  }
-  let body: Buffer;
-  try {
-    body = Buffer.from(await res.body.arrayBuffer());
-  } catch {
-    return fail();
-  }
-  const status = res.statusCode;
-  if (status >= 200 && status < 300) {
-    const upstreamHeaders: [string, string | string[]][] = [];
-    const clientHeaders: [string, string | string[]][] = [];
-    for (const [name, v] of Object.entries(res.headers)) {
-      if (v === undefined || HOP_BY_HOP.has(name)) continue;
-      if (f.upstreamHeader(name)) upstreamHeaders.push([name, v]);
-      if (f.clientHeaderOnSuccess(name)) clientHeaders.push([name, v]);
+  constructor(
+    private readonly f: CompiledExtAuthz,
+    private readonly resolve: (d: AuthzDecision) => void,
+  ) {}
+
+  /** Present so undici treats this as a controller-style handler (it checks for this method). */
+  onRequestStart(): void {}
+
+  onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
+    if (statusCode < 200) return; // 1xx: wait for the final answer
+    this.status = statusCode;
+    this.allowed = statusCode < 300;
+    const f = this.f;
+    for (const name in headers) {
+      const value = headers[name];
+      if (value === undefined || HOP_BY_HOP.has(name)) continue;
+      if (this.allowed) {
+        if (f.upstreamHeader(name)) (this.upstream ??= []).push([name, value]);
+        if (f.clientHeaderOnSuccess(name)) (this.client ??= []).push([name, value]);
+      } else if (f.clientHeader === undefined || IMPLIED_CLIENT.has(name) || f.clientHeader(name)) {
+        (this.denyHeaders ??= {})[name] = value;
+      }
     }
-    return { kind: 'allow', upstreamHeaders, clientHeaders };
+    if (!this.allowed) this.chunks = [];
   }
-  const out: Record<string, string | string[]> = {};
-  for (const [name, v] of Object.entries(res.headers)) {
-    if (v === undefined || HOP_BY_HOP.has(name)) continue;
-    if (f.clientHeader === undefined || IMPLIED_CLIENT.has(name) || f.clientHeader(name)) out[name] = v;
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.chunks === undefined) return; // allowed: the body is not needed
+    this.bytes += chunk.length;
+    if (this.bytes > MAX_DENY_BODY) {
+      this.chunks = undefined;
+      controller.abort(new Error('ext_authz denial body too large'));
+      return;
+    }
+    this.chunks.push(chunk);
   }
-  out['content-length'] = String(body.length);
-  return { kind: 'deny', status, headers: out, body, error: false };
+
+  onResponseEnd(): void {
+    if (this.allowed) {
+      this.resolve(this.upstream || this.client ? { kind: 'allow', upstreamHeaders: this.upstream ?? NO_HEADERS, clientHeaders: this.client ?? NO_HEADERS } : ALLOW_NOTHING);
+      return;
+    }
+    const chunks = this.chunks ?? [];
+    const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+    const headers = this.denyHeaders ?? {};
+    headers['content-length'] = String(body.length);
+    this.resolve({ kind: 'deny', status: this.status, headers, body, error: false });
+  }
+
+  onResponseError(): void {
+    this.resolve(failed(this.f.filter));
+  }
+}
+
+function checkOne(f: CompiledExtAuthz, req: CheckRequest, deps: AuthzDeps): Promise<AuthzDecision> {
+  const cfg = f.filter;
+  const picked = f.cluster ? deps.balancer.pick(f.cluster) : undefined;
+  if (!f.cluster || !picked) return Promise.resolve(failed(cfg));
+
+  // Envoy sends the allowed headers plus Host, Method, Path, Content-Length and Authorization
+  // (AuthorizationRequest.allowed_headers, ext_authz.proto); we add the trace context (see ALWAYS_SENT).
+  const headers: string[] = ['host', req.authority, 'content-length', '0'];
+  const from = req.headers;
+  for (const name in from) {
+    const v = from[name];
+    if (v === undefined || name.charCodeAt(0) === 58 || name === 'content-length' || HOP_BY_HOP.has(name)) continue;
+    if ((!ALWAYS_SENT.has(name) && !f.requestHeader(name)) || f.added.has(name)) continue;
+    if (typeof v === 'string') headers.push(name, v);
+    else for (const one of v) headers.push(name, one);
+  }
+  for (const [k, v] of cfg.headersToAdd) headers.push(k, v);
+  const pool = deps.pools.get(f.cluster, picked.endpoint);
+  return new Promise<AuthzDecision>((resolve) => {
+    pool.dispatch(
+      {
+        method: req.method as Dispatcher.HttpMethod,
+        path: cfg.pathPrefix + req.pathAndQuery,
+        headers,
+        // Empty, never the client's body. undici omits `content-length: 0` on GET/HEAD/OPTIONS
+        // (RFC 9110 §8.6); other methods carry it, as Envoy's check does.
+        body: '',
+        // undici's own timers bound the check (no AbortSignal per request: it showed in profiles).
+        headersTimeout: cfg.timeoutMs,
+        bodyTimeout: cfg.timeoutMs,
+      },
+      new CheckAnswer(f, resolve),
+    );
+  });
 }
 
 /**

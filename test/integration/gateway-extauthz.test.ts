@@ -259,3 +259,25 @@ test('an authz server that does not answer within server_uri.timeout gives statu
   assert.ok(performance.now() - started < 5000, 'the check timed out instead of waiting for ever');
   assert.equal(app.seen.length, 0);
 });
+
+test("the check's answer: an allow's body is never relayed or kept; a denial body over 1 MiB is an authz error, not relayed", async (t) => {
+  const app = await startEcho(t, 'app');
+  const big = Buffer.alloc(2 * 1024 * 1024, 'x');
+  const authz = await startAuthz(t, (c, res) => {
+    if (c.headers.cookie === 'session=good') {
+      res.writeHead(200, { 'kubeflow-userid': 'jason@example.com', 'content-length': String(big.length) });
+      res.end(big);
+    } else {
+      res.writeHead(401, { 'content-type': 'text/plain', 'content-length': String(big.length) });
+      res.end(big);
+    }
+  });
+  const port = await freePort();
+  await startGateway(t, common(port, app.port, authz.port) + kubeflowFilter());
+  const ok = await get(port, '/a', { cookie: 'session=good' });
+  assert.equal(ok.status, 200);
+  assert.equal(app.seen.at(-1)!.headers['kubeflow-userid'], 'jason@example.com');
+  const denied = await get(port, '/b', { cookie: 'session=bad' });
+  assert.equal(denied.status, 403, 'status_on_error: the authorization server answered more than the gateway relays');
+  assert.ok(denied.text.length < 1024, `no 2 MiB body relayed (${denied.text.length} bytes)`);
+});
