@@ -3,9 +3,11 @@
  * cookie. Keys are derived from PORTICO_COOKIE_SECRET with HMAC domain separation, so a login
  * cookie can never be replayed as a session cookie and vice versa.
  */
-import { createHash, createHmac, timingSafeEqual, webcrypto } from 'node:crypto';
+import { createHash, createHmac, webcrypto } from 'node:crypto';
 import { EncryptJWT, SignJWT, jwtDecrypt } from 'jose';
 import type { SameSite } from './config.ts';
+import { deriveSessionKey, SESSION_COOKIE_TYP, verifySessionCookieValue } from './session-cookie.ts';
+import type { SessionCookieClaims } from './session-cookie.ts';
 
 export interface CookieKeys {
   session: Uint8Array;
@@ -15,7 +17,7 @@ export interface CookieKeys {
 /** Derives the session-signing and login-encryption keys (32 bytes each) from the secret. */
 export function deriveCookieKeys(secret: Uint8Array): CookieKeys {
   const derive = (purpose: string) => new Uint8Array(createHmac('sha256', secret).update(`portico-authservice/${purpose}/v1`).digest());
-  return { session: derive('session-cookie'), login: derive('login-state-cookie') };
+  return { session: deriveSessionKey(secret), login: derive('login-state-cookie') };
 }
 
 /** Parses a Cookie header. The first occurrence of a name wins (as browsers send the most specific first). */
@@ -51,16 +53,8 @@ export function serializeCookie(name: string, value: string, o: CookieOptions): 
   return parts.join('; ');
 }
 
-export interface SessionCookieClaims {
-  /** Session id: key into the session store. */
-  sid: string;
-  /** OIDC subject, cross-checked against the stored session. */
-  sub: string;
-  /** Absolute expiry, seconds since the epoch. */
-  exp: number;
-}
-
-const SESSION_TYP = 'portico-session+jwt';
+export type { SessionCookieClaims } from './session-cookie.ts';
+export { cookieValue } from './session-cookie.ts';
 
 /**
  * The HMAC key as a WebCrypto key, imported once per key: handing jose raw bytes makes it import
@@ -79,41 +73,16 @@ function hmacKey(key: Uint8Array): Promise<webcrypto.CryptoKey> {
 /** Signs the session cookie value (a compact HS256 JWT). */
 export async function signSessionCookie(key: Uint8Array, claims: SessionCookieClaims): Promise<string> {
   return new SignJWT({ sid: claims.sid })
-    .setProtectedHeader({ alg: 'HS256', typ: SESSION_TYP })
+    .setProtectedHeader({ alg: 'HS256', typ: SESSION_COOKIE_TYP })
     .setSubject(claims.sub)
     .setIssuedAt()
     .setExpirationTime(claims.exp)
     .sign(await hmacKey(key));
 }
 
-/**
- * Verifies a session cookie value; undefined for anything tampered, expired or signed with another
- * key. This runs on every check, so it is a synchronous HMAC-SHA256 over the compact JWS (RFC 7515)
- * with a constant-time compare, instead of jose's WebCrypto path (about 3x the CPU per check).
- * Only what signSessionCookie writes is accepted: alg HS256, our typ, no `crit`, canonical
- * base64url, `sid`/`sub` strings and an `exp` in the future (`nbf`, if present, in the past).
- */
+/** verifySessionCookieValue (session-cookie.ts, the pure module a gateway can share), as a promise. */
 export async function verifySessionCookie(key: Uint8Array, value: string | undefined, nowSeconds: number = Date.now() / 1000): Promise<SessionCookieClaims | undefined> {
-  if (!value || value.length > 4096) return undefined;
-  const dot1 = value.indexOf('.');
-  const dot2 = value.indexOf('.', dot1 + 1);
-  if (dot1 <= 0 || dot2 <= dot1 + 1 || value.indexOf('.', dot2 + 1) !== -1) return undefined;
-  const signature = Buffer.from(value.slice(dot2 + 1), 'base64url');
-  // Reject non-canonical encodings (base64url decoding is lenient) so one token has one form.
-  if (signature.length !== 32 || signature.toString('base64url') !== value.slice(dot2 + 1)) return undefined;
-  const expected = createHmac('sha256', key).update(value.slice(0, dot2)).digest();
-  if (!timingSafeEqual(signature, expected)) return undefined;
-  try {
-    const header = JSON.parse(Buffer.from(value.slice(0, dot1), 'base64url').toString('utf8')) as Record<string, unknown>;
-    if (header.alg !== 'HS256' || header.typ !== SESSION_TYP || header.crit !== undefined) return undefined;
-    const payload = JSON.parse(Buffer.from(value.slice(dot1 + 1, dot2), 'base64url').toString('utf8')) as Record<string, unknown>;
-    if (typeof payload.sid !== 'string' || typeof payload.sub !== 'string' || typeof payload.exp !== 'number') return undefined;
-    if (payload.exp <= nowSeconds) return undefined;
-    if (payload.nbf !== undefined && (typeof payload.nbf !== 'number' || payload.nbf > nowSeconds)) return undefined;
-    return { sid: payload.sid, sub: payload.sub, exp: payload.exp };
-  } catch {
-    return undefined;
-  }
+  return verifySessionCookieValue(key, value, nowSeconds);
 }
 
 /** What one login attempt must remember between the redirect to the IdP and the callback. */

@@ -1,0 +1,92 @@
+/**
+ * The session cookie's verification, as a small pure module (node:crypto only: no Fastify, no
+ * jose, no store), so that a gateway holding the same PORTICO_COOKIE_SECRET can verify the
+ * authservice's cookie itself (issue 14.2's in-gateway fast path) with exactly the checks the
+ * authservice makes.
+ *
+ * The cookie value is a compact JWS (RFC 7515), HS256, signed with a key derived from
+ * PORTICO_COOKIE_SECRET by HMAC-SHA256 over `portico-authservice/session-cookie/v1` (domain
+ * separated from the login-state key). What a valid cookie proves, and what it does not:
+ *  - proves: the authservice issued it (HMAC, constant-time compare), it names session `sid`
+ *    for OIDC subject `sub`, and it is before `exp` (the session's absolute expiry,
+ *    SESSION_MAX_AGE) and not before `nbf` when present;
+ *  - does NOT prove the session still exists: logout, an IdP-rejected refresh, the idle timeout
+ *    and server-side deletion only remove the store record. A verifier that skips the store must
+ *    bound how long a revoked session still passes (see docs/authservice.md).
+ *  - the cookie carries no identity headers (user id, groups): those live in the store.
+ * Accepted form only: header `{"alg":"HS256","typ":"portico-session+jwt"}` (no `crit`), canonical
+ * base64url everywhere, `sid`/`sub` strings, numeric `exp`, at most 4096 characters.
+ */
+import { createHmac, timingSafeEqual } from 'node:crypto';
+
+export const SESSION_COOKIE_TYP = 'portico-session+jwt';
+
+export interface SessionCookieClaims {
+  /** Session id: key into the session store. */
+  sid: string;
+  /** OIDC subject, cross-checked against the stored session. */
+  sub: string;
+  /** Absolute expiry, seconds since the epoch. */
+  exp: number;
+}
+
+/** The session cookie's HMAC key (32 bytes) from PORTICO_COOKIE_SECRET's bytes. */
+export function deriveSessionKey(secret: Uint8Array): Uint8Array {
+  return new Uint8Array(createHmac('sha256', secret).update('portico-authservice/session-cookie/v1').digest());
+}
+
+/**
+ * The value of cookie `name` in a Cookie header (the first occurrence, quotes removed), without
+ * building a map of every cookie. Undefined when absent.
+ */
+export function cookieValue(header: string | string[] | undefined, name: string): string | undefined {
+  if (header === undefined) return undefined;
+  const raw = Array.isArray(header) ? header.join('; ') : header;
+  let from = 0;
+  while (from < raw.length) {
+    const at = raw.indexOf(name, from);
+    if (at < 0) return undefined;
+    // A match must start the header or follow `;` (plus spaces), and be followed by `=` (spaces allowed).
+    let before = at - 1;
+    while (before >= 0 && (raw.charCodeAt(before) === 32 || raw.charCodeAt(before) === 9)) before--;
+    let eq = at + name.length;
+    while (eq < raw.length && (raw.charCodeAt(eq) === 32 || raw.charCodeAt(eq) === 9)) eq++;
+    if ((before < 0 || raw.charCodeAt(before) === 59) && raw.charCodeAt(eq) === 61) {
+      let end = raw.indexOf(';', eq + 1);
+      if (end < 0) end = raw.length;
+      let value = raw.slice(eq + 1, end).trim();
+      if (value.length >= 2 && value.startsWith('"') && value.endsWith('"')) value = value.slice(1, -1);
+      return value;
+    }
+    from = at + name.length;
+  }
+  return undefined;
+}
+
+/**
+ * Verifies a session cookie value; undefined for anything tampered, expired, not yet valid,
+ * signed with another key, or not in the exact form the authservice writes. Synchronous: one
+ * HMAC-SHA256 over the signing input and a constant-time compare, then two small JSON parses.
+ */
+export function verifySessionCookieValue(key: Uint8Array, value: string | undefined, nowSeconds: number = Date.now() / 1000): SessionCookieClaims | undefined {
+  if (!value || value.length > 4096) return undefined;
+  const dot1 = value.indexOf('.');
+  const dot2 = value.indexOf('.', dot1 + 1);
+  if (dot1 <= 0 || dot2 <= dot1 + 1 || value.indexOf('.', dot2 + 1) !== -1) return undefined;
+  const signature = Buffer.from(value.slice(dot2 + 1), 'base64url');
+  // Reject non-canonical encodings (base64url decoding is lenient) so one token has one form.
+  if (signature.length !== 32 || signature.toString('base64url') !== value.slice(dot2 + 1)) return undefined;
+  const expected = createHmac('sha256', key).update(value.slice(0, dot2)).digest();
+  if (!timingSafeEqual(signature, expected)) return undefined;
+  try {
+    const header = JSON.parse(Buffer.from(value.slice(0, dot1), 'base64url').toString('utf8')) as Record<string, unknown>;
+    if (header.alg !== 'HS256' || header.typ !== SESSION_COOKIE_TYP || header.crit !== undefined) return undefined;
+    const payload = JSON.parse(Buffer.from(value.slice(dot1 + 1, dot2), 'base64url').toString('utf8')) as Record<string, unknown>;
+    if (typeof payload.sid !== 'string' || typeof payload.sub !== 'string' || typeof payload.exp !== 'number') return undefined;
+    if (payload.exp <= nowSeconds) return undefined;
+    if (payload.nbf !== undefined && (typeof payload.nbf !== 'number' || payload.nbf > nowSeconds)) return undefined;
+    return { sid: payload.sid, sub: payload.sub, exp: payload.exp };
+  } catch {
+    return undefined;
+  }
+}
