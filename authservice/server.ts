@@ -12,6 +12,8 @@
  * and lose the answer's Set-Cookie. Health and metrics are on another port (health.ts).
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { fastify, LogController } from 'fastify';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import * as client from 'openid-client';
@@ -26,12 +28,14 @@ import {
   loginId,
   loginMarkerName,
   openLoginState,
+  cookieValue,
   parseCookies,
   pendingLogins,
   sealLoginState,
   serializeCookie,
   verifySessionCookie,
 } from './cookies.ts';
+import { verifySessionCookieValue } from './session-cookie.ts';
 import type { CookieKeys } from './cookies.ts';
 import { AUTHSERVICE_ERRORS, AuthserviceError } from './errors.ts';
 import type { AuthserviceErrorCode } from './errors.ts';
@@ -91,6 +95,11 @@ export const LOGOUT_API_STATUS = 401;
 
 const HOST_RE = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?$/;
 
+type NodeHandler = (req: IncomingMessage, res: ServerResponse) => void;
+
+/** Trace context headers: a check carrying one goes through Fastify, where the span is recorded. */
+const TRACE_HEADERS = ['traceparent', 'b3', 'x-b3-traceid'] as const;
+
 function firstHeader(v: string | string[] | undefined): string | undefined {
   const s = Array.isArray(v) ? v[0] : v;
   return s?.split(',')[0]?.trim() || undefined;
@@ -119,7 +128,15 @@ function isStoreError(err: unknown): boolean {
 /** Builds the authservice. Discovery starts immediately in the background. */
 export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions = {}): FastifyInstance {
   const log = options.logger ?? createAuthserviceLogger(cfg.logLevel);
+  // Checks with a valid session are answered on node:http directly (see fastCheck below); all
+  // else goes to Fastify. Set once the closures it needs exist.
+  let fastCheck: ((req: IncomingMessage, res: ServerResponse, slow: NodeHandler) => void) | undefined;
   const app = fastify({
+    serverFactory: (handler) => {
+      const server = createServer((req, res) => (fastCheck ? fastCheck(req, res, handler) : handler(req, res)));
+      server.keepAliveTimeout = 72_000; // Fastify's default, which it applies only to servers it creates
+      return server;
+    },
     loggerInstance: log,
     logController: new LogController({ disableRequestLogging: true }),
     routerOptions: { maxParamLength: 8192 },
@@ -240,17 +257,30 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
   const sessionCookie = (value: string, o: Origin, maxAge: number): string =>
     serializeCookie(cfg.session.cookieName, value, { maxAge, path: '/', secure: o.proto === 'https', sameSite: cfg.session.sameSite });
 
+  const fresh = (r: SessionRecord) => r.idTokenExp - Date.now() / 1000 > cfg.session.refreshSkewSeconds;
+
+  /**
+   * The live session a Cookie header names, without refreshing it; `stale` when its ID token is
+   * due for a refresh (refresh token held, issuer discovered). The cookie's `sub` is
+   * authenticated by its HMAC, so tying it to the record is a plain compare: no secret is
+   * compared there (the record's `sub` is ours too).
+   */
+  const sessionOf = async (cookieHeader: string | string[] | undefined): Promise<{ sid: string; record: SessionRecord; stale: boolean } | undefined> => {
+    const claims = verifySessionCookieValue(keys.session, cookieValue(cookieHeader, cfg.session.cookieName));
+    if (!claims) return undefined;
+    const record = await store.get(claims.sid);
+    if (!record || record.sub !== claims.sub || record.expiresAt <= Date.now()) return undefined;
+    return { sid: claims.sid, record, stale: record.refreshToken !== undefined && oidc.ready && !fresh(record) };
+  };
+
   /** The live session behind the request's cookie, refreshed when its ID token is about to expire. */
   const loadSession = async (req: FastifyRequest): Promise<{ sid: string; record: SessionRecord } | undefined> => {
-    const cookie = parseCookies(req.headers.cookie).get(cfg.session.cookieName);
-    const claims = await verifySessionCookie(keys.session, cookie);
-    if (!claims) return undefined;
-    let record = await store.get(claims.sid);
-    if (!record || !sameString(record.sub, claims.sub) || record.expiresAt <= Date.now()) return undefined;
-    record = await maybeRefresh(claims.sid, record);
+    const s = await sessionOf(req.headers.cookie);
+    if (!s) return undefined;
+    const record = s.stale ? await maybeRefresh(s.sid, s.record) : s.record;
     if (!record) return undefined;
-    if (cfg.session.idleTimeoutSeconds > 0) await store.touch(claims.sid, ttlFor(record));
-    return { sid: claims.sid, record };
+    if (cfg.session.idleTimeoutSeconds > 0) await store.touch(s.sid, ttlFor(record));
+    return { sid: s.sid, record };
   };
 
   const maybeRefresh = (sid: string, rec: SessionRecord): Promise<SessionRecord | undefined> | SessionRecord => {
@@ -263,8 +293,6 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
     }
     return p;
   };
-
-  const fresh = (r: SessionRecord) => r.idTokenExp - Date.now() / 1000 > cfg.session.refreshSkewSeconds;
 
   /** Single-flight per session in this process, plus a short store lock across replicas. */
   const refresh = async (sid: string, rec: SessionRecord): Promise<SessionRecord | undefined> => {
@@ -527,14 +555,18 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
 
   // ---- dispatch ---------------------------------------------------------------------------
 
-  app.all('*', async (req, reply) => {
-    const raw = req.raw.url ?? '/';
+  /** The request target with PORTICO_CHECK_PATH_PREFIX removed, and its normalised path. */
+  const routeOf = (raw: string): { target: string; path: string } => {
     let target = raw;
     if (cfg.checkPathPrefix && (raw === cfg.checkPathPrefix || raw.startsWith(`${cfg.checkPathPrefix}/`) || raw.startsWith(`${cfg.checkPathPrefix}?`))) {
       target = raw.slice(cfg.checkPathPrefix.length) || '/';
       if (!target.startsWith('/')) target = `/${target}`;
     }
-    const path = normalisePath(target);
+    return { target, path: normalisePath(target) };
+  };
+
+  app.all('*', async (req, reply) => {
+    const { target, path } = routeOf(req.raw.url ?? '/');
     const o = originOf(req);
     if (path === callbackPath) {
       if (req.method === 'GET' || req.method === 'HEAD') return callback(req, reply, target, o);
@@ -543,6 +575,57 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
     if (path === logoutPath) return logout(req, reply, o);
     return check(req, reply, target, path, o);
   });
+
+  // ---- the check's fast path -----------------------------------------------------------------
+
+  /** A 200 without identity (skip-auth paths), as the Fastify path answers it. */
+  const SKIP_ANSWER: readonly string[] = Object.freeze(['cache-control', 'no-store', 'content-length', '0']);
+  /** The allow answer's headers per session record (the memory store hands out the same frozen record each time). */
+  const answers = new WeakMap<SessionRecord, readonly string[]>();
+  const allowAnswer = (record: SessionRecord): readonly string[] => {
+    let a = answers.get(record);
+    if (!a) {
+      const list = ['cache-control', 'no-store', 'content-length', '0'];
+      for (const [k, v] of Object.entries(identityHeaders(cfg, record))) list.push(k, v);
+      answers.set(record, (a = list));
+    }
+    return a;
+  };
+
+  /**
+   * The answer to a check that the fast path can give, as flat response headers of a 200, or
+   * undefined to leave the request to Fastify: the authservice's own endpoints, no or no valid
+   * session, a session due for a refresh, a group that is not allowed, a traced request. The
+   * decisions are the same functions the Fastify path uses (sessionOf, belowAny, groupsAllowed,
+   * identityHeaders); only the per-request framework work (routing, request/reply objects,
+   * child logger, hooks) is skipped.
+   */
+  const fastAnswer = async (req: IncomingMessage): Promise<readonly string[] | undefined> => {
+    if (cfg.otlpEndpoint && TRACE_HEADERS.some((h) => req.headers[h] !== undefined)) return undefined;
+    const { path } = routeOf(req.url ?? '/');
+    if (path === callbackPath || path === logoutPath) return undefined;
+    if (belowAny(path, skipAuthDirs)) return SKIP_ANSWER;
+    const s = await sessionOf(req.headers.cookie);
+    if (!s || s.stale || !groupsAllowed(cfg, s.record.groups)) return undefined;
+    if (cfg.session.idleTimeoutSeconds > 0) await store.touch(s.sid, ttlFor(s.record));
+    return allowAnswer(s.record);
+  };
+
+  fastCheck = (req, res, slow) => {
+    fastAnswer(req).then(
+      (headers) => {
+        if (!headers) return slow(req, res);
+        try {
+          res.writeHead(200, headers as string[]);
+        } catch {
+          return slow(req, res); // a header value Node refuses: Fastify answers with its error path
+        }
+        res.end();
+        if (runtime.metrics) runtime.metrics.checks.allow++;
+      },
+      () => slow(req, res),
+    );
+  };
 
   app.setErrorHandler((err, req, reply) => {
     const html = wantsHtml(req) && !req.headers['x-requested-with'];

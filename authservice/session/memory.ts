@@ -1,13 +1,22 @@
 /**
- * In-process session store: a bounded LRU (Map insertion order) with per-entry expiry. Values are
- * stored as JSON strings so callers can never mutate what is stored through a shared reference.
+ * In-process session store: a bounded LRU (Map insertion order) with per-entry expiry. A record is
+ * copied (through JSON) and deep-frozen when stored, and that frozen copy is what `get` returns:
+ * callers can never mutate what is stored, and a check does not re-parse the record each time.
  */
 import { isSessionRecord } from './store.ts';
 import type { Release, SessionRecord, SessionStore } from './store.ts';
 
 interface Entry {
-  value: string;
+  readonly value: SessionRecord;
   expiresAt: number;
+}
+
+/** A private, deeply frozen copy of a record (records are plain JSON data). */
+function frozenCopy(record: SessionRecord): SessionRecord | undefined {
+  const copy: unknown = JSON.parse(JSON.stringify(record));
+  if (!isSessionRecord(copy)) return undefined;
+  Object.freeze(copy.groups);
+  return Object.freeze(copy);
 }
 
 export class MemorySessionStore implements SessionStore {
@@ -35,13 +44,14 @@ export class MemorySessionStore implements SessionStore {
     }
     this.#entries.delete(id); // refresh LRU position
     this.#entries.set(id, e);
-    const parsed: unknown = JSON.parse(e.value);
-    return isSessionRecord(parsed) ? parsed : undefined;
+    return e.value;
   }
 
   async set(id: string, record: SessionRecord, ttlMs: number): Promise<void> {
     this.#entries.delete(id);
-    this.#entries.set(id, { value: JSON.stringify(record), expiresAt: this.#now() + ttlMs });
+    const value = frozenCopy(record);
+    if (!value) throw new TypeError('not a session record');
+    this.#entries.set(id, { value, expiresAt: this.#now() + ttlMs });
     this.#evict(this.#entries, this.#maxEntries);
   }
 

@@ -11,8 +11,14 @@ test('memory store: TTL, touch, LRU bound, isolation from callers', async () => 
   await store.set('a', rec('a'), 100);
   const got = await store.get('a');
   assert.equal(got?.userid, 'a');
-  got!.groups.push('mutated');
+  assert.throws(() => got!.groups.push('mutated'), TypeError, 'what get returns is frozen');
+  assert.throws(() => Object.assign(got!, { userid: 'mallory' }), TypeError);
   assert.deepEqual((await store.get('a'))?.groups, ['g'], 'stored value not shared by reference');
+  assert.equal(await store.get('a'), got, 'parsed once at set, not on every get (a check reads it on every request)');
+  const mine = rec('m');
+  await store.set('m', mine, 100);
+  mine.groups.push('after');
+  assert.deepEqual((await store.get('m'))?.groups, ['g'], "the caller's object is copied at set");
   now += 90;
   assert.equal(await store.touch('a', 100), true);
   now += 90;
