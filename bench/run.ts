@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { GOALS, SCENARIOS, selectScenarios, type Probe, type Scenario, type ScenarioContext } from './scenarios/index.ts';
 import { summariseProfiles, formatProfileSummary, type ProfileSummary } from './lib/profile.ts';
 import { installCleanup, sleep, stopChild, type Child } from './lib/procs.ts';
-import { evaluateGoals, goalsMarkdown, goalsText, judge, markdownTable, memoryLines, textTable, MAX_P99_RATIO, MIN_REQ_RATIO, type ScenarioResult, type TargetName, type TargetRun } from './lib/report.ts';
+import { evaluateGoals, goalsMarkdown, goalsText, judge, markdownTable, memoryLines, textTable, unloadedLines, MAX_P99_RATIO, MIN_REQ_RATIO, type ScenarioResult, type TargetName, type TargetRun } from './lib/report.ts';
 import { hostCpuMs, readRssKb, sampleRss, sumCpuMs } from './lib/rss.ts';
 import { writeResults, type BenchResults } from './lib/results.ts';
 import {
@@ -93,6 +93,8 @@ interface Load {
   readonly target?: { readonly pids: () => number[] };
   /** The scenario's services (authservice, IdP, Redis): their CPU per request is recorded beside. */
   readonly servicePids: readonly number[];
+  /** The same services by name, for the per-process breakdown. */
+  readonly serviceByName?: Readonly<Record<string, number>>;
   /** Run the scenario's upstream-count check (proxied runs only). */
   readonly check?: Scenario['check'];
 }
@@ -110,9 +112,11 @@ async function measure(tools: Tools, s: Settings, load: Load, upstreams: readonl
   const sampler = target ? sampleRss(target.pids) : undefined;
   const cpuBefore = target ? sumCpuMs(target.pids()) : undefined;
   const svcBefore = load.servicePids.length ? sumCpuMs([...load.servicePids]) : undefined;
+  const eachBefore = Object.entries(load.serviceByName ?? {}).map(([name, pid]) => [name, pid, sumCpuMs([pid])] as const);
   const wrk = await runWrk(tools.wrk, { ...base, url, durationSec: s.durationSec });
   const cpuAfter = target ? sumCpuMs(target.pids()) : undefined;
   const svcAfter = load.servicePids.length ? sumCpuMs([...load.servicePids]) : undefined;
+  const eachAfter = eachBefore.map(([name, pid, before]) => [name, before, sumCpuMs([pid])] as const);
   const hostAfter = hostCpuMs();
   const ourAfter = sumCpuMs([...upPids, ...load.servicePids, ...(target?.pids() ?? [])]);
   const maxRssKb = sampler?.stop();
@@ -125,7 +129,13 @@ async function measure(tools: Tools, s: Settings, load: Load, upstreams: readonl
       : {};
   // A probe's target is itself a service: its services figure would double count.
   const svcMs = svcBefore !== undefined && svcAfter !== undefined && target && !load.servicePids.some((p) => target.pids().includes(p)) ? svcAfter - svcBefore : undefined;
-  const svc = svcMs !== undefined && wrk.requests > 0 ? { servicesCpuUsPerRequest: Math.round(((svcMs * 1000) / wrk.requests) * 10) / 10 } : {};
+  const perRequest = (ms: number) => Math.round(((ms * 1000) / wrk.requests) * 10) / 10;
+  const each: Record<string, number> = {};
+  for (const [name, before, after] of eachAfter) if (before !== undefined && after !== undefined) each[name] = perRequest(after - before);
+  const svc =
+    svcMs !== undefined && wrk.requests > 0
+      ? { servicesCpuUsPerRequest: perRequest(svcMs), ...(Object.keys(each).length > 1 ? { servicesCpuUs: each } : {}) }
+      : {};
   const upstreamCounts = await readCounts(upstreams);
   const problems: string[] = [];
   // Everything busy on the host that is not the target or the upstreams: wrk (one thread, so at
@@ -148,12 +158,22 @@ async function measure(tools: Tools, s: Settings, load: Load, upstreams: readonl
   return { url, wrk, maxRssKb, ...cpu, ...svc, otherCpuPct, upstreamCounts, problems };
 }
 
+/** One connection for BENCH_UNLOADED_SEC (default 3) seconds, after the loaded run: the latency a hop adds when idle. */
+async function unloaded(tools: Tools, s: Settings, url: string, headers: Readonly<Record<string, string>>): Promise<TargetRun['unloaded']> {
+  const durationSec = Math.round(positive('BENCH_UNLOADED_SEC', s.quick ? 1 : 3));
+  await runWrk(tools.wrk, { url, headers, connections: 1, threads: 1, durationSec: 1 });
+  const w = await runWrk(tools.wrk, { url, headers, connections: 1, threads: 1, durationSec });
+  return { reqPerSec: Math.round(w.reqPerSec), p50Ms: w.p50Ms, p99Ms: w.p99Ms };
+}
+
 function line(name: string, run: TargetRun): string {
   const w = run.wrk;
   const extra = run.problems.length ? `  PROBLEMS: ${run.problems.join('; ')}` : '';
   const svc = run.servicesCpuUsPerRequest !== undefined ? ` + services ${run.servicesCpuUsPerRequest} µs/req` : '';
   const cpu = run.cpuPct !== undefined ? `  CPU ${run.cpuPct}% (${run.cpuUsPerRequest} µs/req${svc})` : '';
-  return `  ${name.padEnd(11)} ${Math.round(w.reqPerSec).toString().padStart(7)} req/s  p50 ${w.p50Ms.toFixed(2)} ms  p99 ${w.p99Ms.toFixed(2)} ms${cpu}${extra}`;
+  const each = run.servicesCpuUs ? ` [${Object.entries(run.servicesCpuUs).map(([k, v]) => `${k} ${v}`).join(', ')}]` : '';
+  const idle = run.unloaded ? `  unloaded p50 ${run.unloaded.p50Ms.toFixed(2)} ms p99 ${run.unloaded.p99Ms.toFixed(2)} ms` : '';
+  return `  ${name.padEnd(11)} ${Math.round(w.reqPerSec).toString().padStart(7)} req/s  p50 ${w.p50Ms.toFixed(2)} ms  p99 ${w.p99Ms.toFixed(2)} ms${cpu}${each}${idle}${extra}`;
 }
 
 async function runScenario(
@@ -170,21 +190,24 @@ async function runScenario(
   const setup = scenario.setup ? await scenario.setup(ctx) : {};
   const headers = { ...scenario.headers, ...setup.headers };
   const servicePids = Object.values(services).map((c) => c.pid);
+  const serviceByName = Object.fromEntries(Object.entries(services).map(([n, c]) => [n, c.pid]));
   const runs: Partial<Record<TargetName, TargetRun>> = {};
   const url = `${scenario.scheme}://127.0.0.1:${ctx.port}${scenario.path}`;
 
   runs.direct = await measure(tools, s, { url: scenario.direct(ctx), headers, servicePids: [] }, upstreams);
+  if (scenario.unloaded) runs.direct = { ...runs.direct, unloaded: await unloaded(tools, s, scenario.direct(ctx), headers) };
   say(line('direct', runs.direct));
 
   for (const probe of setup.probes ?? []) {
-    runs[probe.target] = await measure(tools, s, { url: probe.url, headers: probe.headers, target: probeProcess(probe, ctx, services), servicePids }, upstreams);
+    runs[probe.target] = await measure(tools, s, { url: probe.url, headers: probe.headers, target: probeProcess(probe, ctx, services), servicePids, serviceByName }, upstreams);
     say(line(probe.target, runs[probe.target] as TargetRun));
   }
 
   if (tools.nginx) {
     const nginx = await startNginx(tools.nginx, scenario, ctx, logDir);
     try {
-      runs.nginx = await measure(tools, s, { url, headers, target: nginx, servicePids, check: scenario.check }, upstreams);
+      runs.nginx = await measure(tools, s, { url, headers, target: nginx, servicePids, serviceByName, check: scenario.check }, upstreams);
+      if (scenario.unloaded) runs.nginx = { ...runs.nginx, unloaded: await unloaded(tools, s, url, headers) };
     } finally {
       await nginx.stop();
     }
@@ -195,8 +218,8 @@ async function runScenario(
   try {
     await sleep(1000); // let startup garbage settle before reading idle RSS
     const idleRssKb = readRssKb(portico.child.pid);
-    const run = await measure(tools, s, { url, headers, target: portico, servicePids, check: scenario.check }, upstreams);
-    runs.portico = { ...run, idleRssKb };
+    const run = await measure(tools, s, { url, headers, target: portico, servicePids, serviceByName, check: scenario.check }, upstreams);
+    runs.portico = { ...run, idleRssKb, ...(scenario.unloaded ? { unloaded: await unloaded(tools, s, url, headers) } : {}) };
   } finally {
     await stopChild(portico.child, 10_000);
   }
@@ -282,6 +305,7 @@ async function main(): Promise<number> {
 
   process.stdout.write(`\n${textTable(results)}\n\n`);
   for (const l of memoryLines(results)) process.stdout.write(`${l}\n`);
+  for (const l of unloadedLines(results)) process.stdout.write(`${l}\n`);
   process.stdout.write(`targets: Portico req/s >= ${MIN_REQ_RATIO}x nginx, p99 <= ${MAX_P99_RATIO}x nginx\n`);
   const goals = evaluateGoals(GOALS, results);
   process.stdout.write(`\n${goalsText(goals)}\n`);
@@ -302,7 +326,7 @@ async function main(): Promise<number> {
     ...(Object.keys(profiles).length ? { profiles } : {}),
   };
   const setName = scenarios.length === SCENARIOS.length ? 'all' : scenarios.map((x) => x.name).join('+');
-  const written = writeResults(out, setName, `${markdownTable(results)}\n\n${goalsMarkdown(goals)}`);
+  const written = writeResults(out, setName, `${markdownTable(results)}\n\n${unloadedLines(results).map((l) => `- ${l}`).join('\n')}\n\n${goalsMarkdown(goals)}`);
   for (const f of written) say(`wrote ${f}`);
   return 0;
 }

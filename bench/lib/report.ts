@@ -10,7 +10,7 @@ export const MIN_REQ_RATIO = 0.5;
 export const MAX_P99_RATIO = 2;
 
 /** Table/chart order. `authz-check` (a probe) appears only in scenarios that have it. */
-export const TARGETS: readonly TargetName[] = ['direct', 'authz-check', 'nginx', 'portico'];
+export const TARGETS: readonly TargetName[] = ['direct', 'authz-check', 'oauth2-auth', 'nginx', 'portico'];
 /** Targets every scenario has (a missing one is shown as skipped). */
 export const CORE_TARGETS: readonly TargetName[] = ['direct', 'nginx', 'portico'];
 
@@ -33,6 +33,10 @@ export interface TargetRun {
    * run, microseconds — the rest of the cost of an authenticated request.
    */
   readonly servicesCpuUsPerRequest?: number;
+  /** The same, per service process (authservice, dex, oauth2-proxy, redis...), microseconds per request. */
+  readonly servicesCpuUs?: Readonly<Record<string, number>>;
+  /** Scenario.unloaded: one connection, nothing else going on. */
+  readonly unloaded?: { readonly reqPerSec: number; readonly p50Ms: number; readonly p99Ms: number };
   /** CPU (% of one core) used during the run by everything except the target and upstreams: wrk + other processes. */
   readonly otherCpuPct?: number;
   /** RSS after start, before any traffic, KiB. */
@@ -127,7 +131,9 @@ function tableRows(results: readonly ScenarioResult[]): string[][] {
 function cpuCell(run: TargetRun): string {
   if (run.cpuUsPerRequest === undefined) return '';
   const own = `${run.cpuUsPerRequest.toFixed(1)} (${run.cpuPct}% CPU)`;
-  return run.servicesCpuUsPerRequest === undefined ? own : `${own} + services ${run.servicesCpuUsPerRequest.toFixed(1)}`;
+  if (run.servicesCpuUsPerRequest === undefined) return own;
+  const each = run.servicesCpuUs ? ` (${Object.entries(run.servicesCpuUs).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')})` : '';
+  return `${own} + services ${run.servicesCpuUsPerRequest.toFixed(1)}${each}`;
 }
 
 /** A goal after the run: its measured value, and pass/fail (undefined when a scenario it needs did not run). */
@@ -225,4 +231,19 @@ export function memoryLines(results: readonly ScenarioResult[]): string[] {
     const n = r.runs.nginx;
     return `${r.name}: Portico RSS idle ${fmtMb(p?.idleRssKb)}, under load max ${fmtMb(p?.maxRssKb)}; nginx worker under load max ${fmtMb(n?.maxRssKb)}`;
   });
+}
+
+/** Scenarios measured unloaded: each proxy's latency over the direct baseline at one connection. */
+export function unloadedLines(results: readonly ScenarioResult[]): string[] {
+  const out: string[] = [];
+  for (const r of results) {
+    const d = r.runs.direct?.unloaded;
+    if (!d) continue;
+    const parts = (['nginx', 'portico'] as const).flatMap((t) => {
+      const u = r.runs[t]?.unloaded;
+      return u ? [`${t} p50 ${u.p50Ms.toFixed(2)} ms (+${(u.p50Ms - d.p50Ms).toFixed(2)}), p99 ${u.p99Ms.toFixed(2)} ms`] : [];
+    });
+    out.push(`${r.name}: added latency unloaded (1 connection) over direct p50 ${d.p50Ms.toFixed(2)} ms: ${parts.join('; ')}`);
+  }
+  return out;
 }

@@ -2,7 +2,7 @@
 import type { BenchResults } from './results.ts';
 import { problemLabel, TARGETS, targetsOf, type TargetName } from './report.ts';
 
-const COLORS: Record<TargetName, string> = { direct: '#9e9e9e', 'authz-check': '#ef6c00', nginx: '#2e7d32', portico: '#1565c0' };
+const COLORS: Record<TargetName, string> = { direct: '#9e9e9e', 'authz-check': '#ef6c00', 'oauth2-auth': '#8e24aa', nginx: '#2e7d32', portico: '#1565c0' };
 
 const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 

@@ -111,3 +111,44 @@ export function ensureBinary(name: string, aptPackage: string): string {
   if (!after) throw new Error(`${name} is required by this scenario (apt-get install -y ${aptPackage}) and could not be installed${why ? `: ${why}` : ''}`);
   return after;
 }
+
+/**
+ * oauth2-proxy for the comparison stack, built once per machine by scripts/build-oauth2-proxy.sh
+ * (`go install github.com/oauth2-proxy/oauth2-proxy/v7@v7.15.6` into
+ * `${PORTICO_CACHE:-$HOME/.cache/portico}/oauth2-proxy/<version>`). `$OAUTH2_PROXY_BIN` overrides.
+ */
+export function ensureOauth2Proxy(): string {
+  const given = process.env.OAUTH2_PROXY_BIN;
+  if (given) return given;
+  const script = join(new URL('../../scripts/', import.meta.url).pathname, 'build-oauth2-proxy.sh');
+  process.stdout.write(`bench: $ ${script}\n`);
+  const r = spawnSync('bash', [script], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  const bin = (r.stdout ?? '').trim().split('\n').pop() ?? '';
+  if (r.status !== 0 || !bin) throw new Error(`oauth2-proxy could not be built (${script} exited ${r.status}); it needs Go and the Go module proxy`);
+  return bin;
+}
+
+/** Real Dex: `$DEX_BIN`, else `<repo>/.dex/bin/dex` (scripts/build-dex.sh), else `dex` on PATH. */
+export function findDex(): { bin: string; webDir: string } {
+  const root = new URL('../../', import.meta.url).pathname;
+  const bin = process.env.DEX_BIN ?? [join(root, '.dex/bin/dex')].find((p) => {
+    try {
+      accessSync(p, constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  }) ?? findBinary('dex');
+  if (!bin) throw new Error('this scenario needs real Dex: run scripts/build-dex.sh or set DEX_BIN');
+  const webDir = [process.env.DEX_WEB_DIR, join(bin, '../../web'), join(root, '.dex/web')].find((d): d is string => {
+    if (!d) return false;
+    try {
+      accessSync(join(d, 'templates', 'login.html'));
+      return true;
+    } catch {
+      return false;
+    }
+  });
+  if (!webDir) throw new Error(`found Dex at ${bin} but not its web assets ($DEX_WEB_DIR, or web/ beside bin/ as scripts/build-dex.sh lays out)`);
+  return { bin, webDir };
+}

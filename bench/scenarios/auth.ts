@@ -29,21 +29,21 @@ import { NGINX_PROXY, destination, firstUpstream, gatewayYaml, nginxListen, ngin
 import type { Scenario, ScenarioContext, ScenarioSetup, ServiceSpec } from './types.ts';
 
 const REPO_ROOT = new URL('../../', import.meta.url).pathname;
-const PATH = '/bench/auth';
+export const PATH = '/bench/auth';
 const AUTHSERVICE_HOST = 'authservice.istio-system.svc.cluster.local';
-const CLIENT_ID = 'portico-bench';
+export const CLIENT_ID = 'portico-bench';
 /** Bench-only throwaway values: every process here lives on 127.0.0.1 for one run. */
-const CLIENT_SECRET = 'portico-bench-client-secret-not-a-real-secret';
+export const CLIENT_SECRET = 'portico-bench-client-secret-not-a-real-secret';
 const COOKIE_SECRET = 'portico-bench-cookie-secret-0123456789abcdef-not-real';
-const SESSION_COOKIE = 'authservice_session';
-const USER = { email: 'bench@example.com', password: 'bench-password', groups: ['bench'] };
+export const SESSION_COOKIE = 'authservice_session';
+export const USER = { email: 'bench@example.com', password: 'bench-password', groups: ['bench'] };
 
 /** What the gateway's check sends beside the allowed client headers (gateway/authz.ts + the filter's patterns). */
 function checkHeaders(ctx: ScenarioContext, cookie: string): Record<string, string> {
   return { host: `127.0.0.1:${ctx.port}`, cookie, 'x-forwarded-proto': 'http' };
 }
 
-const routeYaml = `apiVersion: networking.istio.io/v1
+export const routeYaml = `apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata:
   name: bench
@@ -59,7 +59,7 @@ spec:
 `;
 
 /** The authservice registered the Istio way, at the address the Kubeflow filter names. */
-function authserviceEntry(port: number): string {
+export function authserviceEntry(port: number): string {
   return `apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata:
@@ -94,7 +94,7 @@ const devIdp: ServiceSpec = {
   },
 };
 
-const redis: ServiceSpec = {
+export const redis: ServiceSpec = {
   name: 'redis',
   command: (_ctx, port) => ({
     cmd: ensureBinary('redis-server', 'redis-server'),
@@ -102,7 +102,7 @@ const redis: ServiceSpec = {
   }),
 };
 
-function authservice(store: 'memory' | 'redis'): ServiceSpec {
+export function authservice(store: 'memory' | 'redis', idp = 'devidp', idpPath = '/dex'): ServiceSpec {
   return {
     name: 'authservice',
     extraPorts: ['health'],
@@ -110,7 +110,7 @@ function authservice(store: 'memory' | 'redis'): ServiceSpec {
       cmd: process.execPath,
       args: [...porticoCli(), 'authservice', '--port', String(port), '--health-port', String(ctx.services['authservice.health']), '--host', '127.0.0.1'],
       env: {
-        OIDC_PROVIDER: `http://127.0.0.1:${ctx.services.devidp}/dex`,
+        OIDC_PROVIDER: `http://127.0.0.1:${ctx.services[idp]}${idpPath}`,
         CLIENT_ID,
         CLIENT_SECRET,
         OIDC_SCOPES: 'openid,email,profile,groups',
@@ -124,7 +124,7 @@ function authservice(store: 'memory' | 'redis'): ServiceSpec {
 }
 
 /** Waits for the authservice's /readyz (OIDC discovered, store answers), up to 30 s. */
-async function waitReady(health: number): Promise<void> {
+export async function waitReady(health: number): Promise<void> {
   const deadline = Date.now() + 30_000;
   let last = '';
   while (Date.now() < deadline) {

@@ -61,7 +61,7 @@ export interface Probe {
 }
 
 /** Probe targets known to the report (each gets its own table row). */
-export type ProbeTarget = 'authz-check';
+export type ProbeTarget = 'authz-check' | 'oauth2-auth';
 
 /** What `Scenario.setup` hands back once the services run. */
 export interface ScenarioSetup {
@@ -97,6 +97,11 @@ export interface Scenario {
   porticoCommand?(ctx: ScenarioContext, configDir: string): readonly string[];
   /** Extra processes this scenario needs (see ServiceSpec). */
   readonly services?: readonly ServiceSpec[];
+  /**
+   * Also measure each target unloaded (one connection, BENCH_UNLOADED_SEC seconds, default 3):
+   * the latency a proxy adds to a request when nothing else is going on.
+   */
+  readonly unloaded?: boolean;
   /** Runs once the services listen, before any target (e.g. one real login for a session cookie). */
   setup?(ctx: ScenarioContext): Promise<ScenarioSetup>;
   /** The body of nginx's `http {}` block: upstream blocks, maps and one `server` on ctx.port. */
