@@ -164,15 +164,9 @@ function rewritePath(rw: Rewrite | undefined, route: CompiledRoute, input: Match
     }
     re.lastIndex = 0;
     path = path.replace(re, rw.uriRegex.rewrite);
-  } else if (rw?.uri !== undefined) {
-    const matched = route.route.match.find((m) => m.uri !== undefined && 'prefix' in m.uri && (m.ignoreUriCase ? path.toLowerCase().startsWith(m.uri.prefix.toLowerCase()) : path.startsWith(m.uri.prefix)));
-    if (matched && matched.uri && 'prefix' in matched.uri) {
-      path = rw.uri + path.slice(matched.uri.prefix.length);
-      if (path.startsWith('//')) path = path.slice(1);
-      if (path === '') path = '/';
-    } else {
-      path = rw.uri;
-    }
+  } else if (route.rewritePath) {
+    // Precompiled for the match entry that fired (router.ts compilePrefixRewrite).
+    path = route.rewritePath(path);
   }
   return input.query ? `${path}?${input.query}` : path;
 }
