@@ -19,6 +19,8 @@ import type {
 } from '../config/snapshot.ts';
 import { DEFAULT_RETRIES } from '../config/compile.ts';
 import { selectExtAuthz, type CompiledExtAuthz, type ProxyIdentity } from './authz.ts';
+import { buildHttpChain, type ChainDeps } from '../dataplane/filters/chain.ts';
+import type { HttpFilter } from '../dataplane/filters/types.ts';
 import { compileMatchList, DomainIndex, type MatchInput } from './matchers.ts';
 import { blockList, ipIn, labelsMatch } from './policy.ts';
 import type { CompiledRateLimit, RateLimiters } from './ratelimit.ts';
@@ -102,6 +104,8 @@ export interface PortTable {
 
 export interface RouteTable {
   readonly snapshot: Snapshot;
+  /** The HTTP filter chain for this proxy (dataplane/filters), built once per snapshot. */
+  readonly chain: readonly HttpFilter[];
   /** ext_authz filters that apply to this proxy, in evaluation order. */
   readonly extAuthz: readonly CompiledExtAuthz[];
   /** Local rate limits that apply to this proxy. */
@@ -249,6 +253,8 @@ export interface RouteTableOptions {
   /** Also serve the `mesh` VirtualServices as a plain-HTTP outbound proxy on this port (sidecar). */
   readonly meshOutboundPort?: number;
   readonly meshOutboundBind?: string;
+  /** Long-lived state for the filter chain; without it the table has no filters (tests, tools). */
+  readonly chainDeps?: Omit<ChainDeps, 'rateLimits'>;
 }
 
 export function buildRouteTable(snapshot: Snapshot, labels: Readonly<Record<string, string>>, opts: RouteTableOptions = {}): RouteTable {
@@ -302,10 +308,11 @@ export function buildRouteTable(snapshot: Snapshot, labels: Readonly<Record<stri
     ports.set(opts.meshOutboundPort, meshOutboundTable(snapshot, opts.meshOutboundPort, opts.meshOutboundBind));
   }
   const clusters = new Map(snapshot.clusters.map((c) => [c.name, c] as const));
-  const who = { labels, namespace: opts.identity?.namespace ?? 'istio-system', context: opts.identity?.context ?? 'GATEWAY' } as const;
+  const who = { labels, namespace: opts.identity?.namespace ?? 'istio-system', context: opts.identity?.context ?? 'GATEWAY', workloadName: opts.identity?.workloadName } as const;
   const extAuthz = selectExtAuthz(snapshot, who);
   const rateLimits = opts.rateLimiters?.select(snapshot, who) ?? [];
-  return { snapshot, extAuthz, rateLimits, gateways, ports, clusters };
+  const chain = opts.chainDeps ? buildHttpChain(snapshot, { ...who, mode: 'edge' }, { ...opts.chainDeps, rateLimits }) : [];
+  return { snapshot, chain, extAuthz, rateLimits, gateways, ports, clusters };
 }
 
 function compileL4Match(m: L4Match): (c: L4Input) => boolean {
