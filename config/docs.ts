@@ -25,28 +25,22 @@ const KIND_NOTES: Record<string, string> = {
     'Either `portico.dev/v1alpha1 MeshConfig` (spec = MeshConfig) or Istio\'s `v1 ConfigMap` named `istio` with MeshConfig YAML in `data.mesh`. At most one. Unknown MeshConfig fields are warnings.',
 };
 
-/** Field-level statuses for fields whose schema does not carry one (paths relative to `spec`). */
+/**
+ * Field-level statuses for fields whose schema does not carry one (paths relative to `spec`):
+ * documentation only — fields that warn or fail when set carry notEnforced()/unsupported() in
+ * their schema, or are reported by a check in config/kinds/ or config/validate.ts.
+ */
 const OVERRIDES: Record<string, FieldDoc> = {
-  'Gateway:servers[].defaultEndpoint': { status: 'not yet', note: 'ignored' },
-  'Gateway:servers[].tls.caCrl': { status: 'not yet', note: 'ignored' },
-  'Gateway:servers[].tls.credentialNames': { status: 'not yet', note: 'ignored' },
-  'Gateway:servers[].tls.verifyCertificateSpki': { status: 'not yet', note: 'ignored' },
-  'Gateway:servers[].tls.verifyCertificateHash': { status: 'not yet', note: 'ignored' },
   'Gateway:servers[].tls.mode': { status: 'partly', note: 'ISTIO_MUTUAL and AUTO_PASSTHROUGH are not served yet' },
-  'VirtualService:exportTo': { status: 'not yet', note: 'ignored: everything is visible everywhere' },
-  'VirtualService:http[].delegate': { status: 'not yet', note: 'error' },
-  'VirtualService:http[].match[].statPrefix': { status: 'not yet', note: 'ignored' },
-  'VirtualService:http[].mirrorPercent': { status: 'not yet', note: 'deprecated; use mirrorPercentage' },
-  'VirtualService:http[].retries.retryIgnorePreviousHosts': { status: 'not yet', note: 'ignored' },
-  'VirtualService:http[].retries.backoff': { status: 'not yet', note: 'jittered 25 ms base is used' },
-  'VirtualService:http[].fault.delay.exponentialDelay': { status: 'not yet', note: 'ignored' },
-  'VirtualService:http[].fault.abort.http2Error': { status: 'not yet', note: 'ignored' },
+  'Gateway:servers[].port.name': { status: 'enforced', note: 'unique per Gateway; missing is a warning (Istio rejects it)' },
+  'VirtualService:exportTo': { status: 'warned', note: 'not enforced at run time yet: everything is visible everywhere' },
+  'VirtualService:http[].delegate': { status: 'rejected', note: 'error' },
+  'VirtualService:http[].mirrorPercent': { status: 'partly', note: 'deprecated; use mirrorPercentage' },
   'VirtualService:tcp[].match[].sourceLabels': { status: 'partly', note: 'compiled; sidecar mode only' },
   'VirtualService:tls[].match[].sourceLabels': { status: 'partly', note: 'compiled; sidecar mode only' },
   'EnvoyFilter:priority': { status: 'partly', note: 'validated; patches apply in (namespace, name, index) order' },
-  'EnvoyFilter:configPatches[].match.proxy': { status: 'not yet', note: 'ignored' },
-  'EnvoyFilter:configPatches[].match.cluster': { status: 'not yet', note: 'CLUSTER patches are ignored (warning)' },
-  'EnvoyFilter:configPatches[].patch.filterClass': { status: 'not yet', note: 'ignored' },
+  'EnvoyFilter:configPatches[].match.cluster': { status: 'warned', note: 'CLUSTER patches are ignored (warning)' },
+  'EnvoyFilter:configPatches[].patch.filterClass': { status: 'warned', note: 'ignored (warning)' },
   'MeshConfig:defaultConfig': { status: 'partly', note: 'only tracing.sampling is read; other ProxyConfig fields warn' },
 };
 
@@ -79,11 +73,14 @@ interface Row {
   doc: FieldDoc;
 }
 
+const inert = (d: FieldDoc | undefined): boolean => d?.status === 'warned' || d?.status === 'rejected';
+
 function walk(kind: string, s: Schema, path: string, rows: Row[], inherited?: FieldDoc): void {
   const own = fieldDoc(s) ?? OVERRIDES[`${kind}:${path}`];
-  const d = own ?? inherited ?? { status: 'supported' };
+  const d = own ?? inherited ?? { status: 'enforced' };
   if (path) rows.push({ path, type: typeOf(s), doc: d });
-  const child = own?.status === 'not yet' ? own : d.status === 'not yet' ? d : undefined;
+  // Below a warned or rejected field, nothing is acted on either.
+  const child = inert(own) ? own : inert(d) ? d : undefined;
   if (s.type === 'object') for (const [k, v] of Object.entries(s.fields)) walk(kind, v, path ? `${path}.${k}` : k, rows, child);
   else if (s.type === 'array') {
     const items = s.items;
@@ -91,6 +88,25 @@ function walk(kind: string, s: Schema, path: string, rows: Row[], inherited?: Fi
   } else if (s.type === 'map' && s.values.type === 'object') {
     for (const [k, v] of Object.entries(s.values.fields)) walk(kind, v, `${path}.<key>.${k}`, rows, child);
   }
+}
+
+/** Every documented row of every Istio kind (not the Kubernetes kinds Portico only reads). */
+export function fieldRows(): { kind: string; path: string; status: FieldDoc['status'] }[] {
+  const out: { kind: string; path: string; status: FieldDoc['status'] }[] = [];
+  for (const def of KINDS.values()) {
+    if (!def.istio) continue;
+    const rows: Row[] = [];
+    walk(def.kind, def.spec, '', rows);
+    for (const r of rows) out.push({ kind: def.kind, path: r.path, status: r.doc.status });
+  }
+  return out;
+}
+
+/** Field counts by status: enforced (incl. partly), warned, rejected. */
+export function statusCounts(): { enforced: number; partly: number; warned: number; rejected: number } {
+  const c = { enforced: 0, partly: 0, warned: 0, rejected: 0 };
+  for (const r of fieldRows()) c[r.status]++;
+  return c;
 }
 
 function table(kind: string, schema: Schema): string {
@@ -106,6 +122,7 @@ function table(kind: string, schema: Schema): string {
 
 /** The whole of docs/configuration.md. */
 export function renderConfigurationDoc(): string {
+  const counts = statusCounts();
   const out: string[] = [
     '# Configuration reference',
     '',
@@ -115,8 +132,11 @@ export function renderConfigurationDoc(): string {
     'Portico reads Istio YAML. `portico validate PATH...` reports every problem at once as',
     '`file:line: Kind/name: field.path: message`; unknown fields get a "did you mean" hint.',
     '',
-    'Status: **supported** — validated and acted on; **partly** — validated and compiled, with the',
-    'limits given; **not yet** — accepted (or rejected, as noted) but not acted on.',
+    'Status: **enforced** — validated and acted on; **partly** — acted on, with the limits given;',
+    '**warned** — accepted but not acted on: setting it prints a `warning:` (from `validate` and at load);',
+    '**rejected** — a valid Istio field Portico cannot honour: setting it is an error, so nothing half-works.',
+    '',
+    `Istio fields by status: ${counts.enforced + counts.partly} enforced (${counts.partly} of them partly), ${counts.warned} warned, ${counts.rejected} rejected.`,
     'Inside Envoy typed configs (EnvoyFilter) and MeshConfig, unknown fields are warnings, not errors,',
     'because real manifests carry many options Portico does not model.',
     '',

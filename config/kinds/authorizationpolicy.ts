@@ -174,8 +174,8 @@ export const ACTIONS = ['ALLOW', 'DENY', 'AUDIT', 'CUSTOM'] as const;
 export const authorizationpolicySpecSchema: Schema = obj(
   {
     selector: matchLabelsSelector,
-    targetRef: doc(targetRefSchema, 'not yet', 'recorded in the IR, not resolved (warning)'),
-    targetRefs: doc(arr(targetRefSchema), 'not yet', 'recorded in the IR, not resolved (warning)'),
+    targetRef: doc(targetRefSchema, 'warned', 'recorded in the IR, not resolved (warning)'),
+    targetRefs: doc(arr(targetRefSchema), 'warned', 'recorded in the IR, not resolved (warning)'),
     action: oneOfStr(ACTIONS),
     provider: obj({ name: str({ nonEmpty: true }) }, { required: ['name'] }),
     rules: arr(authzRuleSchema),

@@ -55,7 +55,7 @@ const envoyExtAuthzHttp = obj(
   {
     service: str({ nonEmpty: true }),
     port: int(1, 65535),
-    timeout: doc(duration(1), 'supported', 'default 10m (Istio)'),
+    timeout: doc(duration(1), 'enforced', 'default 10m (Istio)'),
     pathPrefix: str({
       check: (v, path, r) => {
         if (!v.startsWith('/')) r.report(path, ConfigErrorCodes.BAD_URI, `pathPrefix '${v}' must start with '/'`);
@@ -67,7 +67,7 @@ const envoyExtAuthzHttp = obj(
         if (!/^[1-5]\d\d$/.test(v)) r.report(path, ConfigErrorCodes.OUT_OF_RANGE, `statusOnError '${v}' is not an HTTP status code`);
       },
     }),
-    includeHeadersInCheck: doc(arr(headerPattern), 'supported', 'deprecated alias of includeRequestHeadersInCheck'),
+    includeHeadersInCheck: doc(arr(headerPattern), 'enforced', 'deprecated alias of includeRequestHeadersInCheck'),
     includeRequestHeadersInCheck: arr(headerPattern),
     includeAdditionalHeadersInCheck: strMap(),
     includeRequestBodyInCheck: doc(
@@ -91,7 +91,7 @@ const extensionProvider = obj(
   {
     name: str({ nonEmpty: true }),
     envoyExtAuthzHttp,
-    ...Object.fromEntries(OTHER_PROVIDERS.map((k) => [k, doc({ type: 'any' }, 'not yet', 'accepted, ignored (warning)') as Schema])),
+    ...Object.fromEntries(OTHER_PROVIDERS.map((k) => [k, doc({ type: 'any' }, 'warned', 'ignored') as Schema])),
   },
   {
     required: ['name'],

@@ -74,8 +74,8 @@ const jwtRule = obj(
 export const requestauthenticationSpecSchema: Schema = obj(
   {
     selector: matchLabelsSelector,
-    targetRef: doc(targetRefSchema, 'not yet', 'recorded, not resolved (warning)'),
-    targetRefs: doc(arr(targetRefSchema), 'not yet', 'recorded, not resolved (warning)'),
+    targetRef: doc(targetRefSchema, 'warned', 'recorded, not resolved (warning)'),
+    targetRefs: doc(arr(targetRefSchema), 'warned', 'recorded, not resolved (warning)'),
     jwtRules: arr(jwtRule, {
       check: (rules, path, r) => {
         const seen = new Set<string>();
