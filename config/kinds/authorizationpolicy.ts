@@ -1,6 +1,6 @@
 /** security.istio.io AuthorizationPolicy: https://istio.io/latest/docs/reference/config/security/authorization-policy/ */
 import { ConfigErrorCodes } from '../errors.ts';
-import { arr, childPath, doc, obj, oneOfStr, str, type Check, type Schema } from '../schema.ts';
+import { arr, childPath, doc, notEnforced, obj, oneOfStr, str, type Check, type Schema } from '../schema.ts';
 import { cidrProblem, cidrString, matchLabelsSelector, targetRefSchema } from './common.ts';
 
 export interface RawOperation {
@@ -25,6 +25,8 @@ export interface RawSource {
   notIpBlocks?: string[];
   remoteIpBlocks?: string[];
   notRemoteIpBlocks?: string[];
+  serviceAccounts?: string[];
+  notServiceAccounts?: string[];
 }
 
 export interface RawCondition {
@@ -103,6 +105,9 @@ export const sourceSchema = obj({
   notIpBlocks: arr(cidrString),
   remoteIpBlocks: arr(cidrString),
   notRemoteIpBlocks: arr(cidrString),
+  // Istio 1.24+: `ns/sa` service accounts, a shorthand for principals without the trust domain.
+  serviceAccounts: notEnforced(arr(str({ nonEmpty: true })), 'not matched yet; use principals'),
+  notServiceAccounts: notEnforced(arr(str({ nonEmpty: true })), 'not matched yet; use notPrincipals'),
 });
 
 /** Istio's documented condition keys: https://istio.io/latest/docs/reference/config/security/conditions/ */

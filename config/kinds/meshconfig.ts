@@ -6,7 +6,7 @@
  * Real `istio` ConfigMaps carry many fields Portico does not use: those are warnings, not errors.
  */
 import { ConfigErrorCodes } from '../errors.ts';
-import { arr, bool, doc, duration, int, num, obj, oneOfStr, str, strMap, type Schema } from '../schema.ts';
+import { arr, bool, doc, duration, int, notEnforced, num, obj, oneOfStr, str, strMap, type Schema } from '../schema.ts';
 
 export interface RawExtAuthzHttpProvider {
   service: string;
@@ -105,6 +105,17 @@ const extensionProvider = obj(
   },
 );
 
+/** MeshConfig fields (istio.mesh.v1alpha1, through Istio 1.31) Portico accepts and does not act on. */
+const MESH_FIELDS_NOT_READ = [
+  'proxyListenPort', 'proxyInboundListenPort', 'proxyHttpPort', 'connectTimeout', 'protocolDetectionTimeout', 'tcpKeepalive',
+  'ingressClass', 'ingressService', 'ingressControllerMode', 'ingressSelector', 'enableTracing', 'enableEnvoyAccessLogService',
+  'disableEnvoyListenerLog', 'outboundTrafficPolicy', 'inboundTrafficPolicy', 'configSources', 'enableAutoMtls', 'trustDomainAliases',
+  'caCertificates', 'defaultServiceExportTo', 'defaultVirtualServiceExportTo', 'defaultDestinationRuleExportTo', 'localityLbSetting',
+  'dnsRefreshRate', 'h2UpgradePolicy', 'inboundClusterStatName', 'outboundClusterStatName', 'certificates', 'serviceSettings',
+  'enablePrometheusMerge', 'verifyCertificateAtClient', 'ca', 'defaultProviders', 'discoverySelectors', 'defaultHttpRetryPolicy',
+  'meshMTLS', 'tlsDefaults', 'serviceScopeConfigs', 'serviceEntryVisibility', 'thriftConfig',
+];
+
 export const meshconfigSpecSchema: Schema = obj(
   {
     extensionProviders: arr(extensionProvider, {
@@ -127,6 +138,10 @@ export const meshconfigSpecSchema: Schema = obj(
     accessLogFormat: doc(str(), 'partly', 'validated, kept for access-log work'),
     trustDomain: doc(str({ nonEmpty: true }), 'partly', 'validated, kept for mTLS work (default cluster.local)'),
     rootNamespace: str({ nonEmpty: true }),
+    // Applied once to every request path, the same for routing, authorization and the authservice.
+    pathNormalization: obj({ normalization: oneOfStr(['DEFAULT', 'NONE', 'BASE', 'MERGE_SLASHES', 'DECODE_AND_MERGE_SLASHES']) }),
+    // Valid MeshConfig fields Portico does not act on: named here so the warning says so, rather than "unknown field".
+    ...Object.fromEntries(MESH_FIELDS_NOT_READ.map((k) => [k, notEnforced({ type: 'any' }, 'not read by Portico')])),
   },
   { unknownFields: 'warning' },
 );

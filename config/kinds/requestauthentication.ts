@@ -1,6 +1,6 @@
 /** security.istio.io RequestAuthentication: https://istio.io/latest/docs/reference/config/security/request_authentication/ */
 import { ConfigErrorCodes } from '../errors.ts';
-import { arr, bool, childPath, doc, duration, obj, str, type Schema } from '../schema.ts';
+import { arr, bool, childPath, doc, duration, obj, str, type Schema, notEnforced } from '../schema.ts';
 import { matchLabelsSelector, targetRefSchema } from './common.ts';
 import type { RawTargetRef } from './authorizationpolicy.ts';
 
@@ -59,6 +59,8 @@ const jwtRule = obj(
     forwardOriginalToken: bool,
     outputClaimToHeaders: arr(obj({ header: str({ nonEmpty: true }), claim: str({ nonEmpty: true }) }, { required: ['header', 'claim'] })),
     timeout: duration(1),
+    // Istio 1.25+: claims whose space-separated string value is matched as a list (like `scope`).
+    spaceDelimitedClaims: notEnforced(arr(str({ nonEmpty: true })), 'claims are matched as written'),
   },
   {
     required: ['issuer'],
