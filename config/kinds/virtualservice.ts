@@ -293,6 +293,7 @@ const httpRoute: Schema = obj(
 export function checkWeights(routes: unknown[], path: string, r: Reporter): void {
   if (routes.length < 2) return;
   const weights = routes.map((d) => (isPlainObject(d) && typeof d.weight === 'number' ? d.weight : undefined));
+  if (weights.some((w) => w !== undefined && w < 0)) return; // the range check reports it
   const sum = weights.reduce<number>((a, w) => a + (w ?? 0), 0);
   if (sum === 0) {
     const last = routes.length - 1;

@@ -271,3 +271,12 @@ test('a destination port the service does not have, and a missing port on a mult
   const multi = vs(OK_ROUTE).replace('ports: [{number: 9080, name: http, protocol: HTTP}]', 'ports: [{number: 9080, name: http}, {number: 9090, name: grpc}]');
   expectIssue(await warns(multi), { line: lineWith(multi, 'subset: v1}}]'), path: 'spec.http[0].route[0].destination.port', code: ConfigErrorCodes.PORT_REQUIRED });
 });
+
+test('port protocols are case-insensitive, as Istio parses them (Gateway servers and ServiceEntry ports)', async () => {
+  const text = vs(OK_ROUTE).replace('port: {number: 80, name: http, protocol: HTTP}', 'port: {number: 80, name: http, protocol: http}').replace('ports: [{number: 9080, name: http, protocol: HTTP}]', 'ports: [{number: 9080, name: http, protocol: Http2}]');
+  const { snapshot, issues } = await warns(text);
+  assert.deepEqual(issues, []);
+  assert.equal(snapshot.gateways[0].ports[0].protocol, 'HTTP');
+  assert.equal(snapshot.gateways[0].ports[0].virtualHosts.length, 1);
+  assert.equal(snapshot.services.find((s) => s.host === 'reviews.default.svc.cluster.local')?.ports[0].protocol, 'HTTP2');
+});
