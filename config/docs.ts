@@ -21,6 +21,12 @@ const KIND_NOTES: Record<string, string> = {
   AuthorizationPolicy:
     'CUSTOM policies drive ext_authz (`Snapshot.extAuthz`). All actions are validated and compiled into `Snapshot.security.authorizationPolicies`; ALLOW/DENY/AUDIT are enforced by `portico sidecar` inbound listeners in Istio\'s order (CUSTOM, DENY, ALLOW); see docs/mesh.md.',
   RequestAuthentication: 'JWTs are verified by `portico sidecar` inbound listeners (jwksUri or inline jwks, audiences, header/param/cookie locations, forwardOriginalToken, outputClaimToHeaders); see docs/mesh.md.',
+  Service:
+    'Kubernetes `v1 Service`: becomes a registry host `<name>.<ns>.svc.cluster.local` as in a cluster (Istio\'s Kubernetes registry). Port protocol from `appProtocol` (`kubernetes.io/h2c` → HTTP2, `kubernetes.io/ws` → HTTP, `kubernetes.io/wss` → HTTPS), else the port name\'s prefix before `-` (`http-web` → HTTP). With EndpointSlices in the input the endpoints are theirs; without, the host resolves by DNS (its ClusterIP in a cluster). Other Service fields are ignored without a warning (they are not Istio configuration). A `Service` of another apiVersion (Knative `serving.knative.dev/v1`) is skipped.',
+  EndpointSlice:
+    'Kubernetes `discovery.k8s.io/v1 EndpointSlice` with label `kubernetes.io/service-name`: the endpoints of that Service. Ready (or unset) endpoints are used; not-ready ones only when the Service sets `publishNotReadyAddresses`; terminating ones never. FQDN slices are skipped, as Istio does.',
+  Pod:
+    'Kubernetes `v1 Pod`: only its labels (for DestinationRule subsets) and `serviceAccountName` are read, for the EndpointSlice endpoints whose `targetRef` names it. Any other Kubernetes kind (Deployment, ConfigMap, CRD, RBAC, ...) is skipped with one `info:` line.',
   MeshConfig:
     'Either `portico.dev/v1alpha1 MeshConfig` (spec = MeshConfig) or Istio\'s `v1 ConfigMap` named `istio` with MeshConfig YAML in `data.mesh`. At most one. Unknown MeshConfig fields are warnings.',
 };

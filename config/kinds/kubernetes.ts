@@ -12,7 +12,7 @@
  * `kubernetes.io/service-name` label names the Service.
  */
 import { ConfigErrorCodes } from '../errors.ts';
-import { arr, bool, int, isPlainObject, obj, str, strMap, type Schema } from '../schema.ts';
+import { arr, bool, int, isPlainObject, obj, str, type Schema } from '../schema.ts';
 import type { ServiceEntrySpec } from './serviceentry.ts';
 import type { WorkloadEntrySpec } from './workloadentry.ts';
 
@@ -56,8 +56,6 @@ const k8s = (fields: Record<string, Schema>, opts: Parameters<typeof obj>[1] = {
 
 export const kubeServiceSpecSchema: Schema = k8s({
   type: str(),
-  selector: strMap(),
-  clusterIP: str(),
   externalName: str(),
   publishNotReadyAddresses: bool,
   ports: arr(
@@ -208,6 +206,10 @@ export function serviceEntryFromKubernetes(
     }
   }
   const hasSlices = mine.length > 0;
+  // Istio: an ExternalName Service is a DNS alias of `externalName`.
+  if (spec.type === 'ExternalName' && typeof spec.externalName === 'string' && spec.externalName !== '') {
+    return { host, hasSlices: false, spec: { hosts: [host], ports: sePorts, location: 'MESH_INTERNAL', resolution: 'DNS', endpoints: [{ address: spec.externalName }] } };
+  }
   return {
     host,
     hasSlices,

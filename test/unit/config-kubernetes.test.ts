@@ -69,6 +69,10 @@ test('Kubeflow kustomize output: VirtualServices validate against the Services; 
   // appProtocol wins over the name; the name prefix before '-' picks the protocol otherwise.
   const ui = r.snapshot.services.find((s) => s.host === 'ml-pipeline-ui.kubeflow.svc.cluster.local');
   assert.deepEqual(ui?.ports.map((p) => [p.number, p.protocol]), [[80, 'HTTP2'], [8887, 'GRPC']]);
+  // An ExternalName Service is a DNS alias of its externalName, as in Istio.
+  const ext = r.snapshot.services.find((s) => s.host === 'minio-external.kubeflow.svc.cluster.local');
+  assert.equal(ext?.resolution, 'DNS');
+  assert.deepEqual(ext?.endpoints.map((e) => [e.address, e.port]), [['minio.storage.example.com', 9000]]);
   const vh = r.snapshot.gateways.find((g) => g.name === 'kubeflow-gateway')?.ports[0].virtualHosts[0];
   assert.ok(vh?.routes.some((rt) => rt.action.kind === 'route' && rt.action.destinations[0].cluster === 'outbound|8887||ml-pipeline-ui.kubeflow.svc.cluster.local'));
 });
