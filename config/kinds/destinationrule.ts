@@ -1,6 +1,6 @@
 /** networking.istio.io DestinationRule: https://istio.io/latest/docs/reference/config/networking/destination-rule/ */
 import { ConfigErrorCodes } from '../errors.ts';
-import { arr, bool, childPath, duration, int, isPlainObject, notEnforced, num, obj, oneOfStr, portSelector, str, strMap, type Schema } from '../schema.ts';
+import { arr, bool, childPath, duration, int, isPlainObject, notEnforced, num, obj, oneOfStr, portSelector, str, strMap, type Reporter, type Schema } from '../schema.ts';
 import { exportTo, hostString, labels, workloadSelector } from './common.ts';
 
 export const LB_SIMPLE = ['UNSPECIFIED', 'RANDOM', 'PASSTHROUGH', 'ROUND_ROBIN', 'LEAST_REQUEST', 'LEAST_CONN'] as const;
@@ -210,7 +210,7 @@ export const clientTlsSchema = obj({
 
 /** A traffic policy must say something (Istio: "traffic policy must have at least one field"). */
 function nonEmptyPolicy(fields: readonly string[], what: string) {
-  return (p: Record<string, unknown>, path: string, r: { report: (p: string, c: typeof ConfigErrorCodes[keyof typeof ConfigErrorCodes], m: string) => void }): void => {
+  return (p: Record<string, unknown>, path: string, r: Reporter): void => {
     if (fields.every((k) => p[k] === undefined || p[k] === null)) r.report(path, ConfigErrorCodes.REQUIRED, `${what} must have at least one field`);
   };
 }

@@ -193,19 +193,19 @@ const httpRoute: Schema = obj(
     timeout: duration(),
     retries: obj(
       {
-      attempts: int(0),
-      perTryTimeout: duration(1),
-      retryOn: str({
-        check: (value, path, r) => {
-          for (const token of value.split(',').map((t) => t.trim())) {
-            if (token === '' || /^\d{3}$/.test(token) || RETRY_ON_TOKENS.includes(token)) continue;
-            r.report(path, ConfigErrorCodes.BAD_ENUM, `unknown retryOn condition '${token}'`);
-          }
-        },
-      }),
-      retryRemoteLocalities: bool,
-      retryIgnorePreviousHosts: notEnforced(bool, 'a retry may go to the same endpoint'),
-      backoff: notEnforced(duration(1), 'retries back off from 25 ms, jittered'),
+        attempts: int(0),
+        perTryTimeout: duration(1),
+        retryOn: str({
+          check: (value, path, r) => {
+            for (const token of value.split(',').map((t) => t.trim())) {
+              if (token === '' || /^\d{3}$/.test(token) || RETRY_ON_TOKENS.includes(token)) continue;
+              r.report(path, ConfigErrorCodes.BAD_ENUM, `unknown retryOn condition '${token}'`);
+            }
+          },
+        }),
+        retryRemoteLocalities: bool,
+        retryIgnorePreviousHosts: notEnforced(bool, 'a retry may go to the same endpoint'),
+        backoff: notEnforced(duration(1), 'retries back off from 25 ms, jittered'),
       },
       {
         check: (rt, path, r) => {
