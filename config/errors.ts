@@ -53,6 +53,7 @@ export const ConfigErrorCodes = {
   UNRESOLVED_VARIABLE: 'PORTICO_CFG_UNRESOLVED_VARIABLE',
   DUPLICATE_NAME: 'PORTICO_CFG_DUPLICATE_NAME',
   SKIPPED_KIND: 'PORTICO_CFG_SKIPPED_KIND',
+  UNREACHABLE_RULE: 'PORTICO_CFG_UNREACHABLE_RULE',
 } as const;
 
 export type ConfigErrorCode = (typeof ConfigErrorCodes)[keyof typeof ConfigErrorCodes];

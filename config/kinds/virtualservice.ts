@@ -315,23 +315,81 @@ const l4Match = obj({
   sniHosts: arr(str()),
 });
 const l4Route = obj({ destination: destinationSchema, weight: int(0) }, { required: ['destination'] });
-const l4Rule = (requireMatch: boolean): Schema =>
+const l4Rule = (tls: boolean): Schema =>
   obj(
-    { match: arr(l4Match, { minItems: requireMatch ? 1 : 0 }), route: arr(l4Route) },
+    { match: arr(l4Match, { minItems: tls ? 1 : 0 }), route: arr(l4Route) },
     {
-      required: requireMatch ? ['match'] : [],
+      required: tls ? ['match'] : [],
       check: (rule, path, r) => {
-        if (Array.isArray(rule.route)) checkWeights(rule.route, childPath(path, 'route'), r);
+        // Istio's validateTLSRoute/validateTCPRoute: a route is required; TLS matches need SNI hosts.
+        if (!Array.isArray(rule.route) || rule.route.length === 0) r.report(childPath(path, 'route'), ConfigErrorCodes.REQUIRED, `${tls ? 'TLS' : 'TCP'} route is required`);
+        else checkWeights(rule.route, childPath(path, 'route'), r);
+        if (tls && Array.isArray(rule.match)) {
+          rule.match.forEach((m, i) => {
+            if (isPlainObject(m) && (!Array.isArray(m.sniHosts) || m.sniHosts.length === 0)) {
+              r.report(childPath(childPath(path, 'match'), i), ConfigErrorCodes.REQUIRED, 'TLS match must have at least one SNI host');
+            }
+          });
+        }
       },
     },
   );
 
-export const virtualServiceSpecSchema = obj({
-  hosts: arr(hostString),
-  gateways: arr(str({ nonEmpty: true })),
-  exportTo,
-  http: arr(httpRoute),
-  tcp: arr(l4Rule(false)),
-  tls: arr(l4Rule(true)),
-});
+/** A match as Istio compares them for duplicates: its JSON without the name. */
+function matchKey(m: unknown): string {
+  const canon = (v: unknown): unknown =>
+    Array.isArray(v) ? v.map(canon) : isPlainObject(v) ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, canon(v[k])])) : v;
+  if (!isPlainObject(m)) return JSON.stringify(m);
+  const { name: _name, ...rest } = m;
+  return JSON.stringify(canon(rest));
+}
+
+/**
+ * Istio's analyzeUnreachableHTTPRules (warnings): a rule after one without matches is never used,
+ * and a match equal to an earlier one is ineffective.
+ */
+function unreachableRules(rules: unknown[], path: string, r: Reporter): void {
+  const seen = new Map<string, number>();
+  let catchAll = -1;
+  rules.forEach((rule, i) => {
+    if (!isPlainObject(rule)) return;
+    const at = childPath(path, i);
+    const matches = Array.isArray(rule.match) ? rule.match : [];
+    if (catchAll >= 0) {
+      r.report(at, ConfigErrorCodes.UNREACHABLE_RULE, `rule not used: ${path}[${catchAll}] has no match and catches everything first`, 'warning');
+      return;
+    }
+    if (matches.length === 0) {
+      catchAll = i;
+      return;
+    }
+    let dup = 0;
+    matches.forEach((m, j) => {
+      const key = matchKey(m);
+      const first = seen.get(key);
+      if (first !== undefined) {
+        dup++;
+        r.report(childPath(childPath(at, 'match'), j), ConfigErrorCodes.UNREACHABLE_RULE, `match not used: the same match is in ${path}[${first}]`, 'warning');
+      } else seen.set(key, i);
+    });
+    if (dup === matches.length) r.report(at, ConfigErrorCodes.UNREACHABLE_RULE, 'rule not used: all its matches are used by earlier rules', 'warning');
+  });
+}
+
+export const virtualServiceSpecSchema = obj(
+  {
+    hosts: arr(hostString),
+    gateways: arr(str({ nonEmpty: true })),
+    exportTo,
+    http: arr(httpRoute, { check: (rules, path, r) => unreachableRules(rules, path, r) }),
+    tcp: arr(l4Rule(false), { check: (rules, path, r) => unreachableRules(rules, path, r) }),
+    tls: arr(l4Rule(true), { check: (rules, path, r) => unreachableRules(rules, path, r) }),
+  },
+  {
+    check: (vs, path, r) => {
+      const empty = (k: string): boolean => !Array.isArray(vs[k]) || (vs[k] as unknown[]).length === 0;
+      if (empty('http') && empty('tcp') && empty('tls')) r.report(path, ConfigErrorCodes.REQUIRED, 'http, tcp or tls must be provided in a VirtualService');
+    },
+  },
+);
 
