@@ -557,6 +557,9 @@ async function checkServerTls(gw: Resource, tls: RawServerTls, path: string, r: 
 async function checkClientTls(dr: Resource, tls: RawClientTls, path: string, r: Reporter, ctx: TlsContext): Promise<void> {
   const mode = tls.mode;
   if (mode !== 'SIMPLE' && mode !== 'MUTUAL') return;
+  // The upstream pools only originate ISTIO_MUTUAL (gateway/mtls.ts): say so rather than let
+  // requests meant for TLS leave in plaintext unannounced.
+  r.report(`${path}.mode`, ConfigErrorCodes.NOT_ENFORCED, `TLS origination (${mode}) is not implemented: Portico connects to this upstream in plaintext`, 'warning');
   const base = dirname(dr.file);
   if (typeof tls.credentialName === 'string' && tls.credentialName) {
     const found = await credentialFiles(ctx, tls.credentialName, true);

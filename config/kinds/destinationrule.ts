@@ -1,6 +1,6 @@
 /** networking.istio.io DestinationRule: https://istio.io/latest/docs/reference/config/networking/destination-rule/ */
 import { ConfigErrorCodes } from '../errors.ts';
-import { arr, bool, childPath, duration, int, isPlainObject, notEnforced, num, obj, oneOfStr, portSelector, str, strMap, type Reporter, type Schema } from '../schema.ts';
+import { arr, bool, childPath, doc, duration, int, isPlainObject, notEnforced, num, obj, oneOfStr, portSelector, str, strMap, type Reporter, type Schema } from '../schema.ts';
 import { exportTo, hostString, labels, workloadSelector } from './common.ts';
 
 export const LB_SIMPLE = ['UNSPECIFIED', 'RANDOM', 'PASSTHROUGH', 'ROUND_ROBIN', 'LEAST_REQUEST', 'LEAST_CONN'] as const;
@@ -197,7 +197,7 @@ const outlierDetection = obj(
 );
 
 export const clientTlsSchema = obj({
-  mode: oneOfStr(CLIENT_TLS_MODES),
+  mode: doc(oneOfStr(CLIENT_TLS_MODES), 'partly', 'ISTIO_MUTUAL (with a mesh identity) and DISABLE; SIMPLE/MUTUAL origination is not implemented: a warning says the upstream gets plaintext'),
   clientCertificate: str({ nonEmpty: true }),
   privateKey: str({ nonEmpty: true }),
   caCertificates: str({ nonEmpty: true }),

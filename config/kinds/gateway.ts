@@ -60,7 +60,7 @@ export const serverTlsSchema = obj(
       arr(obj({ serverCertificate: str({ nonEmpty: true }), privateKey: str({ nonEmpty: true }), caCertificates: str() })),
       'several server certificates per server; use serverCertificate/privateKey or credentialName',
     ),
-    subjectAltNames: arr(str()),
+    subjectAltNames: notEnforced(arr(str()), 'client certificates are verified against the CA only, not their SANs'),
     verifyCertificateSpki: notEnforced(arr(str()), 'client certificates are not pinned by SPKI'),
     verifyCertificateHash: notEnforced(arr(str()), 'client certificates are not pinned by hash'),
     minProtocolVersion: oneOfStr(TLS_VERSIONS),
