@@ -1,7 +1,7 @@
 /** security.istio.io AuthorizationPolicy: https://istio.io/latest/docs/reference/config/security/authorization-policy/ */
 import { ConfigErrorCodes } from '../errors.ts';
 import { arr, childPath, doc, notEnforced, obj, oneOfStr, str, type Check, type Schema } from '../schema.ts';
-import { cidrProblem, cidrString, matchLabelsSelector, targetRefSchema } from './common.ts';
+import { cidrProblem, cidrString, matchLabelsSelector, targetRefSchema, policyTargetRefsCheck } from './common.ts';
 
 export interface RawOperation {
   hosts?: string[];
@@ -179,8 +179,8 @@ export const ACTIONS = ['ALLOW', 'DENY', 'AUDIT', 'CUSTOM'] as const;
 export const authorizationpolicySpecSchema: Schema = obj(
   {
     selector: matchLabelsSelector,
-    targetRef: doc(targetRefSchema, 'warned', 'recorded in the IR, not resolved (warning)'),
-    targetRefs: doc(arr(targetRefSchema), 'warned', 'recorded in the IR, not resolved (warning)'),
+    targetRef: doc(targetRefSchema, 'partly', 'kind Gateway (the gateway workload name) is resolved; other kinds warn'),
+    targetRefs: doc(arr(targetRefSchema), 'partly', 'kind Gateway (the gateway workload name) is resolved; other kinds warn'),
     action: oneOfStr(ACTIONS),
     provider: obj({ name: str({ nonEmpty: true }) }, { required: ['name'] }),
     rules: arr(authzRuleSchema),
@@ -192,9 +192,7 @@ export const authorizationpolicySpecSchema: Schema = obj(
       if (action === 'CUSTOM' && !spec.provider) r.report(childPath(path, 'action'), ConfigErrorCodes.REQUIRED, `action CUSTOM needs provider.name (a MeshConfig extensionProviders entry)`);
       if (action !== 'CUSTOM' && spec.provider) r.report(childPath(path, 'provider'), ConfigErrorCodes.ONE_OF, `provider is only allowed with action CUSTOM (action is ${String(action)})`);
       if (action === 'AUDIT') r.report(childPath(path, 'action'), ConfigErrorCodes.NOT_IMPLEMENTED, 'AUDIT policies are compiled but have no effect without an audit log provider', 'warning');
-      for (const k of ['targetRef', 'targetRefs']) {
-        if (spec[k]) r.report(childPath(path, k), ConfigErrorCodes.NOT_IMPLEMENTED, `${k} is recorded but not resolved by Portico yet; use selector.matchLabels`, 'warning');
-      }
+      policyTargetRefsCheck(spec, path, r);
     },
   },
 );

@@ -121,3 +121,20 @@ test('Istio 1.24–1.31 fields validate; the ones Portico does not act on warn b
   const sticky = r.snapshot.clusters.find((c) => c.host === 'sticky.example.com');
   assert.deepEqual(sticky?.trafficPolicy.loadBalancer, { consistentHash: { httpCookie: { name: 'session', ttlMs: 0 }, minimumRingSize: 2048 } });
 });
+
+test('policy targetRefs of kind Gateway are resolved (no warning); other kinds warn that they select nothing', async () => {
+  const ap = (kind: string): string => `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-all, namespace: istio-system}
+spec:
+  targetRefs: [{kind: ${kind}, group: gateway.networking.k8s.io, name: istio-ingressgateway}]
+  action: DENY
+  rules: [{}]
+`;
+  const gw = await buildSnapshotFromText(ap('Gateway'), 'ap.yaml');
+  assert.ok(gw.ok);
+  assert.deepEqual(gw.warnings.map((w) => formatIssue(w)), []);
+  const svc = await buildSnapshotFromText(ap('Service'), 'ap.yaml');
+  assert.ok(svc.ok);
+  assert.deepEqual(svc.warnings.map((w) => [w.path, w.code]), [['spec.targetRefs[0]', ConfigErrorCodes.NOT_ENFORCED]]);
+});
