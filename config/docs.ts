@@ -39,7 +39,6 @@ const KIND_NOTES: Record<string, string> = {
 const OVERRIDES: Record<string, FieldDoc> = {
   'Gateway:servers[].tls.mode': { status: 'partly', note: 'ISTIO_MUTUAL and AUTO_PASSTHROUGH are not served yet' },
   'Gateway:servers[].port.name': { status: 'enforced', note: 'unique per Gateway; missing is a warning (Istio rejects it)' },
-  'VirtualService:exportTo': { status: 'warned', note: 'not enforced at run time yet: everything is visible everywhere' },
   'VirtualService:http[].delegate': { status: 'rejected', note: 'error' },
   'VirtualService:http[].mirrorPercent': { status: 'partly', note: 'deprecated; use mirrorPercentage' },
   'VirtualService:tcp[].match[].sourceLabels': { status: 'partly', note: 'compiled; sidecar mode only' },
