@@ -45,7 +45,6 @@ const OVERRIDES: Record<string, FieldDoc> = {
   'VirtualService:tls[].match[].sourceLabels': { status: 'partly', note: 'compiled; sidecar mode only' },
   'EnvoyFilter:priority': { status: 'partly', note: 'validated; patches apply in (namespace, name, index) order' },
   'EnvoyFilter:configPatches[].match.cluster': { status: 'warned', note: 'CLUSTER patches are ignored (warning)' },
-  'EnvoyFilter:configPatches[].patch.filterClass': { status: 'warned', note: 'ignored (warning)' },
   'MeshConfig:defaultConfig': { status: 'partly', note: 'only tracing.sampling is read; other ProxyConfig fields warn' },
 };
 

@@ -234,7 +234,7 @@ const patchSchema = obj(
       { oneOf: ['listener', 'routeConfiguration', 'cluster'] },
     ),
     patch: obj(
-      { operation: oneOfStr(OPERATIONS), value: any, filterClass: oneOfStr(['UNSPECIFIED', 'AUTHN', 'AUTHZ', 'STATS']) },
+      { operation: oneOfStr(OPERATIONS), value: any, filterClass: notEnforced(oneOfStr(['UNSPECIFIED', 'AUTHN', 'AUTHZ', 'STATS']), 'filters sit at their fixed place in the chain') },
       { required: ['operation'] },
     ),
   },

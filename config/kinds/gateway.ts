@@ -71,6 +71,9 @@ export const serverTlsSchema = obj(
     // Istio's validateTLSOptions (pkg/config/validation/validation.go).
     check: (tls, path, r) => {
       const set = (k: string): boolean => tls[k] !== undefined && tls[k] !== null && tls[k] !== '' && !(Array.isArray(tls[k]) && tls[k].length === 0);
+      if (tls.mode === 'ISTIO_MUTUAL' || tls.mode === 'AUTO_PASSTHROUGH') {
+        r.report(childPath(path, 'mode'), ConfigErrorCodes.NOT_ENFORCED, `${tls.mode} servers are not served by Portico yet (the docs list the TLS modes it serves)`, 'warning');
+      }
       if (tls.mode === 'ISTIO_MUTUAL') {
         for (const k of ['serverCertificate', 'privateKey', 'caCertificates', 'tlsCertificates', 'credentialName', 'credentialNames']) {
           if (set(k)) r.report(childPath(path, k), ConfigErrorCodes.ONE_OF, `ISTIO_MUTUAL TLS cannot have an associated ${k}`);
