@@ -4,6 +4,7 @@
  * registry as in a cluster, and other kinds are skipped with one info line each.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -129,4 +130,13 @@ spec: {}
   assert.deepEqual(r.ok ? [] : r.issues.map((i) => [i.line, i.code]), [[2, ConfigErrorCodes.UNKNOWN_KIND]]);
   assert.deepEqual((r.warnings ?? []).map((i) => [i.kind, i.code]), [['Sidecar', ConfigErrorCodes.SKIPPED_KIND], ['HTTPRoute', ConfigErrorCodes.SKIPPED_KIND]]);
   assert.deepEqual((r.infos ?? []).map((i) => i.kind), ['Deployment']);
+});
+
+test('portico validate prints one info: line per skipped object and exits 0', () => {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', join(root, 'bin/portico.ts'), 'validate', 'test/fixtures/kubernetes/bookinfo'], { cwd: root, encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  const lines = r.stdout.trim().split('\n');
+  assert.deepEqual(lines.slice(0, -1).map((l) => l.replace(/:\d+: .*/, '')), Array(4).fill('info: test/fixtures/kubernetes/bookinfo/bookinfo.yaml'));
+  assert.match(lines[0], /ServiceAccount\/bookinfo-details: ServiceAccount \(v1\) skipped: not configuration Portico reads$/);
+  assert.equal(lines.at(-1), 'ok: 9 resources in 3 files');
 });
