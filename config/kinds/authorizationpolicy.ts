@@ -1,6 +1,6 @@
 /** security.istio.io AuthorizationPolicy: https://istio.io/latest/docs/reference/config/security/authorization-policy/ */
 import { ConfigErrorCodes } from '../errors.ts';
-import { arr, childPath, doc, notEnforced, obj, oneOfStr, str, type Check, type Schema } from '../schema.ts';
+import { arr, childPath, doc, notEnforced, obj, oneOfStr, str, type Check, type Reporter, type Schema } from '../schema.ts';
 import { cidrProblem, cidrString, matchLabelsSelector, targetRefSchema, policyTargetRefsCheck } from './common.ts';
 
 export interface RawOperation {
@@ -168,9 +168,25 @@ const conditionSchema = obj(
   },
 );
 
+/** Istio's ValidateAuthorizationPolicy: a `source`/`operation` that says nothing is an error, not "match all". */
+const nonEmptyMatch = (what: string) => (m: Record<string, unknown>, path: string, r: Reporter): void => {
+  if (!Object.values(m).some((v) => Array.isArray(v) && v.length > 0)) r.report(path, ConfigErrorCodes.REQUIRED, `\`${what}\` must not be empty`);
+};
+
+const ruleSource = obj(sourceSchema.fields, {
+  check: (src, path, r) => {
+    nonEmptyMatch('from.source')(src, path, r);
+    const n = (k: string): number => (Array.isArray(src[k]) ? (src[k] as unknown[]).length : 0);
+    if (n('principals') + n('notPrincipals') + n('namespaces') + n('notNamespaces') > 0 && n('serviceAccounts') + n('notServiceAccounts') > 0) {
+      r.report(childPath(path, 'serviceAccounts'), ConfigErrorCodes.ONE_OF, 'cannot set serviceAccounts with namespaces or principals');
+    }
+  },
+});
+const ruleOperation = obj(operationSchema.fields, { check: nonEmptyMatch('to.operation') });
+
 export const authzRuleSchema = obj({
-  from: arr(obj({ source: sourceSchema }, { required: ['source'] })),
-  to: arr(obj({ operation: operationSchema }, { required: ['operation'] })),
+  from: arr(obj({ source: ruleSource }, { required: ['source'] }), { minItems: 1 }),
+  to: arr(obj({ operation: ruleOperation }, { required: ['operation'] }), { minItems: 1 }),
   when: arr(conditionSchema),
 });
 
@@ -191,6 +207,10 @@ export const authorizationpolicySpecSchema: Schema = obj(
       const action = spec.action ?? 'ALLOW';
       if (action === 'CUSTOM' && !spec.provider) r.report(childPath(path, 'action'), ConfigErrorCodes.REQUIRED, `action CUSTOM needs provider.name (a MeshConfig extensionProviders entry)`);
       if (action !== 'CUSTOM' && spec.provider) r.report(childPath(path, 'provider'), ConfigErrorCodes.ONE_OF, `provider is only allowed with action CUSTOM (action is ${String(action)})`);
+      // Istio: "DENY/CUSTOM action without `rules` is meaningless as it will never be triggered".
+      if ((action === 'DENY' || action === 'CUSTOM') && spec.rules == null) {
+        r.report(childPath(path, 'action'), ConfigErrorCodes.REQUIRED, `${action} action without rules never applies; add an empty rule {} to apply it to every request`);
+      }
       if (action === 'AUDIT') r.report(childPath(path, 'action'), ConfigErrorCodes.NOT_IMPLEMENTED, 'AUDIT policies are compiled but have no effect without an audit log provider', 'warning');
       policyTargetRefsCheck(spec, path, r);
     },
