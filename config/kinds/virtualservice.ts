@@ -389,6 +389,23 @@ export const virtualServiceSpecSchema = obj(
     check: (vs, path, r) => {
       const empty = (k: string): boolean => !Array.isArray(vs[k]) || (vs[k] as unknown[]).length === 0;
       if (empty('http') && empty('tcp') && empty('tls')) r.report(path, ConfigErrorCodes.REQUIRED, 'http, tcp or tls must be provided in a VirtualService');
+      // Istio's ValidateVirtualService: `*` is not a host for the mesh, and no two hosts may overlap.
+      const hosts = (Array.isArray(vs.hosts) ? vs.hosts : []).map((h) => (typeof h === 'string' ? h.toLowerCase() : ''));
+      const gateways = Array.isArray(vs.gateways) ? vs.gateways : [];
+      const mesh = gateways.length === 0 || gateways.includes('mesh');
+      hosts.forEach((h, i) => {
+        if (h === '*' && mesh) r.report(childPath(childPath(path, 'hosts'), i), ConfigErrorCodes.BAD_HOST, "wildcard host '*' is not allowed for VirtualServices bound to the mesh");
+        for (let j = 0; j < i; j++) {
+          const other = hosts[j];
+          const covers = (a: string, b: string): boolean => a === '*' || (a.startsWith('*.') && b.endsWith(a.slice(1)));
+          if (!h || !other) continue;
+          if (h === other) r.report(childPath(childPath(path, 'hosts'), i), ConfigErrorCodes.DUPLICATE_NAME, `duplicate hosts in VirtualService: '${h}'`);
+          // Istio rejects overlapping hosts too (host.Name.Matches); Portico serves them, most specific first.
+          else if (covers(h, other) || covers(other, h)) {
+            r.report(childPath(childPath(path, 'hosts'), i), ConfigErrorCodes.DUPLICATE_NAME, `hosts '${other}' and '${h}' overlap; Istio rejects this VirtualService`, 'warning');
+          }
+        }
+      });
     },
   },
 );

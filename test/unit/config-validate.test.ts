@@ -165,7 +165,7 @@ test('regexes must compile and be RE2 (no lookarounds, no backreferences)', asyn
 });
 
 test('gateway references that do not exist are warnings, as istioctl analyze (name, ns/name, match gateways; mesh is reserved)', async () => {
-  const text = vs(`  - match:\n    - uri: {prefix: /}\n      gateways: [other/gw, mesh]\n${OK_ROUTE.replace('  - ', '    ')}`).replace('gateways: [gw]', 'gateways: [gw, nope, default/gw, mesh]');
+  const text = vs(`  - match:\n    - uri: {prefix: /}\n      gateways: [other/gw, mesh]\n${OK_ROUTE.replace('  - ', '    ')}`).replace('gateways: [gw]', 'gateways: [gw, nope, default/gw, mesh]').replace('hosts: ["*"]\n  gateways', 'hosts: [reviews]\n  gateways');
   const got = await warns(text);
   expectIssue(got, { line: lineWith(text, 'nope'), path: 'spec.gateways[1]', code: ConfigErrorCodes.UNKNOWN_GATEWAY, message: /'nope'.*default\/nope/ });
   expectIssue(got, { line: lineWith(text, 'other/gw'), path: 'spec.http[0].match[0].gateways[0]', code: ConfigErrorCodes.UNKNOWN_GATEWAY });
