@@ -106,10 +106,20 @@ export function fieldRows(): { kind: string; path: string; status: FieldDoc['sta
   return out;
 }
 
-/** Field counts by status: enforced (incl. partly), warned, rejected. */
+/**
+ * Field counts by status. A DestinationRule traffic-policy field counts once, not once per place
+ * it may appear (top level, portLevelSettings, subsets).
+ */
 export function statusCounts(): { enforced: number; partly: number; warned: number; rejected: number } {
   const c = { enforced: 0, partly: 0, warned: 0, rejected: 0 };
-  for (const r of fieldRows()) c[r.status]++;
+  const seen = new Set<string>();
+  for (const r of fieldRows()) {
+    const path = r.kind === 'DestinationRule' ? r.path.replace(/^(subsets\[\]\.)?trafficPolicy\.(portLevelSettings\[\]\.)?/, 'trafficPolicy.') : r.path;
+    const key = `${r.kind}:${path}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    c[r.status]++;
+  }
   return c;
 }
 
