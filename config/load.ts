@@ -224,14 +224,15 @@ function toResource(
   };
   const group = typeof apiVersion === 'string' && apiVersion.includes('/') ? apiVersion.slice(0, apiVersion.lastIndexOf('/')) : '';
   const istioGroup = group.endsWith('istio.io') || group === 'portico.dev';
+  // Gateway API objects (a `gateway.networking.k8s.io` Gateway is not Istio's Gateway) are not read.
+  if (group === 'gateway.networking.k8s.io') {
+    skip(`${kind} (${String(apiVersion)}) skipped: Kubernetes Gateway API resources are not supported; use Istio's networking.istio.io Gateway and VirtualService`, 'warning');
+    return;
+  }
   let def = KINDS.get(kind);
   // A Knative `serving.knative.dev/v1 Service` is not a Kubernetes Service: only Istio kinds claim every apiVersion.
   if (def && !def.istio && !(typeof apiVersion === 'string' && def.apiVersions.includes(apiVersion))) def = undefined;
   if (!def) {
-    if (group === 'gateway.networking.k8s.io') {
-      skip(`${kind} (${String(apiVersion)}) skipped: Kubernetes Gateway API resources are not supported; use Istio's networking.istio.io Gateway and VirtualService`, 'warning');
-      return;
-    }
     if (istioGroup && ISTIO_KINDS_NOT_READ.includes(kind)) {
       skip(`${kind} (${String(apiVersion)}) is not supported by Portico; ignored`, 'warning');
       return;

@@ -120,6 +120,11 @@ kind: HTTPRoute
 metadata: {name: r}
 spec: {}
 ---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: g}
+spec: {gatewayClassName: istio}
+---
 apiVersion: apps/v1
 kind: Deployment
 metadata: {name: d}
@@ -128,7 +133,7 @@ spec: {}
   const r = await buildSnapshotFromText(text, 'k.yaml');
   assert.equal(r.ok, false);
   assert.deepEqual(r.ok ? [] : r.issues.map((i) => [i.line, i.code]), [[2, ConfigErrorCodes.UNKNOWN_KIND]]);
-  assert.deepEqual((r.warnings ?? []).map((i) => [i.kind, i.code]), [['Sidecar', ConfigErrorCodes.SKIPPED_KIND], ['HTTPRoute', ConfigErrorCodes.SKIPPED_KIND]]);
+  assert.deepEqual((r.warnings ?? []).map((i) => [i.kind, i.code]), [['Sidecar', ConfigErrorCodes.SKIPPED_KIND], ['HTTPRoute', ConfigErrorCodes.SKIPPED_KIND], ['Gateway', ConfigErrorCodes.SKIPPED_KIND]]);
   assert.deepEqual((r.infos ?? []).map((i) => i.kind), ['Deployment']);
 });
 
