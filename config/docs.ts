@@ -154,6 +154,12 @@ export function renderConfigurationDoc(): string {
     'Inside Envoy typed configs (EnvoyFilter) and MeshConfig, unknown fields are warnings, not errors,',
     'because real manifests carry many options Portico does not model.',
     '',
+    'Kubernetes manifests can be loaded with the Istio config (a kustomize output directory): `Service`,',
+    '`EndpointSlice` and `Pod` become the service registry (sections below); every other Kubernetes kind',
+    'is skipped with one `info:` line; Istio kinds Portico does not read (Sidecar, Telemetry, ...) and',
+    'Gateway API kinds are skipped with a `warning:`. A reference Istio accepts and `istioctl analyze`',
+    'only warns about (unknown gateway, host, subset or port) is a `warning:` too.',
+    '',
   ];
   for (const def of KINDS.values()) {
     out.push(`## ${def.kind}`, '', `apiVersion: ${def.apiVersions.map((v) => `\`${v}\``).join(', ')}${def.kind === 'MeshConfig' ? ', or `v1` ConfigMap `istio` (`data.mesh`)' : ''}`, '');
