@@ -98,7 +98,7 @@ function walk(kind: string, s: Schema, path: string, rows: Row[], inherited?: Fi
 export function fieldRows(): { kind: string; path: string; status: FieldDoc['status'] }[] {
   const out: { kind: string; path: string; status: FieldDoc['status'] }[] = [];
   for (const def of KINDS.values()) {
-    if (!def.istio) continue;
+    if (def.istio === false) continue;
     const rows: Row[] = [];
     walk(def.kind, def.spec, '', rows);
     for (const r of rows) out.push({ kind: def.kind, path: r.path, status: r.doc.status });

@@ -231,7 +231,7 @@ function toResource(
   }
   let def = KINDS.get(kind);
   // A Knative `serving.knative.dev/v1 Service` is not a Kubernetes Service: only Istio kinds claim every apiVersion.
-  if (def && !def.istio && !(typeof apiVersion === 'string' && def.apiVersions.includes(apiVersion))) def = undefined;
+  if (def && def.istio === false && !(typeof apiVersion === 'string' && def.apiVersions.includes(apiVersion))) def = undefined;
   if (!def) {
     if (istioGroup && ISTIO_KINDS_NOT_READ.includes(kind)) {
       skip(`${kind} (${String(apiVersion)}) is not supported by Portico; ignored`, 'warning');
@@ -243,7 +243,7 @@ function toResource(
       return;
     }
     const hint = didYouMean(kind, KINDS.keys());
-    at('kind', ConfigErrorCodes.UNKNOWN_KIND, `unknown kind '${kind}'${hint ? ` (did you mean '${hint}'?)` : ''}; supported: ${[...KINDS.values()].filter((d) => d.istio).map((d) => d.kind).join(', ')}`, kind, name);
+    at('kind', ConfigErrorCodes.UNKNOWN_KIND, `unknown kind '${kind}'${hint ? ` (did you mean '${hint}'?)` : ''}; supported: ${[...KINDS.values()].filter((d) => d.istio !== false).map((d) => d.kind).join(', ')}`, kind, name);
     return;
   }
   let ok = true;
@@ -263,7 +263,7 @@ function toResource(
     at('metadata.namespace', ConfigErrorCodes.WRONG_TYPE, `expected a string, got ${typeName(metadata.namespace)}`, kind, name);
     ok = false;
   }
-  for (const k of def.istio ? Object.keys(value) : []) {
+  for (const k of def.istio !== false ? Object.keys(value) : []) {
     if (!TOP_LEVEL.includes(k)) {
       const hint = didYouMean(k, TOP_LEVEL);
       at(k, ConfigErrorCodes.UNKNOWN_FIELD, `unknown field '${k}'${hint ? ` (did you mean '${hint}'?)` : ''}`, kind, name);

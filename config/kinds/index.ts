@@ -24,8 +24,8 @@ export interface KindDef {
   readonly compiled: boolean;
   /** Whether the resource lives in a namespace (MeshConfig is mesh-wide but still keyed by one). */
   readonly namespaced: boolean;
-  /** Istio (or Portico) configuration, documented field by field; false for the Kubernetes kinds read for the registry. */
-  readonly istio: boolean;
+  /** Istio (or Portico) configuration, documented field by field (the default); false for the Kubernetes kinds read for the registry. */
+  readonly istio?: boolean;
   /** The object has no `spec`: its top-level fields other than apiVersion/kind/metadata are the spec (EndpointSlice). */
   readonly topLevelSpec?: boolean;
 }
@@ -36,16 +36,16 @@ const SECURITY = ['security.istio.io/v1', 'security.istio.io/v1beta1'];
 export const KINDS: ReadonlyMap<string, KindDef> = new Map(
   (
     [
-      { kind: 'Gateway', apiVersions: NETWORKING, spec: gatewaySpecSchema, compiled: true, namespaced: true, istio: true },
-      { kind: 'VirtualService', apiVersions: NETWORKING, spec: virtualServiceSpecSchema, compiled: true, namespaced: true, istio: true },
-      { kind: 'DestinationRule', apiVersions: NETWORKING, spec: destinationRuleSpecSchema, compiled: true, namespaced: true, istio: true },
-      { kind: 'ServiceEntry', apiVersions: NETWORKING, spec: serviceEntrySpecSchema, compiled: true, namespaced: true, istio: true },
-      { kind: 'WorkloadEntry', apiVersions: NETWORKING, spec: workloadEntrySpecSchema, compiled: true, namespaced: true, istio: true },
-      { kind: 'EnvoyFilter', apiVersions: ['networking.istio.io/v1alpha3'], spec: envoyfilterSpecSchema, compiled: false, namespaced: true, istio: true },
-      { kind: 'PeerAuthentication', apiVersions: SECURITY, spec: peerauthenticationSpecSchema, compiled: false, namespaced: true, istio: true },
-      { kind: 'AuthorizationPolicy', apiVersions: SECURITY, spec: authorizationpolicySpecSchema, compiled: false, namespaced: true, istio: true },
-      { kind: 'RequestAuthentication', apiVersions: SECURITY, spec: requestauthenticationSpecSchema, compiled: false, namespaced: true, istio: true },
-      { kind: 'MeshConfig', apiVersions: ['portico.dev/v1alpha1'], spec: meshconfigSpecSchema, compiled: false, namespaced: false, istio: true },
+      { kind: 'Gateway', apiVersions: NETWORKING, spec: gatewaySpecSchema, compiled: true, namespaced: true },
+      { kind: 'VirtualService', apiVersions: NETWORKING, spec: virtualServiceSpecSchema, compiled: true, namespaced: true },
+      { kind: 'DestinationRule', apiVersions: NETWORKING, spec: destinationRuleSpecSchema, compiled: true, namespaced: true },
+      { kind: 'ServiceEntry', apiVersions: NETWORKING, spec: serviceEntrySpecSchema, compiled: true, namespaced: true },
+      { kind: 'WorkloadEntry', apiVersions: NETWORKING, spec: workloadEntrySpecSchema, compiled: true, namespaced: true },
+      { kind: 'EnvoyFilter', apiVersions: ['networking.istio.io/v1alpha3'], spec: envoyfilterSpecSchema, compiled: false, namespaced: true },
+      { kind: 'PeerAuthentication', apiVersions: SECURITY, spec: peerauthenticationSpecSchema, compiled: false, namespaced: true },
+      { kind: 'AuthorizationPolicy', apiVersions: SECURITY, spec: authorizationpolicySpecSchema, compiled: false, namespaced: true },
+      { kind: 'RequestAuthentication', apiVersions: SECURITY, spec: requestauthenticationSpecSchema, compiled: false, namespaced: true },
+      { kind: 'MeshConfig', apiVersions: ['portico.dev/v1alpha1'], spec: meshconfigSpecSchema, compiled: false, namespaced: false },
       // Kubernetes objects read for the service registry (config/kinds/kubernetes.ts).
       { kind: 'Service', apiVersions: ['v1'], spec: kubeServiceSpecSchema, compiled: true, namespaced: true, istio: false },
       { kind: 'EndpointSlice', apiVersions: ['discovery.k8s.io/v1'], spec: endpointSliceSpecSchema, compiled: true, namespaced: true, istio: false, topLevelSpec: true },
