@@ -96,10 +96,13 @@ export interface FieldDoc {
 
 const FIELD_DOCS = new WeakMap<Schema, FieldDoc>();
 
-/** Attaches a documentation status to a schema (a copy, so shared schemas keep their own). */
-export function doc<S extends Schema>(schema: S, status: FieldDoc['status'], note?: string): S {
+/**
+ * Attaches a documentation status to a schema (a copy, so shared schemas keep their own). The
+ * older names `supported` and `not yet` still read as `enforced` and `warned`.
+ */
+export function doc<S extends Schema>(schema: S, status: FieldDoc['status'] | 'supported' | 'not yet', note?: string): S {
   const copy = { ...schema };
-  FIELD_DOCS.set(copy, { status, note });
+  FIELD_DOCS.set(copy, { status: status === 'supported' ? 'enforced' : status === 'not yet' ? 'warned' : status, note });
   return copy;
 }
 
