@@ -194,19 +194,22 @@ function loadBalancer(lb: RawLoadBalancer | undefined): LoadBalancerPolicy | und
         httpCookie: h.httpCookie ? strip({ name: h.httpCookie.name, path: h.httpCookie.path, ttlMs: ms(h.httpCookie.ttl) }) : undefined,
         useSourceIp: h.useSourceIp,
         httpQueryParameterName: h.httpQueryParameterName,
-        minimumRingSize: h.minimumRingSize,
+        minimumRingSize: h.minimumRingSize ?? (h.ringHash?.minimumRingSize || undefined),
       }),
     };
   }
   return lb.simple ? { simple: lb.simple } : undefined;
 }
 
+/** Istio translates these limits only `if X > 0`: an explicit 0 means the default (no limit). */
+const positive = (n: number | undefined): number | undefined => (n !== undefined && n > 0 ? n : undefined);
+
 function connectionPool(cp: RawConnectionPool | undefined): ConnectionPool | undefined {
   if (!cp) return undefined;
   return strip({
     tcp: cp.tcp
       ? strip({
-          maxConnections: cp.tcp.maxConnections,
+          maxConnections: positive(cp.tcp.maxConnections),
           connectTimeoutMs: ms(cp.tcp.connectTimeout),
           tcpKeepalive: cp.tcp.tcpKeepalive
             ? strip({ probes: cp.tcp.tcpKeepalive.probes, timeMs: ms(cp.tcp.tcpKeepalive.time), intervalMs: ms(cp.tcp.tcpKeepalive.interval) })
@@ -215,10 +218,10 @@ function connectionPool(cp: RawConnectionPool | undefined): ConnectionPool | und
       : undefined,
     http: cp.http
       ? strip({
-          http1MaxPendingRequests: cp.http.http1MaxPendingRequests,
-          http2MaxRequests: cp.http.http2MaxRequests,
-          maxRequestsPerConnection: cp.http.maxRequestsPerConnection,
-          maxRetries: cp.http.maxRetries,
+          http1MaxPendingRequests: positive(cp.http.http1MaxPendingRequests),
+          http2MaxRequests: positive(cp.http.http2MaxRequests),
+          maxRequestsPerConnection: positive(cp.http.maxRequestsPerConnection),
+          maxRetries: positive(cp.http.maxRetries),
           idleTimeoutMs: ms(cp.http.idleTimeout),
           h2UpgradePolicy: cp.http.h2UpgradePolicy,
         })
@@ -849,13 +852,16 @@ class Compiler {
     }
     const se = entry.se.spec as ServiceEntrySpec;
     const sePort = arrayOf<{ number: number; name: string; protocol?: string; targetPort?: number }>(se.ports).find((p) => p.number === port);
-    const endpoints = this.endpoints(entry, sePort).filter((e) => labelsMatch(subsetDef?.labels, e.labels));
+    // A subset no DestinationRule defines has no endpoints (Istio builds no cluster for it: 503),
+    // rather than every endpoint of the service.
+    const unknownSubset = subset !== undefined && subsetDef === undefined;
+    const endpoints = unknownSubset ? [] : this.endpoints(entry, sePort).filter((e) => labelsMatch(subsetDef?.labels, e.labels));
     return strip({
       name,
       host,
       port,
       subset,
-      resolution: se.resolution ?? 'NONE',
+      resolution: unknownSubset ? 'STATIC' : (se.resolution ?? 'NONE'),
       protocol: sePort ? portProtocol(sePort) : 'HTTP',
       endpoints,
       trafficPolicy,

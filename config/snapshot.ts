@@ -436,7 +436,7 @@ export interface PolicyTarget {
 }
 
 /** EnvoyFilter `match.context`: which proxies a patch applies to. */
-export type ProxyContext = 'ANY' | 'GATEWAY' | 'SIDECAR_INBOUND' | 'SIDECAR_OUTBOUND';
+export type ProxyContext = 'ANY' | 'GATEWAY' | 'SIDECAR_INBOUND' | 'SIDECAR_OUTBOUND' | 'WAYPOINT';
 
 /** AuthorizationPolicy `rules[].to[].operation`, compiled. Empty lists mean "no condition". */
 export interface OperationMatch {
