@@ -339,6 +339,13 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
     }
   };
 
+  /** What an allow by session hands upstream: the identity headers, and the ID token when ID_TOKEN_HEADER asks. */
+  const sessionHeaders = (record: SessionRecord): Record<string, string> => {
+    const headers = identityHeaders(cfg, record);
+    if (cfg.idTokenHeader) headers[cfg.idTokenHeader] = `Bearer ${record.idToken}`;
+    return headers;
+  };
+
   const allow = (reply: FastifyReply, headers: Record<string, string>) => {
     reply.code(200).header('cache-control', 'no-store');
     for (const [k, v] of Object.entries(headers)) reply.header(k, v);
@@ -533,9 +540,7 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
     if (session) {
       if (!groupsAllowed(cfg, session.record.groups)) return sendError(reply, 'PORTICO_ERR_FORBIDDEN_GROUP', !api);
       req.log.debug({ path, sub: session.record.sub }, 'check: allowed by session');
-      const headers = identityHeaders(cfg, session.record);
-      if (cfg.idTokenHeader) headers[cfg.idTokenHeader] = `Bearer ${session.record.idToken}`;
-      return allow(reply, headers);
+      return allow(reply, sessionHeaders(session.record));
     }
     const authz = firstHeader(req.headers.authorization);
     const bearer = authz && /^bearer\s+/i.test(authz) ? authz.replace(/^bearer\s+/i, '').trim() : undefined;
@@ -588,7 +593,7 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
     let a = answers.get(record);
     if (!a) {
       const list = ['cache-control', 'no-store', 'content-length', '0'];
-      for (const [k, v] of Object.entries(identityHeaders(cfg, record))) list.push(k, v);
+      for (const [k, v] of Object.entries(sessionHeaders(record))) list.push(k, v);
       answers.set(record, (a = list));
     }
     return a;

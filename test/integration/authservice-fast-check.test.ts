@@ -20,6 +20,7 @@ test('checks with a valid session are answered before Fastify, with the same ide
       PORTICO_COOKIE_SECRET: 'test-cookie-secret-0123456789abcdef0123456789',
       SKIP_AUTH_URLS: '/public',
       GROUPS_ALLOWLIST: 'ml-team',
+      ID_TOKEN_HEADER: 'x-id-token',
       LOG_LEVEL: 'silent',
     }),
   );
@@ -38,6 +39,7 @@ test('checks with a valid session are answered before Fastify, with the same ide
   assert.equal(ok.status, 200);
   assert.equal(ok.headers['kubeflow-userid'], 'jason@example.com');
   assert.equal(ok.headers['kubeflow-groups'], 'ml-team,admins');
+  assert.equal(ok.headers['x-id-token'], 'Bearer not-a-real-id-token', 'ID_TOKEN_HEADER on the fast path too');
   assert.equal(ok.headers['cache-control'], 'no-store');
   assert.equal(ok.headers['content-length'], '0');
   assert.equal(ok.body, '');
