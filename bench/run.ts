@@ -5,7 +5,8 @@
  *
  * Env: BENCH_DURATION (s, default 10), BENCH_QUICK=1 (2 s smoke run), BENCH_CONNECTIONS (50),
  * BENCH_SCENARIOS (comma list; `mesh` runs bench/mesh/run.ts), BENCH_CPU_PROF=1 (profile the gateway; results not recorded as latest),
- * BENCH_KEEP_TMP=1 (keep generated configs and logs).
+ * BENCH_KEEP_TMP=1 (keep generated configs and logs), BENCH_QUIET_WAIT_SEC (how long to wait for a
+ * quiet host before each run, default 60), BENCH_UNLOADED_SEC (unloaded runs, default 3).
  */
 import { spawnSync } from 'node:child_process';
 import { cpus, release } from 'node:os';
@@ -67,11 +68,12 @@ function settings(): Settings {
 const say = (msg: string): void => void process.stdout.write(`bench: ${msg}\n`);
 
 /**
- * On a shared machine other work skews the numbers: wait (up to 60 s) until the host is under
- * 25% busy over one second. Returns a note when it never got quiet.
+ * On a shared machine other work skews the numbers: wait (up to BENCH_QUIET_WAIT_SEC, default
+ * 60 s) until the host is under 25% busy over one second. Returns a note when it never got quiet.
  */
 async function waitForQuietHost(): Promise<string | undefined> {
-  const deadline = Date.now() + 60_000;
+  const waitSec = Number(process.env.BENCH_QUIET_WAIT_SEC ?? 60);
+  const deadline = Date.now() + (Number.isFinite(waitSec) && waitSec >= 0 ? waitSec : 60) * 1000;
   let busyPct = 0;
   while (Date.now() < deadline) {
     const a = hostCpuMs();
@@ -81,7 +83,7 @@ async function waitForQuietHost(): Promise<string | undefined> {
     busyPct = Math.round(((b.busy - a.busy) / (b.total - a.total)) * 100);
     if (busyPct < 25) return undefined;
   }
-  say(`host still ${busyPct}% busy after 60 s of waiting; measuring anyway`);
+  say(`host still ${busyPct}% busy after ${waitSec} s of waiting; measuring anyway`);
   return `host was ${busyPct}% busy before the run`;
 }
 
