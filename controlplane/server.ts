@@ -16,14 +16,26 @@ import { SnapshotFeed } from './feed.ts';
 import { silentLogger, type ControlPlaneLogger } from './log.ts';
 import { CA_PATH } from './protocol.ts';
 import { streamRoutes } from './stream.ts';
+import type { KubeApi } from '../kube/api.ts';
+import type { KubeBuild, KubeSource } from '../kube/source.ts';
 
 export const DEFAULT_CONTROLPLANE_PORT = 15010;
 export const DEFAULT_HEARTBEAT_MS = 5_000;
 export const DEFAULT_TRUST_DOMAIN = 'cluster.local';
 
+/** `--kubernetes`: the API server is the source of truth (kube/source.ts). */
+export interface KubernetesSourceOptions {
+  readonly api: KubeApi;
+  /** The mesh ConfigMap (default `<namespace>/istio`). */
+  readonly meshConfig: { readonly namespace: string; readonly name: string };
+  /** Private directory the credentialName Secrets are written to. */
+  readonly secretsDir: string;
+}
+
 export interface ControlPlaneOptions {
-  /** Config files and/or directories (watched). */
-  readonly config: readonly string[];
+  /** Config files and/or directories (watched). Exactly one of `config` and `kubernetes`. */
+  readonly config?: readonly string[];
+  readonly kubernetes?: KubernetesSourceOptions;
   /** Default 15010 (istiod's plaintext xDS port); 0 picks a free port. */
   readonly port?: number;
   /** Default 0.0.0.0 with a token, 127.0.0.1 without (and then nothing else is allowed). */
@@ -49,6 +61,8 @@ export interface ControlPlane {
   readonly port: number;
   readonly feed: SnapshotFeed;
   readonly app: FastifyInstance;
+  /** With `kubernetes`: the API source (its watches and last build). */
+  readonly kube?: KubeSource;
   /** Ends every stream, stops watching and closes the listener. */
   close(): Promise<void>;
 }
@@ -63,7 +77,8 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     throw new Error(`refusing to listen on ${host} without a bootstrap token: anyone could fetch the config and obtain workload certificates; set --token-file or PORTICO_BOOTSTRAP_TOKEN`);
   }
   if (!token) log.warn('no bootstrap token configured: listening on loopback only, requests are not authenticated');
-  if (opts.config.length === 0) throw new Error('no config paths given');
+  const config = opts.config ?? [];
+  if ((config.length === 0) === !opts.kubernetes) throw new Error('give config paths or a Kubernetes source (exactly one)');
   const ca = opts.ca ?? (opts.caDir ? loadOrCreateCa(opts.caDir) : undefined);
   if (!ca) throw new Error('a CA is required: give caDir (created when empty) or ca');
   if (opts.caDir && 'created' in ca && ca.created) log.info('created the mesh root CA', { dir: opts.caDir });
@@ -86,22 +101,63 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     }
   };
 
-  // Watch first, then build: a change made while the first build runs is not lost, and a watcher
-  // result that arrives first wins over the (older) initial build.
-  let watcherSpoke = false;
-  const watcher: ConfigWatcher = watchConfig(opts.config, { ...buildOpts, debounceMs: opts.debounceMs, initialVersion: '' }, (r) => {
-    watcherSpoke = true;
-    take(r);
-  });
-  try {
-    const first = await buildSnapshot(opts.config, buildOpts);
-    if (!watcherSpoke) take(first);
-  } catch (err) {
-    watcher.close();
-    throw err;
+  let closeSource: () => void;
+  let kube: KubeSource | undefined;
+  if (opts.kubernetes) {
+    const { KubeSource } = await import('../kube/source.ts');
+    const { formatKubeIssue } = await import('../kube/translate.ts');
+    kube = new KubeSource({ ...opts.kubernetes, log, cwd, debounceMs: opts.debounceMs });
+    let reported = new Map<string, string>();
+    const takeKube = (b: KubeBuild): void => {
+      // Each rejected object is logged when its problems change, not on every rebuild.
+      const now = new Map<string, string>();
+      for (const [id, issues] of b.rejected) {
+        const text = issues.map(formatKubeIssue).join('\n');
+        now.set(id, text);
+        if (reported.get(id) !== text) log.error('object left out of the snapshot', { object: id, problems: issues.map(formatKubeIssue) });
+      }
+      for (const id of reported.keys()) if (!now.has(id)) log.info('object accepted again', { object: id });
+      reported = now;
+      if (b.snapshot) {
+        const p = feed.publish(b.snapshot);
+        if (p) log.info('snapshot published', { revision: p.revision, version: p.version, objects: b.objects, rejected: b.rejected.size });
+      } else {
+        const issues = b.fatal.map(formatKubeIssue);
+        feed.reject(issues);
+        log.error('the cluster config does not compile; still serving the previous snapshot', { problems: issues });
+      }
+    };
+    kube.onBuild(takeKube);
+    const source = kube;
+    closeSource = () => source.close();
+    try {
+      await kube.start();
+    } catch (err) {
+      kube.close();
+      throw err;
+    }
+  } else {
+    // Watch first, then build: a change made while the first build runs is not lost, and a watcher
+    // result that arrives first wins over the (older) initial build.
+    let watcherSpoke = false;
+    const watcher: ConfigWatcher = watchConfig(config, { ...buildOpts, debounceMs: opts.debounceMs, initialVersion: '' }, (r) => {
+      watcherSpoke = true;
+      take(r);
+    });
+    closeSource = () => watcher.close();
+    try {
+      const first = await buildSnapshot(config, buildOpts);
+      if (!watcherSpoke) take(first);
+    } catch (err) {
+      watcher.close();
+      throw err;
+    }
   }
 
-  const app = fastify({ logger: false, bodyLimit: 256 * 1024, return503OnClosing: true });
+  // forceCloseConnections: preClose ends every snapshot stream, but the keep-alive sockets they
+  // (and aborted streams) leave behind would hold server.close() for ~70 s; SIGTERM must finish
+  // in seconds (test/integration/controlplane-shutdown.test.ts).
+  const app = fastify({ logger: false, bodyLimit: 256 * 1024, return503OnClosing: true, forceCloseConnections: true });
   app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => {
     let body: ErrorBody;
     if (err instanceof ControlPlaneError) {
@@ -146,7 +202,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       feed,
       heartbeatMs: opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS,
       log,
-      describe: () => ({ config: opts.config, trustDomain: opts.trustDomain ?? DEFAULT_TRUST_DOMAIN, authenticated: token !== undefined }),
+      describe: () => ({ ...(kube ? { kubernetes: kube.status() } : { config }), trustDomain: opts.trustDomain ?? DEFAULT_TRUST_DOMAIN, authenticated: token !== undefined }),
     });
     await scope.register(caRoutes, {
       feed,
@@ -156,12 +212,12 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       log,
     });
   });
-  app.addHook('onClose', async () => watcher.close());
+  app.addHook('onClose', async () => closeSource());
 
   try {
     await app.listen({ port: opts.port ?? DEFAULT_CONTROLPLANE_PORT, host });
   } catch (err) {
-    watcher.close();
+    closeSource();
     await app.close();
     throw err;
   }
@@ -175,8 +231,9 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     port,
     feed,
     app,
+    kube,
     close: async () => {
-      watcher.close();
+      closeSource();
       await app.close();
     },
   };
