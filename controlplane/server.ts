@@ -11,6 +11,7 @@ import { buildSnapshot, formatIssue, watchConfig, type BuildResult, type ConfigW
 import { certInfo, DEFAULT_WORKLOAD_TTL_HOURS, loadOrCreateCa, type CaPair } from '../certs/index.ts';
 import { bearerToken, tokenMatches } from './auth.ts';
 import { caRoutes } from './ca-routes.ts';
+import { credentialRoutes } from './credential-routes.ts';
 import { ControlPlaneError, errorText, type ErrorBody } from './errors.ts';
 import { SnapshotFeed } from './feed.ts';
 import { silentLogger, type ControlPlaneLogger } from './log.ts';
@@ -204,6 +205,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       log,
       describe: () => ({ ...(kube ? { kubernetes: kube.status() } : { config }), trustDomain: opts.trustDomain ?? DEFAULT_TRUST_DOMAIN, authenticated: token !== undefined }),
     });
+    await scope.register(credentialRoutes, { feed });
     await scope.register(caRoutes, {
       feed,
       ca,

@@ -17,7 +17,10 @@ import { DEFAULT_GATEWAY_LABELS, GatewayRuntime, type GatewayLogger } from '../.
 import type { MeshIdentity } from '../../gateway/mtls.ts';
 import { createTelemetry, type PorticoTelemetry } from '../../gateway/telemetry/index.ts';
 
-const USAGE = `usage: portico gateway --config PATH [--config PATH...] [options]
+const USAGE = `usage: portico gateway (--config PATH [--config PATH...] | --controlplane URL) [options]
+  --controlplane URL      without --config: routes, clusters and certificates come from the control
+                          plane (portico controlplane, e.g. --kubernetes); serves its last snapshot
+                          while the control plane is away
   --labels k=v,...        this gateway's labels (default istio=ingressgateway)
   --namespace NS          this gateway's namespace, for namespaced policies (default istio-system)
   --admin-port N          admin endpoint port (default 15000; 0 picks a free port; -1 disables)
@@ -113,8 +116,10 @@ export async function run(argv: string[]): Promise<number | undefined> {
     return 0;
   }
   const paths = args.config ?? [];
-  if (paths.length === 0) {
-    process.stderr.write(`portico gateway: --config is required\n${USAGE}`);
+  // --controlplane without --config: the control plane is the config source (and --workload optional).
+  const fromControlPlane = paths.length === 0 && args.controlplane !== undefined;
+  if (paths.length === 0 && !fromControlPlane) {
+    process.stderr.write(`portico gateway: --config or --controlplane is required\n${USAGE}`);
     return 2;
   }
   const labels = args.labels ? parseLabels(args.labels) : { ...DEFAULT_GATEWAY_LABELS };
@@ -124,8 +129,10 @@ export async function run(argv: string[]): Promise<number | undefined> {
     return 2;
   }
   let mesh: MeshSettings | undefined;
+  let feedToken: string | undefined;
   try {
-    mesh = meshSettings(args.controlplane, args.workload, args['token-file']);
+    if (fromControlPlane && args.workload === undefined) feedToken = controlPlaneToken(args.controlplane!, args['token-file']);
+    else mesh = meshSettings(args.controlplane, args.workload, args['token-file']);
   } catch (err) {
     process.stderr.write(`portico gateway: ${(err as Error).message}\n`);
     return 2;
@@ -150,29 +157,47 @@ export async function run(argv: string[]): Promise<number | undefined> {
   if (cluster.isWorker) return runWorker(settings);
 
   const log = consoleLogger('gateway');
-  // Only the primary (or a single process) reads YAML: workers get snapshots over IPC and never
-  // load the YAML parser and validators (about 7 MB of RSS each).
-  const { buildSnapshot, watchConfig } = await import('../../config/index.ts');
-  const buildOpts = { secretsDir: args['secrets-dir'] };
-  const built = await buildSnapshot(paths, buildOpts);
-  if (!built.ok) {
-    for (const issue of built.issues) process.stderr.write(`${formatIssue(issue)}\n`);
-    process.stderr.write(`portico gateway: config has ${built.issues.length} problem(s); not starting\n`);
-    return 1;
-  }
-  for (const w of built.warnings) process.stderr.write(`warning: ${formatIssue(w)}\n`);
-  let snapshot = built.snapshot;
-
-  const watcher = args['no-watch']
-    ? undefined
-    : watchConfig(paths, { ...buildOpts, initialVersion: snapshot.version }, (result) => {
-        if (!result.ok) {
-          log.error('config change rejected; still serving the previous config', { problems: result.issues.map((i) => formatIssue(i)) });
-          return;
-        }
-        snapshot = result.snapshot;
-        onSnapshot(snapshot);
+  let snapshot: Snapshot;
+  let stopSource: () => void;
+  if (fromControlPlane) {
+    try {
+      const fed = await controlPlaneFeed(args.controlplane!, mesh?.token ?? feedToken, log, (next) => {
+        snapshot = next;
+        onSnapshot(next);
       });
+      snapshot = fed.snapshot;
+      stopSource = fed.close;
+    } catch (err) {
+      process.stderr.write(`portico gateway: not starting: ${(err as Error).message}\n`);
+      return 1;
+    }
+  } else {
+    // Only the primary (or a single process) reads YAML: workers get snapshots over IPC and never
+    // load the YAML parser and validators (about 7 MB of RSS each).
+    const { buildSnapshot, watchConfig } = await import('../../config/index.ts');
+    const buildOpts = { secretsDir: args['secrets-dir'] };
+    const built = await buildSnapshot(paths, buildOpts);
+    if (!built.ok) {
+      for (const issue of built.issues) process.stderr.write(`${formatIssue(issue)}\n`);
+      process.stderr.write(`portico gateway: config has ${built.issues.length} problem(s); not starting\n`);
+      return 1;
+    }
+    for (const w of built.warnings) process.stderr.write(`warning: ${formatIssue(w)}\n`);
+    snapshot = built.snapshot;
+
+    const watcher = args['no-watch']
+      ? undefined
+      : watchConfig(paths, { ...buildOpts, initialVersion: snapshot.version }, (result) => {
+          if (!result.ok) {
+            log.error('config change rejected; still serving the previous config', { problems: result.issues.map((i) => formatIssue(i)) });
+            return;
+          }
+          snapshot = result.snapshot;
+          onSnapshot(snapshot);
+        });
+    stopSource = () => watcher?.close();
+  }
+  const watcher = { close: () => stopSource() };
 
   if (workers === 1) {
     let worker: RunningGateway;
@@ -253,6 +278,64 @@ interface WorkerSettings {
   readonly otlpEndpoint?: string;
   readonly healthCheckIntervalMs?: number;
   readonly mesh?: MeshSettings;
+}
+
+/** The bootstrap token for a config-only `--controlplane` (no --workload): --token-file, else PORTICO_BOOTSTRAP_TOKEN. */
+function controlPlaneToken(controlplane: string, tokenFile: string | undefined): string | undefined {
+  try {
+    const u = new URL(controlplane);
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('not http(s)');
+  } catch {
+    throw new Error(`--controlplane: '${controlplane}' is not an http(s) URL (e.g. http://controlplane:15010)`);
+  }
+  if (tokenFile === undefined) return process.env.PORTICO_BOOTSTRAP_TOKEN?.trim() || undefined;
+  try {
+    return readFileSync(tokenFile, 'utf8').trim();
+  } catch (err) {
+    throw new Error(`--token-file: cannot read ${tokenFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+}
+
+/**
+ * `--controlplane` without `--config`: waits for the first snapshot, then follows the stream.
+ * The TLS files Gateway servers name are fetched from the control plane into a private
+ * directory (controlplane/credential-files.ts) before each snapshot is applied.
+ */
+async function controlPlaneFeed(
+  url: string,
+  token: string | undefined,
+  log: GatewayLogger,
+  apply: (snapshot: Snapshot) => void,
+): Promise<{ snapshot: Snapshot; close: () => void }> {
+  const { mkdtempSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { subscribeSnapshots, waitForSnapshot } = await import('../../controlplane/client.ts');
+  const { CredentialFiles } = await import('../../controlplane/credential-files.ts');
+  const dir = mkdtempSync(join(tmpdir(), 'portico-gateway-credentials-'));
+  const creds = new CredentialFiles({ url, token }, dir);
+  const first = await waitForSnapshot({ url, token, logger: log });
+  const snapshot = await creds.localize(first.snapshot);
+  log.info('config from the control plane', { url, revision: first.revision, version: first.version });
+  const sub = subscribeSnapshots({
+    url,
+    token,
+    initial: first,
+    logger: log,
+    onSnapshot: async (next, revision) => {
+      const local = await creds.localize(next);
+      apply(local);
+      log.info('snapshot from the control plane applied', { revision, version: next.version });
+    },
+    onError: (err) => log.warn('control plane stream', { error: err.message }),
+  });
+  return {
+    snapshot,
+    close: () => {
+      sub.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
 
 /** Where the gateway's mesh certificate comes from (`--controlplane`, `--workload`, `--token-file`). */

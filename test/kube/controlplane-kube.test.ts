@@ -1,0 +1,451 @@
+/**
+ * `portico controlplane --kubernetes` against a real kube-apiserver (test/helpers/kube.ts), with
+ * an in-process gateway fed only by the control plane (what `portico gateway --controlplane`
+ * does). Runs inside its own network namespace: EndpointSlices may not hold loopback addresses,
+ * so the upstream "pods" listen on 10.244.0.1x on that namespace's `lo`.
+ *
+ *   kubectl apply of a VirtualService changes routing; EndpointSlice scale-up/down and a
+ *   terminating endpoint lose no request; subsets follow pod labels; a credentialName Secret is
+ *   served and its rotation picked up; an invalid object is left out and reported while the
+ *   rest keeps updating.
+ */
+import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test, type TestContext } from 'node:test';
+import { connect as tlsConnect } from 'node:tls';
+import { Agent, request } from 'undici';
+import { createRootCa, issueServerCert } from '../../certs/index.ts';
+import { connectProxyToControlPlane, waitForSnapshot } from '../../controlplane/client.ts';
+import { startControlPlane, type ControlPlane } from '../../controlplane/server.ts';
+import { GatewayRuntime } from '../../gateway/runtime.ts';
+import { KubeApi } from '../../kube/api.ts';
+import { inNetns, runInNetns, startKube, type KubeCluster } from '../helpers/kube.ts';
+import { freePort } from '../helpers/net.ts';
+
+const POD_IPS = ['10.244.0.10', '10.244.0.11', '10.244.0.12'];
+
+if (!inNetns()) {
+  test('Kubernetes control plane tests (in a network namespace of their own)', async (t) => {
+    await runInNetns(t, import.meta.url, POD_IPS.map((ip) => `${ip}/32`));
+  });
+} else {
+  test('portico controlplane --kubernetes against a real API server', async (t) => {
+    const kube = await startKube(t);
+    if (!kube) return;
+    const env = await setUp(t, kube);
+    await t.test('kubectl apply of a VirtualService changes gateway routing', () => vsApply(env));
+    await t.test('EndpointSlice scale-up, scale-down and a terminating endpoint lose no request', () => endpoints(env));
+    await t.test('DestinationRule subsets follow pod labels', () => subsets(env));
+    await t.test('a credentialName Secret is served and its rotation picked up without a restart', () => credentials(env));
+    await t.test('an invalid object is left out and reported; the rest keeps updating', () => invalidObject(env));
+    await t.test('portico gateway --controlplane (no --config) serves the Gateways selecting its labels, with routes and certificates pushed', () => gatewayCli(env));
+  });
+}
+
+interface Env {
+  kube: KubeCluster;
+  cp: ControlPlane;
+  gwPort: number;
+  tlsPort: number;
+  applied: number[];
+  t: TestContext;
+}
+
+const NS = 'shop';
+
+/** An HTTP server on a pod address that says who it is. */
+async function pod(t: TestContext, ip: string, port: number, name: string): Promise<Server> {
+  const server = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      res.writeHead(200, { 'x-pod': name });
+      res.end(name);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(port, ip, resolve));
+  t.after(() => new Promise<void>((resolve) => {
+    server.closeAllConnections();
+    server.close(() => resolve());
+  }));
+  return server;
+}
+
+async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await probe();
+      if (v !== undefined) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+async function get(port: number, path: string, host = 'shop.example.com'): Promise<{ status: number; pod?: string; marker?: string }> {
+  const res = await request(`http://127.0.0.1:${port}${path}`, { headers: { host } });
+  await res.body.dump();
+  return { status: res.statusCode, pod: res.headers['x-pod'] as string | undefined, marker: res.headers['x-config'] as string | undefined };
+}
+
+function slice(name: string, endpoints: { ip: string; pod: string; ready?: boolean; terminating?: boolean }[]): string {
+  return JSON.stringify({
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    metadata: { name, namespace: NS, labels: { 'kubernetes.io/service-name': 'web' } },
+    addressType: 'IPv4',
+    ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+    endpoints: endpoints.map((e) => ({
+      addresses: [e.ip],
+      conditions: { ready: e.ready ?? true, serving: true, terminating: e.terminating ?? false },
+      targetRef: { kind: 'Pod', name: e.pod, namespace: NS },
+    })),
+  });
+}
+
+function virtualService(marker: string, extraRoutes = ''): string {
+  return `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: ${NS}}
+spec:
+  hosts: [shop.example.com]
+  gateways: [edge]
+  http:
+${extraRoutes}  - headers: {response: {set: {x-config: "${marker}"}}}
+    route: [{destination: {host: web, port: {number: 80}}}]
+`;
+}
+
+async function setUp(t: TestContext, kube: KubeCluster): Promise<Env> {
+  const [gwPort, tlsPort] = [await freePort(), await freePort()];
+  await pod(t, POD_IPS[0], 8080, 'web-1');
+  await pod(t, POD_IPS[1], 8080, 'web-2');
+  await pod(t, POD_IPS[2], 8080, 'web-3');
+  await kube.apply(`apiVersion: v1
+kind: Namespace
+metadata: {name: ${NS}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: istio-system}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: web, namespace: ${NS}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: ${NS}}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+`);
+  for (const [i, name] of ['web-1', 'web-2', 'web-3'].entries()) {
+    await kube.apply(JSON.stringify({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name, namespace: NS, labels: { app: 'web', version: i === 1 ? 'v2' : 'v1' } },
+      spec: { serviceAccountName: 'web', containers: [{ name: 'web', image: 'example.invalid/web:1' }] },
+    }));
+    // No kubelet: the pod's IP is set through the status subresource, as a kubelet would.
+    const r = await kube.api('PATCH', `/api/v1/namespaces/${NS}/pods/${name}/status`, { status: { phase: 'Running', podIP: POD_IPS[i], podIPs: [{ ip: POD_IPS[i] }] } }, 'application/merge-patch+json');
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+  }
+  await kube.apply(slice('web-1', [{ ip: POD_IPS[0], pod: 'web-1' }]));
+  await kube.apply(`apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: ${NS}}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: ${gwPort}, name: http, protocol: HTTP}
+    hosts: ["*"]
+---
+${virtualService('v1')}`);
+
+  const secretsDir = mkdtempSync(join(tmpdir(), 'portico-kube-secrets-'));
+  t.after(() => rmSync(secretsDir, { recursive: true, force: true }));
+  const api = new KubeApi(kube.kubeConfig());
+  t.after(() => api.close());
+  const cp = await startControlPlane({
+    kubernetes: { api, meshConfig: { namespace: 'istio-system', name: 'istio' }, secretsDir },
+    port: 0,
+    host: '127.0.0.1',
+    ca: createRootCa({ commonName: 'Kube test mesh CA' }),
+    heartbeatMs: 500,
+    debounceMs: 50,
+  });
+  t.after(() => cp.close());
+  const first = await waitForSnapshot({ url: cp.url, timeoutMs: 20_000 });
+  const runtime = new GatewayRuntime(first.snapshot);
+  await runtime.start();
+  t.after(() => runtime.close(100));
+  const applied: number[] = [];
+  const link = connectProxyToControlPlane(runtime, { url: cp.url, node: 'kube-gateway', initial: first, minBackoffMs: 50, maxBackoffMs: 200, onApplied: (_s, rev) => void applied.push(rev) });
+  t.after(() => link.close());
+  await waitFor('the gateway connected', async () => (link.connected() ? true : undefined));
+  const r = await get(gwPort, '/');
+  assert.deepEqual(r, { status: 200, pod: 'web-1', marker: 'v1' });
+  return { kube, cp, gwPort, tlsPort, applied, t };
+}
+
+async function vsApply(env: Env): Promise<void> {
+  const start = Date.now();
+  await env.kube.apply(virtualService('v2'));
+  const applied = Date.now();
+  await waitFor('the new VirtualService served', async () => ((await get(env.gwPort, '/')).marker === 'v2' ? true : undefined));
+  const end = Date.now();
+  env.t.diagnostic(`kubectl apply (${applied - start} ms) → gateway routes by the new VirtualService: ${end - applied} ms after kubectl returned`);
+}
+
+/** Requests in a loop until stopped; every answer must be a 200. */
+function load(port: number): { stop(): Promise<{ total: number; failed: string[]; pods: Map<string, number> }>; pods: Map<string, number> } {
+  let running = true;
+  const failed: string[] = [];
+  const pods = new Map<string, number>();
+  let total = 0;
+  const loop = (async () => {
+    while (running) {
+      try {
+        const r = await get(port, '/');
+        total++;
+        if (r.status !== 200) failed.push(`status ${r.status}`);
+        else pods.set(r.pod ?? '?', (pods.get(r.pod ?? '?') ?? 0) + 1);
+      } catch (err) {
+        failed.push((err as Error).message);
+      }
+    }
+  })();
+  return {
+    pods,
+    stop: async () => {
+      running = false;
+      await loop;
+      return { total, failed, pods };
+    },
+  };
+}
+
+async function endpoints(env: Env): Promise<void> {
+  const l = load(env.gwPort);
+  // Scale up: web-2 and web-3 join the slice.
+  await env.kube.apply(slice('web-1', [{ ip: POD_IPS[0], pod: 'web-1' }, { ip: POD_IPS[1], pod: 'web-2' }, { ip: POD_IPS[2], pod: 'web-3' }]));
+  const scaledAt = Date.now();
+  await waitFor('web-2 and web-3 receive traffic', async () => (l.pods.has('web-2') && l.pods.has('web-3') ? true : undefined));
+  env.t.diagnostic(`EndpointSlice scale-up → new pods receive traffic: ${Date.now() - scaledAt} ms`);
+  // web-1 terminates (ready=false, terminating=true): it must get no new requests.
+  await env.kube.apply(slice('web-1', [{ ip: POD_IPS[0], pod: 'web-1', ready: false, terminating: true }, { ip: POD_IPS[1], pod: 'web-2' }, { ip: POD_IPS[2], pod: 'web-3' }]));
+  const cp = env.cp;
+  await waitFor('web-1 out of the snapshot', async () => {
+    const cl = JSON.stringify(cp.feed.latest?.snapshot.clusters ?? []);
+    return !cl.includes(POD_IPS[0]) ? true : undefined;
+  });
+  await waitFor('the gateway applied it', async () => {
+    const before = new Map(l.pods);
+    await new Promise((r) => setTimeout(r, 300));
+    return (l.pods.get('web-1') ?? 0) === (before.get('web-1') ?? 0) ? true : undefined;
+  });
+  const seenWeb1 = l.pods.get('web-1') ?? 0;
+  // Scale down to web-3 only.
+  await env.kube.apply(slice('web-1', [{ ip: POD_IPS[2], pod: 'web-3' }]));
+  await waitFor('only web-3 serves', async () => {
+    const before = new Map(l.pods);
+    await new Promise((r) => setTimeout(r, 300));
+    return (l.pods.get('web-2') ?? 0) === (before.get('web-2') ?? 0) && (l.pods.get('web-3') ?? 0) > (before.get('web-3') ?? 0) ? true : undefined;
+  });
+  const result = await l.stop();
+  assert.deepEqual(result.failed, [], `every request during the endpoint changes succeeded (${result.total} requests)`);
+  assert.equal(l.pods.get('web-1') ?? 0, seenWeb1, 'the terminating endpoint got no new requests');
+  env.t.diagnostic(`${result.total} requests across scale-up, terminate and scale-down: ${result.failed.length} failed; per pod ${JSON.stringify([...result.pods])}`);
+}
+
+async function subsets(env: Env): Promise<void> {
+  await env.kube.apply(slice('web-1', POD_IPS.map((ip, i) => ({ ip, pod: `web-${i + 1}` }))));
+  await env.kube.apply(`apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web, namespace: ${NS}}
+spec:
+  host: web
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+${virtualService('subsets', `  - match: [{uri: {prefix: /v2}}]
+    route: [{destination: {host: web, subset: v2, port: {number: 80}}}]
+`)}`);
+  // Only web-2 has version=v2.
+  await waitFor('subset v2 is web-2', async () => {
+    for (let i = 0; i < 6; i++) if ((await get(env.gwPort, '/v2')).pod !== 'web-2') return undefined;
+    return true;
+  });
+  // Relabel web-3 to v2: the subset follows the pod's labels.
+  await env.kube.api('PATCH', `/api/v1/namespaces/${NS}/pods/web-3`, { metadata: { labels: { version: 'v2' } } }, 'application/merge-patch+json');
+  await waitFor('web-3 joins subset v2', async () => {
+    const seen = new Set<string>();
+    for (let i = 0; i < 20; i++) seen.add((await get(env.gwPort, '/v2')).pod ?? '?');
+    return seen.has('web-3') && !seen.has('web-1') ? true : undefined;
+  });
+}
+
+async function servedCert(port: number, servername: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = tlsConnect({ host: '127.0.0.1', port, servername, rejectUnauthorized: false }, () => {
+      const fp = s.getPeerX509Certificate()?.fingerprint256 ?? '';
+      s.end();
+      resolve(fp);
+    });
+    s.once('error', reject);
+  });
+}
+
+async function credentials(env: Env): Promise<void> {
+  const ca = createRootCa({ commonName: 'Shop CA' });
+  const one = issueServerCert(ca, { commonName: 'secure.example.com' });
+  const two = issueServerCert(ca, { commonName: 'secure.example.com' });
+  const secret = (pair: { certPem: string; keyPem: string }): string =>
+    JSON.stringify({
+      apiVersion: 'v1',
+      kind: 'Secret',
+      type: 'kubernetes.io/tls',
+      metadata: { name: 'secure-credential', namespace: NS },
+      data: { 'tls.crt': Buffer.from(pair.certPem).toString('base64'), 'tls.key': Buffer.from(pair.keyPem).toString('base64') },
+    });
+  await env.kube.apply(secret(one));
+  await env.kube.apply(`apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: ${NS}}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: ${env.gwPort}, name: http, protocol: HTTP}
+    hosts: ["*"]
+  - port: {number: ${env.tlsPort}, name: https, protocol: HTTPS}
+    hosts: ["*"]
+    tls: {mode: SIMPLE, credentialName: secure-credential}
+`);
+  const fp1 = new X509Certificate(one.certPem).fingerprint256;
+  const fp2 = new X509Certificate(two.certPem).fingerprint256;
+  await waitFor('the Secret is served', async () => ((await servedCert(env.tlsPort, 'secure.example.com')) === fp1 ? true : undefined));
+  const dispatcher = new Agent({ connect: { ca: ca.certPem, servername: 'secure.example.com' } });
+  env.t.after(() => dispatcher.close());
+  const res = await request(`https://127.0.0.1:${env.tlsPort}/`, { headers: { host: 'shop.example.com' }, dispatcher });
+  await res.body.dump();
+  assert.equal(res.statusCode, 200);
+  await env.kube.apply(secret(two));
+  const rotatedAt = Date.now();
+  await waitFor('the rotated Secret is served', async () => ((await servedCert(env.tlsPort, 'secure.example.com')) === fp2 ? true : undefined));
+  env.t.diagnostic(`Secret rotation → new certificate on the listener: ${Date.now() - rotatedAt} ms`);
+}
+
+async function invalidObject(env: Env): Promise<void> {
+  await env.kube.apply(`apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: broken, namespace: ${NS}}
+spec:
+  hosts: [broken.example.com]
+  gateways: [edge]
+  http:
+  - route: [{destination: {host: web}, weight: -5}]
+`);
+  const status = await waitFor('the broken VirtualService reported', async () => {
+    const r = await request(`${env.cp.url}/v1/status`);
+    const body = (await r.body.json()) as { kubernetes?: { rejected?: Record<string, string[]> } };
+    return body.kubernetes?.rejected?.[`VirtualService/${NS}/broken`];
+  });
+  assert.ok(status.some((l) => l.startsWith(`VirtualService/${NS}/broken: spec.http[0].route[0].weight:`)), status.join('\n'));
+  // Not frozen: a valid change still goes through, and the broken object is not served.
+  await env.kube.apply(virtualService('after-broken'));
+  await waitFor('a later valid change served', async () => ((await get(env.gwPort, '/')).marker === 'after-broken' ? true : undefined));
+  assert.equal((await get(env.gwPort, '/', 'broken.example.com')).status, 404);
+  // Fixing it brings it in.
+  await env.kube.apply(`apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: broken, namespace: ${NS}}
+spec:
+  hosts: [broken.example.com]
+  gateways: [edge]
+  http:
+  - route: [{destination: {host: web}}]
+`);
+  await waitFor('the fixed object served', async () => ((await get(env.gwPort, '/', 'broken.example.com')).status === 200 ? true : undefined));
+}
+
+const ROOT = new URL('../..', import.meta.url).pathname;
+
+async function gatewayCli(env: Env): Promise<void> {
+  const [httpPort, httpsPort] = [await freePort(), await freePort()];
+  const ca = createRootCa({ commonName: 'CLI CA' });
+  const pair = (): { certPem: string; keyPem: string } => issueServerCert(ca, { commonName: 'cli.example.com' });
+  const one = pair();
+  const two = pair();
+  const secret = (p: { certPem: string; keyPem: string }): string =>
+    JSON.stringify({
+      apiVersion: 'v1',
+      kind: 'Secret',
+      type: 'Opaque',
+      metadata: { name: 'cli-credential', namespace: NS },
+      // Istio's generic-secret key names.
+      data: { cert: Buffer.from(p.certPem).toString('base64'), key: Buffer.from(p.keyPem).toString('base64') },
+    });
+  await env.kube.apply(secret(one));
+  await env.kube.apply(`apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: cli, namespace: ${NS}}
+spec:
+  selector: {istio: cli-gateway}
+  servers:
+  - port: {number: ${httpPort}, name: http, protocol: HTTP}
+    hosts: ["*"]
+  - port: {number: ${httpsPort}, name: https, protocol: HTTPS}
+    hosts: ["*"]
+    tls: {mode: SIMPLE, credentialName: cli-credential}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: cli, namespace: ${NS}}
+spec:
+  hosts: [cli.example.com]
+  gateways: [cli]
+  http:
+  - headers: {response: {set: {x-config: cli}}}
+    route: [{destination: {host: web, port: {number: 80}}}]
+`);
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', 'bin/portico.ts', 'gateway', '--controlplane', env.cp.url, '--labels', 'istio=cli-gateway', '--namespace', NS, '--workers', '1', '--admin-port=-1', '--metrics-port=-1'],
+    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let out = '';
+  child.stdout!.on('data', (c: Buffer) => (out += c));
+  child.stderr!.on('data', (c: Buffer) => (out += c));
+  const exited = new Promise((r) => child.once('exit', r));
+  env.t.after(async () => {
+    child.kill('SIGTERM');
+    await exited;
+  });
+  try {
+    const r = await waitFor('the CLI gateway serves the route', async () => {
+      const g = await get(httpPort, '/', 'cli.example.com');
+      return g.status === 200 ? g : undefined;
+    }, 60_000);
+    assert.equal(r.marker, 'cli');
+    // The other gateway's Gateway (istio=ingressgateway) is not served here.
+    assert.equal((await get(httpPort, '/', 'shop.example.com')).status, 404);
+    const fp1 = new X509Certificate(one.certPem).fingerprint256;
+    const fp2 = new X509Certificate(two.certPem).fingerprint256;
+    await waitFor('the pushed certificate is served', async () => ((await servedCert(httpsPort, 'cli.example.com')) === fp1 ? true : undefined));
+    await env.kube.apply(secret(two));
+    await waitFor('the rotated certificate is served without a restart', async () => ((await servedCert(httpsPort, 'cli.example.com')) === fp2 ? true : undefined));
+    assert.equal(child.exitCode, null, 'the gateway process kept running');
+  } catch (err) {
+    throw new Error(`${(err as Error).message}\ngateway output:\n${out.slice(-4000)}`);
+  }
+}
