@@ -8,10 +8,11 @@
  *   200 {"version": "<snapshot version>", "files": {"<path>": "<base64>"}}
  */
 import { readFile } from 'node:fs/promises';
-import type { FastifyPluginAsync } from 'fastify';
+import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import type { Snapshot } from '../config/snapshot.ts';
 import { ControlPlaneError } from './errors.ts';
 import type { SnapshotFeed } from './feed.ts';
+import type { CallerIdentity } from './identity.ts';
 
 export const CREDENTIALS_PATH = '/v1/credentials';
 
@@ -33,12 +34,16 @@ export function gatewayTlsFiles(snapshot: Snapshot): string[] {
   return [...files].sort();
 }
 
-export const credentialRoutes: FastifyPluginAsync<{ feed: SnapshotFeed }> = async (app, { feed }) => {
-  app.get(CREDENTIALS_PATH, async (_req, reply) => {
+export const credentialRoutes: FastifyPluginAsync<{ feed: SnapshotFeed; identityOf: (req: FastifyRequest) => CallerIdentity }> = async (app, { feed, identityOf }) => {
+  app.get(CREDENTIALS_PATH, async (req, reply) => {
     const p = feed.latest;
     if (!p) throw new ControlPlaneError('NOT_READY', 'no snapshot yet: the config has not compiled (see /v1/status)');
+    // A pod's token only gets the credentials of Gateways in its own namespace (where Istio
+    // also looks credentialName Secrets up); the bootstrap token gets all of them.
+    const who = identityOf(req);
+    const gateways = who.kind === 'kubernetes' ? p.snapshot.gateways.filter((g) => g.namespace === who.namespace) : p.snapshot.gateways;
     const files: Record<string, string> = {};
-    for (const f of gatewayTlsFiles(p.snapshot)) {
+    for (const f of gatewayTlsFiles({ ...p.snapshot, gateways })) {
       try {
         files[f] = (await readFile(f)).toString('base64');
       } catch {

@@ -11,6 +11,7 @@ import { buildSnapshot, formatIssue, watchConfig, type BuildResult, type ConfigW
 import { certInfo, DEFAULT_WORKLOAD_TTL_HOURS, loadOrCreateCa, type CaPair } from '../certs/index.ts';
 import { bearerToken, tokenMatches } from './auth.ts';
 import { caRoutes } from './ca-routes.ts';
+import { identityOf, setIdentity } from './identity.ts';
 import { credentialRoutes } from './credential-routes.ts';
 import { ControlPlaneError, errorText, type ErrorBody } from './errors.ts';
 import { SnapshotFeed } from './feed.ts';
@@ -31,6 +32,11 @@ export interface KubernetesSourceOptions {
   readonly meshConfig: { readonly namespace: string; readonly name: string };
   /** Private directory the credentialName Secrets are written to. */
   readonly secretsDir: string;
+  /**
+   * Authenticate proxies by their projected service-account token (TokenReview, audience
+   * `istio-ca`) besides the bootstrap token. Default true.
+   */
+  readonly tokenReview?: boolean;
 }
 
 export interface ControlPlaneOptions {
@@ -73,11 +79,12 @@ const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost']);
 export async function startControlPlane(opts: ControlPlaneOptions): Promise<ControlPlane> {
   const log = opts.logger ?? silentLogger;
   const token = opts.token;
-  const host = opts.host ?? (token ? '0.0.0.0' : '127.0.0.1');
-  if (!token && !LOOPBACK.has(host)) {
+  const host = opts.host ?? (token || (opts.kubernetes && opts.kubernetes.tokenReview !== false) ? '0.0.0.0' : '127.0.0.1');
+  const reviewer = opts.kubernetes && opts.kubernetes.tokenReview !== false ? new (await import('../kube/tokenreview.ts')).TokenReviewer(opts.kubernetes.api) : undefined;
+  if (!token && !reviewer && !LOOPBACK.has(host)) {
     throw new Error(`refusing to listen on ${host} without a bootstrap token: anyone could fetch the config and obtain workload certificates; set --token-file or PORTICO_BOOTSTRAP_TOKEN`);
   }
-  if (!token) log.warn('no bootstrap token configured: listening on loopback only, requests are not authenticated');
+  if (!token && !reviewer) log.warn('no bootstrap token configured: listening on loopback only, requests are not authenticated');
   const config = opts.config ?? [];
   if ((config.length === 0) === !opts.kubernetes) throw new Error('give config paths or a Kubernetes source (exactly one)');
   const ca = opts.ca ?? (opts.caDir ? loadOrCreateCa(opts.caDir) : undefined);
@@ -191,12 +198,35 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   );
 
   await app.register(async (scope) => {
-    if (token) {
+    if (token || reviewer) {
       scope.addHook('onRequest', async (req, reply) => {
-        if (tokenMatches(bearerToken(req.headers.authorization), token)) return;
-        log.warn('request refused: missing or wrong bootstrap token', { method: req.method, path: req.url.split('?')[0], remote: req.ip });
+        const presented = bearerToken(req.headers.authorization);
+        if (token && tokenMatches(presented, token)) {
+          setIdentity(req, { kind: 'bootstrap' });
+          return;
+        }
+        let why = 'missing or wrong bootstrap token';
+        if (reviewer && presented) {
+          try {
+            const r = await reviewer.review(presented);
+            if (r.identity) {
+              setIdentity(req, { kind: 'kubernetes', namespace: r.identity.namespace, serviceAccount: r.identity.serviceAccount, pod: r.identity.pod });
+              return;
+            }
+            why = r.reason;
+          } catch (err) {
+            log.error('TokenReview failed', { error: errorText(err) });
+            throw new ControlPlaneError('NOT_READY', 'cannot check the token with the Kubernetes API right now; retry');
+          }
+        }
+        log.warn('request refused', { reason: why, method: req.method, path: req.url.split('?')[0], remote: req.ip });
         reply.header('www-authenticate', 'Bearer realm="portico-controlplane"');
-        throw new ControlPlaneError('UNAUTHORIZED', 'a valid bootstrap token is required: Authorization: Bearer <token>');
+        throw new ControlPlaneError(
+          'UNAUTHORIZED',
+          reviewer
+            ? `a valid token is required: Authorization: Bearer <projected service-account token, audience istio-ca> (${why})`
+            : 'a valid bootstrap token is required: Authorization: Bearer <token>',
+        );
       });
     }
     await scope.register(streamRoutes, {
@@ -205,13 +235,14 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       log,
       describe: () => ({ ...(kube ? { kubernetes: kube.status() } : { config }), trustDomain: opts.trustDomain ?? DEFAULT_TRUST_DOMAIN, authenticated: token !== undefined }),
     });
-    await scope.register(credentialRoutes, { feed });
+    await scope.register(credentialRoutes, { feed, identityOf });
     await scope.register(caRoutes, {
       feed,
       ca,
       trustDomain: opts.trustDomain ?? DEFAULT_TRUST_DOMAIN,
       ttlHours: opts.certTtlHours ?? DEFAULT_WORKLOAD_TTL_HOURS,
       log,
+      identityOf,
     });
   });
   app.addHook('onClose', async () => closeSource());

@@ -50,7 +50,7 @@ export interface ReflectorOptions {
   /** Called after every change to the object set (after the first list, once). */
   readonly onChange: () => void;
   readonly log?: ReflectorLogger;
-  /** Server-side watch timeout; the client's own inactivity timeout is 30 s. Default 25. */
+  /** Server-side watch timeout (the server sends a bookmark, then ends the watch; we resume). Default 120. */
   readonly watchTimeoutSeconds?: number;
 }
 
@@ -195,7 +195,7 @@ export class Reflector {
         {
           resourceVersion: this.resourceVersion,
           allowWatchBookmarks: true,
-          timeoutSeconds: this.opts.watchTimeoutSeconds ?? 25,
+          timeoutSeconds: this.opts.watchTimeoutSeconds ?? 120,
           labelSelector: this.opts.labelSelector,
           fieldSelector: this.opts.fieldSelector,
         },

@@ -286,7 +286,8 @@ export async function runInNetns(t: TestContext, fileUrl: string, addresses: rea
   const out = await new Promise<{ code: number | null; output: string }>((resolve) => {
     const child = spawn(unshare, ['-n', '--', 'sh', '-c', `${setup} && exec "$0" "$@"`, process.execPath, '--import', 'tsx', '--test', '--test-reporter=spec', file], {
       cwd: ROOT,
-      env: { ...process.env, PORTICO_TEST_NETNS: '1' },
+      // Without NODE_TEST_CONTEXT: node:test would see a nested run and skip the file.
+      env: { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'NODE_TEST_CONTEXT')), PORTICO_TEST_NETNS: '1' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let output = '';
@@ -299,4 +300,6 @@ export async function runInNetns(t: TestContext, fileUrl: string, addresses: rea
     child.once('exit', (code) => resolve({ code, output }));
   });
   if (out.code !== 0) throw new Error(`the tests in ${file} failed inside the network namespace (exit ${out.code}):\n${out.output.slice(-8000)}`);
+  const passed = Number(/ℹ pass (\d+)/.exec(out.output)?.[1] ?? 0);
+  if (passed === 0) throw new Error(`no test ran inside the network namespace:\n${out.output.slice(-4000)}`);
 }

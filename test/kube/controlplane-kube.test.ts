@@ -19,7 +19,8 @@ import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
 import { Agent, request } from 'undici';
-import { createRootCa, issueServerCert } from '../../certs/index.ts';
+import { generateKeyPairSync } from 'node:crypto';
+import { createCsr, createRootCa, issueServerCert } from '../../certs/index.ts';
 import { connectProxyToControlPlane, waitForSnapshot } from '../../controlplane/client.ts';
 import { startControlPlane, type ControlPlane } from '../../controlplane/server.ts';
 import { GatewayRuntime } from '../../gateway/runtime.ts';
@@ -43,6 +44,7 @@ if (!inNetns()) {
     await t.test('DestinationRule subsets follow pod labels', () => subsets(env));
     await t.test('a credentialName Secret is served and its rotation picked up without a restart', () => credentials(env));
     await t.test('an invalid object is left out and reported; the rest keeps updating', () => invalidObject(env));
+    await t.test('certificates for projected service-account tokens (TokenReview, audience istio-ca); forged, other-audience and deleted-pod tokens refused', () => identity(env));
     await t.test('portico gateway --controlplane (no --config) serves the Gateways selecting its labels, with routes and certificates pushed', () => gatewayCli(env));
   });
 }
@@ -57,6 +59,7 @@ interface Env {
 }
 
 const NS = 'shop';
+const TOKEN = 'kube-test-bootstrap-token-0123456789';
 
 /** An HTTP server on a pod address that says who it is. */
 async function pod(t: TestContext, ip: string, port: number, name: string): Promise<Server> {
@@ -116,7 +119,7 @@ function virtualService(marker: string, extraRoutes = ''): string {
 kind: VirtualService
 metadata: {name: web, namespace: ${NS}}
 spec:
-  hosts: [shop.example.com]
+  hosts: [shop.example.com, secure.example.com]
   gateways: [edge]
   http:
 ${extraRoutes}  - headers: {response: {set: {x-config: "${marker}"}}}
@@ -182,14 +185,15 @@ ${virtualService('v1')}`);
     ca: createRootCa({ commonName: 'Kube test mesh CA' }),
     heartbeatMs: 500,
     debounceMs: 50,
+    token: TOKEN,
   });
   t.after(() => cp.close());
-  const first = await waitForSnapshot({ url: cp.url, timeoutMs: 20_000 });
+  const first = await waitForSnapshot({ url: cp.url, token: TOKEN, timeoutMs: 20_000 });
   const runtime = new GatewayRuntime(first.snapshot);
   await runtime.start();
   t.after(() => runtime.close(100));
   const applied: number[] = [];
-  const link = connectProxyToControlPlane(runtime, { url: cp.url, node: 'kube-gateway', initial: first, minBackoffMs: 50, maxBackoffMs: 200, onApplied: (_s, rev) => void applied.push(rev) });
+  const link = connectProxyToControlPlane(runtime, { url: cp.url, token: TOKEN, node: 'kube-gateway', initial: first, minBackoffMs: 50, maxBackoffMs: 200, onApplied: (_s, rev) => void applied.push(rev) });
   t.after(() => link.close());
   await waitFor('the gateway connected', async () => (link.connected() ? true : undefined));
   const r = await get(gwPort, '/');
@@ -336,7 +340,7 @@ spec:
   await waitFor('the Secret is served', async () => ((await servedCert(env.tlsPort, 'secure.example.com')) === fp1 ? true : undefined));
   const dispatcher = new Agent({ connect: { ca: ca.certPem, servername: 'secure.example.com' } });
   env.t.after(() => dispatcher.close());
-  const res = await request(`https://127.0.0.1:${env.tlsPort}/`, { headers: { host: 'shop.example.com' }, dispatcher });
+  const res = await request(`https://127.0.0.1:${env.tlsPort}/`, { headers: { host: 'secure.example.com' }, dispatcher });
   await res.body.dump();
   assert.equal(res.statusCode, 200);
   await env.kube.apply(secret(two));
@@ -356,7 +360,7 @@ spec:
   - route: [{destination: {host: web}, weight: -5}]
 `);
   const status = await waitFor('the broken VirtualService reported', async () => {
-    const r = await request(`${env.cp.url}/v1/status`);
+    const r = await request(`${env.cp.url}/v1/status`, { headers: { authorization: `Bearer ${TOKEN}` } });
     const body = (await r.body.json()) as { kubernetes?: { rejected?: Record<string, string[]> } };
     return body.kubernetes?.rejected?.[`VirtualService/${NS}/broken`];
   });
@@ -421,7 +425,7 @@ spec:
   const child = spawn(
     process.execPath,
     ['--import', 'tsx', 'bin/portico.ts', 'gateway', '--controlplane', env.cp.url, '--labels', 'istio=cli-gateway', '--namespace', NS, '--workers', '1', '--admin-port=-1', '--metrics-port=-1'],
-    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
+    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, PORTICO_BOOTSTRAP_TOKEN: TOKEN } },
   );
   let out = '';
   child.stdout!.on('data', (c: Buffer) => (out += c));
@@ -448,4 +452,39 @@ spec:
   } catch (err) {
     throw new Error(`${(err as Error).message}\ngateway output:\n${out.slice(-4000)}`);
   }
+}
+
+async function identity(env: Env): Promise<void> {
+  const keyPem = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+  const csr = createCsr(keyPem, 'web');
+  const csrWith = async (token: string, workload?: string): Promise<{ status: number; body: { spiffeId?: string; error?: { message: string } } }> => {
+    const r = await request(`${env.cp.url}/v1/certificates`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify(workload === undefined ? { csr } : { csr, workload }),
+    });
+    return { status: r.statusCode, body: (await r.body.json()) as { spiffeId?: string; error?: { message: string } } };
+  };
+  const token = async (args: string[]): Promise<string> => (await env.kube.kubectl(['create', 'token', '-n', NS, ...args])).trim();
+  // What the injected sidecar has at /var/run/secrets/tokens/istio-token: bound to its pod.
+  const bound = await token(['web', '--audience', 'istio-ca', '--bound-object-kind', 'Pod', '--bound-object-name', 'web-1']);
+  const ok = await csrWith(bound);
+  assert.equal(ok.status, 200, JSON.stringify(ok.body));
+  assert.equal(ok.body.spiffeId, `spiffe://cluster.local/ns/${NS}/sa/web`);
+  assert.equal((await csrWith(bound, `${NS}/web-1`)).status, 200, 'the pod it is bound to may be named');
+  assert.equal((await csrWith(bound, `${NS}/web-2`)).status, 401, 'another workload may not be named');
+  // Another audience (the API server's own): refused.
+  const apiAudience = await token(['web']);
+  const other = await csrWith(apiAudience);
+  assert.equal(other.status, 401, JSON.stringify(other.body));
+  // Forged: a JWT-shaped string nobody signed; and the bootstrap-less anonymous caller.
+  const forged = `${Buffer.from('{"alg":"RS256"}').toString('base64url')}.${Buffer.from(JSON.stringify({ sub: `system:serviceaccount:${NS}:web`, aud: ['istio-ca'] })).toString('base64url')}.c2lnbmF0dXJl`;
+  assert.equal((await csrWith(forged)).status, 401);
+  // A token bound to a pod that is gone: refused.
+  await env.kube.apply(JSON.stringify({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'gone', namespace: NS }, spec: { serviceAccountName: 'web', containers: [{ name: 'c', image: 'example.invalid/c:1' }] } }));
+  const gone = await token(['web', '--audience', 'istio-ca', '--bound-object-kind', 'Pod', '--bound-object-name', 'gone']);
+  await env.kube.kubectl(['delete', 'pod', '-n', NS, 'gone', '--grace-period=0', '--force', '--wait=false']);
+  await waitFor('the pod is gone', async () => ((await env.kube.api('GET', `/api/v1/namespaces/${NS}/pods/gone`)).status === 404 ? true : undefined));
+  const refused = await csrWith(gone);
+  assert.equal(refused.status, 401, JSON.stringify(refused.body));
 }
