@@ -50,6 +50,8 @@ export interface ReflectorOptions {
   /** Called after every change to the object set (after the first list, once). */
   readonly onChange: () => void;
   readonly log?: ReflectorLogger;
+  /** List once and do not watch (one-shot readers such as `portico validate --kubernetes`). */
+  readonly listOnly?: boolean;
   /** Server-side watch timeout (the server sends a bookmark, then ends the watch; we resume). Default 120. */
   readonly watchTimeoutSeconds?: number;
 }
@@ -153,7 +155,7 @@ export class Reflector {
       this.resolveSynced();
     }
     this.opts.onChange();
-    void this.watch();
+    if (!this.opts.listOnly) void this.watch();
   }
 
   private async watch(): Promise<void> {

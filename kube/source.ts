@@ -42,6 +42,8 @@ export interface KubeSourceOptions {
   readonly maxDelayMs?: number;
   readonly log: KubeLogger;
   readonly cwd?: string;
+  /** List everything once and build once, without watching (`portico validate --kubernetes`). */
+  readonly listOnly?: boolean;
 }
 
 /** One build: the snapshot (unless nothing could be built) and what was left out and why. */
@@ -185,7 +187,7 @@ export class KubeSource {
   }
 
   private reflector(path: string, apiVersion: string, kind: string, extra: { fieldSelector?: string } = {}): Reflector {
-    const r = new Reflector({ api: this.opts.api, path, apiVersion, kind, onChange: () => this.changed(), log: this.opts.log, ...extra });
+    const r = new Reflector({ api: this.opts.api, path, apiVersion, kind, onChange: () => this.changed(), log: this.opts.log, listOnly: this.opts.listOnly, ...extra });
     this.reflectors.push(r);
     return r;
   }
@@ -251,7 +253,15 @@ export class KubeSource {
     }
     for (const ns of namespaces) {
       if (this.secretWatches.has(ns)) continue;
-      const r = new Reflector({ api: this.opts.api, path: `/api/v1/namespaces/${encodeURIComponent(ns)}/secrets`, apiVersion: 'v1', kind: 'Secret', onChange: () => this.changed(), log: this.opts.log });
+      const r = new Reflector({
+        api: this.opts.api,
+        path: `/api/v1/namespaces/${encodeURIComponent(ns)}/secrets`,
+        apiVersion: 'v1',
+        kind: 'Secret',
+        onChange: () => this.changed(),
+        log: this.opts.log,
+        listOnly: this.opts.listOnly,
+      });
       this.secretWatches.set(ns, r);
       if (this.started) r.start().catch((err: Error) => this.opts.log.error('cannot read Secrets', { namespace: ns, error: err.message }));
     }

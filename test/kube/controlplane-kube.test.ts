@@ -44,6 +44,8 @@ if (!inNetns()) {
     await t.test('DestinationRule subsets follow pod labels', () => subsets(env));
     await t.test('a credentialName Secret is served and its rotation picked up without a restart', () => credentials(env));
     await t.test('an invalid object is left out and reported; the rest keeps updating', () => invalidObject(env));
+    await t.test('portico validate --kubernetes prints Kind/ns/name: field: message and exits 1 on an error', () => validateCli(env));
+    await t.test('the deploy kits apply with kubectl apply --dry-run=server; the control plane RBAC is least privilege', () => deployKit(env));
     await t.test('certificates for projected service-account tokens (TokenReview, audience istio-ca); forged, other-audience and deleted-pod tokens refused', () => identity(env));
     await t.test('portico gateway --controlplane (no --config) serves the Gateways selecting its labels, with routes and certificates pushed', () => gatewayCli(env));
   });
@@ -487,4 +489,51 @@ async function identity(env: Env): Promise<void> {
   await waitFor('the pod is gone', async () => ((await env.kube.api('GET', `/api/v1/namespaces/${NS}/pods/gone`)).status === 404 ? true : undefined));
   const refused = await csrWith(gone);
   assert.equal(refused.status, 401, JSON.stringify(refused.body));
+}
+
+async function validateCli(env: Env): Promise<void> {
+  await env.kube.apply(`apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: bad-dr, namespace: ${NS}}
+spec:
+  host: web
+  trafficPolicy: {loadBalancer: {simple: SOMETIMES}}
+`);
+  const run = (): Promise<{ code: number | null; out: string }> =>
+    new Promise((resolve) => {
+      const child = spawn(process.execPath, ['--import', 'tsx', 'bin/portico.ts', 'validate', '--kubernetes', '--kubeconfig', env.kube.kubeconfig, '--mesh-config', 'istio-system/istio'], { cwd: ROOT });
+      let out = '';
+      child.stdout.on('data', (c: Buffer) => (out += c));
+      child.stderr.on('data', (c: Buffer) => (out += c));
+      child.once('exit', (code) => resolve({ code, out }));
+    });
+  const bad = await run();
+  assert.equal(bad.code, 1, bad.out);
+  assert.match(bad.out, new RegExp(`^DestinationRule/${NS}/bad-dr: spec\\.trafficPolicy\\.loadBalancer\\.simple: `, 'm'));
+  await env.kube.kubectl(['delete', 'destinationrule', '-n', NS, 'bad-dr']);
+  const good = await run();
+  assert.equal(good.code, 0, good.out);
+  assert.match(good.out, /^ok: \d+ objects from https:/m);
+}
+
+async function deployKit(env: Env): Promise<void> {
+  await env.kube.apply('apiVersion: v1\nkind: Namespace\nmetadata: {name: portico-system}\n');
+  for (const kit of ['deploy/kubernetes', 'deploy/kubernetes-native']) {
+    const out = await env.kube.kubectl(['apply', '--dry-run=server', '-k', join(ROOT, kit)]);
+    assert.match(out, /deployment\.apps\/portico-controlplane (created|configured) \(server dry run\)/, out);
+  }
+  // The RBAC for real, then what the control plane's service account may and may not do.
+  await env.kube.kubectl(['apply', '-n', 'portico-system', '-f', join(ROOT, 'deploy/kubernetes-native/rbac.yaml')]);
+  // `can-i --quiet` answers with its exit code only.
+  const can = (...args: string[]): Promise<string> =>
+    env.kube.kubectl(['auth', 'can-i', '--quiet', '--as=system:serviceaccount:portico-system:portico-controlplane', ...args]).then(
+      () => 'yes',
+      () => 'no',
+    );
+  assert.equal(await can('watch', 'virtualservices.networking.istio.io', '-A'), 'yes');
+  assert.equal(await can('list', 'endpointslices.discovery.k8s.io', '-A'), 'yes');
+  assert.equal(await can('create', 'tokenreviews.authentication.k8s.io'), 'yes');
+  assert.equal(await can('watch', 'secrets', '-n', 'portico-system'), 'yes');
+  assert.equal(await can('list', 'secrets', '-n', NS), 'no');
+  assert.equal(await can('delete', 'pods', '-n', NS), 'no');
 }
