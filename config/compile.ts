@@ -12,7 +12,7 @@ import type {
 import type { RawServer } from './kinds/gateway.ts';
 import { normaliseCidr, splitRegexFlags, type RawStringMatch } from './kinds/common.ts';
 import type { AuthorizationPolicySpec, RawAuthzRule, RawOperation, RawSource } from './kinds/authorizationpolicy.ts';
-import { parseConditionKey } from './kinds/authorizationpolicy.ts';
+import { isPathTemplate, parseConditionKey } from './kinds/authorizationpolicy.ts';
 import { classifyPatch, HTTP_STATUS_NAMES, LOCAL_RATELIMIT_NAME, TYPED_STRUCT_TYPES, type RawPatch } from './kinds/envoyfilter.ts';
 import type { RawExtAuthzHttpProvider } from './kinds/meshconfig.ts';
 import type { PeerAuthenticationSpec } from './kinds/peerauthentication.ts';
@@ -971,10 +971,14 @@ const patterns = (xs: string[] | undefined): StringPattern[] => (xs ?? []).map(i
 const ports = (xs: (string | number)[] | undefined): number[] => (xs ?? []).map(Number);
 const cidrs = (xs: string[] | undefined): string[] => (xs ?? []).map(normaliseCidr);
 
+function pathPattern(p: string): StringPattern {
+  return isPathTemplate(p) ? { template: p.split('/') } : istioPattern(p);
+}
+
 function operation(o: RawOperation): OperationMatch {
   return {
-    paths: patterns(o.paths),
-    notPaths: patterns(o.notPaths),
+    paths: (o.paths ?? []).map(pathPattern),
+    notPaths: (o.notPaths ?? []).map(pathPattern),
     hosts: patterns(o.hosts?.map((h) => h.toLowerCase())),
     notHosts: patterns(o.notHosts?.map((h) => h.toLowerCase())),
     methods: patterns(o.methods),

@@ -418,6 +418,11 @@ export type StringMatcher =
  */
 export type StringPattern =
   | { readonly exact: string }
+  /**
+   * An AuthorizationPolicy path template (Istio 1.22+): segments of the path, `{*}` matching one
+   * non-empty segment, a final `{**}` matching whatever follows (zero or more segments).
+   */
+  | { readonly template: readonly string[] }
   | { readonly prefix: string }
   | { readonly suffix: string }
   | { readonly presence: true };
