@@ -305,7 +305,7 @@ export function buildRouteTable(snapshot: Snapshot, labels: Readonly<Record<stri
   }
   if (opts.meshOutboundPort !== undefined) {
     if (ports.has(opts.meshOutboundPort)) throw new Error(`port ${opts.meshOutboundPort}: the mesh outbound listener collides with a Gateway port`);
-    ports.set(opts.meshOutboundPort, meshOutboundTable(snapshot, opts.meshOutboundPort, opts.meshOutboundBind));
+    ports.set(opts.meshOutboundPort, meshOutboundTable(snapshot, opts.meshOutboundPort, opts.meshOutboundBind, opts.identity?.namespace));
   }
   const clusters = new Map(snapshot.clusters.map((c) => [c.name, c] as const));
   const who = { labels, namespace: opts.identity?.namespace ?? 'istio-system', context: opts.identity?.context ?? 'GATEWAY', workloadName: opts.identity?.workloadName } as const;
@@ -355,6 +355,12 @@ export function matchRoute(vh: RuntimeVirtualHost, input: MatchInput): CompiledR
   return undefined;
 }
 
+/** `ns` of `name.ns.svc.cluster.local`; undefined for other hosts. */
+function namespaceOfHost(host: string): string | undefined {
+  const m = /^[^.]+\.([^.]+)\.svc\.cluster\.local$/.exec(host);
+  return m ? m[1] : undefined;
+}
+
 /** Short forms a client inside the mesh may use for `name.ns.svc.cluster.local`. */
 export function hostAliases(host: string): string[] {
   const m = /^([^.]+)\.([^.]+)\.svc\.cluster\.local$/.exec(host);
@@ -366,14 +372,18 @@ export function hostAliases(host: string): string[] {
  * The outbound listener of a sidecar: VirtualServices bound to `mesh`, then every registry
  * service by its own name. The request's Host (with port) picks the service port.
  */
-function meshOutboundTable(snapshot: Snapshot, bindPort: number, bind?: string): PortTable {
+function meshOutboundTable(snapshot: Snapshot, bindPort: number, bind?: string, callerNs?: string): PortTable {
   const hosts = new DomainIndex<RuntimeVirtualHost>();
   const virtualHosts: RuntimeVirtualHost[] = snapshot.mesh.virtualHosts.map((vh) =>
     Object.freeze({ domains: vh.domains, routes: compileRoutes(vh.routes, 'mesh'), servers: new Set<number>() }),
   );
-  for (const vh of virtualHosts) for (const d of vh.domains) hosts.add(d, vh);
+  // Short names (`reviews`) resolve in the caller's namespace first, as the Kubernetes DNS search
+  // path does (`<ns>.svc.cluster.local` first); the first host added for a name keeps it.
+  const mine = (domains: readonly string[]): boolean => callerNs !== undefined && domains.some((d) => namespaceOfHost(d) === callerNs);
+  for (const vh of [...virtualHosts.filter((v) => mine(v.domains)), ...virtualHosts.filter((v) => !mine(v.domains))]) for (const d of vh.domains) hosts.add(d, vh);
   const services = new DomainIndex<ReadonlyMap<number, RuntimeVirtualHost>>();
-  for (const svc of snapshot.services) {
+  const ordered = [...snapshot.services.filter((s) => namespaceOfHost(s.host) === callerNs), ...snapshot.services.filter((s) => namespaceOfHost(s.host) !== callerNs)];
+  for (const svc of ordered) {
     const byPort = new Map<number, RuntimeVirtualHost>();
     for (const p of svc.ports) {
       const route: HttpRoute = {
