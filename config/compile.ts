@@ -444,20 +444,13 @@ class Compiler {
     return hosts.sort((a, b) => compareDomains(a.domains[0], b.domains[0]));
   }
 
-  /** Domains a sidecar answers for: the FQDN plus Kubernetes short forms of `*.svc.cluster.local` hosts. */
+  /**
+   * Domains a sidecar answers for: the FQDNs. Kubernetes short forms (`reviews`,
+   * `reviews.default`) are added per sidecar at run time, its own namespace first
+   * (gateway/router.ts meshOutboundTable): two namespaces' `reviews` must not merge here.
+   */
   private meshDomains(vs: Resource<VirtualServiceSpec>): string[] {
-    const out = new Set<string>();
-    for (const h of arrayOf<string>(vs.spec.hosts)) {
-      const full = fqdn(h, vs.namespace);
-      out.add(full);
-      const m = /^([^.]+)\.([^.]+)\.svc\.cluster\.local$/.exec(full);
-      if (m) {
-        out.add(m[1]);
-        out.add(`${m[1]}.${m[2]}`);
-        out.add(`${m[1]}.${m[2]}.svc`);
-      }
-    }
-    return [...out];
+    return [...new Set(arrayOf<string>(vs.spec.hosts).map((h) => fqdn(h, vs.namespace)))];
   }
 
   // ---- gateways ----

@@ -379,8 +379,14 @@ function meshOutboundTable(snapshot: Snapshot, bindPort: number, bind?: string, 
   );
   // Short names (`reviews`) resolve in the caller's namespace first, as the Kubernetes DNS search
   // path does (`<ns>.svc.cluster.local` first); the first host added for a name keeps it.
-  const mine = (domains: readonly string[]): boolean => callerNs !== undefined && domains.some((d) => namespaceOfHost(d) === callerNs);
-  for (const vh of [...virtualHosts.filter((v) => mine(v.domains)), ...virtualHosts.filter((v) => !mine(v.domains))]) for (const d of vh.domains) hosts.add(d, vh);
+  for (const vh of virtualHosts) for (const d of vh.domains) hosts.add(d, vh);
+  const shortForms = (own: boolean): void => {
+    for (const vh of virtualHosts) {
+      for (const d of vh.domains) if ((namespaceOfHost(d) === callerNs) === own) for (const a of hostAliases(d)) hosts.add(a, vh);
+    }
+  };
+  shortForms(true);
+  shortForms(false);
   const services = new DomainIndex<ReadonlyMap<number, RuntimeVirtualHost>>();
   const ordered = [...snapshot.services.filter((s) => namespaceOfHost(s.host) === callerNs), ...snapshot.services.filter((s) => namespaceOfHost(s.host) !== callerNs)];
   for (const svc of ordered) {

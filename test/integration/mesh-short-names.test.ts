@@ -1,7 +1,7 @@
 /**
  * A sidecar's outbound listener resolves short host names in its own namespace first, as the
- * Kubernetes DNS search path does: `reviews` from namespace istio-curl is reviews.istio-curl
- * when that exists, not istio-example's (the first one loaded, before).
+ * Kubernetes DNS search path does: `reviews` from namespace z-curl is reviews.z-curl
+ * when that exists, not a-example's (the first one loaded, before).
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -11,8 +11,8 @@ import { freePort } from '../helpers/net.ts';
 import { startEcho, type Echo } from '../helpers/upstream.ts';
 
 test('short names resolve in the caller\'s namespace first, then anywhere in the mesh', async (t) => {
-  const example = await startEcho(t, 'istio-example');
-  const curl = await startEcho(t, 'istio-curl');
+  const example = await startEcho(t, 'a-example');
+  const curl = await startEcho(t, 'z-curl');
   const only = await startEcho(t, 'ratings');
   const out = await freePort();
   const se = (name: string, ns: string, port: number): string => `apiVersion: networking.istio.io/v1
@@ -31,8 +31,8 @@ spec:
   hosts: [reviews]
   http:
   - route: [{destination: {host: reviews}}]`;
-  await startGateway(t, [se('reviews', 'istio-example', example.port), se('reviews', 'istio-curl', curl.port), se('ratings', 'istio-example', only.port), vs('istio-example'), vs('istio-curl')].join('\n---\n'), {
-    namespace: 'istio-curl',
+  await startGateway(t, [se('reviews', 'a-example', example.port), se('reviews', 'z-curl', curl.port), se('ratings', 'a-example', only.port), vs('a-example'), vs('z-curl')].join('\n---\n'), {
+    namespace: 'z-curl',
     meshOutbound: { port: out },
   });
   const via = async (host: string): Promise<string> => {
@@ -40,7 +40,7 @@ spec:
     assert.equal(res.statusCode, 200, host);
     return ((await res.body.json()) as Echo).name;
   };
-  assert.equal(await via('reviews:9080'), 'istio-curl', 'VirtualService host, short form');
-  assert.equal(await via('reviews.istio-example:9080'), 'istio-example', 'namespace-qualified');
-  assert.equal(await via('ratings:9080'), 'ratings', 'no ratings in istio-curl: the mesh one');
+  assert.equal(await via('reviews:9080'), 'z-curl', 'VirtualService host, short form');
+  assert.equal(await via('reviews.a-example:9080'), 'a-example', 'namespace-qualified');
+  assert.equal(await via('ratings:9080'), 'ratings', 'no ratings in z-curl: the mesh one');
 });
