@@ -397,6 +397,7 @@ class Compiler {
       headers: headerRules(rule.headers),
       cors: cors(rule.corsPolicy),
       fault: fault(rule.fault),
+      exportTo: exportToNamespaces(vs.spec.exportTo, vs.namespace),
     });
   }
 
@@ -966,6 +967,12 @@ const cidrs = (xs: string[] | undefined): string[] => (xs ?? []).map(normaliseCi
 
 function pathPattern(p: string): StringPattern {
   return isPathTemplate(p) ? { template: p.split('/') } : istioPattern(p);
+}
+
+/** `exportTo` as namespaces: `.` is the resource's own, `*` (or none given) is everyone = undefined. */
+function exportToNamespaces(list: readonly string[] | undefined, own: string): string[] | undefined {
+  if (!list || list.length === 0 || list.includes('*')) return undefined;
+  return [...new Set(list.map((e) => (e === '.' ? own : e)))].sort(cmp);
 }
 
 function operation(o: RawOperation): OperationMatch {

@@ -166,6 +166,11 @@ export interface HttpRoute {
   readonly headers?: HeaderRules;
   readonly cors?: CorsPolicy;
   readonly fault?: FaultInjection;
+  /**
+   * The namespaces whose proxies see this route (VirtualService `exportTo`, `.` resolved to the
+   * VirtualService's own); absent = every namespace (`*`, Istio's default).
+   */
+  readonly exportTo?: readonly string[];
 }
 
 /**

@@ -167,9 +167,14 @@ function compilePrefixRewrite(uri: string, m: RouteMatch | undefined): (path: st
   };
 }
 
-export function compileRoutes(routes: readonly HttpRoute[], gateway: string): CompiledRoute[] {
+/**
+ * `visibleIn`: the proxy's namespace; routes of VirtualServices not exported to it are left out
+ * (Istio's `exportTo`: a gateway or sidecar sees only what is exported to its own namespace).
+ */
+export function compileRoutes(routes: readonly HttpRoute[], gateway: string, visibleIn?: string): CompiledRoute[] {
   const out: CompiledRoute[] = [];
   for (const route of routes) {
+    if (route.exportTo && visibleIn !== undefined && !route.exportTo.includes(visibleIn)) continue;
     const matches = applicableMatches(route.match, gateway);
     if (matches === null) continue;
     const pick = weightedPicker(route);
@@ -221,8 +226,8 @@ function isTlsProtocol(p: ServerProtocol): boolean {
   return p === 'HTTPS' || p === 'TLS';
 }
 
-function addVirtualHost(builder: PortBuilder, gateway: string, vh: VirtualHost, serverOffset: number): void {
-  const routes = compileRoutes(vh.routes, gateway);
+function addVirtualHost(builder: PortBuilder, gateway: string, vh: VirtualHost, serverOffset: number, visibleIn: string): void {
+  const routes = compileRoutes(vh.routes, gateway, visibleIn);
   const servers = vh.servers.map((i) => i + serverOffset);
   // Domains claimed by an earlier gateway on the same port get this gateway's routes appended.
   const fresh = vh.domains.filter((d) => !builder.byDomain.has(d));
@@ -271,7 +276,7 @@ export function buildRouteTable(snapshot: Snapshot, labels: Readonly<Record<stri
       }
       const offset = b.servers.length;
       b.servers.push(...port.servers);
-      for (const vh of port.virtualHosts) addVirtualHost(b, gw.key, vh, offset);
+      for (const vh of port.virtualHosts) addVirtualHost(b, gw.key, vh, offset, opts.identity?.namespace ?? 'istio-system');
       b.tcpRoutes.push(...compileL4Routes(port.tcpRoutes ?? [], gw.key));
       b.tlsRoutes.push(...compileL4Routes(port.tlsRoutes ?? [], gw.key));
     }
@@ -375,7 +380,7 @@ export function hostAliases(host: string): string[] {
 function meshOutboundTable(snapshot: Snapshot, bindPort: number, bind?: string, callerNs?: string): PortTable {
   const hosts = new DomainIndex<RuntimeVirtualHost>();
   const virtualHosts: RuntimeVirtualHost[] = snapshot.mesh.virtualHosts.map((vh) =>
-    Object.freeze({ domains: vh.domains, routes: compileRoutes(vh.routes, 'mesh'), servers: new Set<number>() }),
+    Object.freeze({ domains: vh.domains, routes: compileRoutes(vh.routes, 'mesh', callerNs), servers: new Set<number>() }),
   );
   // Short names (`reviews`) resolve in the caller's namespace first, as the Kubernetes DNS search
   // path does (`<ns>.svc.cluster.local` first); the first host added for a name keeps it.

@@ -380,7 +380,7 @@ export const virtualServiceSpecSchema = obj(
   {
     hosts: arr(hostString),
     gateways: arr(str({ nonEmpty: true })),
-    exportTo: notEnforced(exportTo, 'the VirtualService is visible in every namespace'),
+    exportTo,
     http: arr(httpRoute, { check: (rules, path, r) => unreachableRules(rules, path, r) }),
     tcp: arr(l4Rule(false), { check: (rules, path, r) => unreachableRules(rules, path, r) }),
     tls: arr(l4Rule(true), { check: (rules, path, r) => unreachableRules(rules, path, r) }),

@@ -171,3 +171,37 @@ spec:
   assert.equal((await get(port, '/a/foo')).url, '/rewrittena/foo', 'second entry: prefix / replaced, as Envoy');
   assert.equal((await get(port, '/exact/path?q=1')).url, '/rewritten?q=1', 'exact match: the whole path replaced, query kept');
 });
+
+test('exportTo: a VirtualService not exported to the gateway\'s namespace is not served there', async (t) => {
+  const port = await setup(
+    t,
+    ['a', 'b'],
+    `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: private, namespace: kubeflow}
+spec:
+  exportTo: ["."]
+  gateways: [kubeflow-gateway]
+  hosts: ["*"]
+  http:
+  - match: [{uri: {prefix: /private}}]
+    route: [{destination: {host: a}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shared, namespace: kubeflow}
+spec:
+  exportTo: [istio-system]
+  gateways: [kubeflow-gateway]
+  hosts: ["*"]
+  http:
+  - match: [{uri: {prefix: /shared}}]
+    route: [{destination: {host: b}}]
+`,
+  );
+  // The gateway runs in istio-system (its --namespace default), as Istio's ingress gateway does.
+  const hidden = await request(`http://127.0.0.1:${port}/private/x`, { headers: { host: 'kubeflow.example.com' } });
+  assert.equal(hidden.statusCode, 404);
+  await hidden.body.text();
+  assert.equal((await get(port, '/shared/x')).name, 'b');
+});
