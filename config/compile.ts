@@ -13,6 +13,7 @@ import type { RawServer } from './kinds/gateway.ts';
 import { normaliseCidr, splitRegexFlags, type RawStringMatch } from './kinds/common.ts';
 import type { AuthorizationPolicySpec, RawAuthzRule, RawOperation, RawSource } from './kinds/authorizationpolicy.ts';
 import { isPathTemplate, parseConditionKey } from './kinds/authorizationpolicy.ts';
+import { exportToNamespaces, findDelegate, mergeDelegateRule } from './delegate.ts';
 import { classifyPatch, HTTP_STATUS_NAMES, LOCAL_RATELIMIT_NAME, TYPED_STRUCT_TYPES, type RawPatch } from './kinds/envoyfilter.ts';
 import type { RawExtAuthzHttpProvider } from './kinds/meshconfig.ts';
 import type { PeerAuthenticationSpec } from './kinds/peerauthentication.ts';
@@ -266,7 +267,8 @@ class Compiler {
 
   run(): Snapshot {
     for (const vs of this.idx.virtualServices) {
-      this.routes.set(vs.key, arrayOf<RawHttpRoute>(vs.spec.http).map((rule, i) => this.httpRoute(vs, rule, i)));
+      if (arrayOf<string>(vs.spec.hosts).length === 0) continue; // a delegate: reached through its roots only
+      this.routes.set(vs.key, this.expandDelegates(vs));
     }
     // Like Istio, every registry service port gets a subset-less cluster even with no route to
     // it, so sidecars can reach services that have no VirtualService.
@@ -384,6 +386,25 @@ class Compiler {
       retries: retries(rule.retries),
       mirrors,
     });
+  }
+
+  /** The VirtualService's rules, each `delegate` rule replaced by the delegate's rules merged under it. */
+  private expandDelegates(vs: Resource<VirtualServiceSpec>): HttpRoute[] {
+    const out: HttpRoute[] = [];
+    arrayOf<RawHttpRoute>(vs.spec.http).forEach((rule, i) => {
+      if (!rule.delegate) {
+        out.push(this.httpRoute(vs, rule, i));
+        return;
+      }
+      const delegate = findDelegate(this.idx, vs, rule.delegate);
+      if (!delegate) return; // validation warns; Istio leaves the rule out
+      arrayOf<RawHttpRoute>(delegate.spec.http).forEach((leaf, j) => {
+        const merged = mergeDelegateRule(rule, leaf);
+        // The delegate's own namespace resolves its destinations; exportTo stays the root's.
+        if (merged) out.push({ ...this.httpRoute(delegate, merged, j), exportTo: exportToNamespaces(vs.spec.exportTo, vs.namespace) });
+      });
+    });
+    return out;
   }
 
   private httpRoute(vs: Resource<VirtualServiceSpec>, rule: RawHttpRoute, index: number): HttpRoute {
@@ -967,12 +988,6 @@ const cidrs = (xs: string[] | undefined): string[] => (xs ?? []).map(normaliseCi
 
 function pathPattern(p: string): StringPattern {
   return isPathTemplate(p) ? { template: p.split('/') } : istioPattern(p);
-}
-
-/** `exportTo` as namespaces: `.` is the resource's own, `*` (or none given) is everyone = undefined. */
-function exportToNamespaces(list: readonly string[] | undefined, own: string): string[] | undefined {
-  if (!list || list.length === 0 || list.includes('*')) return undefined;
-  return [...new Set(list.map((e) => (e === '.' ? own : e)))].sort(cmp);
 }
 
 function operation(o: RawOperation): OperationMatch {

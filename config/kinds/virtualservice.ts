@@ -261,10 +261,7 @@ const httpRoute: Schema = obj(
       if (actions.length > 1) {
         r.report(childPath(path, actions[1]), ConfigErrorCodes.CONFLICTING_ACTIONS, `'${actions[1]}' cannot be combined with '${actions[0]}' in one rule`);
       } else if (actions.length === 0) {
-        r.report(path, ConfigErrorCodes.NO_ACTION, `rule needs one of route, redirect or directResponse`);
-      }
-      if (actions.includes('delegate')) {
-        r.report(childPath(path, 'delegate'), ConfigErrorCodes.NOT_IMPLEMENTED, 'delegate VirtualServices are not supported yet');
+        r.report(path, ConfigErrorCodes.NO_ACTION, `rule needs one of route, redirect, directResponse or delegate`);
       }
       if (rule.mirror && rule.mirrors) {
         r.report(childPath(path, 'mirrors'), ConfigErrorCodes.ONE_OF, `'mirror' and 'mirrors' cannot both be set`);
