@@ -23,7 +23,8 @@ import { validateConfig } from '../config/validate.ts';
 import type { KubeApi } from './api.ts';
 import { objectKey, Reflector, type KubeObject, type ReflectorLogger } from './reflector.ts';
 import {
-  credentialFiles, credentialNames, formatKubeIssue, istioDocument, loadDocument, meshConfigMapDocument, objectFile, objectIdOf, serviceEntryDocuments,
+  credentialFiles, credentialNames, endpointSliceDocument, formatKubeIssue, istioDocument, loadDocument, meshConfigMapDocument, objectFile, objectIdOf,
+  podDocument, referencedPods, serviceDocument,
 } from './translate.ts';
 import { discoverIstioKinds, type WatchedKind } from './watches.ts';
 
@@ -80,7 +81,10 @@ export function loadObjects(input: KubeInputs): { resources: Resource[]; issues:
     const m = input.meshConfigMap;
     take(loadDocument(meshConfigMapDocument(m), 'ConfigMap', m.metadata.namespace, m.metadata.name));
   }
-  for (const { doc, service } of serviceEntryDocuments(input)) take(loadDocument(doc, 'Service', service.metadata.namespace, service.metadata.name));
+  const slices = [...input.slices];
+  for (const o of input.services) take(loadDocument(serviceDocument(o), 'Service', o.metadata.namespace, o.metadata.name));
+  for (const o of slices) take(loadDocument(endpointSliceDocument(o), 'EndpointSlice', o.metadata.namespace, o.metadata.name));
+  for (const o of referencedPods(slices, input.pods)) take(loadDocument(podDocument(o), 'Pod', o.metadata.namespace, o.metadata.name));
   return { resources, issues, objects };
 }
 

@@ -6,12 +6,10 @@
  *   loader as files (config/load.ts `parseConfigText`), so a file and an API object with the same
  *   content compile to the same snapshot. Each is "filed" as `kubernetes:<Kind>/<ns>/<name>`,
  *   which is how its problems are reported and how an invalid object is left out.
- * - Services with their EndpointSlices (and the Pods behind them) become what Istio's registry
- *   makes of them: one MESH_INTERNAL ServiceEntry per Service, host
- *   `<name>.<ns>.svc.cluster.local`, resolution STATIC, one endpoint per ready address with the
- *   pod's labels and service account (so DestinationRule subsets select pods by label).
- *   Endpoints that are not ready (terminating, failing readiness) are left out: no new requests
- *   go to them, and requests already in flight finish on their open connections.
+ * - Services, EndpointSlices and the Pods behind their endpoints are loaded the same way, as the
+ *   documents a file would hold; the config package makes Istio's registry of them
+ *   (config/kinds/kubernetes.ts: one `<name>.<ns>.svc.cluster.local` host per Service, ready
+ *   endpoints only, subsets by pod labels).
  */
 import { stringify } from 'yaml';
 import type { ConfigIssue } from '../config/errors.ts';
@@ -66,109 +64,39 @@ export function meshConfigMapDocument(o: KubeObject): Record<string, unknown> {
   return { apiVersion: 'v1', kind: 'ConfigMap', metadata: { ...cleanMetadata(o), name: 'istio' }, data: { mesh: data.mesh ?? '' } };
 }
 
-interface ServicePort {
-  name?: string;
-  port: number;
-  targetPort?: number | string;
-  protocol?: string;
-  appProtocol?: string;
+/** A Service as a file would hold it (what config/kinds/kubernetes.ts reads: the spec). */
+export function serviceDocument(o: KubeObject): Record<string, unknown> {
+  return { apiVersion: 'v1', kind: 'Service', metadata: cleanMetadata(o), spec: o.spec ?? {} };
 }
 
-interface SlicePort {
-  name?: string;
-  port?: number;
-  protocol?: string;
+/** An EndpointSlice as a file would hold it (its fields are top level). */
+export function endpointSliceDocument(o: KubeObject): Record<string, unknown> {
+  const doc: Record<string, unknown> = { apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: cleanMetadata(o) };
+  for (const k of ['addressType', 'endpoints', 'ports']) if (o[k] !== undefined) doc[k] = o[k];
+  return doc;
 }
 
-interface SliceEndpoint {
-  addresses?: string[];
-  conditions?: { ready?: boolean; serving?: boolean; terminating?: boolean };
-  targetRef?: { kind?: string; name?: string; namespace?: string };
-  zone?: string;
+/** A Pod reduced to what the registry reads: labels and service account. */
+export function podDocument(o: KubeObject): Record<string, unknown> {
+  const spec = (o.spec ?? {}) as { serviceAccountName?: string };
+  const meta = cleanMetadata(o);
+  delete meta.annotations;
+  return { apiVersion: 'v1', kind: 'Pod', metadata: meta, spec: spec.serviceAccountName ? { serviceAccountName: spec.serviceAccountName } : {} };
 }
 
-/** Istio's protocol selection: `appProtocol`, else the port name's prefix (`http-web`), else HTTP. */
-// https://istio.io/latest/docs/ops/configuration/traffic-management/protocol-selection/
-export function portProtocol(p: ServicePort): string {
-  if (p.protocol === 'UDP') return 'UDP';
-  const explicit = (p.appProtocol ?? '').toLowerCase().replace(/^kubernetes\.io\//, '');
-  const byName = (p.name ?? '').toLowerCase().split('-')[0];
-  const known: Record<string, string> = {
-    http: 'HTTP', http2: 'HTTP2', h2c: 'HTTP2', https: 'HTTPS', grpc: 'GRPC', 'grpc-web': 'GRPC-WEB',
-    tcp: 'TCP', tls: 'TLS', mongo: 'MONGO', mysql: 'MYSQL', redis: 'REDIS', ws: 'HTTP', wss: 'HTTPS',
-  };
-  if (explicit === 'grpc-web' || (p.name ?? '').toLowerCase().startsWith('grpc-web')) return 'GRPC-WEB';
-  return known[explicit] ?? known[byName] ?? 'HTTP';
-}
-
-/** The ServiceEntry port name for a Service port (Services may leave a single port unnamed). */
-function portName(p: ServicePort): string {
-  return p.name || `port-${p.port}`;
-}
-
-export interface RegistryInput {
-  readonly services: Iterable<KubeObject>;
-  /** Every EndpointSlice; grouped here by `kubernetes.io/service-name`. */
-  readonly slices: Iterable<KubeObject>;
-  /** `ns/name` → Pod, for labels and service accounts behind each endpoint. */
-  readonly pods: ReadonlyMap<string, KubeObject>;
-}
-
-/** One ServiceEntry document per Service (see the file comment). */
-export function serviceEntryDocuments(input: RegistryInput): { doc: Record<string, unknown>; service: KubeObject }[] {
-  const slicesBySvc = new Map<string, KubeObject[]>();
-  for (const s of input.slices) {
-    const svc = s.metadata.labels?.['kubernetes.io/service-name'];
-    if (!svc || !s.metadata.namespace) continue;
-    const k = `${s.metadata.namespace}/${svc}`;
-    const list = slicesBySvc.get(k) ?? [];
-    list.push(s);
-    slicesBySvc.set(k, list);
-  }
-  const out: { doc: Record<string, unknown>; service: KubeObject }[] = [];
-  for (const svc of input.services) {
-    const ns = svc.metadata.namespace ?? 'default';
-    const spec = (svc.spec ?? {}) as { type?: string; ports?: ServicePort[]; externalName?: string };
-    const ports = (spec.ports ?? []).filter((p) => typeof p?.port === 'number');
-    const host = `${svc.metadata.name}.${ns}.svc.cluster.local`;
-    const sePorts = ports.map((p) =>
-      Object.assign({ number: p.port, name: portName(p), protocol: portProtocol(p) }, typeof p.targetPort === 'number' ? { targetPort: p.targetPort } : {}),
-    );
-    const base = { apiVersion: 'networking.istio.io/v1', kind: 'ServiceEntry', metadata: { name: svc.metadata.name, namespace: ns } };
-    if (spec.type === 'ExternalName' && spec.externalName) {
-      out.push({ service: svc, doc: { ...base, spec: { hosts: [host], location: 'MESH_EXTERNAL', resolution: 'DNS', ports: sePorts, endpoints: [{ address: spec.externalName }] } } });
-      continue;
+/** The Pods EndpointSlices point at (`targetRef`), so 10,000 unrelated pods are not loaded. */
+export function referencedPods(slices: Iterable<KubeObject>, pods: ReadonlyMap<string, KubeObject>): KubeObject[] {
+  const out = new Map<string, KubeObject>();
+  for (const s of slices) {
+    for (const ep of (Array.isArray(s.endpoints) ? s.endpoints : []) as { targetRef?: { kind?: string; name?: string; namespace?: string } }[]) {
+      const ref = ep?.targetRef;
+      if (ref?.kind !== 'Pod' || !ref.name) continue;
+      const key = `${ref.namespace ?? s.metadata.namespace}/${ref.name}`;
+      const pod = pods.get(key);
+      if (pod) out.set(key, pod);
     }
-    const endpoints = new Map<string, Record<string, unknown>>();
-    for (const slice of (slicesBySvc.get(`${ns}/${svc.metadata.name}`) ?? []).sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : 1))) {
-      const addressType = slice.addressType as string | undefined;
-      if (addressType !== 'IPv4' && addressType !== 'IPv6') continue;
-      const slicePorts = (slice.ports ?? []) as SlicePort[];
-      for (const ep of (slice.endpoints ?? []) as SliceEndpoint[]) {
-        // ready unset means ready (discovery.k8s.io/v1); terminating endpoints have ready=false.
-        if (ep.conditions?.ready === false) continue;
-        const pod = ep.targetRef?.kind === 'Pod' && ep.targetRef.name ? input.pods.get(`${ep.targetRef.namespace ?? ns}/${ep.targetRef.name}`) : undefined;
-        const podSpec = (pod?.spec ?? {}) as { serviceAccountName?: string };
-        const epPorts: Record<string, number> = {};
-        for (const sp of ports) {
-          const match = slicePorts.find((x) => (x.name ?? '') === (sp.name ?? ''));
-          if (match?.port) epPorts[portName(sp)] = match.port;
-        }
-        for (const address of ep.addresses ?? []) {
-          if (endpoints.has(address)) continue;
-          const e: Record<string, unknown> = { address, ports: epPorts };
-          const labels = pod?.metadata.labels;
-          if (labels && Object.keys(labels).length) e.labels = labels;
-          if (podSpec.serviceAccountName) e.serviceAccount = podSpec.serviceAccountName;
-          if (ep.zone) e.locality = ep.zone;
-          endpoints.set(address, e);
-        }
-      }
-    }
-    const eps = [...endpoints.values()].sort((a, b) => (String(a.address) < String(b.address) ? -1 : 1));
-    out.push({ service: svc, doc: { ...base, spec: { hosts: [host], location: 'MESH_INTERNAL', resolution: 'STATIC', ports: sePorts, endpoints: eps } } });
   }
-  return out;
+  return [...out.values()];
 }
 
 /** Every `credentialName` Gateways and DestinationRules name, with the namespaces naming it. */

@@ -1,8 +1,7 @@
 /**
  * kube/translate.ts and kube/source.ts's build, without an API server: API objects compile to the
- * same snapshot as the same YAML from files, Services + EndpointSlices + Pods become Istio's
- * registry (ready endpoints only, pod labels and service accounts), and an invalid object is left
- * out and reported while the rest compiles.
+ * same snapshot as the same YAML from files (Istio kinds, and Services + EndpointSlices + Pods as
+ * the registry), and an invalid object is left out and reported while the rest compiles.
  */
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -13,7 +12,7 @@ import { parseAllDocuments } from 'yaml';
 import { buildSnapshotFromText } from '../../config/index.ts';
 import type { KubeObject } from '../../kube/reflector.ts';
 import { buildFromResources, loadObjects } from '../../kube/source.ts';
-import { formatKubeIssue, portProtocol, serviceEntryDocuments } from '../../kube/translate.ts';
+import { formatKubeIssue } from '../../kube/translate.ts';
 
 const ISTIO_YAML = `apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -76,61 +75,60 @@ test('API objects and the same YAML from a file compile to the same snapshot', a
   }
 });
 
-const svc: KubeObject = {
-  apiVersion: 'v1',
-  kind: 'Service',
-  metadata: { name: 'web', namespace: 'shop' },
-  spec: { ports: [{ name: 'http-web', port: 80, targetPort: 8080 }, { name: 'grpc', port: 9000, targetPort: 'grpc', appProtocol: 'grpc' }] },
-};
+const REGISTRY_YAML = `apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  ports: [{name: http-web, port: 80, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-a, namespace: shop, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http-web, port: 8080}]
+endpoints:
+- {addresses: [10.244.0.10], conditions: {ready: true}, targetRef: {kind: Pod, name: web-1, namespace: shop}}
+- {addresses: [10.244.0.11], conditions: {ready: false, serving: true, terminating: true}, targetRef: {kind: Pod, name: web-2, namespace: shop}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-1, namespace: shop, labels: {app: web, version: v1}}
+spec: {serviceAccountName: web-sa}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-2, namespace: shop, labels: {app: web, version: v2}}
+spec: {serviceAccountName: web-sa}
+`;
 
-function sliceObj(name: string, endpoints: unknown[]): KubeObject {
-  return {
-    apiVersion: 'discovery.k8s.io/v1',
-    kind: 'EndpointSlice',
-    metadata: { name, namespace: 'shop', labels: { 'kubernetes.io/service-name': 'web' } },
-    addressType: 'IPv4',
-    ports: [{ name: 'http-web', port: 8080 }, { name: 'grpc', port: 9443 }],
-    endpoints,
-  };
-}
-
-test('Service + EndpointSlices + Pods → a MESH_INTERNAL STATIC ServiceEntry with ready endpoints, pod labels and service accounts', () => {
-  const pods = new Map<string, KubeObject>([
-    ['shop/web-1', { metadata: { name: 'web-1', namespace: 'shop', labels: { app: 'web', version: 'v1' } }, spec: { serviceAccountName: 'web-sa' } }],
-  ]);
-  const docs = serviceEntryDocuments({
-    services: [svc],
-    slices: [
-      sliceObj('web-a', [
-        { addresses: ['10.244.0.10'], conditions: { ready: true }, targetRef: { kind: 'Pod', name: 'web-1', namespace: 'shop' }, zone: 'z1' },
-        { addresses: ['10.244.0.11'], conditions: { ready: false, serving: true, terminating: true } },
-      ]),
-      sliceObj('web-b', [{ addresses: ['10.244.0.12'] }, { addresses: ['10.244.0.10'], conditions: { ready: true } }]),
-    ],
-    pods,
-  });
-  assert.equal(docs.length, 1);
-  assert.deepEqual(docs[0].doc.spec, {
-    hosts: ['web.shop.svc.cluster.local'],
-    location: 'MESH_INTERNAL',
-    resolution: 'STATIC',
-    ports: [
-      { number: 80, name: 'http-web', protocol: 'HTTP', targetPort: 8080 },
-      { number: 9000, name: 'grpc', protocol: 'GRPC' },
-    ],
-    endpoints: [
-      { address: '10.244.0.10', ports: { 'http-web': 8080, grpc: 9443 }, labels: { app: 'web', version: 'v1' }, serviceAccount: 'web-sa', locality: 'z1' },
-      { address: '10.244.0.12', ports: { 'http-web': 8080, grpc: 9443 } },
-    ],
-  });
-});
-
-test("Istio's protocol selection for Service ports", () => {
-  assert.equal(portProtocol({ port: 1, name: 'http2-x' }), 'HTTP2');
-  assert.equal(portProtocol({ port: 1, name: 'tcp' }), 'TCP');
-  assert.equal(portProtocol({ port: 1, name: 'web', appProtocol: 'kubernetes.io/h2c' }), 'HTTP2');
-  assert.equal(portProtocol({ port: 1, name: 'grpc-web' }), 'GRPC-WEB');
-  assert.equal(portProtocol({ port: 1, name: 'anything' }), 'HTTP');
+test('Services, EndpointSlices and Pods from the API compile to the same registry as the same YAML from a file', async () => {
+  const yaml = `${ISTIO_YAML.slice(0, ISTIO_YAML.indexOf('---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry'))}---\n${REGISTRY_YAML}`;
+  const fromFile = await buildSnapshotFromText(yaml, 'shop.yaml');
+  assert.ok(fromFile.ok, JSON.stringify(!fromFile.ok && fromFile.issues));
+  const objs = asApiObjects(yaml);
+  // What the API server returns has much more in a Pod; only labels and the service account matter.
+  for (const o of objs) if (o.kind === 'Pod') (o.spec as Record<string, unknown>).containers = [{ name: 'c', image: 'x' }];
+  const pods = new Map(objs.filter((o) => o.kind === 'Pod').map((o) => [`${o.metadata.namespace}/${o.metadata.name}`, o]));
+  const dir = mkdtempSync(join(tmpdir(), 'portico-kube-unit-'));
+  try {
+    const b = await buildFromResources(
+      loadObjects({
+        istio: objs.filter((o) => String(o.apiVersion).includes('istio.io')),
+        services: objs.filter((o) => o.kind === 'Service'),
+        slices: objs.filter((o) => o.kind === 'EndpointSlice'),
+        pods,
+      }),
+      { secretsDir: dir },
+    );
+    assert.equal(b.rejected.size, 0, [...b.rejected.values()].flat().map(formatKubeIssue).join('\n'));
+    assert.ok(b.snapshot);
+    assert.deepEqual(withoutSources(b.snapshot), withoutSources(fromFile.snapshot));
+    const eps = JSON.stringify(b.snapshot.clusters);
+    assert.ok(eps.includes('10.244.0.10') && eps.includes('web-sa'), 'the ready endpoint with its pod\'s service account');
+    assert.ok(!eps.includes('10.244.0.11'), 'the terminating endpoint gets no new requests');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('an invalid object is left out and reported as Kind/ns/name: path: message; the rest compiles', async () => {
