@@ -26,6 +26,7 @@ import {
   credentialFiles, credentialNames, endpointSliceDocument, formatKubeIssue, istioDocument, loadDocument, meshConfigMapDocument, objectFile, objectIdOf,
   podDocument, referencedPods, serviceDocument,
 } from './translate.ts';
+import { Analysis } from './analysis.ts';
 import { discoverIstioKinds, type WatchedKind } from './watches.ts';
 
 export interface KubeLogger extends ReflectorLogger {
@@ -45,6 +46,8 @@ export interface KubeSourceOptions {
   readonly cwd?: string;
   /** List everything once and build once, without watching (`portico validate --kubernetes`). */
   readonly listOnly?: boolean;
+  /** Report rejected objects as Events and `status.validationMessages` (default true unless listOnly). */
+  readonly analysis?: boolean;
 }
 
 /** One build: the snapshot (unless nothing could be built) and what was left out and why. */
@@ -177,12 +180,29 @@ export class KubeSource {
   private started = false;
   private readonly listeners = new Set<(b: KubeBuild) => void>();
   kinds: readonly WatchedKind[] = [];
+  private analysis: Analysis | undefined;
   last: KubeBuild | undefined;
   builds = 0;
 
   constructor(opts: KubeSourceOptions) {
     this.opts = opts;
     mkdirSync(opts.secretsDir, { recursive: true, mode: 0o700 });
+    if (opts.analysis ?? !opts.listOnly) this.analysis = new Analysis(opts.api, opts.log);
+  }
+
+  /** The watched object behind `Kind/ns/name`, with its Istio kind when it is one. */
+  private find(id: string): { obj: KubeObject; kind?: WatchedKind } | undefined {
+    const slash = id.indexOf('/');
+    const kind = id.slice(0, slash);
+    const key = id.slice(slash + 1);
+    const i = this.kinds.findIndex((k) => k.kind === kind);
+    if (i >= 0) {
+      const obj = this.istio[i]?.objects.get(key);
+      return obj ? { obj, kind: this.kinds[i] } : undefined;
+    }
+    const r = kind === 'Service' ? this.services : kind === 'EndpointSlice' ? this.slices : kind === 'Pod' ? this.pods : kind === 'ConfigMap' ? this.mesh : undefined;
+    const obj = r?.objects.get(key);
+    return obj ? { obj } : undefined;
   }
 
   onBuild(fn: (b: KubeBuild) => void): () => void {
@@ -324,6 +344,8 @@ export class KubeSource {
       this.builds++;
       this.last = b;
       for (const l of [...this.listeners]) l(b);
+      const analysis = this.analysis;
+      if (analysis) void analysis.report(b.rejected, (id) => this.find(id));
       return b;
     } finally {
       this.building = false;

@@ -367,6 +367,21 @@ spec:
     return body.kubernetes?.rejected?.[`VirtualService/${NS}/broken`];
   });
   assert.ok(status.some((l) => l.startsWith(`VirtualService/${NS}/broken: spec.http[0].route[0].weight:`)), status.join('\n'));
+  // Reported where Kubernetes users look: status.validationMessages in Istio's shape, and an Event.
+  type Vs = { status?: { validationMessages?: { type: { code: string; name: string }; level: string; description: string }[] } };
+  const messages = await waitFor('status.validationMessages', async () => {
+    const r = await env.kube.api<Vs>('GET', `/apis/networking.istio.io/v1/namespaces/${NS}/virtualservices/broken`);
+    return r.body.status?.validationMessages?.length ? r.body.status.validationMessages : undefined;
+  });
+  assert.equal(messages[0].level, 'Error');
+  assert.deepEqual(messages[0].type, { code: 'IST0106', name: 'SchemaValidationError' });
+  assert.match(messages[0].description, /^spec\.http\[0\]\.route\[0\]\.weight: /);
+  const event = await waitFor('a Warning Event on the object', async () => {
+    const r = await env.kube.api<{ items: { type: string; reason: string; message: string; involvedObject: { kind: string; name: string } }[] }>('GET', `/api/v1/namespaces/${NS}/events`);
+    return r.body.items.find((e) => e.involvedObject.kind === 'VirtualService' && e.involvedObject.name === 'broken');
+  });
+  assert.equal(event.type, 'Warning');
+  assert.match(event.message, /weight/);
   // Not frozen: a valid change still goes through, and the broken object is not served.
   await env.kube.apply(virtualService('after-broken'));
   await waitFor('a later valid change served', async () => ((await get(env.gwPort, '/')).marker === 'after-broken' ? true : undefined));
@@ -382,6 +397,10 @@ spec:
   - route: [{destination: {host: web}}]
 `);
   await waitFor('the fixed object served', async () => ((await get(env.gwPort, '/', 'broken.example.com')).status === 200 ? true : undefined));
+  await waitFor('validationMessages cleared', async () => {
+    const r = await env.kube.api<Vs>('GET', `/apis/networking.istio.io/v1/namespaces/${NS}/virtualservices/broken`);
+    return r.body.status?.validationMessages?.length ? undefined : true;
+  });
 }
 
 const ROOT = new URL('../..', import.meta.url).pathname;
