@@ -20,6 +20,7 @@ import { CA_PATH } from './protocol.ts';
 import { streamRoutes } from './stream.ts';
 import type { KubeApi } from '../kube/api.ts';
 import type { KubeBuild, KubeSource } from '../kube/source.ts';
+import type { LeaderElection } from '../kube/lease.ts';
 
 export const DEFAULT_CONTROLPLANE_PORT = 15010;
 export const DEFAULT_HEARTBEAT_MS = 5_000;
@@ -37,6 +38,8 @@ export interface KubernetesSourceOptions {
    * `istio-ca`) besides the bootstrap token. Default true.
    */
   readonly tokenReview?: boolean;
+  /** HA: take part in leader election on Lease `portico-controlplane` in `namespace` as `identity` (the pod name). */
+  readonly leaderElection?: { readonly namespace: string; readonly identity: string; readonly leaseSeconds?: number; readonly renewMs?: number };
 }
 
 export interface ControlPlaneOptions {
@@ -70,6 +73,8 @@ export interface ControlPlane {
   readonly app: FastifyInstance;
   /** With `kubernetes`: the API source (its watches and last build). */
   readonly kube?: KubeSource;
+  /** With `kubernetes.leaderElection`: whether this replica leads. */
+  readonly election?: LeaderElection;
   /** Ends every stream, stops watching and closes the listener. */
   close(): Promise<void>;
 }
@@ -111,10 +116,19 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
 
   let closeSource: () => void;
   let kube: KubeSource | undefined;
+  let election: LeaderElection | undefined;
   if (opts.kubernetes) {
     const { KubeSource } = await import('../kube/source.ts');
     const { formatKubeIssue } = await import('../kube/translate.ts');
-    kube = new KubeSource({ ...opts.kubernetes, log, cwd, debounceMs: opts.debounceMs });
+    let isLeader = (): boolean => true;
+    if (opts.kubernetes.leaderElection) {
+      const { LeaderElection } = await import('../kube/lease.ts');
+      const le = opts.kubernetes.leaderElection;
+      election = new LeaderElection({ api: opts.kubernetes.api, ...le, log, onChange: (leader) => leader && kube?.reportAgain() });
+      const e = election;
+      isLeader = () => e.isLeader;
+    }
+    kube = new KubeSource({ ...opts.kubernetes, log, cwd, debounceMs: opts.debounceMs, isWriter: () => isLeader() });
     let reported = new Map<string, string>();
     const takeKube = (b: KubeBuild): void => {
       // Each rejected object is logged when its problems change, not on every rebuild.
@@ -137,9 +151,13 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     };
     kube.onBuild(takeKube);
     const source = kube;
-    closeSource = () => source.close();
+    closeSource = () => {
+      source.close();
+      void election?.stop();
+    };
     try {
       await kube.start();
+      election?.start();
     } catch (err) {
       kube.close();
       throw err;
@@ -233,7 +251,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       feed,
       heartbeatMs: opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS,
       log,
-      describe: () => ({ ...(kube ? { kubernetes: kube.status() } : { config }), trustDomain: opts.trustDomain ?? DEFAULT_TRUST_DOMAIN, authenticated: token !== undefined }),
+      describe: () => ({ ...(kube ? { kubernetes: { ...kube.status(), leader: election ? election.isLeader : true } } : { config }), trustDomain: opts.trustDomain ?? DEFAULT_TRUST_DOMAIN, authenticated: token !== undefined }),
     });
     await scope.register(credentialRoutes, { feed, identityOf });
     await scope.register(caRoutes, {
@@ -265,7 +283,9 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     feed,
     app,
     kube,
+    election,
     close: async () => {
+      await election?.stop();
       closeSource();
       await app.close();
     },

@@ -48,6 +48,8 @@ export interface KubeSourceOptions {
   readonly listOnly?: boolean;
   /** Report rejected objects as Events and `status.validationMessages` (default true unless listOnly). */
   readonly analysis?: boolean;
+  /** Whether this replica may write (it holds the Lease); default always. */
+  readonly isWriter?: () => boolean;
 }
 
 /** One build: the snapshot (unless nothing could be built) and what was left out and why. */
@@ -183,6 +185,11 @@ export class KubeSource {
   private analysis: Analysis | undefined;
   last: KubeBuild | undefined;
   builds = 0;
+
+  /** Re-reports the current problems (a replica that just became the leader). */
+  reportAgain(): void {
+    if (this.last && this.analysis) void this.analysis.report(this.last.rejected, (id) => this.find(id));
+  }
 
   constructor(opts: KubeSourceOptions) {
     this.opts = opts;
@@ -345,7 +352,7 @@ export class KubeSource {
       this.last = b;
       for (const l of [...this.listeners]) l(b);
       const analysis = this.analysis;
-      if (analysis) void analysis.report(b.rejected, (id) => this.find(id));
+      if (analysis && (this.opts.isWriter?.() ?? true)) void analysis.report(b.rejected, (id) => this.find(id));
       return b;
     } finally {
       this.building = false;

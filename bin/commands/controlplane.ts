@@ -5,7 +5,7 @@
  * workload certificates.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { parseDuration } from '../../config/index.ts';
@@ -22,11 +22,14 @@ const USAGE = `usage: portico controlplane (--config PATH [--config PATH...] | -
   --mesh-config NS/NAME the MeshConfig ConfigMap (key mesh) (default <namespace>/istio)
   --port N              listen port (default ${DEFAULT_CONTROLPLANE_PORT}; 0 picks a free one)
   --host ADDR           listen address (default 0.0.0.0 with a token, 127.0.0.1 without)
-  --ca-dir DIR          mesh root CA (ca.crt, ca.key; created when missing) (default certs/out/mesh-ca)
+  --ca-dir DIR          mesh root CA (ca.crt, ca.key; created when missing) (default certs/out/mesh-ca;
+                        with --kubernetes: Secret portico-ca in --namespace, shared by replicas)
   --trust-domain D      SPIFFE trust domain (default ${DEFAULT_TRUST_DOMAIN})
   --cert-ttl DURATION   workload certificate lifetime, e.g. 24h, 90m (default 24h; at most 2160h)
   --token-file FILE     bootstrap token proxies must present (else PORTICO_BOOTSTRAP_TOKEN)
-  --secrets-dir DIR     where credentialName secrets live (default certs/out/credentials)
+  --secrets-dir DIR     where credentialName secrets live (default certs/out/credentials); with
+                        --kubernetes: the private directory the Secrets are written to, managed
+                        by the control plane (default: a new temporary directory)
   --heartbeat DURATION  stream heartbeat interval (default 5s)
 `;
 
@@ -48,7 +51,7 @@ export async function run(argv: string[]): Promise<number | undefined> {
         'mesh-config': { type: 'string' },
         port: { type: 'string', default: String(DEFAULT_CONTROLPLANE_PORT) },
         host: { type: 'string' },
-        'ca-dir': { type: 'string', default: 'certs/out/mesh-ca' },
+        'ca-dir': { type: 'string' },
         'trust-domain': { type: 'string', default: DEFAULT_TRUST_DOMAIN },
         'cert-ttl': { type: 'string', default: '24h' },
         'token-file': { type: 'string' },
@@ -104,6 +107,7 @@ export async function run(argv: string[]): Promise<number | undefined> {
   if (token !== undefined && token.length < 16) log.warn('the bootstrap token is short; use at least 32 random characters (openssl rand -hex 32)');
   let kubernetes;
   let secretsTmp: string | undefined;
+  let sharedCa: { certPem: string; keyPem: string } | undefined;
   if (args.kubernetes) {
     const { KubeApi, loadKubeConfig, ownNamespace } = await import('../../kube/api.ts');
     let loaded;
@@ -113,9 +117,23 @@ export async function run(argv: string[]): Promise<number | undefined> {
       return fail((err as Error).message);
     }
     const namespace = args.namespace ?? ownNamespace('portico-system');
-    // credentialName Secrets are decoded into a private directory that lives as long as we do.
-    secretsTmp = mkdtempSync(join(tmpdir(), 'portico-credentials-'));
-    kubernetes = { api: new KubeApi(loaded.kc), meshConfig: meshConfig ?? { namespace, name: 'istio' }, secretsDir: secretsTmp };
+    // credentialName Secrets are decoded into a private directory: --secrets-dir (replicas using
+    // the same path compile identical snapshot versions), else a temporary one that lives as long as we do.
+    if (args['secrets-dir'] === undefined) secretsTmp = mkdtempSync(join(tmpdir(), 'portico-credentials-'));
+    const api = new KubeApi(loaded.kc);
+    // HA: every replica serves; the Lease holder (identity = the pod name) writes Events/status.
+    const identity = process.env.POD_NAME ?? hostname();
+    kubernetes = { api, meshConfig: meshConfig ?? { namespace, name: 'istio' }, secretsDir: args['secrets-dir'] ?? secretsTmp!, leaderElection: { namespace, identity } };
+    if (args['ca-dir'] === undefined) {
+      const { loadOrCreateSharedCa } = await import('../../kube/lease.ts');
+      try {
+        const shared = await loadOrCreateSharedCa(api, namespace);
+        sharedCa = shared.ca;
+        log.info(shared.created ? 'created the mesh CA Secret' : 'using the mesh CA Secret', { secret: `${namespace}/portico-ca` });
+      } catch (err) {
+        return fail(`cannot read or create Secret ${namespace}/portico-ca: ${(err as Error).message}`);
+      }
+    }
     log.info('reading config from the Kubernetes API', { server: kubernetes.api.server, credentials: loaded.source, namespace, meshConfig: `${kubernetes.meshConfig.namespace}/${kubernetes.meshConfig.name}` });
   }
   const cp = await startControlPlane({
@@ -123,7 +141,8 @@ export async function run(argv: string[]): Promise<number | undefined> {
     kubernetes,
     port,
     host: args.host,
-    caDir: args['ca-dir'],
+    caDir: sharedCa ? undefined : (args['ca-dir'] ?? 'certs/out/mesh-ca'),
+    ca: sharedCa,
     trustDomain: args['trust-domain'],
     certTtlHours: ttlMs / 3_600_000,
     token,

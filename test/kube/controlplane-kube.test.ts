@@ -12,7 +12,7 @@
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -25,6 +25,7 @@ import { connectProxyToControlPlane, waitForSnapshot } from '../../controlplane/
 import { startControlPlane, type ControlPlane } from '../../controlplane/server.ts';
 import { GatewayRuntime } from '../../gateway/runtime.ts';
 import { KubeApi } from '../../kube/api.ts';
+import { loadOrCreateSharedCa } from '../../kube/lease.ts';
 import { inNetns, runInNetns, startKube, type KubeCluster } from '../helpers/kube.ts';
 import { freePort } from '../helpers/net.ts';
 
@@ -46,6 +47,8 @@ if (!inNetns()) {
     await t.test('an invalid object is left out and reported; the rest keeps updating', () => invalidObject(env));
     await t.test('portico validate --kubernetes prints Kind/ns/name: field: message and exits 1 on an error', () => validateCli(env));
     await t.test('the deploy kits apply with kubectl apply --dry-run=server; the control plane RBAC is least privilege', () => deployKit(env));
+    await t.test('two replicas: one Lease holder, both serve proxies, the leader hands over; one shared mesh CA Secret', () => ha(env));
+    await t.test('portico controlplane --kubernetes (the CLI): shared CA Secret, Lease, ready; SIGTERM exits in under 5 s', () => controlplaneCli(env));
     await t.test('certificates for projected service-account tokens (TokenReview, audience istio-ca); forged, other-audience and deleted-pod tokens refused', () => identity(env));
     await t.test('portico gateway --controlplane (no --config) serves the Gateways selecting its labels, with routes and certificates pushed', () => gatewayCli(env));
   });
@@ -555,4 +558,89 @@ async function deployKit(env: Env): Promise<void> {
   assert.equal(await can('watch', 'secrets', '-n', 'portico-system'), 'yes');
   assert.equal(await can('list', 'secrets', '-n', NS), 'no');
   assert.equal(await can('delete', 'pods', '-n', NS), 'no');
+}
+
+async function ha(env: Env): Promise<void> {
+  const api = new KubeApi(env.kube.kubeConfig());
+  env.t.after(() => api.close());
+  await env.kube.apply('apiVersion: v1\nkind: Namespace\nmetadata: {name: portico-ha}\n');
+  // Both replicas race to create the CA Secret: one wins, both end up with the same root.
+  const [a, b] = await Promise.all([loadOrCreateSharedCa(api, 'portico-ha'), loadOrCreateSharedCa(api, 'portico-ha')]);
+  assert.equal(a.ca.certPem, b.ca.certPem);
+  assert.equal([a.created, b.created].filter(Boolean).length, 1);
+  // The same credentials path on both (as the kit's --secrets-dir), so they compile the same snapshot version.
+  const dir = mkdtempSync(join(tmpdir(), 'portico-ha-'));
+  env.t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const start = async (identity: string): Promise<ControlPlane> => {
+    const cp = await startControlPlane({
+      kubernetes: { api, meshConfig: { namespace: 'portico-ha', name: 'istio' }, secretsDir: dir, leaderElection: { namespace: 'portico-ha', identity, renewMs: 300 } },
+      port: 0,
+      host: '127.0.0.1',
+      ca: a.ca,
+      token: TOKEN,
+      debounceMs: 50,
+    });
+    env.t.after(() => cp.close());
+    return cp;
+  };
+  const one = await start('portico-controlplane-0');
+  await waitFor('replica 0 leads', async () => (one.election?.isLeader ? true : undefined));
+  const two = await start('portico-controlplane-1');
+  type LeaseObj = { spec: { holderIdentity: string } };
+  const holder = async (): Promise<string> => (await env.kube.api<LeaseObj>('GET', '/apis/coordination.k8s.io/v1/namespaces/portico-ha/leases/portico-controlplane')).body.spec.holderIdentity;
+  assert.equal(await holder(), 'portico-controlplane-0');
+  await new Promise((r) => setTimeout(r, 700));
+  assert.equal(two.election?.isLeader, false, 'one leader at a time');
+  // Both serve the same config to proxies.
+  const [s1, s2] = await Promise.all([one, two].map((cp) => waitForSnapshot({ url: cp.url, token: TOKEN, timeoutMs: 10_000 })));
+  assert.equal(s1.version, s2.version);
+  // The leader goes away: the other takes over (the lease is handed back on shutdown).
+  const stoppedAt = Date.now();
+  await one.close();
+  await waitFor('replica 1 leads', async () => (two.election?.isLeader ? true : undefined), 15_000);
+  assert.equal(await holder(), 'portico-controlplane-1');
+  env.t.diagnostic(`leader handover after SIGTERM-equivalent close(): ${Date.now() - stoppedAt} ms`);
+}
+
+async function controlplaneCli(env: Env): Promise<void> {
+  await env.kube.apply('apiVersion: v1\nkind: Namespace\nmetadata: {name: portico-cli}\n');
+  const dir = mkdtempSync(join(tmpdir(), 'portico-cp-cli-'));
+  env.t.after(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'token'), TOKEN);
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', 'bin/portico.ts', 'controlplane', '--kubernetes', '--kubeconfig', env.kube.kubeconfig, '--namespace', 'portico-cli', '--port', '0', '--token-file', join(dir, 'token'), '--heartbeat', '500ms'],
+    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, POD_NAME: 'portico-controlplane-cli' } },
+  );
+  let out = '';
+  child.stdout!.on('data', (c: Buffer) => (out += c));
+  child.stderr!.on('data', (c: Buffer) => (out += c));
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  env.t.after(() => child.kill('SIGKILL'));
+  try {
+    const url = await waitFor('the control plane is ready', async () => /"msg":"control plane ready","url":"([^"]+)"/.exec(out)?.[1], 60_000);
+    assert.match(out, /"msg":"created the mesh CA Secret"/);
+    const secret = await env.kube.api<{ data: Record<string, string> }>('GET', '/api/v1/namespaces/portico-cli/secrets/portico-ca');
+    const caRes = await request(`${url}/v1/ca`);
+    assert.equal(await caRes.body.text(), Buffer.from(secret.body.data['ca.crt'], 'base64').toString(), 'it signs with the Secret\'s CA');
+    await waitFor('it holds the Lease', async () => {
+      const r = await env.kube.api<{ spec: { holderIdentity: string } }>('GET', '/apis/coordination.k8s.io/v1/namespaces/portico-cli/leases/portico-controlplane');
+      return r.body?.spec?.holderIdentity === 'portico-controlplane-cli' ? true : undefined;
+    });
+    const snap = await waitForSnapshot({ url, token: TOKEN, timeoutMs: 10_000 });
+    assert.ok(snap.revision >= 1);
+    // A proxy connected, then SIGTERM.
+    const link = connectProxyToControlPlane({ apply: async () => undefined }, { url, token: TOKEN, node: 'cli-probe', initial: snap, minBackoffMs: 1000, maxBackoffMs: 1000 });
+    await waitFor('the proxy connected', async () => (link.connected() ? true : undefined));
+    const sent = Date.now();
+    child.kill('SIGTERM');
+    const code = await exited;
+    link.close();
+    const took = Date.now() - sent;
+    assert.equal(code, 0);
+    assert.ok(took < 5000, `SIGTERM took ${took} ms`);
+    assert.ok(!out.includes(TOKEN), 'the token is never logged');
+  } catch (err) {
+    throw new Error(`${(err as Error).message}\ncontrol plane output:\n${out.slice(-4000)}`);
+  }
 }
