@@ -71,25 +71,36 @@ export interface KubeInputs {
   readonly pods: ReadonlyMap<string, KubeObject>;
 }
 
-/** Loads API objects as config resources (see kube/translate.ts); problems are filed per object. */
-export function loadObjects(input: KubeInputs): { resources: Resource[]; issues: ConfigIssue[]; objects: number } {
+type Loaded = { resources: Resource[]; issues: ConfigIssue[] };
+
+/**
+ * Loads API objects as config resources (see kube/translate.ts); problems are filed per object.
+ * `cache` (uid@resourceVersion → loaded) lets a rebuild re-parse only the objects that changed.
+ */
+export function loadObjects(input: KubeInputs, cache?: Map<string, Loaded>): { resources: Resource[]; issues: ConfigIssue[]; objects: number } {
   const resources: Resource[] = [];
   const issues: ConfigIssue[] = [];
   let objects = 0;
-  const take = (r: { resources: Resource[]; issues: ConfigIssue[] }): void => {
+  const used = new Set<string>();
+  const take = (o: KubeObject, kind: string, doc: (o: KubeObject) => Record<string, unknown>): void => {
+    const key = o.metadata.uid && o.metadata.resourceVersion ? `${kind}/${o.metadata.uid}@${o.metadata.resourceVersion}` : undefined;
+    let r = key ? cache?.get(key) : undefined;
+    if (!r) {
+      r = loadDocument(doc(o), kind, o.metadata.namespace, o.metadata.name);
+      if (key) cache?.set(key, r);
+    }
+    if (key) used.add(key);
     resources.push(...r.resources);
     issues.push(...r.issues);
     objects++;
   };
-  for (const o of input.istio) take(loadDocument(istioDocument(o), o.kind ?? '', o.metadata.namespace, o.metadata.name));
-  if (input.meshConfigMap) {
-    const m = input.meshConfigMap;
-    take(loadDocument(meshConfigMapDocument(m), 'ConfigMap', m.metadata.namespace, m.metadata.name));
-  }
+  for (const o of input.istio) take(o, o.kind ?? '', istioDocument);
+  if (input.meshConfigMap) take(input.meshConfigMap, 'ConfigMap', meshConfigMapDocument);
   const slices = [...input.slices];
-  for (const o of input.services) take(loadDocument(serviceDocument(o), 'Service', o.metadata.namespace, o.metadata.name));
-  for (const o of slices) take(loadDocument(endpointSliceDocument(o), 'EndpointSlice', o.metadata.namespace, o.metadata.name));
-  for (const o of referencedPods(slices, input.pods)) take(loadDocument(podDocument(o), 'Pod', o.metadata.namespace, o.metadata.name));
+  for (const o of input.services) take(o, 'Service', serviceDocument);
+  for (const o of slices) take(o, 'EndpointSlice', endpointSliceDocument);
+  for (const o of referencedPods(slices, input.pods)) take(o, 'Pod', podDocument);
+  if (cache) for (const k of cache.keys()) if (!used.has(k)) cache.delete(k);
   return { resources, issues, objects };
 }
 
@@ -183,6 +194,7 @@ export class KubeSource {
   private readonly listeners = new Set<(b: KubeBuild) => void>();
   kinds: readonly WatchedKind[] = [];
   private analysis: Analysis | undefined;
+  private readonly loadCache = new Map<string, Loaded>();
   last: KubeBuild | undefined;
   builds = 0;
 
@@ -339,13 +351,16 @@ export class KubeSource {
         this.again = false;
         this.syncSecretWatches();
         this.syncSecrets();
-        const loaded = loadObjects({
+        const loaded = loadObjects(
+          {
           istio: this.istio.flatMap((r) => [...r.objects.values()]),
           meshConfigMap: this.mesh.objects.get(`${this.opts.meshConfig.namespace}/${this.opts.meshConfig.name}`),
           services: this.services.objects.values(),
           slices: this.slices.objects.values(),
           pods: this.pods.objects,
-        });
+          },
+          this.loadCache,
+        );
         b = await buildFromResources(loaded, { secretsDir: this.opts.secretsDir, cwd: this.opts.cwd });
       } while (this.again && !this.closed);
       this.builds++;
