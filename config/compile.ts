@@ -75,24 +75,6 @@ export function compileSnapshot(config: ValidatedConfig, opts: CompileOptions = 
   return c.run();
 }
 
-/** `\1`-style RE2 rewrite groups → JavaScript `$1`; literal `$` escaped as `$$`. */
-export function convertRegexRewrite(rewrite: string): string {
-  let out = '';
-  for (let i = 0; i < rewrite.length; i++) {
-    const ch = rewrite[i];
-    const next = rewrite[i + 1];
-    if (ch === '\\' && next !== undefined && /\d/.test(next)) {
-      out += `$${next}`;
-      i++;
-    } else if (ch === '\\' && next === '\\') {
-      out += '\\';
-      i++;
-    } else if (ch === '$') out += '$$';
-    else out += ch;
-  }
-  return out;
-}
-
 function stringMatch(m: RawStringMatch | undefined): StringMatch | undefined {
   if (!m) return undefined;
   if (m.exact !== undefined) return { exact: m.exact };
@@ -374,7 +356,7 @@ class Compiler {
         ? strip({
             uri: rw.uri,
             authority: rw.authority,
-            uriRegex: rw.uriRegexRewrite ? { match: rw.uriRegexRewrite.match, rewrite: convertRegexRewrite(rw.uriRegexRewrite.rewrite) } : undefined,
+            uriRegex: rw.uriRegexRewrite ? { match: rw.uriRegexRewrite.match, rewrite: rw.uriRegexRewrite.rewrite } : undefined,
           })
         : undefined,
       timeoutMs: timeout ? timeout : undefined,

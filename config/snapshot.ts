@@ -77,7 +77,7 @@ export interface RouteDestination {
 export interface Rewrite {
   readonly uri?: string;
   readonly authority?: string;
-  /** RE2 pattern and replacement (`\1` style groups already converted to `$1`). */
+  /** RE2 pattern and RE2 substitution (`\0`–`\9` groups, `\\` a backslash), as Envoy's `regex_rewrite`. */
   readonly uriRegex?: { readonly match: string; readonly rewrite: string };
 }
 

@@ -152,18 +152,10 @@ function redirectLocation(r: Redirect, input: MatchInput, host: string, listener
   return `${scheme}://${authority}${path}`;
 }
 
-const regexCache = new WeakMap<Rewrite, RegExp>();
-
 function rewritePath(rw: Rewrite | undefined, route: CompiledRoute, input: MatchInput): string {
   let path = input.path;
-  if (rw?.uriRegex) {
-    let re = regexCache.get(rw);
-    if (!re) {
-      re = new RegExp(rw.uriRegex.match, 'gu');
-      regexCache.set(rw, re);
-    }
-    re.lastIndex = 0;
-    path = path.replace(re, rw.uriRegex.rewrite);
+  if (rw?.uriRegex && route.regexRewrite) {
+    path = route.regexRewrite(path);
   } else if (rw?.uri !== undefined) {
     const matched = route.route.match.find((m) => m.uri !== undefined && 'prefix' in m.uri && (m.ignoreUriCase ? path.toLowerCase().startsWith(m.uri.prefix.toLowerCase()) : path.startsWith(m.uri.prefix)));
     if (matched && matched.uri && 'prefix' in matched.uri) {

@@ -19,6 +19,7 @@ import type {
 } from '../config/snapshot.ts';
 import { DEFAULT_RETRIES } from '../config/compile.ts';
 import { selectExtAuthz, type CompiledExtAuthz, type ProxyIdentity } from './authz.ts';
+import { compileGlobalReplace } from '../lib/re2.ts';
 import { compileMatchList, DomainIndex, type MatchInput } from './matchers.ts';
 import { blockList, ipIn, labelsMatch } from './policy.ts';
 import type { CompiledRateLimit, RateLimiters } from './ratelimit.ts';
@@ -29,6 +30,8 @@ export interface CompiledRoute {
   readonly matches: (input: MatchInput) => boolean;
   /** Picks one destination by weight; undefined for redirect/direct routes. */
   readonly pick: () => RouteDestination | undefined;
+  /** `rewrite.uriRegexRewrite`, compiled once (RE2 global replace over the path, as Envoy's `regex_rewrite`). */
+  readonly regexRewrite?: (path: string) => string;
   /** Live hit counter (the only mutable field; read by the admin/dashboard). */
   hits: number;
 }
@@ -125,7 +128,9 @@ export function compileRoutes(routes: readonly HttpRoute[], gateway: string): Co
   for (const route of routes) {
     const matches = applicableMatches(route.match, gateway);
     if (matches === null) continue;
-    out.push({ route, gateway, matches: compileMatchList(matches), pick: weightedPicker(route), hits: 0 });
+    const rx = route.action.kind === 'route' ? route.action.rewrite?.uriRegex : undefined;
+    const regexRewrite = rx ? compileGlobalReplace(rx.match, rx.rewrite) : undefined;
+    out.push({ route, gateway, matches: compileMatchList(matches), pick: weightedPicker(route), regexRewrite, hits: 0 });
   }
   return out;
 }
