@@ -3,7 +3,7 @@ import { ConfigErrorCodes } from '../errors.ts';
 import {
   arr, bool, childPath, duration, int, isPlainObject, obj, oneOfStr, percentObj, portSelector, str, strMap, type Reporter, type Schema,
 } from '../schema.ts';
-import { exportTo, hostString, labels, regexString, stringMatch, valueMatch, type RawStringMatch } from './common.ts';
+import { exportTo, hostString, labels, regexRewriteCheck, regexString, stringMatch, valueMatch, type RawStringMatch } from './common.ts';
 
 export interface RawDestination {
   host: string;
@@ -163,7 +163,7 @@ const httpRoute: Schema = obj(
       {
         uri: str(),
         authority: str(),
-        uriRegexRewrite: obj({ match: regexString, rewrite: str() }, { required: ['match', 'rewrite'] }),
+        uriRegexRewrite: obj({ match: regexString, rewrite: str() }, { required: ['match', 'rewrite'], check: regexRewriteCheck }),
       },
       { oneOf: ['uri', 'uriRegexRewrite'] },
     ),
