@@ -16,7 +16,7 @@ import { sendMirrors } from './mirror.ts';
 import { checkRateLimits } from './ratelimit.ts';
 import { applyHeaderOps, peerAddress, upstreamRequestHeaders, type HeaderMap, type HeaderPolicy } from './headers.ts';
 import { compileStringMatch, hostOnly, type MatchInput, type StringPredicate } from './matchers.ts';
-import { normalizePath, splitTarget } from './path.ts';
+import { normalizePath, splitTarget } from '../lib/path.ts';
 import type { UpstreamPools } from './pools.ts';
 import { matchRoute, type CompiledRoute, type PortTable, type RouteTable, type RuntimeVirtualHost } from './router.ts';
 

@@ -23,7 +23,7 @@ import { makeHeaderPolicy, peerAddress, upstreamRequestHeaders, type HeaderMap }
 import { applyJwtHeaders, authenticateJwt, JwksCache, selectRequestAuthn } from './jwt-authn.ts';
 import { hostOnly } from './matchers.ts';
 import { meshUpstreamTls, mtlsPeer, type MeshIdentity, type MtlsPeer } from './mtls.ts';
-import { normalizePath, splitTarget } from './path.ts';
+import { normalizePath, splitTarget } from '../lib/path.ts';
 import { selectPeerAuthn, type EffectiveMtls, type PeerAuthnDecision } from './peer-authn.ts';
 import type { PolicyInput } from './policy.ts';
 import { UpstreamPools } from './pools.ts';

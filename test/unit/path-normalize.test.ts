@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
-import { normalizePath } from '../../gateway/path.ts';
+import { normalizePath } from '../../lib/path.ts';
 
 const segment = fc.oneof(
   fc.constantFrom('.', '..', '', '%2e', '%2E%2e', '%2f', '%5C', 'a', 'b', 'admin', '%41', '%7e', '~', 'x%20y'),
