@@ -4,6 +4,7 @@
  * Pure: no I/O (certificate bytes come from validation), no mutation of the input, deterministic
  * ordering everywhere so that the same YAML always yields byte-identical JSON and the same version.
  */
+import { DEFAULT_PATH_NORMALIZATION, parsePathNormalization } from '../lib/path.ts';
 import { createHash } from 'node:crypto';
 import { isAbsolute, relative } from 'node:path';
 import type {
@@ -725,6 +726,9 @@ class Compiler {
     if (typeof m.accessLogFile === 'string' && m.accessLogFile) out.accessLogFile = m.accessLogFile;
     if (m.accessLogEncoding === 'JSON' || m.accessLogEncoding === 'TEXT') out.accessLogEncoding = m.accessLogEncoding;
     if (typeof m.accessLogFormat === 'string' && m.accessLogFormat) out.accessLogFormat = m.accessLogFormat;
+    // Only when set, so snapshots of meshes on Istio's default stay as they were.
+    const pn = m.pathNormalization?.normalization;
+    if (pn !== undefined) out.pathNormalization = parsePathNormalization(pn) ?? DEFAULT_PATH_NORMALIZATION;
     return out;
   }
 

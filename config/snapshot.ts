@@ -9,6 +9,8 @@
  * the same YAML always compiles to byte-identical JSON.
  */
 
+import type { PathNormalization } from '../lib/path.ts';
+
 /** Where a resource or field came from, for error messages and `config_dump`. */
 export interface SourceRef {
   readonly file: string;
@@ -655,6 +657,11 @@ export interface MeshSettings {
   readonly accessLogFile?: string;
   readonly accessLogEncoding?: 'TEXT' | 'JSON';
   readonly accessLogFormat?: string;
+  /**
+   * MeshConfig `pathNormalization.normalization`, applied once per request by every proxy (and by
+   * the authservice, which must be given the same mode); absent = Istio's default, BASE.
+   */
+  readonly pathNormalization?: PathNormalization;
 }
 
 export interface Snapshot {

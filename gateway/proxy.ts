@@ -253,7 +253,7 @@ export function routeRequest(
   if (!target) return { error: ERR.BAD_REQUEST, detail: 'malformed request target' };
   const authority = target.authority ?? authorityOf(req);
   if (!authority) return { error: ERR.BAD_REQUEST, detail: 'missing Host header' };
-  const path = normalizePath(target.path);
+  const path = normalizePath(target.path, table.snapshot.meshConfig.pathNormalization);
   if (path === undefined) return { error: ERR.BAD_PATH };
   const host = hostOnly(authority);
   const input: MatchInput = {

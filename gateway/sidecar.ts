@@ -308,7 +308,7 @@ export class SidecarRuntime {
     const remoteAddress = raw?.remoteAddress;
     const peer: MtlsPeer | undefined = req.socket instanceof TLSSocket ? mtlsPeer(req.socket) : undefined;
     const target = splitTarget(req.url ?? '/');
-    const path = normalizePath(target.path);
+    const path = normalizePath(target.path, st.snapshot.meshConfig.pathNormalization);
     const remote = peerAddress(remoteAddress);
     const obs = this.opts.inboundTelemetry?.begin(req, res, { state: st, port, peer, ownPrincipal: this.opts.identity.spiffeId, remote });
     if (!app || path === undefined) return reply(res, 400, 'Bad Request', obs);

@@ -1,18 +1,33 @@
 /**
- * Request-path normalisation, applied before route matching, before ext_authz and before the
- * path is forwarded upstream, so that every component sees the same path (Envoy's
- * `normalize_path` + `merge_slashes` + Istio's `DECODE_AND_MERGE_SLASHES` treatment of `%2F`).
+ * Request-path normalisation: the ONE implementation, used by the gateway (routing, ext_authz,
+ * AuthorizationPolicy, the path sent upstream), the sidecar and the authservice (SKIP_AUTH_URLS),
+ * so that every component sees the same path. Modes follow MeshConfig `pathNormalization`
+ * (https://istio.io/latest/docs/reference/config/istio.mesh.v1alpha1/#MeshConfig-ProxyPathNormalization
+ * and https://istio.io/latest/docs/ops/best-practices/security/#understand-path-normalization-in-authorization-policy):
  *
- * - percent-encoded unreserved characters are decoded (RFC 3986 §6.2.2.2), other escapes have
- *   their hex upper-cased;
- * - `%2F`, `%5C` and a raw `\` become `/` (so `/a%2F..%2Fadmin` cannot dodge a `/admin` rule);
- * - repeated slashes are merged;
- * - `.` and `..` segments are removed (RFC 3986 §5.2.4), never climbing above `/`.
+ * - `NONE`: the path is used as received.
+ * - `BASE` (Istio's default, Envoy `normalize_path`): RFC 3986 — percent-encoded unreserved
+ *   characters decoded (§6.2.2.2; so `%2e%2e` is `..`), other escapes' hex upper-cased (§6.2.2.1),
+ *   `\` becomes `/`, `.` and `..` segments removed (§5.2.4, never above `/`). Slashes are NOT merged
+ *   and `%2F`/`%5C` are NOT decoded.
+ * - `MERGE_SLASHES`: BASE, then repeated slashes merged (Envoy `merge_slashes`).
+ * - `DECODE_AND_MERGE_SLASHES`: `%2F`/`%5C` decoded to `/`/`\` first (Envoy
+ *   `path_with_escaped_slashes_action: UNESCAPE_AND_FORWARD`), then MERGE_SLASHES.
  *
- * Returns undefined for paths that cannot be made safe (not starting with `/`, malformed or
- * control-character escapes, NUL): the caller answers 400.
+ * Returns undefined for paths that cannot be made safe (not starting with `/`; in the normalising
+ * modes also malformed or control-character escapes): the caller answers 400.
  */
-const UNRESERVED = /[A-Za-z0-9\-._~]/;
+
+export const PATH_NORMALIZATIONS = ['NONE', 'BASE', 'MERGE_SLASHES', 'DECODE_AND_MERGE_SLASHES'] as const;
+export type PathNormalization = (typeof PATH_NORMALIZATIONS)[number];
+/** Istio's default (`DEFAULT` in MeshConfig means this). */
+export const DEFAULT_PATH_NORMALIZATION: PathNormalization = 'BASE';
+
+/** MeshConfig spelling (`DEFAULT` included) → mode; undefined for anything else. */
+export function parsePathNormalization(value: string | undefined): PathNormalization | undefined {
+  if (value === undefined || value === 'DEFAULT') return DEFAULT_PATH_NORMALIZATION;
+  return (PATH_NORMALIZATIONS as readonly string[]).includes(value) ? (value as PathNormalization) : undefined;
+}
 
 function hexValue(c: number): number {
   if (c >= 48 && c <= 57) return c - 48;
@@ -21,13 +36,17 @@ function hexValue(c: number): number {
   return -1;
 }
 
-/** Fast check: does this path need any work at all? Most paths do not. */
-function isCanonical(path: string): boolean {
+function isUnreserved(byte: number): boolean {
+  return (byte >= 0x41 && byte <= 0x5a) || (byte >= 0x61 && byte <= 0x7a) || (byte >= 0x30 && byte <= 0x39) || byte === 0x2d || byte === 0x2e || byte === 0x5f || byte === 0x7e;
+}
+
+/** Fast check: does this path need any work in `mode`? Most paths do not. */
+function isCanonical(path: string, merge: boolean): boolean {
   let prev = 0;
   for (let i = 0; i < path.length; i++) {
     const c = path.charCodeAt(i);
     if (c === 37 /* % */ || c === 92 /* \ */ || c < 33 || c === 127) return false;
-    if (c === 47 /* / */ && prev === 47) return false;
+    if (merge && c === 47 /* / */ && prev === 47) return false;
     if (c === 46 /* . */ && prev === 47) {
       const next = path.charCodeAt(i + 1);
       if (Number.isNaN(next) || next === 47 || next === 46) return false;
@@ -37,9 +56,13 @@ function isCanonical(path: string): boolean {
   return true;
 }
 
-export function normalizePath(path: string): string | undefined {
+/** Normalises the path part of a request target (no query) as MeshConfig `pathNormalization` says. */
+export function normalizePath(path: string, mode: PathNormalization = DEFAULT_PATH_NORMALIZATION): string | undefined {
   if (path.length === 0 || path.charCodeAt(0) !== 47) return undefined;
-  if (isCanonical(path)) return path;
+  if (mode === 'NONE') return path;
+  const merge = mode !== 'BASE';
+  if (isCanonical(path, merge)) return path;
+  const decodeSlashes = mode === 'DECODE_AND_MERGE_SLASHES';
 
   let decoded = '';
   for (let i = 0; i < path.length; i++) {
@@ -52,10 +75,9 @@ export function normalizePath(path: string): string | undefined {
       if (hi < 0 || lo < 0) return undefined;
       const byte = hi * 16 + lo;
       if (byte < 32 || byte === 127) return undefined;
-      const c = String.fromCharCode(byte);
       i += 2;
-      if (byte === 0x2f || byte === 0x5c) decoded += '/';
-      else if (UNRESERVED.test(c)) decoded += c;
+      if (decodeSlashes && (byte === 0x2f || byte === 0x5c)) decoded += '/';
+      else if (isUnreserved(byte)) decoded += String.fromCharCode(byte);
       else decoded += '%' + path[i - 1]!.toUpperCase() + path[i]!.toUpperCase();
       continue;
     }
@@ -73,7 +95,7 @@ export function normalizePath(path: string): string | undefined {
       if (last) out.push('');
       continue;
     }
-    if (seg === '' && !last) continue; // merge slashes
+    if (merge && seg === '' && !last) continue;
     out.push(seg);
   }
   return '/' + out.join('/');

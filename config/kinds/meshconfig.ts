@@ -5,6 +5,7 @@
  * `v1 ConfigMap` named `istio` whose `data.mesh` holds MeshConfig YAML (see config/load.ts).
  * Real `istio` ConfigMaps carry many fields Portico does not use: those are warnings, not errors.
  */
+import { PATH_NORMALIZATIONS } from '../../lib/path.ts';
 import { ConfigErrorCodes } from '../errors.ts';
 import { arr, bool, doc, duration, int, num, obj, oneOfStr, str, strMap, type Schema } from '../schema.ts';
 
@@ -38,6 +39,7 @@ export interface MeshConfigSpec {
   accessLogFormat?: string;
   trustDomain?: string;
   rootNamespace?: string;
+  pathNormalization?: { normalization?: string };
 }
 
 /** Istio's default root namespace: policies there apply mesh-wide. */
@@ -127,6 +129,7 @@ export const meshconfigSpecSchema: Schema = obj(
     accessLogFormat: doc(str(), 'partly', 'validated, kept for access-log work'),
     trustDomain: doc(str({ nonEmpty: true }), 'partly', 'validated, kept for mTLS work (default cluster.local)'),
     rootNamespace: str({ nonEmpty: true }),
+    pathNormalization: obj({ normalization: oneOfStr(['DEFAULT', ...PATH_NORMALIZATIONS]) }),
   },
   { unknownFields: 'warning' },
 );
