@@ -60,12 +60,15 @@ export interface Logger {
 
 export const silentLogger: Logger = Object.freeze({ info() {}, warn() {}, error() {} });
 
-/** Adapts a pino logger to the message-first shape. */
+/**
+ * Adapts a pino logger to the message-first shape. `msg` goes in as the first field so lines keep
+ * the layout Portico always printed (`…"msg":"gateway ready","ports":…`): tools and tests grep it.
+ */
 export function fromPino(log: PinoLogger): Logger {
   return {
-    info: (msg, fields) => (fields ? log.info(fields, msg) : log.info(msg)),
-    warn: (msg, fields) => (fields ? log.warn(fields, msg) : log.warn(msg)),
-    error: (msg, fields) => (fields ? log.error(fields, msg) : log.error(msg)),
+    info: (msg, fields) => (fields ? log.info({ msg, ...fields }) : log.info(msg)),
+    warn: (msg, fields) => (fields ? log.warn({ msg, ...fields }) : log.warn(msg)),
+    error: (msg, fields) => (fields ? log.error({ msg, ...fields }) : log.error(msg)),
   };
 }
 

@@ -25,6 +25,7 @@ test('message-first lines: level label, ISO time, component, msg, fields', () =>
   const log = createLogger('gateway', { destination: s.stream });
   log.info('gateway ready', { ports: [8080] });
   log.warn('plain');
+  assert.match(JSON.stringify(s.lines()[0]), /^\{"level":"info","time":"[^"]+","component":"gateway","msg":"gateway ready","ports":\[8080\]\}$/);
   const [a, b] = s.lines();
   assert.equal(a!.level, 'info');
   assert.equal(a!.component, 'gateway');
