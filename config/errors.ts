@@ -50,6 +50,11 @@ const configErrors = defineErrors('ConfigError', {
   SNI_NOT_ON_GATEWAY: { code: 'PORTICO_CFG_SNI_NOT_ON_GATEWAY' },
   NO_L4_ROUTE: { code: 'PORTICO_CFG_NO_L4_ROUTE' },
   BAD_PATTERN: { code: 'PORTICO_CFG_BAD_PATTERN' },
+  NOT_ENFORCED: { code: 'PORTICO_CFG_NOT_ENFORCED' },
+  UNRESOLVED_VARIABLE: { code: 'PORTICO_CFG_UNRESOLVED_VARIABLE' },
+  DUPLICATE_NAME: { code: 'PORTICO_CFG_DUPLICATE_NAME' },
+  SKIPPED_KIND: { code: 'PORTICO_CFG_SKIPPED_KIND' },
+  UNREACHABLE_RULE: { code: 'PORTICO_CFG_UNREACHABLE_RULE' },
 });
 
 /** Problems are reported as issues (see ConfigIssue), not thrown: only the codes are used. */
@@ -71,7 +76,8 @@ export interface ConfigIssue {
   readonly path: string;
   readonly message: string;
   readonly code: ConfigErrorCode;
-  readonly severity: 'error' | 'warning';
+  /** `info` is for things worth one line that need no action (Kubernetes kinds skipped on load). */
+  readonly severity: 'error' | 'warning' | 'info';
 }
 
 /**
