@@ -79,7 +79,8 @@ test('the bookinfo example validates clean and routes jason to reviews v2', asyn
   assert.deepEqual([port.number, port.bindPort, port.protocol], [80, 8080, 'HTTP']);
   assert.deepEqual(port.virtualHosts[0].domains, ['*']);
   assert.equal(port.virtualHosts[0].routes[0].match.length, 5);
-  const reviews = r.snapshot.mesh.virtualHosts.find((v) => v.domains.includes('reviews'));
+  // The snapshot keeps FQDNs only; sidecars add the short forms (main 027dfe5).
+  const reviews = r.snapshot.mesh.virtualHosts.find((v) => v.domains.includes('reviews.default.svc.cluster.local'));
   assert.ok(reviews);
   const [jason, rest] = reviews.routes;
   assert.deepEqual(jason.match[0].headers, [{ name: 'end-user', match: { exact: 'jason' } }]);
