@@ -62,6 +62,8 @@ async function spawnGateway(t: TestContext, dir: string): Promise<void> {
   child.stdout!.on('data', (c: Buffer) => (out += c));
   child.stderr!.on('data', (c: Buffer) => (out += c));
   t.after(() => child.kill('SIGKILL'));
+  // If this file is killed at its timeout (a stalled gateway never answers), take the gateway along.
+  process.once('exit', () => child.kill('SIGKILL'));
   await new Promise<void>((resolve, reject) => {
     const onData = (): void => {
       if (out.includes('gateway ready')) resolve();
