@@ -5,7 +5,7 @@
  * edits to a real `portico gateway` process under load; no request may fail meanwhile, and each
  * edit must be served before the next one is made (a lost event used to leave the old route
  * serving until some later file event). How many applied within 1 s is printed: on an idle
- * machine all of them (about 150 ms each); the assertion allows a busy CI machine 10 s.
+ * machine all of them (a few hundred ms each); the assertion allows a busy CI machine 10 s.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
