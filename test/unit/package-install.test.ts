@@ -88,4 +88,9 @@ test('build tools are declared, tsx is for development only, the bin is the bund
   assert.equal(pkg.bin.portico, 'dist/bin/portico.js');
   assert.match(build, /dist\/bin\/portico\.js/, 'scripts/build.mjs writes the bin');
   assert.match(pkg.scripts.prepare ?? '', /scripts\/build\.mjs/, 'npm install (and npm pack) build the bin');
+  // dist/ is in .gitignore; without an .npmignore npm pack would use that and ship a bin that
+  // is not there. Keys and local state must stay out either way.
+  const npmignore = readFileSync(join(ROOT, '.npmignore'), 'utf8').split('\n').map((l) => l.trim());
+  assert.ok(!npmignore.some((l) => /^\/?dist\/?$/.test(l)), '.npmignore keeps dist/ in the package');
+  for (const must of ['certs/out/', 'node_modules/', '.portico/']) assert.ok(npmignore.includes(must), `.npmignore leaves out ${must}`);
 });
