@@ -25,7 +25,7 @@ const USAGE = `usage: portico gateway --config PATH [--config PATH...] [options]
   --secrets-dir DIR       where credentialName secrets live (default certs/out/credentials)
   --trusted-hops N        x-forwarded-for hops to trust (default 0: this is the edge)
   --identity-header NAME  extra identity header to strip from clients (repeatable)
-  --drain-ms N            how long SIGTERM lets in-flight requests finish (default 5000)
+  --drain-ms N            how long SIGTERM lets in-flight requests finish at most (default 5000)
   --access-log            access log to stdout (else MeshConfig accessLogFile decides)
   --admin-host ADDR       admin endpoint address (default 127.0.0.1: config_dump is not for everyone)
   --metrics-port N        Prometheus /stats/prometheus and the trace store (default 15020; -1 disables)
@@ -218,6 +218,12 @@ export async function run(argv: string[]): Promise<number | undefined> {
       setTimeout(fork, 500).unref();
     });
   };
+  // Workers accept from the shared listening sockets themselves (as nginx's workers do) instead of
+  // the primary accepting and handing each connection over IPC (round-robin, Node's default off
+  // Windows): a worker killed with a handed-over connection not yet acknowledged left that
+  // connection open in the primary, unanswered, forever. Here a connection is in the kernel's
+  // backlog until a live worker accepts it, and a dying worker's own connections are closed.
+  cluster.schedulingPolicy = cluster.SCHED_NONE;
   cluster.setupPrimary({ exec: process.argv[1], args: process.argv.slice(2), execArgv: process.execArgv });
   for (let i = 0; i < workers; i++) fork();
   onSnapshot = (next) => {
