@@ -32,7 +32,7 @@ import { GatewayRuntime, silentLogger, type GatewayLogger } from './runtime.ts';
 import { redactQuery } from './telemetry/access-log.ts';
 import type { Telemetry } from './telemetry/hooks.ts';
 import { BYTES_BUCKETS, DURATION_BUCKETS_MS, HTTP_LABELS } from './telemetry/istio-metrics.ts';
-import { Registry, type CounterSeries, type HistogramSeries } from './telemetry/prometheus.ts';
+import { Registry, type CounterSeries, type HistogramSeries } from '../lib/metrics.ts';
 import { setXfcc } from './xfcc.ts';
 
 /** Label naming the port the app listens on, when `appPort` is not given. */

@@ -28,7 +28,7 @@ import { MeshIdentity } from '../../gateway/mtls.ts';
 import { DEFAULT_OUTBOUND_PORT, InboundTelemetry, mergeExpositions, SidecarRuntime, workloadKey } from '../../gateway/sidecar.ts';
 import type { GatewayLogger } from '../../gateway/runtime.ts';
 import { createTelemetry, type PorticoTelemetry } from '../../gateway/telemetry/index.ts';
-import { PROMETHEUS_CONTENT_TYPE } from '../../gateway/telemetry/prometheus.ts';
+import { PROMETHEUS_CONTENT_TYPE } from '../../lib/metrics.ts';
 import { consoleLogger } from './gateway.ts';
 
 const USAGE = `usage: portico sidecar (--config PATH | --controlplane URL) --workload NS/NAME [options]

@@ -24,7 +24,7 @@ import { certificatesInUse } from './certs.ts';
 import type { ListenerFacts, RequestObserver, Telemetry } from './hooks.ts';
 import { IstioMetrics, type ProxyIdentity, type TcpConnectionMetrics } from './istio-metrics.ts';
 import { OtlpExporter, type AttrValue, type SpanData, type SpanKind } from '../../telemetry/otlp.ts';
-import { PROMETHEUS_CONTENT_TYPE, Registry } from './prometheus.ts';
+import { PROMETHEUS_CONTENT_TYPE, Registry } from '../../lib/metrics.ts';
 import { decideSampling, extractContext, injectContext, newSpanId, newTraceId, type TraceContext } from '../../telemetry/trace-context.ts';
 import { TraceStore } from './trace-store.ts';
 

@@ -9,7 +9,7 @@
  */
 import type { Cluster, Snapshot } from '../../config/snapshot.ts';
 import type { RequestRecord } from '../proxy.ts';
-import type { CounterSeries, HistogramSeries, Labels, Registry } from './prometheus.ts';
+import type { CounterSeries, HistogramSeries, Labels, Registry } from '../../lib/metrics.ts';
 
 /** Istio's default buckets for istio_request_duration_milliseconds. */
 export const DURATION_BUCKETS_MS: readonly number[] = [0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000];
