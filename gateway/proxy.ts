@@ -347,7 +347,8 @@ interface Exchange {
   readonly observer?: RequestObserver;
 }
 
-type Done = (status: number, flag: string, route?: CompiledRoute, forwarded?: ForwardResult & { cluster: string }) => void;
+/** `forwarded` is the forward's result, or only the cluster the route chose (fault aborts: Istio labels them with it). */
+type Done = (status: number, flag: string, route?: CompiledRoute, forwarded?: Partial<ForwardResult> & { cluster: string }) => void;
 
 function addFlag(flags: string, flag: string): string {
   if (flag === '-') return flags;
@@ -490,15 +491,18 @@ function proceed(ex: Exchange, abort: { httpStatus?: number; grpcStatus?: string
   if (action.kind !== 'route') return;
   if (abort) {
     const flags = addFlag(ex.flags, 'FI');
+    // Envoy picked the route's cluster before the fault filter ran: metrics and spans name it.
+    const chosen = route.pick();
+    const target = chosen ? { cluster: chosen.cluster } : undefined;
     if (abort.grpcStatus !== undefined) {
       sendGrpcStatus(res, GRPC_CODES[abort.grpcStatus] ?? 2, 'fault filter abort');
-      return done(200, flags, route);
+      return done(200, flags, route, target);
     }
     const status = abort.httpStatus ?? 500;
     const body = 'fault filter abort';
     res.writeHead(status, { ...TEXT_HEADERS, 'content-length': Buffer.byteLength(body) });
     res.end(body);
-    return done(status, flags, route);
+    return done(status, flags, route, target);
   }
   const origin = req.headers.origin;
   const cors = r.cors && typeof origin === 'string' ? r.cors : undefined;
