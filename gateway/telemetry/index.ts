@@ -202,9 +202,11 @@ class TelemetryImpl implements PorticoTelemetry {
     });
     r.gauge('portico_upstream_pool_connections', 'Upstream connection pool state by origin.', ['origin', 'state'], (set) => {
       for (const p of this.source?.pools?.stats() ?? []) {
-        set({ origin: p.origin, state: 'connected' }, p.connected);
-        set({ origin: p.origin, state: 'pending' }, p.pending);
-        set({ origin: p.origin, state: 'running' }, p.running);
+        // Number(): an HTTP/2 origin is one undici Client, whose `stats.connected` is a boolean
+        // at run time; printed as `true` it made Prometheus reject the whole scrape.
+        set({ origin: p.origin, state: 'connected' }, Number(p.connected));
+        set({ origin: p.origin, state: 'pending' }, Number(p.pending));
+        set({ origin: p.origin, state: 'running' }, Number(p.running));
       }
     });
     const clusterStats = (): readonly ClusterStats[] => this.source?.balancer?.stats?.() ?? [];
