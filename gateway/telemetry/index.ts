@@ -262,7 +262,7 @@ class TelemetryImpl implements PorticoTelemetry {
    */
   private operation(o: Observer, rec: RequestRecord): string {
     const route = rec.route?.route;
-    if (route) return routeOperation(route, rec.path, o.listener.number ?? o.listener.bindPort);
+    if (route) return routeOperation(route, rec.route!.match, o.listener.number ?? o.listener.bindPort);
     if (rec.cluster) {
       let op = this.hostPorts.get(rec.cluster);
       if (op === undefined) {
