@@ -293,7 +293,18 @@ interface Exchange {
   readonly observer?: RequestObserver;
 }
 
-type Done = (status: number, flag: string, route?: CompiledRoute, forwarded?: ForwardResult & { cluster: string }) => void;
+/** `forwarded` is the forward's result, or only the cluster the route chose (fault aborts: Istio labels them with it). */
+type Done = (status: number, flag: string, route?: CompiledRoute, forwarded?: Partial<ForwardResult> & { cluster: string }) => void;
+
+/**
+ * A fault abort is recorded with the cluster its route picks: Envoy chose it at route match,
+ * before the fault filter ran, so Istio's metrics and spans name the route's destination.
+ */
+function faultTarget(route: CompiledRoute, reply: LocalReply): { cluster: string } | undefined {
+  if (!reply.flag.split(',').includes('FI')) return undefined;
+  const d = route.pick();
+  return d ? { cluster: d.cluster } : undefined;
+}
 
 function addFlag(flags: string, flag: string): string {
   if (flag === '-') return flags;
@@ -411,7 +422,7 @@ export function handleRequest(deps: ProxyDeps, listener: ListenerInfo, req: Down
     fx,
     (reply) => {
       if (res.destroyed) return;
-      if (reply) return done(sendLocalReply(chain, fx, req, res, reply), reply.flag, routed.route);
+      if (reply) return done(sendLocalReply(chain, fx, req, res, reply), reply.flag, routed.route, faultTarget(routed.route, reply));
       router(ex);
     },
     0,

@@ -16,7 +16,7 @@ import { startAdmin } from '../../gateway/admin.ts';
 import { makeHeaderPolicy } from '../../gateway/headers.ts';
 import { DEFAULT_GATEWAY_LABELS, GatewayRuntime, type GatewayLogger } from '../../gateway/runtime.ts';
 import type { MeshIdentity } from '../../gateway/mtls.ts';
-import { createTelemetry, type PorticoTelemetry } from '../../gateway/telemetry/index.ts';
+import { createTelemetry, type PorticoTelemetry, type TelemetryOptions } from '../../gateway/telemetry/index.ts';
 
 const USAGE = `usage: portico gateway --config PATH [--config PATH...] [options]
   --labels k=v,...        this gateway's labels (default istio=ingressgateway)
@@ -347,12 +347,14 @@ interface RunningGateway {
 }
 
 /** Metrics, tracing and access logs from the snapshot's MeshConfig and the command line. */
-function gatewayTelemetry(settings: WorkerSettings, snapshot: Snapshot): PorticoTelemetry | undefined {
+function gatewayTelemetry(settings: WorkerSettings, snapshot: Snapshot, mesh?: { spiffeId: string; upstreamMtls: TelemetryOptions['upstreamMtls'] }): PorticoTelemetry | undefined {
   if (!settings.telemetry) return undefined;
   const mc = snapshot.meshConfig;
   const file = settings.accessLog ? '/dev/stdout' : mc.accessLogFile;
   return createTelemetry({
-    proxy: { workload: 'istio-ingressgateway', namespace: settings.namespace, app: 'istio-ingressgateway' },
+    // With a mesh identity, the series of endpoints it originates ISTIO_MUTUAL to carry it as source_principal.
+    proxy: { workload: 'istio-ingressgateway', namespace: settings.namespace, app: 'istio-ingressgateway', principal: mesh?.spiffeId },
+    upstreamMtls: mesh?.upstreamMtls,
     trustDomain: mc.trustDomain,
     tracing: { sampling: settings.tracingSampling ?? mc.tracingSampling ?? 1, otlpEndpoint: settings.otlpEndpoint },
     accessLog: file ? { file, encoding: mc.accessLogEncoding, format: mc.accessLogFormat } : undefined,
@@ -361,7 +363,8 @@ function gatewayTelemetry(settings: WorkerSettings, snapshot: Snapshot): Portico
 
 async function startWorker(settings: WorkerSettings, snapshot: Snapshot, log: GatewayLogger): Promise<RunningGateway> {
   const mesh = settings.mesh ? await startGatewayMeshIdentity(settings.mesh, log) : undefined;
-  const telemetry = gatewayTelemetry(settings, snapshot);
+  const mtls = mesh ? await import('../../gateway/mtls.ts') : undefined;
+  const telemetry = gatewayTelemetry(settings, snapshot, mesh && mtls ? { spiffeId: mesh.identity.spiffeId, upstreamMtls: mtls.wantsIstioMutual } : undefined);
   const runtime = new GatewayRuntime(snapshot, {
     labels: settings.labels,
     namespace: settings.namespace,
@@ -371,10 +374,7 @@ async function startWorker(settings: WorkerSettings, snapshot: Snapshot, log: Ga
     telemetry,
     healthChecks: settings.healthCheckIntervalMs ? { intervalMs: settings.healthCheckIntervalMs } : undefined,
   });
-  if (mesh) {
-    const { meshUpstreamTls } = await import('../../gateway/mtls.ts');
-    runtime.pools.tlsPolicy = meshUpstreamTls(mesh.identity, () => runtime.table().snapshot);
-  }
+  if (mesh && mtls) runtime.pools.tlsPolicy = mtls.meshUpstreamTls(mesh.identity, () => runtime.table().snapshot);
   telemetry?.attach(runtime);
   await runtime.start();
   const metrics = telemetry && settings.metricsPort >= 0 ? await telemetry.listen(settings.metricsPort, settings.metricsHost) : undefined;
