@@ -11,7 +11,8 @@ import type { PolicyInput } from './policy.ts';
 import { ERR, type GatewayError } from './errors.ts';
 import type { RequestObserver, Telemetry } from './telemetry/hooks.ts';
 import { decideFault, GRPC_CODES, grpcStatusForHttp } from './fault.ts';
-import { forwardRequest, prepareBody, type DownstreamRequest, type DownstreamResponse, type ForwardResult, type RequestBody } from './forward.ts';
+import { contained, failRequest } from './contain.ts';
+import { forwardRequest, joinFlags, prepareBody, type DownstreamRequest, type DownstreamResponse, type ForwardResult, type RequestBody } from './forward.ts';
 import { sendMirrors } from './mirror.ts';
 import { checkRateLimits } from './ratelimit.ts';
 import { applyHeaderOps, peerAddress, upstreamRequestHeaders, type HeaderMap, type HeaderPolicy } from './headers.ts';
@@ -77,20 +78,32 @@ function isGrpc(req: DownstreamRequest): boolean {
  * A trailers-only gRPC reply (HTTP 200, `grpc-status`, `grpc-message`), which gRPC clients read;
  * they would see only "unknown" for a plain HTTP error.
  */
-function sendGrpcStatus(res: DownstreamResponse, code: number, message: string): void {
+function sendGrpcStatus(res: DownstreamResponse, code: number, message: string): number {
   res.writeHead(200, { 'content-type': 'application/grpc', 'grpc-status': String(code), 'grpc-message': encodeURIComponent(message), 'content-length': '0' });
   res.end();
+  return 0;
 }
 
-export function sendGatewayError(res: DownstreamResponse, err: GatewayError, detail?: string, req?: DownstreamRequest): void {
+/** Body bytes of replies the gateway generated itself, for %BYTES_SENT% and istio_response_bytes. */
+const localReplyBytes = new WeakMap<DownstreamResponse, number>();
+
+/** Ends `res` with a locally generated body, remembering its size for the request record. */
+function endLocal(res: DownstreamResponse, body: string | Buffer): void {
+  localReplyBytes.set(res, Buffer.byteLength(body));
+  res.end(body);
+}
+
+/** Answers with a gateway error; returns the body bytes written. */
+export function sendGatewayError(res: DownstreamResponse, err: GatewayError, detail?: string, req?: DownstreamRequest): number {
   if (res.headersSent) {
     res.destroy();
-    return;
+    return 0;
   }
   if (req && isGrpc(req)) return sendGrpcStatus(res, grpcStatusForHttp(err.status), err.message);
   const body = `${err.message}${detail ? `: ${detail}` : ''}\n`;
   res.writeHead(err.status, { ...TEXT_HEADERS, 'content-length': Buffer.byteLength(body) });
-  res.end(body);
+  endLocal(res, body);
+  return Buffer.byteLength(body);
 }
 
 function authorityOf(req: DownstreamRequest): string {
@@ -376,7 +389,8 @@ export function handleRequest(deps: ProxyDeps, listener: ListenerInfo, req: Down
       upstream: forwarded?.upstream,
       attempts: forwarded?.attempts,
       requestBytes: Number(req.headers['content-length'] ?? 0) || 0,
-      responseBytes: forwarded?.responseBytes ?? Number(res.getHeader('content-length') ?? 0),
+      // writeHead(status, headers) leaves getHeader() empty on HTTP/1.1: local replies record their size.
+      responseBytes: forwarded?.responseBytes ?? localReplyBytes.get(res) ?? 0,
     };
     observer?.end(rec);
     deps.onRequest?.(rec);
@@ -403,7 +417,7 @@ export function handleRequest(deps: ProxyDeps, listener: ListenerInfo, req: Down
     if (refused) {
       const body = 'local_rate_limited';
       res.writeHead(ERR.RATE_LIMITED.status, { ...TEXT_HEADERS, ...refused, 'content-length': Buffer.byteLength(body) });
-      res.end(body);
+      endLocal(res, body);
       return done(ERR.RATE_LIMITED.status, ERR.RATE_LIMITED.flag, routed.route);
     }
   }
@@ -429,7 +443,7 @@ export function handleRequest(deps: ProxyDeps, listener: ListenerInfo, req: Down
       if (res.destroyed) return;
       if (decision?.kind === 'deny') {
         res.writeHead(decision.status, decision.headers);
-        res.end(decision.body);
+        endLocal(res, decision.body);
         return done(decision.status, 'UAEX', routed.route);
       }
       ex.authz = decision;
@@ -439,7 +453,7 @@ export function handleRequest(deps: ProxyDeps, listener: ListenerInfo, req: Down
       sendGatewayError(res, ERR.AUTHZ_ERROR, undefined, req);
       done(ERR.AUTHZ_ERROR.status, ERR.AUTHZ_ERROR.flag, routed.route);
     },
-  );
+  ).catch((err: unknown) => failRequest(res, err)); // a bug past this point ends this request only
 }
 
 function addClientHeaders(ex: Exchange, headers: HeaderMap): void {
@@ -466,7 +480,7 @@ function afterAuthz(ex: Exchange): void {
     applyHeaderOps(headers, r.headers?.response);
     addClientHeaders(ex, headers);
     res.writeHead(action.response.status, headers as Record<string, string>);
-    res.end(body);
+    endLocal(res, body);
     return done(action.response.status, '-', route);
   }
   const fault = decideFault(r.fault);
@@ -474,7 +488,7 @@ function afterAuthz(ex: Exchange): void {
     const timer = setTimeout(() => {
       if (res.writableEnded || res.destroyed) return;
       ex.flags = addFlag(ex.flags, 'DI');
-      proceed(ex, fault.abort);
+      contained(res, () => proceed(ex, fault.abort));
     }, fault.delayMs);
     res.once('close', () => clearTimeout(timer));
     return;
@@ -497,7 +511,7 @@ function proceed(ex: Exchange, abort: { httpStatus?: number; grpcStatus?: string
     const status = abort.httpStatus ?? 500;
     const body = 'fault filter abort';
     res.writeHead(status, { ...TEXT_HEADERS, 'content-length': Buffer.byteLength(body) });
-    res.end(body);
+    endLocal(res, body);
     return done(status, flags, route);
   }
   const origin = req.headers.origin;
@@ -541,14 +555,17 @@ function proceed(ex: Exchange, abort: { httpStatus?: number; grpcStatus?: string
           addClientHeaders(ex, h);
         },
       },
-      (result) => done(result.status, addFlag(ex.flags, result.flag), route, result),
+      (result) => done(result.status, joinFlags(ex.flags, result.flag), route, result),
     );
   };
   const body = prepareBody(req, action.retries);
   if ('then' in body) {
-    body.then(send, () => {
-      sendGatewayError(res, ERR.BAD_REQUEST, 'request body could not be read', req);
-      done(400, 'DPE', route);
-    });
+    body
+      .then(send, () => {
+        // Cut short or malformed (e.g. h2 DATA beyond content-length): never sent upstream.
+        sendGatewayError(res, ERR.BAD_REQUEST, 'request body could not be read', req);
+        done(400, 'DPE', route);
+      })
+      .catch((err: unknown) => failRequest(res, err));
   } else send(body);
 }
