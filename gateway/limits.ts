@@ -22,7 +22,7 @@ export const DEFAULT_KEEPALIVE_TIMEOUT_MS = 65_000;
 export interface RequestLimits {
   /** Largest header section, in bytes (`max_request_headers_kb` × 1024). */
   readonly maxHeaderBytes: number;
-  /** Most header fields (pseudo-headers not counted). */
+  /** Most header fields (pseudo-headers other than :authority not counted). */
   readonly maxHeaders: number;
   /** A client must finish sending request headers within this (slowloris); also the TLS handshake. */
   readonly headersTimeoutMs: number;
@@ -78,7 +78,9 @@ export function headerLimitViolation(req: DownstreamRequest, l: RequestLimits): 
   let bytes = req.httpVersionMajor === 2 ? 0 : (req.method?.length ?? 0) + (req.url?.length ?? 0);
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
-    if (name.charCodeAt(0) !== 58 /* : */) count++;
+    // Pseudo-headers are not fields, except :authority, which is HTTP/1.1's Host: the same
+    // request counts the same on every protocol.
+    if (name.charCodeAt(0) !== 58 /* : */ || name === ':authority') count++;
     bytes += name.length + raw[i + 1]!.length;
   }
   if (count > l.maxHeaders) return `${count} header fields, more than the ${l.maxHeaders} allowed`;

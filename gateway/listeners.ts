@@ -119,6 +119,9 @@ export async function openListener(
     // server (Http2SecureServer sets its own 60 s / 300 s defaults, checked every 30 s, and no
     // keep-alive timeout): the same limits and timeouts as a plain HTTP port.
     applyHttp1Settings(secure as unknown as HttpServer, limits);
+    // A failed or timed-out handshake ends that connection (Node leaves the socket open on a
+    // handshake timeout once any tlsClientError listener exists; destroy it explicitly).
+    secure.on('tlsClientError', (_err, socket) => socket.destroy());
     secure.on('session', (session) => trackSession(session, sessions, limits));
     secure.on('request', serve);
     // With allowHTTP1, HTTP/1.1 connections are parsed by node:http and emit 'upgrade' here.
