@@ -195,6 +195,12 @@ test('the issue reproduction: h2 body longer than content-length to an upstream 
       for (const seen of env.closerSeen.slice(before)) assert.doesNotMatch(seen, /content-length: 0\r\n/i, `${proto} ${path}: no empty request forwarded`);
     }
   }
+  // Each of them ended and was logged (with the bug, the upstream side stayed paused until its
+  // FIN crashed the process).
+  const deadline = Date.now() + 10_000;
+  while (env.records.filter((r) => r.path.startsWith('/closer')).length < 4 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(env.records.filter((r) => r.path.startsWith('/closer')).length, 4, 'every malformed request ended and was logged');
+  await new Promise((r) => setTimeout(r, 200)); // the upstream's FINs arrive
   await assertAlive(env, 'after the issue reproduction');
 });
 
