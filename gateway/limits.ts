@@ -87,3 +87,25 @@ export function headerLimitViolation(req: DownstreamRequest, l: RequestLimits): 
   if (bytes > l.maxHeaderBytes) return `${bytes} bytes of headers, more than the ${l.maxHeaderBytes} allowed`;
   return undefined;
 }
+
+/**
+ * The gateway's limit flags (`--max-request-headers-kb`, `--max-headers-count`,
+ * `--request-headers-timeout-ms`, `--request-timeout-ms`), checked as the listeners will use them.
+ */
+export function limitOptionsFromFlags(args: Readonly<Record<string, unknown>>): RequestLimitOptions {
+  const num = (flag: string): number | undefined => {
+    const v = args[flag];
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (typeof v !== 'string' || !/^\d+$/.test(v)) throw new Error(`--${flag}: '${String(v)}' is not a non-negative integer`);
+    return n;
+  };
+  const opts: RequestLimitOptions = {
+    maxRequestHeadersKb: num('max-request-headers-kb'),
+    maxHeadersCount: num('max-headers-count'),
+    headersTimeoutMs: num('request-headers-timeout-ms'),
+    requestTimeoutMs: num('request-timeout-ms'),
+  };
+  resolveLimits(opts); // throws naming the setting when out of range
+  return opts;
+}
