@@ -19,14 +19,34 @@ import type {
 } from '../config/snapshot.ts';
 import { DEFAULT_RETRIES } from '../config/compile.ts';
 import { selectExtAuthz, type CompiledExtAuthz, type ProxyIdentity } from './authz.ts';
+import { buildHttpChain, type ChainDeps } from '../dataplane/filters/chain.ts';
+import type { HttpFilter } from '../dataplane/filters/types.ts';
 import { compileMatchList, DomainIndex, type MatchInput } from './matchers.ts';
 import { blockList, ipIn, labelsMatch } from './policy.ts';
 import type { CompiledRateLimit, RateLimiters } from './ratelimit.ts';
 
+/**
+ * One Envoy route: a VirtualService `http[]` rule with ONE of its `match[]` entries (Istio turns
+ * each match entry into its own Envoy route, so a rule with three entries is three routes; a rule
+ * without `match` is one route matching every path). Everything the request path needs is
+ * resolved here, once per snapshot.
+ */
 export interface CompiledRoute {
   readonly route: HttpRoute;
   readonly gateway: string;
+  /** The match entry this route was built from; undefined for a rule without `match`. */
+  readonly match: RouteMatch | undefined;
   readonly matches: (input: MatchInput) => boolean;
+  /**
+   * The upstream path (no query) for a request path, with the rule's `rewrite.uri` applied as
+   * Envoy's `prefix_rewrite` for THIS match: the matched prefix is replaced; an exact or regex
+   * match (or none) replaces the whole path... except that a rule without `uri` match is a `/`
+   * prefix route, so `/a/foo` with rewrite `/r` becomes `/ra/foo`, as Envoy does.
+   * Undefined when the rule has no uri rewrite.
+   */
+  readonly rewritePath?: (path: string) => string;
+  /** True for Istio's catch-all routes (prefix `/` or regex `.*`, no header/query match). */
+  readonly catchAll: boolean;
   /** Picks one destination by weight; undefined for redirect/direct routes. */
   readonly pick: () => RouteDestination | undefined;
   /** Live hit counter (the only mutable field; read by the admin/dashboard). */
@@ -84,6 +104,8 @@ export interface PortTable {
 
 export interface RouteTable {
   readonly snapshot: Snapshot;
+  /** The HTTP filter chain for this proxy (dataplane/filters), built once per snapshot. */
+  readonly chain: readonly HttpFilter[];
   /** ext_authz filters that apply to this proxy, in evaluation order. */
   readonly extAuthz: readonly CompiledExtAuthz[];
   /** Local rate limits that apply to this proxy. */
@@ -120,14 +142,72 @@ function weightedPicker(route: HttpRoute): () => RouteDestination | undefined {
   };
 }
 
-export function compileRoutes(routes: readonly HttpRoute[], gateway: string): CompiledRoute[] {
+/**
+ * Istio's IsCatchAllRoute: a route matching every path (prefix `/`, or regex `.*`) with no header
+ * or query parameter condition. pilot/pkg/networking/core/route/route.go
+ */
+function isCatchAll(m: RouteMatch | undefined): boolean {
+  if (!m) return true;
+  if ((m.headers?.length ?? 0) > 0 || (m.queryParams?.length ?? 0) > 0 || (m.withoutHeaders?.length ?? 0) > 0) return false;
+  const u = m.uri;
+  if (!u) return true;
+  return ('prefix' in u && u.prefix === '/') || ('regex' in u && u.regex === '.*');
+}
+
+/** `rewrite.uri` as Envoy's prefix_rewrite on the route built from match entry `m`. */
+function compilePrefixRewrite(uri: string, m: RouteMatch | undefined): (path: string) => string {
+  const u = m?.uri;
+  // No uri condition: Istio emits prefix "/" for the route, so "/" is what gets replaced.
+  const prefixLen = u === undefined ? 1 : 'prefix' in u ? u.prefix.length : -1;
+  if (prefixLen < 0) return () => uri;
+  return (path) => {
+    let out = uri + path.slice(prefixLen);
+    if (out.startsWith('//')) out = out.slice(1);
+    return out === '' ? '/' : out;
+  };
+}
+
+/**
+ * `visibleIn`: the proxy's namespace; routes of VirtualServices not exported to it are left out
+ * (Istio's `exportTo`: a gateway or sidecar sees only what is exported to its own namespace).
+ */
+export function compileRoutes(routes: readonly HttpRoute[], gateway: string, visibleIn?: string): CompiledRoute[] {
   const out: CompiledRoute[] = [];
   for (const route of routes) {
+    if (route.exportTo && visibleIn !== undefined && !route.exportTo.includes(visibleIn)) continue;
     const matches = applicableMatches(route.match, gateway);
     if (matches === null) continue;
-    out.push({ route, gateway, matches: compileMatchList(matches), pick: weightedPicker(route), hits: 0 });
+    const pick = weightedPicker(route);
+    const uri = route.action.kind === 'route' && route.action.rewrite?.uriRegex === undefined ? route.action.rewrite?.uri : undefined;
+    const entries: (RouteMatch | undefined)[] = matches.length === 0 ? [undefined] : [...matches];
+    for (const m of entries) {
+      out.push({
+        route,
+        gateway,
+        match: m,
+        matches: compileMatchList(m ? [m] : []),
+        rewritePath: uri !== undefined ? compilePrefixRewrite(uri, m) : undefined,
+        catchAll: isCatchAll(m),
+        pick,
+        hits: 0,
+      });
+    }
   }
   return out;
+}
+
+/**
+ * Istio's SortVHostRoutes, applied to every gateway virtual host after the VirtualServices bound
+ * to its host are concatenated: catch-all routes move to the end, the rest keep their order. So a
+ * central dashboard's `prefix: /` no longer hides the apps' VirtualServices (and a catch-all
+ * written first in one VirtualService is still tried last, as in Istio).
+ * pilot/pkg/networking/core/gateway.go buildGatewayHTTPRouteConfig.
+ */
+export function sortVHostRoutes(routes: readonly CompiledRoute[]): CompiledRoute[] {
+  const rest: CompiledRoute[] = [];
+  const catchAll: CompiledRoute[] = [];
+  for (const r of routes) (r.catchAll ? catchAll : rest).push(r);
+  return rest.concat(catchAll);
 }
 
 interface PortBuilder {
@@ -146,8 +226,8 @@ function isTlsProtocol(p: ServerProtocol): boolean {
   return p === 'HTTPS' || p === 'TLS';
 }
 
-function addVirtualHost(builder: PortBuilder, gateway: string, vh: VirtualHost, serverOffset: number): void {
-  const routes = compileRoutes(vh.routes, gateway);
+function addVirtualHost(builder: PortBuilder, gateway: string, vh: VirtualHost, serverOffset: number, visibleIn: string): void {
+  const routes = compileRoutes(vh.routes, gateway, visibleIn);
   const servers = vh.servers.map((i) => i + serverOffset);
   // Domains claimed by an earlier gateway on the same port get this gateway's routes appended.
   const fresh = vh.domains.filter((d) => !builder.byDomain.has(d));
@@ -178,6 +258,8 @@ export interface RouteTableOptions {
   /** Also serve the `mesh` VirtualServices as a plain-HTTP outbound proxy on this port (sidecar). */
   readonly meshOutboundPort?: number;
   readonly meshOutboundBind?: string;
+  /** Long-lived state for the filter chain; without it the table has no filters (tests, tools). */
+  readonly chainDeps?: Omit<ChainDeps, 'rateLimits'>;
 }
 
 export function buildRouteTable(snapshot: Snapshot, labels: Readonly<Record<string, string>>, opts: RouteTableOptions = {}): RouteTable {
@@ -194,7 +276,7 @@ export function buildRouteTable(snapshot: Snapshot, labels: Readonly<Record<stri
       }
       const offset = b.servers.length;
       b.servers.push(...port.servers);
-      for (const vh of port.virtualHosts) addVirtualHost(b, gw.key, vh, offset);
+      for (const vh of port.virtualHosts) addVirtualHost(b, gw.key, vh, offset, opts.identity?.namespace ?? 'istio-system');
       b.tcpRoutes.push(...compileL4Routes(port.tcpRoutes ?? [], gw.key));
       b.tlsRoutes.push(...compileL4Routes(port.tlsRoutes ?? [], gw.key));
     }
@@ -203,7 +285,7 @@ export function buildRouteTable(snapshot: Snapshot, labels: Readonly<Record<stri
   const ports = new Map<number, PortTable>();
   for (const b of [...builders.values()].sort((x, y) => x.bindPort - y.bindPort)) {
     const hosts = new DomainIndex<RuntimeVirtualHost>();
-    const virtualHosts: RuntimeVirtualHost[] = b.vhosts.map((v) => Object.freeze({ domains: v.domains, routes: v.routes, servers: v.servers }));
+    const virtualHosts: RuntimeVirtualHost[] = b.vhosts.map((v) => Object.freeze({ domains: v.domains, routes: sortVHostRoutes(v.routes), servers: v.servers }));
     for (const vh of virtualHosts) for (const d of vh.domains) hosts.add(d, vh);
     const sni = new DomainIndex<number>();
     b.servers.forEach((server, i) => {
@@ -228,13 +310,14 @@ export function buildRouteTable(snapshot: Snapshot, labels: Readonly<Record<stri
   }
   if (opts.meshOutboundPort !== undefined) {
     if (ports.has(opts.meshOutboundPort)) throw new Error(`port ${opts.meshOutboundPort}: the mesh outbound listener collides with a Gateway port`);
-    ports.set(opts.meshOutboundPort, meshOutboundTable(snapshot, opts.meshOutboundPort, opts.meshOutboundBind));
+    ports.set(opts.meshOutboundPort, meshOutboundTable(snapshot, opts.meshOutboundPort, opts.meshOutboundBind, opts.identity?.namespace));
   }
   const clusters = new Map(snapshot.clusters.map((c) => [c.name, c] as const));
-  const who = { labels, namespace: opts.identity?.namespace ?? 'istio-system', context: opts.identity?.context ?? 'GATEWAY' } as const;
+  const who = { labels, namespace: opts.identity?.namespace ?? 'istio-system', context: opts.identity?.context ?? 'GATEWAY', workloadName: opts.identity?.workloadName } as const;
   const extAuthz = selectExtAuthz(snapshot, who);
   const rateLimits = opts.rateLimiters?.select(snapshot, who) ?? [];
-  return { snapshot, extAuthz, rateLimits, gateways, ports, clusters };
+  const chain = opts.chainDeps ? buildHttpChain(snapshot, { ...who, mode: 'edge' }, { ...opts.chainDeps, rateLimits }) : [];
+  return { snapshot, chain, extAuthz, rateLimits, gateways, ports, clusters };
 }
 
 function compileL4Match(m: L4Match): (c: L4Input) => boolean {
@@ -277,6 +360,12 @@ export function matchRoute(vh: RuntimeVirtualHost, input: MatchInput): CompiledR
   return undefined;
 }
 
+/** `ns` of `name.ns.svc.cluster.local`; undefined for other hosts. */
+function namespaceOfHost(host: string): string | undefined {
+  const m = /^[^.]+\.([^.]+)\.svc\.cluster\.local$/.exec(host);
+  return m ? m[1] : undefined;
+}
+
 /** Short forms a client inside the mesh may use for `name.ns.svc.cluster.local`. */
 export function hostAliases(host: string): string[] {
   const m = /^([^.]+)\.([^.]+)\.svc\.cluster\.local$/.exec(host);
@@ -288,14 +377,24 @@ export function hostAliases(host: string): string[] {
  * The outbound listener of a sidecar: VirtualServices bound to `mesh`, then every registry
  * service by its own name. The request's Host (with port) picks the service port.
  */
-function meshOutboundTable(snapshot: Snapshot, bindPort: number, bind?: string): PortTable {
+function meshOutboundTable(snapshot: Snapshot, bindPort: number, bind?: string, callerNs?: string): PortTable {
   const hosts = new DomainIndex<RuntimeVirtualHost>();
   const virtualHosts: RuntimeVirtualHost[] = snapshot.mesh.virtualHosts.map((vh) =>
-    Object.freeze({ domains: vh.domains, routes: compileRoutes(vh.routes, 'mesh'), servers: new Set<number>() }),
+    Object.freeze({ domains: vh.domains, routes: compileRoutes(vh.routes, 'mesh', callerNs), servers: new Set<number>() }),
   );
+  // Short names (`reviews`) resolve in the caller's namespace first, as the Kubernetes DNS search
+  // path does (`<ns>.svc.cluster.local` first); the first host added for a name keeps it.
   for (const vh of virtualHosts) for (const d of vh.domains) hosts.add(d, vh);
+  const shortForms = (own: boolean): void => {
+    for (const vh of virtualHosts) {
+      for (const d of vh.domains) if ((namespaceOfHost(d) === callerNs) === own) for (const a of hostAliases(d)) hosts.add(a, vh);
+    }
+  };
+  shortForms(true);
+  shortForms(false);
   const services = new DomainIndex<ReadonlyMap<number, RuntimeVirtualHost>>();
-  for (const svc of snapshot.services) {
+  const ordered = [...snapshot.services.filter((s) => namespaceOfHost(s.host) === callerNs), ...snapshot.services.filter((s) => namespaceOfHost(s.host) !== callerNs)];
+  for (const svc of ordered) {
     const byPort = new Map<number, RuntimeVirtualHost>();
     for (const p of svc.ports) {
       const route: HttpRoute = {

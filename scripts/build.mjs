@@ -27,7 +27,7 @@ const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const DIST = join(ROOT, 'dist');
 const CLI = join(ROOT, 'bin/portico.ts');
 /** Source folders that end up in the bundle (for the staleness check). */
-const SOURCE_DIRS = ['bin', 'config', 'gateway', 'authservice', 'controlplane', 'telemetry', 'certs', 'demo'];
+const SOURCE_DIRS = ['bin', 'lib', 'config', 'dataplane', 'wasm', 'kube', 'gateway', 'authservice', 'controlplane', 'telemetry', 'certs', 'demo'];
 /** Every non-entry output lives in dist/bin/commands/, three levels below the repo root. */
 const OUT_DEPTH_PREFIX = '../../../';
 

@@ -14,6 +14,7 @@ import { requestauthenticationSpecSchema } from './requestauthentication.ts';
 import { serviceEntrySpecSchema } from './serviceentry.ts';
 import { virtualServiceSpecSchema } from './virtualservice.ts';
 import { workloadEntrySpecSchema } from './workloadentry.ts';
+import { endpointSliceSpecSchema, kubeServiceSpecSchema, podSpecSchema } from './kubernetes.ts';
 
 export interface KindDef {
   readonly kind: string;
@@ -23,6 +24,10 @@ export interface KindDef {
   readonly compiled: boolean;
   /** Whether the resource lives in a namespace (MeshConfig is mesh-wide but still keyed by one). */
   readonly namespaced: boolean;
+  /** Istio (or Portico) configuration, documented field by field (the default); false for the Kubernetes kinds read for the registry. */
+  readonly istio?: boolean;
+  /** The object has no `spec`: its top-level fields other than apiVersion/kind/metadata are the spec (EndpointSlice). */
+  readonly topLevelSpec?: boolean;
 }
 
 const NETWORKING = ['networking.istio.io/v1', 'networking.istio.io/v1beta1', 'networking.istio.io/v1alpha3'];
@@ -41,6 +46,10 @@ export const KINDS: ReadonlyMap<string, KindDef> = new Map(
       { kind: 'AuthorizationPolicy', apiVersions: SECURITY, spec: authorizationpolicySpecSchema, compiled: false, namespaced: true },
       { kind: 'RequestAuthentication', apiVersions: SECURITY, spec: requestauthenticationSpecSchema, compiled: false, namespaced: true },
       { kind: 'MeshConfig', apiVersions: ['portico.dev/v1alpha1'], spec: meshconfigSpecSchema, compiled: false, namespaced: false },
+      // Kubernetes objects read for the service registry (config/kinds/kubernetes.ts).
+      { kind: 'Service', apiVersions: ['v1'], spec: kubeServiceSpecSchema, compiled: true, namespaced: true, istio: false },
+      { kind: 'EndpointSlice', apiVersions: ['discovery.k8s.io/v1'], spec: endpointSliceSpecSchema, compiled: true, namespaced: true, istio: false, topLevelSpec: true },
+      { kind: 'Pod', apiVersions: ['v1'], spec: podSpecSchema, compiled: true, namespaced: true, istio: false },
     ] satisfies KindDef[]
   ).map((d) => [d.kind, d]),
 );

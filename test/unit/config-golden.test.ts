@@ -1,5 +1,7 @@
 /**
- * Golden tests for the compiler: test/fixtures/config/<name>.in.yaml → <name>.out.json.
+ * Golden tests for the compiler: test/fixtures/config/<name>.in.yaml → <name>.out.json, and for
+ * the validator: invalid-<name>.in.yaml → invalid-<name>.out.txt, the issue lines `portico
+ * validate` prints (errors, then `warning:` and `info:` lines).
  * Regenerate on purpose with `UPDATE_GOLDEN=1 npm test -- config-golden`.
  * Secrets (generated per run) and the repo root are replaced by placeholders before comparing;
  * `version` is checked separately (it hashes certificate bytes, which differ per run).
@@ -17,10 +19,37 @@ const dir = join(root, 'test/fixtures/config');
 const inputs = readdirSync(dir).filter((f) => f.endsWith('.in.yaml')).sort();
 
 test('there are golden fixtures', () => {
-  assert.ok(inputs.length >= 2, `found ${inputs.join(', ')}`);
+  assert.ok(inputs.filter((f) => !f.startsWith('invalid-')).length >= 2, `found ${inputs.join(', ')}`);
 });
 
-for (const input of inputs) {
+function compare(out: string, got: string): void {
+  if (process.env.UPDATE_GOLDEN || !existsSync(out)) {
+    writeFileSync(out, got);
+    if (!process.env.UPDATE_GOLDEN) assert.fail(`wrote missing golden ${out}; re-run to compare`);
+  }
+  assert.equal(got, readFileSync(out, 'utf8'));
+}
+
+test('there are invalid-input golden fixtures', () => {
+  assert.ok(inputs.filter((f) => f.startsWith('invalid-')).length >= 4, `found ${inputs.join(', ')}`);
+});
+
+for (const input of inputs.filter((f) => f.startsWith('invalid-'))) {
+  test(`golden issues: ${input}`, async (t) => {
+    const secrets = tempDir(t);
+    writeCredential(secrets, 'example-credential', pairs().a);
+    const r = await buildSnapshot([join(dir, input)], { cwd: root, secretsDir: secrets });
+    assert.equal(r.ok, false, `${input} is expected to be rejected`);
+    const lines = [
+      ...(r.ok ? [] : r.issues).map((i) => formatIssue(i, root)),
+      ...(r.warnings ?? []).map((i) => `warning: ${formatIssue(i, root)}`),
+      ...(r.infos ?? []).map((i) => `info: ${formatIssue(i, root)}`),
+    ];
+    compare(join(dir, input.replace(/\.in\.yaml$/, '.out.txt')), `${lines.join('\n').replaceAll(secrets, '<secrets>')}\n`);
+  });
+}
+
+for (const input of inputs.filter((f) => !f.startsWith('invalid-'))) {
   test(`golden: ${input}`, async (t) => {
     const secrets = tempDir(t);
     writeCredential(secrets, 'example-credential', pairs().a);
@@ -31,11 +60,6 @@ for (const input of inputs) {
     const json = `${JSON.stringify({ ...r.snapshot, version: '<version>' }, null, 2)
       .replaceAll(secrets, '<secrets>')
       .replaceAll(root, '<root>/')}\n`;
-    const out = join(dir, input.replace(/\.in\.yaml$/, '.out.json'));
-    if (process.env.UPDATE_GOLDEN || !existsSync(out)) {
-      writeFileSync(out, json);
-      if (!process.env.UPDATE_GOLDEN) assert.fail(`wrote missing golden ${out}; re-run to compare`);
-    }
-    assert.equal(json, readFileSync(out, 'utf8'));
+    compare(join(dir, input.replace(/\.in\.yaml$/, '.out.json')), json);
   });
 }
