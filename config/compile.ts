@@ -4,6 +4,7 @@
  * Pure: no I/O (certificate bytes come from validation), no mutation of the input, deterministic
  * ordering everywhere so that the same YAML always yields byte-identical JSON and the same version.
  */
+import { DEFAULT_PATH_NORMALIZATION, parsePathNormalization } from '../lib/path.ts';
 import { createHash } from 'node:crypto';
 import { isAbsolute, relative } from 'node:path';
 import type {
@@ -13,6 +14,7 @@ import type { RawServer } from './kinds/gateway.ts';
 import { normaliseCidr, splitRegexFlags, type RawStringMatch } from './kinds/common.ts';
 import type { AuthorizationPolicySpec, RawAuthzRule, RawOperation, RawSource } from './kinds/authorizationpolicy.ts';
 import { isPathTemplate, parseConditionKey } from './kinds/authorizationpolicy.ts';
+import { exportToNamespaces, findDelegate, mergeDelegateRule } from './delegate.ts';
 import { classifyPatch, HTTP_STATUS_NAMES, LOCAL_RATELIMIT_NAME, TYPED_STRUCT_TYPES, type RawPatch } from './kinds/envoyfilter.ts';
 import type { RawExtAuthzHttpProvider } from './kinds/meshconfig.ts';
 import type { PeerAuthenticationSpec } from './kinds/peerauthentication.ts';
@@ -73,24 +75,6 @@ export function compileSnapshot(config: ValidatedConfig, opts: CompileOptions = 
   const cwd = opts.cwd ?? process.cwd();
   const c = new Compiler(config, cwd);
   return c.run();
-}
-
-/** `\1`-style RE2 rewrite groups → JavaScript `$1`; literal `$` escaped as `$$`. */
-export function convertRegexRewrite(rewrite: string): string {
-  let out = '';
-  for (let i = 0; i < rewrite.length; i++) {
-    const ch = rewrite[i];
-    const next = rewrite[i + 1];
-    if (ch === '\\' && next !== undefined && /\d/.test(next)) {
-      out += `$${next}`;
-      i++;
-    } else if (ch === '\\' && next === '\\') {
-      out += '\\';
-      i++;
-    } else if (ch === '$') out += '$$';
-    else out += ch;
-  }
-  return out;
 }
 
 function stringMatch(m: RawStringMatch | undefined): StringMatch | undefined {
@@ -266,7 +250,8 @@ class Compiler {
 
   run(): Snapshot {
     for (const vs of this.idx.virtualServices) {
-      this.routes.set(vs.key, arrayOf<RawHttpRoute>(vs.spec.http).map((rule, i) => this.httpRoute(vs, rule, i)));
+      if (arrayOf<string>(vs.spec.hosts).length === 0) continue; // a delegate: reached through its roots only
+      this.routes.set(vs.key, this.expandDelegates(vs));
     }
     // Like Istio, every registry service port gets a subset-less cluster even with no route to
     // it, so sidecars can reach services that have no VirtualService.
@@ -377,13 +362,32 @@ class Compiler {
         ? strip({
             uri: rw.uri,
             authority: rw.authority,
-            uriRegex: rw.uriRegexRewrite ? { match: rw.uriRegexRewrite.match, rewrite: convertRegexRewrite(rw.uriRegexRewrite.rewrite) } : undefined,
+            uriRegex: rw.uriRegexRewrite ? { match: rw.uriRegexRewrite.match, rewrite: rw.uriRegexRewrite.rewrite } : undefined,
           })
         : undefined,
       timeoutMs: timeout ? timeout : undefined,
       retries: retries(rule.retries),
       mirrors,
     });
+  }
+
+  /** The VirtualService's rules, each `delegate` rule replaced by the delegate's rules merged under it. */
+  private expandDelegates(vs: Resource<VirtualServiceSpec>): HttpRoute[] {
+    const out: HttpRoute[] = [];
+    arrayOf<RawHttpRoute>(vs.spec.http).forEach((rule, i) => {
+      if (!rule.delegate) {
+        out.push(this.httpRoute(vs, rule, i));
+        return;
+      }
+      const delegate = findDelegate(this.idx, vs, rule.delegate);
+      if (!delegate) return; // validation warns; Istio leaves the rule out
+      arrayOf<RawHttpRoute>(delegate.spec.http).forEach((leaf, j) => {
+        const merged = mergeDelegateRule(rule, leaf);
+        // The delegate's own namespace resolves its destinations; exportTo stays the root's.
+        if (merged) out.push({ ...this.httpRoute(delegate, merged, j), exportTo: exportToNamespaces(vs.spec.exportTo, vs.namespace) });
+      });
+    });
+    return out;
   }
 
   private httpRoute(vs: Resource<VirtualServiceSpec>, rule: RawHttpRoute, index: number): HttpRoute {
@@ -740,6 +744,9 @@ class Compiler {
     if (typeof m.accessLogFile === 'string' && m.accessLogFile) out.accessLogFile = m.accessLogFile;
     if (m.accessLogEncoding === 'JSON' || m.accessLogEncoding === 'TEXT') out.accessLogEncoding = m.accessLogEncoding;
     if (typeof m.accessLogFormat === 'string' && m.accessLogFormat) out.accessLogFormat = m.accessLogFormat;
+    // Only when set, so snapshots of meshes on Istio's default stay as they were.
+    const pn = m.pathNormalization?.normalization;
+    if (pn !== undefined) out.pathNormalization = parsePathNormalization(pn) ?? DEFAULT_PATH_NORMALIZATION;
     return out;
   }
 
@@ -967,12 +974,6 @@ const cidrs = (xs: string[] | undefined): string[] => (xs ?? []).map(normaliseCi
 
 function pathPattern(p: string): StringPattern {
   return isPathTemplate(p) ? { template: p.split('/') } : istioPattern(p);
-}
-
-/** `exportTo` as namespaces: `.` is the resource's own, `*` (or none given) is everyone = undefined. */
-function exportToNamespaces(list: readonly string[] | undefined, own: string): string[] | undefined {
-  if (!list || list.length === 0 || list.includes('*')) return undefined;
-  return [...new Set(list.map((e) => (e === '.' ? own : e)))].sort(cmp);
 }
 
 function operation(o: RawOperation): OperationMatch {

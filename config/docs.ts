@@ -39,7 +39,7 @@ const KIND_NOTES: Record<string, string> = {
 const OVERRIDES: Record<string, FieldDoc> = {
   'Gateway:servers[].tls.mode': { status: 'partly', note: 'ISTIO_MUTUAL and AUTO_PASSTHROUGH are not served yet' },
   'Gateway:servers[].port.name': { status: 'enforced', note: 'unique per Gateway; missing is a warning (Istio rejects it)' },
-  'VirtualService:http[].delegate': { status: 'rejected', note: 'error' },
+  'VirtualService:http[].delegate': { status: 'enforced', note: 'merged as pilot merges delegates' },
   'VirtualService:http[].mirrorPercent': { status: 'partly', note: 'deprecated; use mirrorPercentage' },
   'VirtualService:tcp[].match[].sourceLabels': { status: 'partly', note: 'compiled; sidecar mode only' },
   'VirtualService:tls[].match[].sourceLabels': { status: 'partly', note: 'compiled; sidecar mode only' },

@@ -4,6 +4,7 @@
  * With `--controlplane URL --workload NS/NAME` it also joins the mesh: a SPIFFE certificate from
  * the control plane's CSR API, so it originates ISTIO_MUTUAL to sidecar'd endpoints (docs/mesh.md).
  */
+import { createLogger } from '../../lib/log.ts';
 import cluster, { type Worker } from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
@@ -72,11 +73,9 @@ export function parseLabels(text: string): Record<string, string> {
   return out;
 }
 
+/** One JSON line per event on stderr (lib/log.ts: pino, redacted). */
 export function consoleLogger(component: string): GatewayLogger {
-  const line = (level: string, msg: string, fields?: Record<string, unknown>): void => {
-    process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level, component, msg, ...fields })}\n`);
-  };
-  return { info: (m, f) => line('info', m, f), warn: (m, f) => line('warn', m, f), error: (m, f) => line('error', m, f) };
+  return createLogger(component);
 }
 
 export async function run(argv: string[]): Promise<number | undefined> {
