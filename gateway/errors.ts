@@ -28,6 +28,7 @@ const gatewayErrors = defineErrors('GatewayError', {
   BAD_REQUEST: def('PORTICO_ERR_BAD_REQUEST', 400, 'DPE', 'bad request'),
   BAD_PATH: def('PORTICO_ERR_BAD_PATH', 400, 'DPE', 'request path cannot be normalised'),
   MISDIRECTED: def('PORTICO_ERR_MISDIRECTED', 421, 'NR', 'this connection cannot serve the requested host; open a new one'),
+  REQUEST_TIMEOUT: def('PORTICO_ERR_REQUEST_TIMEOUT', 408, 'DPE', 'request timeout'),
   HEADERS_TOO_LARGE: def('PORTICO_ERR_HEADERS_TOO_LARGE', 431, 'DPE', 'request header fields too large'),
   DOWNSTREAM_DISCONNECT: def('PORTICO_ERR_DOWNSTREAM_DISCONNECT', 499, 'DC', 'downstream closed the connection'),
   FAULT_ABORT: def('PORTICO_ERR_FAULT_ABORT', 500, 'FI', 'fault filter abort'),

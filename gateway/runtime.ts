@@ -156,7 +156,7 @@ export class GatewayRuntime {
           await existing.close(0);
           this.listeners.delete(port);
         }
-        opened.push(await openListener(this.deps, pt, this.certs, this.opts.listener ?? {}));
+        opened.push(await openListener(this.deps, pt, this.certs, { logger: this.log, ...this.opts.listener }));
       }
     } catch (err) {
       await Promise.all(opened.map((l) => l.close(0)));

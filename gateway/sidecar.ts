@@ -313,7 +313,7 @@ export class SidecarRuntime {
     const path = normalizePath(target.path, st.snapshot.meshConfig.pathNormalization);
     const remote = peerAddress(remoteAddress);
     const obs = this.opts.inboundTelemetry?.begin(req, res, { state: st, port, peer, ownPrincipal: this.opts.identity.spiffeId, remote });
-    if (!app || path === undefined) return reply(res, 400, 'Bad Request', obs);
+    if (!app || path === undefined) return void reply(res, 400, 'Bad Request', obs);
     const authority = typeof req.headers.host === 'string' ? req.headers.host : '';
     const headers = upstreamRequestHeaders(req.headers, { remoteAddress: remote, scheme: peer ? 'https' : 'http', authority }, this.headerPolicy);
     const fx: FilterExchange = {
@@ -414,11 +414,13 @@ function rawSocketOf(tls: TLSSocket): Socket | undefined {
   return stream ? rawOfStream.get(stream) : undefined;
 }
 
-function reply(res: ServerResponse, status: number, body: string, obs?: InboundObserver): void {
-  if (res.headersSent) return void res.destroy();
+/** Returns the body bytes written (forward() counts them for a local error reply). */
+function reply(res: ServerResponse, status: number, body: string, obs?: InboundObserver): number {
+  if (res.headersSent) return void res.destroy(), 0;
   if (obs) obs.responseBytes = Buffer.byteLength(body);
   res.writeHead(status, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) });
   res.end(body);
+  return Buffer.byteLength(body);
 }
 
 /** A duplex over `socket` that first yields `first` (the byte(s) read to detect TLS). */

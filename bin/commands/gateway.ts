@@ -14,6 +14,8 @@ import type { Snapshot } from '../../config/snapshot.ts';
 import { formatIssue } from '../../config/errors.ts';
 import { startAdmin } from '../../gateway/admin.ts';
 import { makeHeaderPolicy } from '../../gateway/headers.ts';
+import { limitOptionsFromFlags } from '../../gateway/limits.ts';
+import type { ListenerOptions } from '../../gateway/listeners.ts';
 import { DEFAULT_GATEWAY_LABELS, GatewayRuntime, type GatewayLogger } from '../../gateway/runtime.ts';
 import type { MeshIdentity } from '../../gateway/mtls.ts';
 import { createTelemetry, type PorticoTelemetry, type TelemetryOptions } from '../../gateway/telemetry/index.ts';
@@ -26,6 +28,10 @@ const USAGE = `usage: portico gateway --config PATH [--config PATH...] [options]
   --trusted-hops N        x-forwarded-for hops to trust (default 0: this is the edge)
   --identity-header NAME  extra identity header to strip from clients (repeatable)
   --drain-ms N            how long SIGTERM lets in-flight requests finish at most (default 5000)
+  --max-request-headers-kb N  request header limit in KiB, as Envoy's max_request_headers_kb (default 60; 431 beyond)
+  --max-headers-count N   most request header fields, as Envoy's max_headers_count (default 100; 431 beyond)
+  --request-headers-timeout-ms N  a client must send its headers within this (default 30000; 0 disables)
+  --request-timeout-ms N  a client must send its whole request within this (default 0: none, as Envoy)
   --access-log            access log to stdout (else MeshConfig accessLogFile decides)
   --admin-host ADDR       admin endpoint address (default 127.0.0.1: config_dump is not for everyone)
   --metrics-port N        Prometheus /stats/prometheus and the trace store (default 15020; -1 disables)
@@ -86,6 +92,10 @@ export async function run(argv: string[]): Promise<number | undefined> {
         'trusted-hops': { type: 'string', default: '0' },
         'identity-header': { type: 'string', multiple: true },
         'drain-ms': { type: 'string', default: '5000' },
+        'max-request-headers-kb': { type: 'string' },
+        'max-headers-count': { type: 'string' },
+        'request-headers-timeout-ms': { type: 'string' },
+        'request-timeout-ms': { type: 'string' },
         'access-log': { type: 'boolean', default: false },
         'no-watch': { type: 'boolean', default: false },
         workers: { type: 'string' },
@@ -122,6 +132,13 @@ export async function run(argv: string[]): Promise<number | undefined> {
     process.stderr.write(`portico gateway: --workers must be a positive integer\n`);
     return 2;
   }
+  let listener: ListenerOptions;
+  try {
+    listener = limitOptionsFromFlags(args);
+  } catch (err) {
+    process.stderr.write(`portico gateway: ${(err as Error).message}\n`);
+    return 2;
+  }
   let mesh: MeshSettings | undefined;
   try {
     mesh = meshSettings(args.controlplane, args.workload, args['token-file']);
@@ -145,6 +162,7 @@ export async function run(argv: string[]): Promise<number | undefined> {
     otlpEndpoint: args['otlp-endpoint'],
     healthCheckIntervalMs: args['health-check-interval'] === undefined ? undefined : Number(args['health-check-interval']),
     mesh,
+    listener,
   };
   if (cluster.isWorker) return runWorker(settings);
 
@@ -258,7 +276,9 @@ interface WorkerSettings {
   readonly otlpEndpoint?: string;
   readonly healthCheckIntervalMs?: number;
   readonly mesh?: MeshSettings;
+  readonly listener: ListenerOptions;
 }
+
 
 /** Where the gateway's mesh certificate comes from (`--controlplane`, `--workload`, `--token-file`). */
 export interface MeshSettings {
@@ -373,6 +393,7 @@ async function startWorker(settings: WorkerSettings, snapshot: Snapshot, log: Ga
     headerPolicy: makeHeaderPolicy({ identityHeaders: settings.identityHeaders, trustedHops: settings.trustedHops }),
     telemetry,
     healthChecks: settings.healthCheckIntervalMs ? { intervalMs: settings.healthCheckIntervalMs } : undefined,
+    listener: settings.listener,
   });
   if (mesh && mtls) runtime.pools.tlsPolicy = mtls.meshUpstreamTls(mesh.identity, () => runtime.table().snapshot);
   telemetry?.attach(runtime);
