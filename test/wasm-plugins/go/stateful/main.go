@@ -13,6 +13,7 @@
 package main
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"strconv"
 	"unsafe"
@@ -140,9 +141,12 @@ func proxyOnResponseHeaders(id uint32, n uint32, eos uint32) uint32 {
 	v, _ := abi.Metric(requestsMetric)
 	abi.AddHeader(abi.ResponseHeaders, "x-stateful-metric", strconv.FormatUint(v, 10))
 	props := ""
-	for _, p := range [][]string{{"plugin_name"}, {"plugin_root_id"}, {"request", "path"}, {"request", "method"}, {"source", "address"}, {"response", "code"}} {
+	// Integers arrive as 8-byte little-endian int64 (Envoy's encoding); printed in decimal here.
+	for _, p := range [][]string{{"plugin_name"}, {"plugin_root_id"}, {"request", "path"}, {"request", "method"}, {"source", "address"}, {"response", "code"}, {"source", "port"}, {"node", "metadata", "NAME"}, {"request", "nope"}} {
 		raw, st := abi.Property(p...)
-		if st == abi.OK {
+		if st == abi.OK && (p[len(p)-1] == "code" || p[len(p)-1] == "port") && len(raw) == 8 {
+			props += strconv.FormatUint(binary.LittleEndian.Uint64(raw), 10)
+		} else if st == abi.OK {
 			props += string(raw)
 		} else {
 			props += "!" + strconv.Itoa(int(st))
