@@ -21,6 +21,8 @@ const KIND_NOTES: Record<string, string> = {
   AuthorizationPolicy:
     'CUSTOM policies drive ext_authz (`Snapshot.extAuthz`). All actions are validated and compiled into `Snapshot.security.authorizationPolicies`; ALLOW/DENY/AUDIT are enforced by `portico sidecar` inbound listeners in Istio\'s order (CUSTOM, DENY, ALLOW); see docs/mesh.md.',
   RequestAuthentication: 'JWTs are verified by `portico sidecar` inbound listeners (jwksUri or inline jwks, audiences, header/param/cookie locations, forwardOriginalToken, outputClaimToHeaders); see docs/mesh.md.',
+  WasmPlugin:
+    'Compiled into `Snapshot.wasmPlugins` (with EnvoyFilter `envoy.filters.http.wasm` patches using `vm_config.code.local.filename`) and run by the proxy-wasm host in the HTTP filter chain; see docs/wasm.md.',
   MeshConfig:
     'Either `portico.dev/v1alpha1 MeshConfig` (spec = MeshConfig) or Istio\'s `v1 ConfigMap` named `istio` with MeshConfig YAML in `data.mesh`. At most one. Unknown MeshConfig fields are warnings.',
 };
