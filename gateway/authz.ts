@@ -14,7 +14,7 @@ import type { Dispatcher } from 'undici';
 import type { Cluster, ExtAuthzFilter, Snapshot, StringMatcher } from '../config/snapshot.ts';
 import type { Balancer } from './balancer.ts';
 import { compileRegex } from './matchers.ts';
-import { compileRules, labelsMatch, type PolicyInput } from './policy.ts';
+import { compileRules, policySelects, type PolicyInput } from './policy.ts';
 import type { UpstreamPools } from './pools.ts';
 
 type NamePredicate = (lowerName: string) => boolean;
@@ -79,6 +79,7 @@ export interface ProxyIdentity {
   readonly labels: Readonly<Record<string, string>>;
   readonly namespace: string;
   readonly context: 'GATEWAY' | 'SIDECAR_INBOUND';
+  readonly workloadName?: string;
 }
 
 /** The ext_authz filters that apply to this proxy, compiled; evaluated in snapshot order. */
@@ -87,8 +88,7 @@ export function selectExtAuthz(snapshot: Snapshot, who: ProxyIdentity): Compiled
   const out: CompiledExtAuthz[] = [];
   for (const f of snapshot.extAuthz) {
     if (f.context !== 'ANY' && f.context !== who.context) continue;
-    if (!f.meshWide && f.namespace !== who.namespace) continue;
-    if (!labelsMatch(f.selector, who.labels)) continue;
+    if (!policySelects(f, who)) continue;
     out.push({
       filter: f,
       cluster: clusters.get(f.server.cluster),

@@ -125,3 +125,19 @@ export function applyHeaderOps(headers: HeaderMap, ops: HeaderOps | undefined): 
     else headers[name] = [prior, value];
   }
 }
+
+/**
+ * The original client address (`remote.ip`, what `remoteIpBlocks` compare): the peer when no hop
+ * is trusted, else the Nth address from the right of the incoming `x-forwarded-for` (Envoy's
+ * `xff_num_trusted_hops`; Istio's `gatewayTopology.numTrustedProxies`). With fewer entries than
+ * trusted hops, the peer: an untrusted client cannot pick its own address by sending XFF.
+ * https://www.envoyproxy.io/docs/envoy/latest/configuration/http/http_conn_man/headers#x-forwarded-for
+ */
+export function clientAddress(xff: string | string[] | undefined, peer: string, trustedHops: number): string {
+  if (trustedHops <= 0 || xff === undefined) return peer;
+  const entries = (Array.isArray(xff) ? xff.join(',') : xff).split(',');
+  const i = entries.length - trustedHops;
+  if (i < 0) return peer;
+  const v = entries[i]!.trim();
+  return v ? peerAddress(v) : peer;
+}

@@ -17,9 +17,9 @@ function loadJose(): Promise<Jose> {
   josePromise ??= import('jose');
   return josePromise;
 }
-import type { JwtRule, RequestAuthn, SecurityPolicies, Workload } from '../config/snapshot.ts';
+import type { JwtRule, RequestAuthn, SecurityPolicies } from '../config/snapshot.ts';
 import type { HeaderMap } from './headers.ts';
-import { labelsMatch } from './policy.ts';
+import { policySelects, type PolicySubject } from './policy.ts';
 
 type Headers = Readonly<Record<string, string | string[] | undefined>>;
 
@@ -33,8 +33,8 @@ export type JwtOutcome =
 type TokenLocation = { readonly header: string; readonly prefix: string } | { readonly param: string } | { readonly cookie: string };
 
 /** The RequestAuthentications that select this workload. */
-export function selectRequestAuthn(security: SecurityPolicies, wl: Pick<Workload, 'namespace' | 'labels'>): RequestAuthn[] {
-  return security.requestAuthentications.filter((r) => (r.meshWide || r.namespace === wl.namespace) && labelsMatch(r.selector, wl.labels));
+export function selectRequestAuthn(security: SecurityPolicies, wl: PolicySubject): RequestAuthn[] {
+  return security.requestAuthentications.filter((r) => policySelects(r, wl));
 }
 
 /** JWKS key sets, shared across snapshots so a reload does not refetch keys. */
@@ -49,6 +49,34 @@ export class JwksCache {
       if (!k) {
         k = createLocalJWKSet(JSON.parse(rule.jwks) as Parameters<typeof createLocalJWKSet>[0]);
         this.local.set(rule.jwks, k);
+      }
+      return k;
+    }
+    if (!rule.jwksUri) {
+      // Neither jwks nor jwksUri: Istio discovers the key set from the issuer's OpenID
+      // configuration (`<issuer>/.well-known/openid-configuration` → `jwks_uri`), as Kubeflow's
+      // dex-jwt RequestAuthentication relies on. A failed discovery is retried on the next token.
+      const key = `discovery:${rule.issuer}`;
+      let k = this.remote.get(key);
+      if (!k) {
+        let inner: Promise<JWTVerifyGetKey> | undefined;
+        const timeoutMs = rule.timeoutMs ?? 5_000;
+        const discover = async (): Promise<JWTVerifyGetKey> => {
+          const url = `${rule.issuer.replace(/\/$/, '')}/.well-known/openid-configuration`;
+          const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs), headers: { accept: 'application/json' } });
+          if (!res.ok) throw new Error(`${url}: HTTP ${res.status}`);
+          const doc = (await res.json()) as { jwks_uri?: unknown };
+          if (typeof doc.jwks_uri !== 'string') throw new Error(`${url}: no jwks_uri`);
+          return createRemoteJWKSet(new URL(doc.jwks_uri), { timeoutDuration: timeoutMs });
+        };
+        k = async (header, token) => {
+          inner ??= discover().catch((err: unknown) => {
+            inner = undefined;
+            throw err;
+          });
+          return (await inner)(header, token);
+        };
+        this.remote.set(key, k);
       }
       return k;
     }
@@ -97,6 +125,27 @@ function findToken(rule: JwtRule, headers: Headers, query: URLSearchParams): { t
     if (v) return { token: v, where: { cookie: c } };
   }
   return undefined;
+}
+
+/**
+ * Whether any rule of these policies would find a token in the request: the synchronous pre-check
+ * that keeps requests without credentials off the (async) verification path.
+ */
+export function hasCandidateToken(policies: readonly RequestAuthn[], headers: Headers, queryString: string): boolean {
+  let query: URLSearchParams | undefined;
+  for (const policy of policies) {
+    for (const rule of policy.jwtRules) {
+      for (const h of rule.fromHeaders) if (headers[h.name] !== undefined) return true;
+      if (rule.fromParams.length > 0 && queryString) {
+        query ??= new URLSearchParams(queryString);
+        for (const p of rule.fromParams) if (query.has(p)) return true;
+      }
+      if (rule.fromCookies.length > 0 && headers['cookie'] !== undefined) {
+        for (const c of rule.fromCookies) if (cookie(headers, c) !== undefined) return true;
+      }
+    }
+  }
+  return false;
 }
 
 /**

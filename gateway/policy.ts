@@ -7,7 +7,7 @@
  * not. https://istio.io/latest/docs/reference/config/security/authorization-policy/
  */
 import { BlockList, isIPv6 } from 'node:net';
-import type { AuthzRule, Condition, OperationMatch, SourceMatch, StringPattern } from '../config/snapshot.ts';
+import type { AuthzRule, Condition, OperationMatch, PolicyTarget, SourceMatch, StringPattern } from '../config/snapshot.ts';
 
 /** What a rule can look at. Built once per request, only when some policy applies. */
 export interface PolicyInput {
@@ -210,4 +210,25 @@ export function compileRules(rules: readonly AuthzRule[]): Pred {
 export function labelsMatch(selector: Readonly<Record<string, string>>, labels: Readonly<Record<string, string>>): boolean {
   for (const k in selector) if (labels[k] !== selector[k]) return false;
   return true;
+}
+
+/** A proxy as policies select it. */
+export interface PolicySubject {
+  readonly namespace: string;
+  readonly labels: Readonly<Record<string, string>>;
+  /** The workload's name, matched by `targetRefs` of kind Gateway (the gateway Deployment's name). */
+  readonly workloadName?: string;
+}
+
+/**
+ * Whether a policy (AuthorizationPolicy, RequestAuthentication, …) applies to a proxy: with
+ * `targetRefs`, when one names this gateway (`selector` is then not used, as Istio requires one or
+ * the other); else a root-namespace policy applies mesh-wide and any other to its own namespace,
+ * when the `selector` labels hold. https://istio.io/latest/docs/reference/config/type/workload-selector/
+ */
+export function policySelects(p: PolicyTarget, who: PolicySubject): boolean {
+  if (p.targetRefs && p.targetRefs.length > 0) {
+    return p.targetRefs.some((r) => r.kind === 'Gateway' && r.name === who.workloadName && (r.namespace ?? p.namespace) === who.namespace);
+  }
+  return (p.meshWide || p.namespace === who.namespace) && labelsMatch(p.selector, who.labels);
 }

@@ -4,18 +4,17 @@
  * swap mid-request never mixes two configurations.
  */
 import type { TLSSocket } from 'node:tls';
-import type { CorsPolicy, HttpRoute, Redirect, Rewrite } from '../config/snapshot.ts';
+import type { HttpRoute, Redirect, Rewrite } from '../config/snapshot.ts';
 import type { Balancer } from './balancer.ts';
-import { checkExtAuthz, type AuthzDecision } from './authz.ts';
-import type { PolicyInput } from './policy.ts';
+import { runRequestFilters, runResponseFilters } from '../dataplane/filters/chain.ts';
+import type { FilterExchange, HttpFilter, LocalReply } from '../dataplane/filters/types.ts';
 import { ERR, type GatewayError } from './errors.ts';
 import type { RequestObserver, Telemetry } from './telemetry/hooks.ts';
-import { decideFault, GRPC_CODES, grpcStatusForHttp } from './fault.ts';
+import { grpcStatusForHttp } from './fault.ts';
 import { forwardRequest, prepareBody, type DownstreamRequest, type DownstreamResponse, type ForwardResult, type RequestBody } from './forward.ts';
 import { sendMirrors } from './mirror.ts';
-import { checkRateLimits } from './ratelimit.ts';
-import { applyHeaderOps, peerAddress, upstreamRequestHeaders, type HeaderMap, type HeaderPolicy } from './headers.ts';
-import { compileStringMatch, hostOnly, type MatchInput, type StringPredicate } from './matchers.ts';
+import { applyHeaderOps, clientAddress, peerAddress, upstreamRequestHeaders, type HeaderMap, type HeaderPolicy } from './headers.ts';
+import { hostOnly, type MatchInput } from './matchers.ts';
 import { normalizePath, splitTarget } from './path.ts';
 import type { UpstreamPools } from './pools.ts';
 import { matchRoute, type CompiledRoute, type PortTable, type RouteTable, type RuntimeVirtualHost } from './router.ts';
@@ -54,6 +53,8 @@ export interface ProxyDeps {
   readonly onRequest?: (record: RequestRecord) => void;
   /** Metrics/tracing; absent = none. */
   readonly telemetry?: Telemetry;
+  /** A filter threw or rejected (the request got a 500); for the log. */
+  readonly onFilterError?: (err: unknown, filter: string) => void;
   /** Sidecar outbound: this workload's labels/namespace, for `sourceLabels`/`sourceNamespace` matches. */
   readonly source?: { readonly labels: Readonly<Record<string, string>>; readonly namespace: string };
 }
@@ -164,58 +165,11 @@ function rewritePath(rw: Rewrite | undefined, route: CompiledRoute, input: Match
     }
     re.lastIndex = 0;
     path = path.replace(re, rw.uriRegex.rewrite);
-  } else if (rw?.uri !== undefined) {
-    const matched = route.route.match.find((m) => m.uri !== undefined && 'prefix' in m.uri && (m.ignoreUriCase ? path.toLowerCase().startsWith(m.uri.prefix.toLowerCase()) : path.startsWith(m.uri.prefix)));
-    if (matched && matched.uri && 'prefix' in matched.uri) {
-      path = rw.uri + path.slice(matched.uri.prefix.length);
-      if (path.startsWith('//')) path = path.slice(1);
-      if (path === '') path = '/';
-    } else {
-      path = rw.uri;
-    }
+  } else if (route.rewritePath) {
+    // Precompiled for the match entry that fired (router.ts compilePrefixRewrite).
+    path = route.rewritePath(path);
   }
   return input.query ? `${path}?${input.query}` : path;
-}
-
-const corsCache = new WeakMap<CorsPolicy, StringPredicate[]>();
-
-function corsOriginAllowed(cors: CorsPolicy, origin: string): boolean {
-  let preds = corsCache.get(cors);
-  if (!preds) {
-    preds = cors.allowOrigins.map((m) => compileStringMatch(m));
-    corsCache.set(cors, preds);
-  }
-  return preds.some((p) => p(origin));
-}
-
-/** Adds CORS response headers for an allowed origin (simple and actual requests). */
-function corsResponseHeaders(cors: CorsPolicy, origin: string, headers: HeaderMap): void {
-  headers['access-control-allow-origin'] = origin;
-  headers['vary'] = headers['vary'] ? `${String(headers['vary'])}, Origin` : 'Origin';
-  if (cors.allowCredentials) headers['access-control-allow-credentials'] = 'true';
-  if (cors.exposeHeaders.length) headers['access-control-expose-headers'] = cors.exposeHeaders.join(',');
-}
-
-/** Answers a CORS preflight when the policy covers it; false to pass the request on. */
-function handlePreflight(cors: CorsPolicy, req: DownstreamRequest, res: DownstreamResponse, origin: string): boolean {
-  if (!corsOriginAllowed(cors, origin)) return cors.unmatchedPreflights === 'IGNORE' ? respondEmpty(res, 200) : false;
-  const headers: HeaderMap = {};
-  corsResponseHeaders(cors, origin, headers);
-  if (cors.allowMethods.length) headers['access-control-allow-methods'] = cors.allowMethods.join(',');
-  const requested = req.headers['access-control-request-headers'];
-  if (cors.allowHeaders.length) headers['access-control-allow-headers'] = cors.allowHeaders.join(',');
-  else if (typeof requested === 'string') headers['access-control-allow-headers'] = requested;
-  if (cors.maxAgeSeconds !== undefined) headers['access-control-max-age'] = String(cors.maxAgeSeconds);
-  headers['content-length'] = '0';
-  res.writeHead(200, headers as Record<string, string>);
-  res.end();
-  return true;
-}
-
-function respondEmpty(res: DownstreamResponse, status: number): true {
-  res.writeHead(status, { 'content-length': '0' });
-  res.end();
-  return true;
 }
 
 /**
@@ -237,6 +191,13 @@ function parseTarget(url: string): { authority?: string; path: string; query: st
   return undefined;
 }
 
+/** A well-formed request no route matched: what the filters still see. */
+export interface Unrouted {
+  readonly input: MatchInput;
+  readonly host: string;
+  readonly vh?: RuntimeVirtualHost;
+}
+
 export interface RoutedRequest {
   readonly table: RouteTable;
   readonly route: CompiledRoute;
@@ -253,7 +214,7 @@ export function routeRequest(
   deps: ProxyDeps,
   listener: ListenerInfo,
   req: DownstreamRequest,
-): RoutedRequest | { error: GatewayError; detail?: string } | { redirect: string; status: number } {
+): RoutedRequest | { error: GatewayError; detail?: string; unrouted?: Unrouted } | { redirect: string; status: number } {
   const table = deps.table();
   const pt = table.ports.get(listener.bindPort);
   if (!pt) return { error: ERR.NO_ROUTE, detail: `port ${listener.bindPort} is no longer served` };
@@ -288,9 +249,9 @@ export function routeRequest(
   }
 
   const vh = resolveVirtualHost(pt, host, authority, req);
-  if ('code' in vh) return { error: vh, detail: vh === ERR.NO_ROUTE ? `${input.method} ${host}${path}` : host };
+  if ('code' in vh) return { error: vh, detail: vh === ERR.NO_ROUTE ? `${input.method} ${host}${path}` : host, unrouted: vh === ERR.NO_ROUTE ? { input, host } : undefined };
   const route = matchRoute(vh, input);
-  if (!route) return { error: ERR.NO_ROUTE, detail: `${input.method} ${host}${path}` };
+  if (!route) return { error: ERR.NO_ROUTE, detail: `${input.method} ${host}${path}`, unrouted: { input, host, vh } };
   route.hits++;
   return { table, route, input, host, vh };
 }
@@ -334,16 +295,8 @@ interface Exchange {
   readonly res: DownstreamResponse;
   readonly routed: RoutedRequest;
   readonly done: Done;
-  /** Response flags so far (`DI` after an injected delay). */
-  flags: string;
-  /**
-   * The request headers as the upstream will get them, computed once right after routing (as
-   * Envoy's connection manager does before its filters): identity and hop-by-hop headers gone,
-   * x-forwarded-*, x-request-id set. ext_authz checks and the forwarded request both use them.
-   */
-  readonly headers: HeaderMap;
-  /** The ext_authz verdict when one allowed the request. */
-  authz?: Extract<AuthzDecision, { kind: 'allow' }>;
+  /** The filter chain's view of the request (flags, identity, headers to add). */
+  readonly fx: FilterExchange;
   readonly observer?: RequestObserver;
 }
 
@@ -352,6 +305,52 @@ type Done = (status: number, flag: string, route?: CompiledRoute, forwarded?: Fo
 function addFlag(flags: string, flag: string): string {
   if (flag === '-') return flags;
   return flags === '-' ? flag : `${flags},${flag}`;
+}
+
+const NO_NAMES: readonly string[] = [];
+
+function filterExchange(deps: ProxyDeps, listener: ListenerInfo, req: DownstreamRequest, input: MatchInput, host: string, route: CompiledRoute | undefined, vh: RuntimeVirtualHost | undefined, headers: HeaderMap): FilterExchange {
+  const peer = peerAddress(req.socket?.remoteAddress);
+  return {
+    request: {
+      method: input.method,
+      path: input.path,
+      query: input.query,
+      authority: input.authority,
+      host: host.toLowerCase(),
+      scheme: listener.scheme,
+      port: listener.number,
+      headers: req.headers,
+      peerIp: peer,
+      remoteIp: clientAddress(req.headers['x-forwarded-for'], peer, deps.headerPolicy.trustedHops),
+      protocol: req.httpVersion === '2.0' ? 'HTTP/2' : 'HTTP/1.1',
+    },
+    route,
+    vhostNames: vh ? vhostNames(vh, listener.number) : NO_NAMES,
+    upstreamHeaders: headers,
+    responseHeaders: [],
+    flags: '-',
+    state: new Map(),
+  };
+}
+
+/** Sends a filter's local reply, with the response filters run over its headers. */
+function sendLocalReply(chain: readonly HttpFilter[], fx: FilterExchange, req: DownstreamRequest, res: DownstreamResponse, reply: LocalReply): number {
+  if (res.headersSent) {
+    res.destroy();
+    return reply.status;
+  }
+  if (reply.grpcStatus !== undefined || (reply.status >= 400 && isGrpc(req) && reply.headers?.['content-type'] === undefined)) {
+    sendGrpcStatus(res, reply.grpcStatus ?? grpcStatusForHttp(reply.status), typeof reply.body === 'string' ? reply.body : 'denied');
+    return 200;
+  }
+  const headers: HeaderMap = {};
+  if (reply.headers) for (const k in reply.headers) headers[k] = reply.headers[k] as string | string[];
+  headers['content-length'] = String(Buffer.byteLength(reply.body));
+  runResponseFilters(chain, fx, reply.status, headers);
+  res.writeHead(reply.status, headers as Record<string, string>);
+  res.end(reply.body);
+  return reply.status;
 }
 
 /** The `request` listener of every HTTP/HTTPS port. */
@@ -389,119 +388,78 @@ export function handleRequest(deps: ProxyDeps, listener: ListenerInfo, req: Down
     return done(routed.status, '-');
   }
   if ('error' in routed) {
-    sendGatewayError(res, routed.error, routed.detail, req);
-    return done(routed.error.status, routed.error.flag);
+    const chain = deps.table().chain;
+    // No route: the filters still run first (Envoy's router is the last filter), so a DENY policy
+    // or an invalid token is answered as such rather than with 404.
+    if (chain.length === 0 || !routed.unrouted) {
+      sendGatewayError(res, routed.error, routed.detail, req);
+      return done(routed.error.status, routed.error.flag);
+    }
+    const u = routed.unrouted;
+    const headers = upstreamRequestHeaders(req.headers, { remoteAddress: req.socket?.remoteAddress ?? '', scheme: listener.scheme, authority: u.input.authority }, deps.headerPolicy);
+    const fx = filterExchange(deps, listener, req, u.input, u.host, undefined, u.vh, headers);
+    runRequestFilters(chain, fx, (reply) => {
+      if (res.destroyed) return;
+      if (reply) return done(sendLocalReply(chain, fx, req, res, reply), reply.flag);
+      sendGatewayError(res, routed.error, routed.detail, req);
+      done(routed.error.status, routed.error.flag);
+    });
+    return;
   }
   const headers = upstreamRequestHeaders(req.headers, { remoteAddress: req.socket?.remoteAddress ?? '', scheme: listener.scheme, authority: routed.input.authority }, deps.headerPolicy);
   // Trace context goes in now, so an ext_authz check carries it too (its span joins the trace).
   observer?.upstreamHeaders?.(headers);
-  const ex: Exchange = { deps, listener, req, res, routed, done, flags: '-', observer, headers };
-  const r = routed.route.route;
-
-  if (routed.table.rateLimits.length > 0) {
-    const refused = checkRateLimits(routed.table.rateLimits, { port: listener.number, vhostNames: vhostNames(routed.vh, listener.number), routeName: r.name });
-    if (refused) {
-      const body = 'local_rate_limited';
-      res.writeHead(ERR.RATE_LIMITED.status, { ...TEXT_HEADERS, ...refused, 'content-length': Buffer.byteLength(body) });
-      res.end(body);
-      return done(ERR.RATE_LIMITED.status, ERR.RATE_LIMITED.flag, routed.route);
-    }
-  }
-
-  // Envoy's filter order: CORS answers preflights before ext_authz sees them.
-  const origin = req.headers.origin;
-  if (r.cors && typeof origin === 'string' && routed.input.method === 'OPTIONS' && req.headers['access-control-request-method'] !== undefined) {
-    if (handlePreflight(r.cors, req, res, origin)) return done(res.statusCode, '-', routed.route);
-  }
-
-  const filters = routed.table.extAuthz;
-  if (filters.length === 0) return afterAuthz(ex);
-  const { input, host } = routed;
-  const remote = peerAddress(req.socket?.remoteAddress);
-  const policyInput: PolicyInput = { path: input.path, host, method: input.method, port: listener.number, headers: req.headers, sourceIp: remote, remoteIp: remote };
-  checkExtAuthz(
-    filters,
-    policyInput,
-    { method: input.method, pathAndQuery: input.query ? `${input.path}?${input.query}` : input.path, authority: input.authority, headers },
-    deps,
-  ).then(
-    (decision) => {
+  const fx = filterExchange(deps, listener, req, routed.input, routed.host, routed.route, routed.vh, headers);
+  const ex: Exchange = { deps, listener, req, res, routed, done, fx, observer };
+  const chain = routed.table.chain;
+  if (chain.length === 0) return router(ex);
+  runRequestFilters(
+    chain,
+    fx,
+    (reply) => {
       if (res.destroyed) return;
-      if (decision?.kind === 'deny') {
-        res.writeHead(decision.status, decision.headers);
-        res.end(decision.body);
-        return done(decision.status, 'UAEX', routed.route);
-      }
-      ex.authz = decision;
-      afterAuthz(ex);
+      if (reply) return done(sendLocalReply(chain, fx, req, res, reply), reply.flag, routed.route);
+      router(ex);
     },
-    () => {
-      sendGatewayError(res, ERR.AUTHZ_ERROR, undefined, req);
-      done(ERR.AUTHZ_ERROR.status, ERR.AUTHZ_ERROR.flag, routed.route);
-    },
+    0,
+    (err, f) => deps.onFilterError?.(err, f.name),
   );
 }
 
-function addClientHeaders(ex: Exchange, headers: HeaderMap): void {
-  if (ex.authz) for (const [k, v] of ex.authz.clientHeaders) headers[k] = v;
-}
-
-function afterAuthz(ex: Exchange): void {
-  const { routed, res, listener, done } = ex;
+/** The router: redirect, direct response, or forward to the route's destination. */
+function router(ex: Exchange): void {
+  const { routed, res, listener, done, fx } = ex;
   const { route, input, host } = routed;
   const r = route.route;
   const action = r.action;
+  const chain = routed.table.chain;
   if (action.kind === 'redirect') {
     const location = redirectLocation(action.redirect, input, host, listener);
     const headers: HeaderMap = { location, 'content-length': '0' };
     applyHeaderOps(headers, r.headers?.response);
-    addClientHeaders(ex, headers);
+    runResponseFilters(chain, fx, action.redirect.redirectCode, headers);
     res.writeHead(action.redirect.redirectCode, headers as Record<string, string>);
     res.end();
-    return done(action.redirect.redirectCode, '-', route);
+    return done(action.redirect.redirectCode, fx.flags, route);
   }
   if (action.kind === 'direct') {
     const body = action.response.body ?? '';
     const headers: HeaderMap = { 'content-type': 'text/plain; charset=utf-8', 'content-length': String(Buffer.byteLength(body)) };
     applyHeaderOps(headers, r.headers?.response);
-    addClientHeaders(ex, headers);
+    runResponseFilters(chain, fx, action.response.status, headers);
     res.writeHead(action.response.status, headers as Record<string, string>);
     res.end(body);
-    return done(action.response.status, '-', route);
+    return done(action.response.status, fx.flags, route);
   }
-  const fault = decideFault(r.fault);
-  if (fault.delayMs > 0) {
-    const timer = setTimeout(() => {
-      if (res.writableEnded || res.destroyed) return;
-      ex.flags = addFlag(ex.flags, 'DI');
-      proceed(ex, fault.abort);
-    }, fault.delayMs);
-    res.once('close', () => clearTimeout(timer));
-    return;
-  }
-  proceed(ex, fault.abort);
+  forwardRoute(ex);
 }
 
-function proceed(ex: Exchange, abort: { httpStatus?: number; grpcStatus?: string } | undefined): void {
-  const { deps, req, res, routed, done } = ex;
+function forwardRoute(ex: Exchange): void {
+  const { deps, req, res, routed, done, fx } = ex;
   const { route, input, table } = routed;
   const r = route.route;
   const action = r.action;
   if (action.kind !== 'route') return;
-  if (abort) {
-    const flags = addFlag(ex.flags, 'FI');
-    if (abort.grpcStatus !== undefined) {
-      sendGrpcStatus(res, GRPC_CODES[abort.grpcStatus] ?? 2, 'fault filter abort');
-      return done(200, flags, route);
-    }
-    const status = abort.httpStatus ?? 500;
-    const body = 'fault filter abort';
-    res.writeHead(status, { ...TEXT_HEADERS, 'content-length': Buffer.byteLength(body) });
-    res.end(body);
-    return done(status, flags, route);
-  }
-  const origin = req.headers.origin;
-  const cors = r.cors && typeof origin === 'string' ? r.cors : undefined;
   const dest = route.pick();
   const cluster = dest ? table.clusters.get(dest.cluster) : undefined;
   if (!dest || !cluster) {
@@ -509,12 +467,11 @@ function proceed(ex: Exchange, abort: { httpStatus?: number; grpcStatus?: string
     return done(ERR.NO_CLUSTER.status, ERR.NO_CLUSTER.flag, route);
   }
 
-  const headers = ex.headers;
+  const headers = fx.upstreamHeaders;
   headers['host'] = action.rewrite?.authority ?? input.authority;
-  // ext_authz results land after client identity headers were stripped, before route ops.
-  if (ex.authz) for (const [k, v] of ex.authz.upstreamHeaders) headers[k] = v;
   applyHeaderOps(headers, r.headers?.request);
   applyHeaderOps(headers, dest.headers?.request);
+  const chain = table.chain;
 
   const path = rewritePath(action.rewrite, route, input);
   const send = (body: RequestBody): void => {
@@ -537,11 +494,10 @@ function proceed(ex: Exchange, abort: { httpStatus?: number; grpcStatus?: string
         sendError: (err) => sendGatewayError(res, err, undefined, req),
         onResponseHeaders: (h) => {
           applyRouteResponseOps(r, dest.headers, h);
-          if (cors && corsOriginAllowed(cors, origin as string)) corsResponseHeaders(cors, origin as string, h);
-          addClientHeaders(ex, h);
+          if (chain.length > 0) runResponseFilters(chain, fx, 0, h);
         },
       },
-      (result) => done(result.status, addFlag(ex.flags, result.flag), route, result),
+      (result) => done(result.status, addFlag(fx.flags, result.flag), route, result),
     );
   };
   const body = prepareBody(req, action.retries);

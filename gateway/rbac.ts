@@ -5,8 +5,8 @@
  * AUDIT never changes the decision, it only marks the request for logging.
  * https://istio.io/latest/docs/concepts/security/#implicit-enablement
  */
-import type { AuthzPolicy, SecurityPolicies, Workload } from '../config/snapshot.ts';
-import { compileRules, labelsMatch, type PolicyInput } from './policy.ts';
+import type { AuthzPolicy, SecurityPolicies } from '../config/snapshot.ts';
+import { compileRules, policySelects, type PolicyInput, type PolicySubject } from './policy.ts';
 
 /** Envoy RBAC's denial body. */
 export const RBAC_DENIED_BODY = 'RBAC: access denied';
@@ -35,11 +35,11 @@ export interface CompiledRbac {
 }
 
 /** Policies whose target selects the workload: mesh-wide, or its namespace, and the selector holds. */
-export function selectsWorkload(p: Pick<AuthzPolicy, 'meshWide' | 'namespace' | 'selector'>, wl: Pick<Workload, 'namespace' | 'labels'>): boolean {
-  return (p.meshWide || p.namespace === wl.namespace) && labelsMatch(p.selector, wl.labels);
+export function selectsWorkload(p: Pick<AuthzPolicy, 'meshWide' | 'namespace' | 'selector' | 'targetRefs'>, wl: PolicySubject): boolean {
+  return policySelects(p, wl);
 }
 
-export function compileRbac(security: SecurityPolicies, wl: Pick<Workload, 'namespace' | 'labels'>): CompiledRbac {
+export function compileRbac(security: SecurityPolicies, wl: PolicySubject): CompiledRbac {
   const deny: CompiledPolicy[] = [];
   const allow: CompiledPolicy[] = [];
   const audit: CompiledPolicy[] = [];

@@ -19,14 +19,34 @@ import type {
 } from '../config/snapshot.ts';
 import { DEFAULT_RETRIES } from '../config/compile.ts';
 import { selectExtAuthz, type CompiledExtAuthz, type ProxyIdentity } from './authz.ts';
+import { buildHttpChain, type ChainDeps } from '../dataplane/filters/chain.ts';
+import type { HttpFilter } from '../dataplane/filters/types.ts';
 import { compileMatchList, DomainIndex, type MatchInput } from './matchers.ts';
 import { blockList, ipIn, labelsMatch } from './policy.ts';
 import type { CompiledRateLimit, RateLimiters } from './ratelimit.ts';
 
+/**
+ * One Envoy route: a VirtualService `http[]` rule with ONE of its `match[]` entries (Istio turns
+ * each match entry into its own Envoy route, so a rule with three entries is three routes; a rule
+ * without `match` is one route matching every path). Everything the request path needs is
+ * resolved here, once per snapshot.
+ */
 export interface CompiledRoute {
   readonly route: HttpRoute;
   readonly gateway: string;
+  /** The match entry this route was built from; undefined for a rule without `match`. */
+  readonly match: RouteMatch | undefined;
   readonly matches: (input: MatchInput) => boolean;
+  /**
+   * The upstream path (no query) for a request path, with the rule's `rewrite.uri` applied as
+   * Envoy's `prefix_rewrite` for THIS match: the matched prefix is replaced; an exact or regex
+   * match (or none) replaces the whole path... except that a rule without `uri` match is a `/`
+   * prefix route, so `/a/foo` with rewrite `/r` becomes `/ra/foo`, as Envoy does.
+   * Undefined when the rule has no uri rewrite.
+   */
+  readonly rewritePath?: (path: string) => string;
+  /** True for Istio's catch-all routes (prefix `/` or regex `.*`, no header/query match). */
+  readonly catchAll: boolean;
   /** Picks one destination by weight; undefined for redirect/direct routes. */
   readonly pick: () => RouteDestination | undefined;
   /** Live hit counter (the only mutable field; read by the admin/dashboard). */
@@ -84,6 +104,8 @@ export interface PortTable {
 
 export interface RouteTable {
   readonly snapshot: Snapshot;
+  /** The HTTP filter chain for this proxy (dataplane/filters), built once per snapshot. */
+  readonly chain: readonly HttpFilter[];
   /** ext_authz filters that apply to this proxy, in evaluation order. */
   readonly extAuthz: readonly CompiledExtAuthz[];
   /** Local rate limits that apply to this proxy. */
@@ -120,14 +142,67 @@ function weightedPicker(route: HttpRoute): () => RouteDestination | undefined {
   };
 }
 
+/**
+ * Istio's IsCatchAllRoute: a route matching every path (prefix `/`, or regex `.*`) with no header
+ * or query parameter condition. pilot/pkg/networking/core/route/route.go
+ */
+function isCatchAll(m: RouteMatch | undefined): boolean {
+  if (!m) return true;
+  if ((m.headers?.length ?? 0) > 0 || (m.queryParams?.length ?? 0) > 0 || (m.withoutHeaders?.length ?? 0) > 0) return false;
+  const u = m.uri;
+  if (!u) return true;
+  return ('prefix' in u && u.prefix === '/') || ('regex' in u && u.regex === '.*');
+}
+
+/** `rewrite.uri` as Envoy's prefix_rewrite on the route built from match entry `m`. */
+function compilePrefixRewrite(uri: string, m: RouteMatch | undefined): (path: string) => string {
+  const u = m?.uri;
+  // No uri condition: Istio emits prefix "/" for the route, so "/" is what gets replaced.
+  const prefixLen = u === undefined ? 1 : 'prefix' in u ? u.prefix.length : -1;
+  if (prefixLen < 0) return () => uri;
+  return (path) => {
+    let out = uri + path.slice(prefixLen);
+    if (out.startsWith('//')) out = out.slice(1);
+    return out === '' ? '/' : out;
+  };
+}
+
 export function compileRoutes(routes: readonly HttpRoute[], gateway: string): CompiledRoute[] {
   const out: CompiledRoute[] = [];
   for (const route of routes) {
     const matches = applicableMatches(route.match, gateway);
     if (matches === null) continue;
-    out.push({ route, gateway, matches: compileMatchList(matches), pick: weightedPicker(route), hits: 0 });
+    const pick = weightedPicker(route);
+    const uri = route.action.kind === 'route' && route.action.rewrite?.uriRegex === undefined ? route.action.rewrite?.uri : undefined;
+    const entries: (RouteMatch | undefined)[] = matches.length === 0 ? [undefined] : [...matches];
+    for (const m of entries) {
+      out.push({
+        route,
+        gateway,
+        match: m,
+        matches: compileMatchList(m ? [m] : []),
+        rewritePath: uri !== undefined ? compilePrefixRewrite(uri, m) : undefined,
+        catchAll: isCatchAll(m),
+        pick,
+        hits: 0,
+      });
+    }
   }
   return out;
+}
+
+/**
+ * Istio's SortVHostRoutes, applied to every gateway virtual host after the VirtualServices bound
+ * to its host are concatenated: catch-all routes move to the end, the rest keep their order. So a
+ * central dashboard's `prefix: /` no longer hides the apps' VirtualServices (and a catch-all
+ * written first in one VirtualService is still tried last, as in Istio).
+ * pilot/pkg/networking/core/gateway.go buildGatewayHTTPRouteConfig.
+ */
+export function sortVHostRoutes(routes: readonly CompiledRoute[]): CompiledRoute[] {
+  const rest: CompiledRoute[] = [];
+  const catchAll: CompiledRoute[] = [];
+  for (const r of routes) (r.catchAll ? catchAll : rest).push(r);
+  return rest.concat(catchAll);
 }
 
 interface PortBuilder {
@@ -178,6 +253,8 @@ export interface RouteTableOptions {
   /** Also serve the `mesh` VirtualServices as a plain-HTTP outbound proxy on this port (sidecar). */
   readonly meshOutboundPort?: number;
   readonly meshOutboundBind?: string;
+  /** Long-lived state for the filter chain; without it the table has no filters (tests, tools). */
+  readonly chainDeps?: Omit<ChainDeps, 'rateLimits'>;
 }
 
 export function buildRouteTable(snapshot: Snapshot, labels: Readonly<Record<string, string>>, opts: RouteTableOptions = {}): RouteTable {
@@ -203,7 +280,7 @@ export function buildRouteTable(snapshot: Snapshot, labels: Readonly<Record<stri
   const ports = new Map<number, PortTable>();
   for (const b of [...builders.values()].sort((x, y) => x.bindPort - y.bindPort)) {
     const hosts = new DomainIndex<RuntimeVirtualHost>();
-    const virtualHosts: RuntimeVirtualHost[] = b.vhosts.map((v) => Object.freeze({ domains: v.domains, routes: v.routes, servers: v.servers }));
+    const virtualHosts: RuntimeVirtualHost[] = b.vhosts.map((v) => Object.freeze({ domains: v.domains, routes: sortVHostRoutes(v.routes), servers: v.servers }));
     for (const vh of virtualHosts) for (const d of vh.domains) hosts.add(d, vh);
     const sni = new DomainIndex<number>();
     b.servers.forEach((server, i) => {
@@ -231,10 +308,11 @@ export function buildRouteTable(snapshot: Snapshot, labels: Readonly<Record<stri
     ports.set(opts.meshOutboundPort, meshOutboundTable(snapshot, opts.meshOutboundPort, opts.meshOutboundBind));
   }
   const clusters = new Map(snapshot.clusters.map((c) => [c.name, c] as const));
-  const who = { labels, namespace: opts.identity?.namespace ?? 'istio-system', context: opts.identity?.context ?? 'GATEWAY' } as const;
+  const who = { labels, namespace: opts.identity?.namespace ?? 'istio-system', context: opts.identity?.context ?? 'GATEWAY', workloadName: opts.identity?.workloadName } as const;
   const extAuthz = selectExtAuthz(snapshot, who);
   const rateLimits = opts.rateLimiters?.select(snapshot, who) ?? [];
-  return { snapshot, extAuthz, rateLimits, gateways, ports, clusters };
+  const chain = opts.chainDeps ? buildHttpChain(snapshot, { ...who, mode: 'edge' }, { ...opts.chainDeps, rateLimits }) : [];
+  return { snapshot, chain, extAuthz, rateLimits, gateways, ports, clusters };
 }
 
 function compileL4Match(m: L4Match): (c: L4Input) => boolean {

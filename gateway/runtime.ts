@@ -10,6 +10,7 @@ import { makeHeaderPolicy, type HeaderPolicy } from './headers.ts';
 import { openListener, type Listener, type ListenerOptions } from './listeners.ts';
 import { UpstreamPools } from './pools.ts';
 import type { ProxyDeps, RequestRecord } from './proxy.ts';
+import { JwksCache } from './jwt-authn.ts';
 import { buildRouteTable, type RouteTable, type RouteTableOptions } from './router.ts';
 import type { Telemetry } from './telemetry/hooks.ts';
 import { CertStore } from './tls.ts';
@@ -33,6 +34,8 @@ export interface GatewayOptions {
   readonly telemetry?: Telemetry;
   /** This proxy's namespace, for namespace-scoped policies (default istio-system for gateways). */
   readonly namespace?: string;
+  /** The gateway workload's name, matched by policies' `targetRefs` (default istio-ingressgateway). */
+  readonly workloadName?: string;
   /** Sidecar: the workload's labels and namespace, seen by `sourceLabels`/`sourceNamespace` route matches. */
   readonly source?: { readonly labels: Readonly<Record<string, string>>; readonly namespace: string };
   /** Serve the mesh VirtualServices as an outbound HTTP proxy (sidecar mode). */
@@ -43,7 +46,14 @@ export interface GatewayOptions {
   readonly drainMs?: number;
 }
 
-export const DEFAULT_GATEWAY_LABELS: Readonly<Record<string, string>> = Object.freeze({ istio: 'ingressgateway' });
+/**
+ * The labels of Istio's own ingress gateway pods (its Helm chart sets both): Gateways select
+ * `istio: ingressgateway`, while Kubeflow's gateway policies select `app: istio-ingressgateway`.
+ */
+export const DEFAULT_GATEWAY_LABELS: Readonly<Record<string, string>> = Object.freeze({ app: 'istio-ingressgateway', istio: 'ingressgateway' });
+
+/** The gateway Deployment's name, for policies that select it by `targetRefs`. */
+export const DEFAULT_GATEWAY_WORKLOAD = 'istio-ingressgateway';
 
 export class GatewayRuntime {
   private current: RouteTable;
@@ -52,6 +62,8 @@ export class GatewayRuntime {
   readonly balancer = new Balancer();
   readonly certs = new CertStore();
   readonly rateLimiters = new RateLimiters();
+  /** JWKS key sets of RequestAuthentications, kept across snapshots (no refetch on reload). */
+  readonly jwks = new JwksCache();
   private readonly deps: ProxyDeps;
   private readonly labels: Readonly<Record<string, string>>;
   private readonly log: GatewayLogger;
@@ -72,6 +84,7 @@ export class GatewayRuntime {
       onRequest: opts.onRequest,
       telemetry: opts.telemetry,
       source: opts.source,
+      onFilterError: (err, filter) => this.log.error('HTTP filter failed; request answered 500', { filter, error: err instanceof Error ? err.message : String(err) }),
     };
     this.certs.onChange = (file, error) => {
       if (error) this.log.warn('certificate change not applied; keeping the previous certificate', { file, error: error.message });
@@ -87,8 +100,9 @@ export class GatewayRuntime {
 
   private tableOptions(): RouteTableOptions {
     const m = this.opts.meshOutbound;
-    const identity = { namespace: this.opts.namespace ?? 'istio-system', context: 'GATEWAY' as const };
-    const base = { identity, rateLimiters: this.rateLimiters };
+    const identity = { namespace: this.opts.namespace ?? 'istio-system', context: 'GATEWAY' as const, workloadName: this.opts.workloadName ?? DEFAULT_GATEWAY_WORKLOAD };
+    const chainDeps = { jwks: this.jwks, pools: this.pools, balancer: this.balancer, log: (msg: string, fields: Record<string, unknown>) => this.log.info(msg, fields) };
+    const base = { identity, rateLimiters: this.rateLimiters, chainDeps };
     return m ? { ...base, meshOutboundPort: m.port, meshOutboundBind: m.bind } : base;
   }
 

@@ -16,18 +16,17 @@ import { Server as TlsServer, TLSSocket } from 'node:tls';
 import type { Cluster, Service, Snapshot, Workload } from '../config/snapshot.ts';
 import type { AttrValue, SpanData } from '../telemetry/otlp.ts';
 import { decideSampling, extractContext, injectContext, newSpanId, newTraceId, type TraceContext } from '../telemetry/trace-context.ts';
-import { checkExtAuthz, selectExtAuthz, type CompiledExtAuthz } from './authz.ts';
+import { buildHttpChain, runRequestFilters, runResponseFilters } from '../dataplane/filters/chain.ts';
+import type { FilterExchange, HttpFilter } from '../dataplane/filters/types.ts';
 import { Balancer } from './balancer.ts';
 import { forward } from './forward.ts';
 import { makeHeaderPolicy, peerAddress, upstreamRequestHeaders, type HeaderMap } from './headers.ts';
-import { applyJwtHeaders, authenticateJwt, JwksCache, selectRequestAuthn } from './jwt-authn.ts';
+import { JwksCache } from './jwt-authn.ts';
 import { hostOnly } from './matchers.ts';
 import { meshUpstreamTls, mtlsPeer, type MeshIdentity, type MtlsPeer } from './mtls.ts';
 import { normalizePath, splitTarget } from './path.ts';
 import { selectPeerAuthn, type EffectiveMtls, type PeerAuthnDecision } from './peer-authn.ts';
-import type { PolicyInput } from './policy.ts';
 import { UpstreamPools } from './pools.ts';
-import { compileRbac, RBAC_DENIED_BODY, type CompiledRbac } from './rbac.ts';
 import { GatewayRuntime, silentLogger, type GatewayLogger } from './runtime.ts';
 import { redactQuery } from './telemetry/access-log.ts';
 import type { Telemetry } from './telemetry/hooks.ts';
@@ -63,9 +62,8 @@ interface InboundState {
   readonly snapshot: Snapshot;
   readonly workload: Workload;
   readonly peerAuthn: PeerAuthnDecision;
-  readonly rbac: CompiledRbac;
-  readonly requestAuthn: ReturnType<typeof selectRequestAuthn>;
-  readonly extAuthz: readonly CompiledExtAuthz[];
+  /** The inbound HTTP filter chain: the same builder as the edge gateway's, for this workload. */
+  readonly chain: readonly HttpFilter[];
   /** inbound (WorkloadEntry) port → app cluster */
   readonly apps: ReadonlyMap<number, Cluster>;
 }
@@ -154,9 +152,12 @@ export class SidecarRuntime {
       workload,
       apps,
       peerAuthn: selectPeerAuthn(snapshot.security, who),
-      rbac: compileRbac(snapshot.security, who),
-      requestAuthn: selectRequestAuthn(snapshot.security, who),
-      extAuthz: selectExtAuthz(snapshot, { ...who, context: 'SIDECAR_INBOUND' }),
+      chain: buildHttpChain(snapshot, { ...who, mode: 'sidecar', context: 'SIDECAR_INBOUND', workloadName: workload.name }, {
+        jwks: this.jwks,
+        pools: this.appPools,
+        balancer: this.appBalancer,
+        log: (msg, fields) => this.log.info(msg, fields),
+      }),
     };
   }
 
@@ -313,76 +314,82 @@ export class SidecarRuntime {
     const obs = this.opts.inboundTelemetry?.begin(req, res, { state: st, port, peer, ownPrincipal: this.opts.identity.spiffeId, remote });
     if (!app || path === undefined) return reply(res, 400, 'Bad Request', obs);
     const authority = typeof req.headers.host === 'string' ? req.headers.host : '';
-    void (async () => {
-      const jwt = await authenticateJwt(st.requestAuthn, req.headers, target.query, this.jwks);
-      if (jwt.kind === 'invalid') {
-        this.stats.jwtRejected++;
-        res.setHeader('www-authenticate', `Bearer realm="http://${authority}${path}", error="invalid_token"`);
-        return reply(res, 401, jwt.reason, obs);
-      }
-      const input: PolicyInput = {
-        path,
-        host: hostOnly(authority).toLowerCase(),
+    const headers = upstreamRequestHeaders(req.headers, { remoteAddress: remote, scheme: peer ? 'https' : 'http', authority }, this.headerPolicy);
+    const fx: FilterExchange = {
+      request: {
         method: req.method ?? 'GET',
+        path,
+        query: target.query,
+        authority,
+        host: hostOnly(authority).toLowerCase(),
+        scheme: peer ? 'https' : 'http',
         port,
         headers: req.headers,
-        sourceIp: remote,
+        peerIp: remote,
         remoteIp: remote,
         principal: peer?.principal,
-        sourceNamespace: peer?.namespace,
-        requestPrincipal: jwt.kind === 'valid' ? jwt.principal : undefined,
-        claims: jwt.kind === 'valid' ? jwt.claims : undefined,
-      };
-      const headers = upstreamRequestHeaders(req.headers, { remoteAddress: remote, scheme: peer ? 'https' : 'http', authority }, this.headerPolicy);
-      if (st.extAuthz.length > 0) {
-        const d = await checkExtAuthz(st.extAuthz, input, { method: input.method, pathAndQuery: target.query ? `${path}?${target.query}` : path, authority, headers }, { pools: this.appPools, balancer: this.appBalancer });
-        if (d?.kind === 'deny') {
+        peerNamespace: peer?.namespace,
+        protocol: req.httpVersion === '2.0' ? 'HTTP/2' : 'HTTP/1.1',
+      },
+      route: undefined,
+      vhostNames: [],
+      upstreamHeaders: headers,
+      responseHeaders: [],
+      flags: '-',
+      state: new Map(),
+    };
+    runRequestFilters(
+      st.chain,
+      fx,
+      (local) => {
+        if (res.destroyed) return;
+        if (local) {
+          if (local.flag === 'RBAC') this.stats.rbacDenied++;
+          if (local.status === 401) this.stats.jwtRejected++;
           if (obs) {
-            obs.flag = 'UAEX';
-            obs.responseBytes = Buffer.byteLength(d.body);
+            obs.flag = local.flag;
+            obs.responseBytes = Buffer.byteLength(local.body);
           }
-          res.writeHead(d.status, d.headers);
-          res.end(d.body);
+          if (res.headersSent) return void res.destroy();
+          const h: HeaderMap = { ...(local.headers as HeaderMap | undefined), 'content-length': String(Buffer.byteLength(local.body)) };
+          runResponseFilters(st.chain, fx, local.status, h);
+          res.writeHead(local.status, h as Record<string, string>);
+          res.end(local.body);
           return;
         }
-        if (d) for (const [k, v] of d.upstreamHeaders) headers[k] = v;
-      }
-      if (st.rbac.active) {
-        const decision = st.rbac.evaluate(input);
-        if (decision.audited.length) this.log.info('AUTHZ audit', { policies: decision.audited, method: input.method, path, principal: input.principal ?? '' });
-        if (!decision.allowed) {
-          this.stats.rbacDenied++;
-          this.log.info('AUTHZ denied', { reason: decision.reason, method: input.method, path, principal: input.principal ?? '' });
-          if (obs) obs.flag = 'RBAC';
-          return reply(res, 403, RBAC_DENIED_BODY, obs);
-        }
-      }
-      if (jwt.kind === 'valid') applyJwtHeaders(jwt, headers);
-      setXfcc(headers, this.opts.identity.spiffeId, peer);
-      headers['host'] = authority;
-      obs?.upstreamHeaders(headers);
-      const result = await forward({
-        req,
-        res,
-        cluster: app,
-        method: input.method,
-        path: req.url ?? '/',
-        headers,
-        body: req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined ? { kind: 'none' } : { kind: 'stream' },
-        retries: { attempts: 0, retryOn: [], retriableStatusCodes: [], retryRemoteLocalities: false },
-        pools: this.appPools,
-        balancer: this.appBalancer,
-        sendError: (err) => reply(res, err.status, err.message),
-      });
-      if (obs) {
-        obs.flag = result.flag;
-        obs.responseBytes = result.responseBytes;
-      }
-    })().catch((err: unknown) => {
-      this.log.error('inbound request failed', { error: err instanceof Error ? err.message : String(err) });
-      if (!res.headersSent) reply(res, 500, 'internal error');
-      else res.destroy();
-    });
+        setXfcc(headers, this.opts.identity.spiffeId, peer);
+        headers['host'] = authority;
+        obs?.upstreamHeaders(headers);
+        forward({
+          req,
+          res,
+          cluster: app,
+          method: fx.request.method,
+          path: req.url ?? '/',
+          headers,
+          body: req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined ? { kind: 'none' } : { kind: 'stream' },
+          retries: { attempts: 0, retryOn: [], retriableStatusCodes: [], retryRemoteLocalities: false },
+          pools: this.appPools,
+          balancer: this.appBalancer,
+          sendError: (err) => reply(res, err.status, err.message),
+          onResponseHeaders: st.chain.length > 0 ? (h) => runResponseFilters(st.chain, fx, 0, h) : undefined,
+        }).then(
+          (result) => {
+            if (obs) {
+              obs.flag = result.flag;
+              obs.responseBytes = result.responseBytes;
+            }
+          },
+          (err: unknown) => {
+            this.log.error('inbound request failed', { error: err instanceof Error ? err.message : String(err) });
+            if (!res.headersSent) reply(res, 500, 'internal error');
+            else res.destroy();
+          },
+        );
+      },
+      0,
+      (err, f) => this.log.error('HTTP filter failed; request answered 500', { filter: f.name, error: err instanceof Error ? err.message : String(err) }),
+    );
   }
 
   async close(drainMs = this.opts.drainMs ?? 5_000): Promise<void> {

@@ -60,6 +60,8 @@ export interface FilterExchange {
   readonly request: FilterRequest;
   /** The matched route; undefined when routing found none (the router then answers 404). */
   readonly route: CompiledRoute | undefined;
+  /** Envoy's names of the virtual host (`domain:port` each), for per-vhost descriptors. */
+  readonly vhostNames: readonly string[];
   /**
    * The request headers the upstream will get (identity and hop-by-hop headers already gone,
    * x-forwarded-* set). Filters add or remove headers here.
@@ -72,7 +74,7 @@ export interface FilterExchange {
   /** Envoy response flags so far, comma separated, `-` for none. */
   flags: string;
   /** Per-filter request state (a filter keys by itself). */
-  readonly state: Map<object, unknown>;
+  readonly state: Map<object | symbol, unknown>;
   /** The request body, when a filter of the chain asked for it (`needsRequestBody`). */
   body?: Buffer;
 }

@@ -1,0 +1,35 @@
+/**
+ * envoy.filters.http.ext_authz: Istio CUSTOM AuthorizationPolicies and EnvoyFilter-inserted
+ * ext_authz filters (the Kubeflow forms), through the check client in gateway/authz.ts. A request
+ * no filter applies to stays synchronous.
+ */
+import type { Snapshot } from '../../config/snapshot.ts';
+import { checkExtAuthz, selectExtAuthz } from '../../gateway/authz.ts';
+import type { ChainDeps, ChainOwner } from './chain.ts';
+import { policyInput } from './input.ts';
+import type { FilterResult, HttpFilter } from './types.ts';
+
+export function extAuthzFilter(snapshot: Snapshot, owner: ChainOwner, deps: Pick<ChainDeps, 'pools' | 'balancer'>): HttpFilter | undefined {
+  const filters = selectExtAuthz(snapshot, owner);
+  if (filters.length === 0) return undefined;
+  return {
+    name: 'envoy.filters.http.ext_authz',
+    onRequest(x) {
+      const input = policyInput(x);
+      if (!filters.some((f) => f.applies(input))) return undefined;
+      const r = x.request;
+      const pathAndQuery = r.query ? `${r.path}?${r.query}` : r.path;
+      return checkExtAuthz(filters, input, { method: r.method, pathAndQuery, authority: r.authority, headers: x.upstreamHeaders }, deps).then((d): FilterResult => {
+        if (d === undefined) return undefined;
+        if (d.kind === 'deny') return { status: d.status, body: d.body, headers: d.headers, flag: 'UAEX' };
+        // Results land after client identity headers were stripped (upstreamHeaders), before route ops.
+        for (const [k, v] of d.upstreamHeaders) x.upstreamHeaders[k] = v;
+        for (const [k, v] of d.clientHeaders) {
+          if (Array.isArray(v)) for (const one of v as string[]) x.responseHeaders.push([k, one]);
+          else x.responseHeaders.push([k, v as string]);
+        }
+        return undefined;
+      });
+    },
+  };
+}
