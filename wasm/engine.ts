@@ -17,6 +17,7 @@ import { WASI } from 'node:wasi';
 import { ABI_VERSIONS, Action, BufferType, HOST_FUNCTIONS, HeaderMapType, MetricType, Result, type AbiVersion } from './abi.ts';
 import { decodePairs, encodePairs, type Pairs } from './pairs.ts';
 import { limitMemory } from './memory-limit.ts';
+import { WasmVmError } from './errors.ts';
 import { streamProperty, type NodeInfo, type ResponseInfo, type StreamInfo } from './properties.ts';
 
 export interface HostServices {
@@ -88,16 +89,7 @@ export interface Outcome {
   events?: StreamEvent[];
 }
 
-/** A trap, a WASI exit or a callback that failed; the VM is unusable afterwards. */
-export class WasmVmError extends Error {
-  override readonly name = 'WasmVmError';
-  constructor(
-    message: string,
-    readonly phase: 'start' | 'configure' | 'call',
-  ) {
-    super(message);
-  }
-}
+export { WasmVmError } from './errors.ts';
 
 /** Host functions Portico does not implement: they answer Unimplemented. */
 export const UNIMPLEMENTED = new Set<string>([

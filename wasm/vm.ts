@@ -12,7 +12,8 @@
  */
 import { Worker } from 'node:worker_threads';
 import { CALL, Channel, IDLE, RESULT, RPC, RPC_DONE } from './channel.ts';
-import { Engine, WasmVmError, type EngineSettings, type HostServices, type HttpCallRequest, type LocalReplyData, type MetricValue, type Outcome, type StreamEvent } from './engine.ts';
+import type { Engine, EngineSettings, HostServices, HttpCallRequest, LocalReplyData, MetricValue, Outcome, StreamEvent } from './engine.ts';
+import { WasmVmError } from './errors.ts';
 import type { RpcRequest, WorkerCall, WorkerReply } from './worker.ts';
 import type { Pairs } from './pairs.ts';
 import type { ResponseInfo, StreamInfo } from './properties.ts';
@@ -129,6 +130,8 @@ const WORKER_URL = new URL('./worker-entry.mjs', import.meta.url);
 export async function startVm(bytes: Uint8Array, settings: EngineSettings, host: VmHost, opts: VmOptions = {}): Promise<Vm> {
   let backend: Backend;
   if (opts.isolation === 'inline') {
+    // Loaded only for inline VMs: worker VMs keep node:wasi out of the main thread.
+    const { Engine } = await import('./engine.ts');
     backend = new InlineBackend(Engine.create(bytes, settings, host.services));
   } else {
     const ch = Channel.create();

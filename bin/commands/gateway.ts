@@ -22,6 +22,7 @@ const USAGE = `usage: portico gateway --config PATH [--config PATH...] [options]
   --namespace NS          this gateway's namespace, for namespaced policies (default istio-system)
   --admin-port N          admin endpoint port (default 15000; 0 picks a free port; -1 disables)
   --secrets-dir DIR       where credentialName secrets live (default certs/out/credentials)
+  --wasm-cache DIR        WasmPlugin module cache (default $PORTICO_WASM_CACHE, else ~/.cache/portico/wasm-modules)
   --trusted-hops N        x-forwarded-for hops to trust (default 0: this is the edge)
   --identity-header NAME  extra identity header to strip from clients (repeatable)
   --drain-ms N            how long SIGTERM lets in-flight requests finish (default 5000)
@@ -84,6 +85,7 @@ export async function run(argv: string[]): Promise<number | undefined> {
         namespace: { type: 'string', default: 'istio-system' },
         'admin-port': { type: 'string', default: '15000' },
         'secrets-dir': { type: 'string' },
+        'wasm-cache': { type: 'string' },
         'trusted-hops': { type: 'string', default: '0' },
         'identity-header': { type: 'string', multiple: true },
         'drain-ms': { type: 'string', default: '5000' },
@@ -146,6 +148,8 @@ export async function run(argv: string[]): Promise<number | undefined> {
     otlpEndpoint: args['otlp-endpoint'],
     healthCheckIntervalMs: args['health-check-interval'] === undefined ? undefined : Number(args['health-check-interval']),
     mesh,
+    secretsDir: args['secrets-dir'],
+    wasmCache: args['wasm-cache'],
   };
   if (cluster.isWorker) return runWorker(settings);
 
@@ -253,6 +257,9 @@ interface WorkerSettings {
   readonly otlpEndpoint?: string;
   readonly healthCheckIntervalMs?: number;
   readonly mesh?: MeshSettings;
+  /** imagePullSecret folders for WasmPlugins, and their module cache folder. */
+  readonly secretsDir?: string;
+  readonly wasmCache?: string;
 }
 
 /** Where the gateway's mesh certificate comes from (`--controlplane`, `--workload`, `--token-file`). */
@@ -357,7 +364,16 @@ function gatewayTelemetry(settings: WorkerSettings, snapshot: Snapshot): Portico
 async function startWorker(settings: WorkerSettings, snapshot: Snapshot, log: GatewayLogger): Promise<RunningGateway> {
   const mesh = settings.mesh ? await startGatewayMeshIdentity(settings.mesh, log) : undefined;
   const telemetry = gatewayTelemetry(settings, snapshot);
+  const { WasmManager } = await import('../../wasm/plugins.ts');
+  const { ModuleCache } = await import('../../wasm/fetch.ts');
+  const wasm = new WasmManager({
+    secretsDir: settings.secretsDir,
+    cache: new ModuleCache(settings.wasmCache),
+    log,
+    node: { id: `router~127.0.0.1~portico.${settings.namespace}~${settings.namespace}.svc.cluster.local`, cluster: settings.labels.app ?? 'istio-ingressgateway', metadata: { NAMESPACE: settings.namespace, WORKLOAD_NAME: settings.labels.app ?? 'istio-ingressgateway' } },
+  });
   const runtime = new GatewayRuntime(snapshot, {
+    wasm,
     labels: settings.labels,
     namespace: settings.namespace,
     logger: log,
