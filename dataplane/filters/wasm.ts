@@ -91,13 +91,19 @@ function applyPairs(target: HeaderMap, pairs: Pairs): void {
   }
 }
 
-function localReply(r: LocalReplyData): LocalReply {
+/** Envoy applies a plugin's grpc_status only when the request is gRPC. */
+function isGrpc(x: FilterExchange): boolean {
+  const ct = x.request.headers['content-type'];
+  return typeof ct === 'string' && ct.startsWith('application/grpc');
+}
+
+function localReply(x: FilterExchange, r: LocalReplyData): LocalReply {
   const headers: Record<string, string | string[]> = {};
   for (const [k, v] of r.headers) {
     const prev = headers[k];
     headers[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [prev, v];
   }
-  return { status: r.status, body: Buffer.from(r.body), headers, flag: '-', ...(r.grpcStatus >= 0 ? { grpcStatus: r.grpcStatus } : {}) };
+  return { status: r.status, body: Buffer.from(r.body), headers, flag: '-', ...(r.grpcStatus >= 0 && isGrpc(x) ? { grpcStatus: r.grpcStatus } : {}) };
 }
 
 function streamInfo(x: FilterExchange): StreamInfo {
@@ -131,14 +137,14 @@ export function wasmFilter(plugin: PluginHandle): HttpFilter {
   const afterRequest = (x: FilterExchange, vm: Vm, o: Outcome & { ctx: number }): FilterResult | Promise<FilterResult> => {
     x.state.set(key, { vm, ctx: o.ctx } satisfies Stream);
     if (o.headers) applyPairs(x.upstreamHeaders, o.headers);
-    if (o.status === 'reply' && o.reply) return localReply(o.reply);
+    if (o.status === 'reply' && o.reply) return localReply(x, o.reply);
     if (o.status === 'stop') {
       return vm.waitResume(o.ctx, PAUSE_TIMEOUT_MS).then((r: Resumption): FilterResult => {
         if (r.kind === 'continue') {
           if (r.requestHeaders) applyPairs(x.upstreamHeaders, r.requestHeaders);
           return undefined;
         }
-        if (r.kind === 'reply') return localReply(r.reply);
+        if (r.kind === 'reply') return localReply(x, r.reply);
         if (r.kind === 'close') return FAIL_STREAM;
         x.state.delete(key);
         return cfg.failStrategy === 'FAIL_OPEN' ? undefined : FAIL_STREAM;
