@@ -15,15 +15,18 @@ export const RESULT = 2;
 export const RPC = 3;
 export const RPC_DONE = 4;
 
-const HEADER = 16;
+const HEADER = 32;
 /** Default channel size; a message that does not fit fails the call (bodies are bounded by the buffer limit). */
 export const CHANNEL_BYTES = 4 << 20;
 
 export class Channel {
   readonly ctrl: Int32Array;
+  /** [0]: when the worker picked up the current call (ms, absolute clock); 0 before. */
+  readonly picked: Float64Array;
   private readonly data: Buffer;
   constructor(readonly sab: SharedArrayBuffer) {
     this.ctrl = new Int32Array(sab, 0, 4);
+    this.picked = new Float64Array(sab, 16, 1);
     this.data = Buffer.from(sab, HEADER);
   }
 
@@ -52,8 +55,8 @@ export class Channel {
     return Atomics.load(this.ctrl, 0);
   }
 
-  /** Waits while the state is `from`; false on timeout. */
-  waitWhile(from: number, timeoutMs: number): boolean {
-    return Atomics.wait(this.ctrl, 0, from, timeoutMs) !== 'timed-out' || this.state !== from;
+  /** Absolute milliseconds, comparable between threads (each has its own performance.timeOrigin). */
+  static now(): number {
+    return performance.timeOrigin + performance.now();
   }
 }

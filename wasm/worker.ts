@@ -82,6 +82,7 @@ function dispatch(e: Engine, c: WorkerCall): unknown {
 
 for (;;) {
   while (ch.state !== CALL) Atomics.wait(ch.ctrl, 0, ch.state);
+  ch.picked[0] = Channel.now();
   const call = ch.read<WorkerCall>();
   let reply: WorkerReply;
   if (!engine) {

@@ -22,6 +22,7 @@ const USAGE = `usage: portico gateway --config PATH [--config PATH...] [options]
   --namespace NS          this gateway's namespace, for namespaced policies (default istio-system)
   --admin-port N          admin endpoint port (default 15000; 0 picks a free port; -1 disables)
   --secrets-dir DIR       where credentialName secrets live (default certs/out/credentials)
+  --wasm-isolation worker|inline  run Wasm VMs in worker threads (default: a looping plugin is stopped) or inline (faster, no time budget)
   --wasm-cache DIR        WasmPlugin module cache (default $PORTICO_WASM_CACHE, else ~/.cache/portico/wasm-modules)
   --trusted-hops N        x-forwarded-for hops to trust (default 0: this is the edge)
   --identity-header NAME  extra identity header to strip from clients (repeatable)
@@ -86,6 +87,7 @@ export async function run(argv: string[]): Promise<number | undefined> {
         'admin-port': { type: 'string', default: '15000' },
         'secrets-dir': { type: 'string' },
         'wasm-cache': { type: 'string' },
+        'wasm-isolation': { type: 'string' },
         'trusted-hops': { type: 'string', default: '0' },
         'identity-header': { type: 'string', multiple: true },
         'drain-ms': { type: 'string', default: '5000' },
@@ -150,6 +152,7 @@ export async function run(argv: string[]): Promise<number | undefined> {
     mesh,
     secretsDir: args['secrets-dir'],
     wasmCache: args['wasm-cache'],
+    wasmIsolation: args['wasm-isolation'] === 'inline' ? 'inline' : 'worker',
   };
   if (cluster.isWorker) return runWorker(settings);
 
@@ -260,6 +263,7 @@ interface WorkerSettings {
   /** imagePullSecret folders for WasmPlugins, and their module cache folder. */
   readonly secretsDir?: string;
   readonly wasmCache?: string;
+  readonly wasmIsolation?: 'worker' | 'inline';
 }
 
 /** Where the gateway's mesh certificate comes from (`--controlplane`, `--workload`, `--token-file`). */
@@ -369,6 +373,7 @@ async function startWorker(settings: WorkerSettings, snapshot: Snapshot, log: Ga
   const wasm = new WasmManager({
     secretsDir: settings.secretsDir,
     cache: new ModuleCache(settings.wasmCache),
+    vm: { isolation: settings.wasmIsolation },
     log,
     node: { id: `router~127.0.0.1~portico.${settings.namespace}~${settings.namespace}.svc.cluster.local`, cluster: settings.labels.app ?? 'istio-ingressgateway', metadata: { NAMESPACE: settings.namespace, WORKLOAD_NAME: settings.labels.app ?? 'istio-ingressgateway' } },
   });

@@ -96,9 +96,6 @@ export const wasmpluginSpecSchema: Schema = obj(
       if (spec.type === 'NETWORK') r.report(childPath(path, 'type'), ConfigErrorCodes.NOT_IMPLEMENTED, 'NETWORK Wasm plugins are not run by Portico (only HTTP)');
       if (spec.verificationKey !== undefined) r.report(childPath(path, 'verificationKey'), ConfigErrorCodes.NOT_IMPLEMENTED, 'verificationKey is not checked by Portico (use sha256)', 'warning');
       if (spec.pluginConfig !== undefined && !isPlainObject(spec.pluginConfig)) r.report(childPath(path, 'pluginConfig'), ConfigErrorCodes.WRONG_TYPE, 'pluginConfig must be an object (it is passed to the plugin as JSON)');
-      for (const k of ['targetRef', 'targetRefs']) {
-        if (spec[k]) r.report(childPath(path, k), ConfigErrorCodes.NOT_IMPLEMENTED, `${k} is recorded; a Gateway target applies the plugin to gateways whose labels Portico matches through selector rules`, 'warning');
-      }
     },
   },
 );
