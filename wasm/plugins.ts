@@ -42,6 +42,12 @@ export interface WasmManagerOptions {
   readonly retireMs?: number;
 }
 
+/** The part of a Prometheus registry the manager needs (gateway/telemetry/prometheus.ts Registry fits). */
+export interface MetricsRegistry {
+  gauge(name: string, help: string, labelNames: readonly string[], collect: (set: (labels: Record<string, string>, value: number) => void) => void): unknown;
+  collectedCounter(name: string, help: string, labelNames: readonly string[], collect: (set: (labels: Record<string, string>, value: number) => void) => void): unknown;
+}
+
 export type PluginState =
   | { readonly kind: 'loading' }
   | { readonly kind: 'fetch-failed'; readonly reason: string }
@@ -284,6 +290,23 @@ export class WasmManager {
     lines.push('# TYPE portico_wasm_vm_memory_bytes gauge');
     for (const h of this.plugins.values()) if (h.state.kind === 'ready') lines.push(`portico_wasm_vm_memory_bytes{wasm_plugin="${h.cfg.id}"} ${h.state.vm.memoryBytes}`);
     return `${lines.join('\n')}\n`;
+  }
+
+  /**
+   * Exposes the plugins' metrics through a Prometheus registry with collected families (the
+   * gateway's /stats/prometheus): custom metrics as `portico_wasm_plugin_metric{wasm_plugin,name}`
+   * (names are the plugin's, unknown in advance), VM failures and linear memory per plugin.
+   */
+  register(registry: MetricsRegistry): void {
+    registry.gauge('portico_wasm_plugin_metric', 'Metrics Wasm plugins define (proxy_define_metric), by plugin and metric name.', ['wasm_plugin', 'name'], (set) => {
+      for (const [plugin, m] of this.metricValues) for (const v of m.values()) set({ wasm_plugin: plugin, name: v.name }, v.value);
+    });
+    registry.collectedCounter('portico_wasm_vm_failures_total', 'Wasm VMs that failed (trap, exit, call budget, memory limit).', ['wasm_plugin'], (set) => {
+      for (const [plugin, n] of this.failures) set({ wasm_plugin: plugin }, n);
+    });
+    registry.gauge('portico_wasm_vm_memory_bytes', 'Linear memory of each running Wasm VM.', ['wasm_plugin'], (set) => {
+      for (const h of this.plugins.values()) if (h.state.kind === 'ready') set({ wasm_plugin: h.cfg.id }, h.state.vm.memoryBytes);
+    });
   }
 
   close(): void {

@@ -377,6 +377,7 @@ async function startWorker(settings: WorkerSettings, snapshot: Snapshot, log: Ga
     log,
     node: { id: `router~127.0.0.1~portico.${settings.namespace}~${settings.namespace}.svc.cluster.local`, cluster: settings.labels.app ?? 'istio-ingressgateway', metadata: { NAMESPACE: settings.namespace, WORKLOAD_NAME: settings.labels.app ?? 'istio-ingressgateway' } },
   });
+  if (telemetry) wasm.register(telemetry.registry);
   const runtime = new GatewayRuntime(snapshot, {
     wasm,
     labels: settings.labels,

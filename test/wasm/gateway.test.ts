@@ -13,6 +13,7 @@ import { startEcho, type Upstream } from '../helpers/upstream.ts';
 import { pluginPath, type PluginName } from '../helpers/wasm.ts';
 import { WasmManager } from '../../wasm/plugins.ts';
 import { ModuleCache } from '../../wasm/fetch.ts';
+import { Registry } from '../../gateway/telemetry/prometheus.ts';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -254,4 +255,16 @@ test('while a FAIL_CLOSE module is still being fetched, the requests it covers a
   await Promise.all(wasm.handles().map((h) => h.loaded));
   assert.equal((await get(`${base}/productpage`)).status, 200);
   assert.equal(app.seen.at(-1)?.headers['x-slow'], '1');
+});
+
+test('plugin metrics and VM memory are exposed through the Prometheus registry', async (t) => {
+  const s = await setup(t, (p) => plugin('stateful', p('go-stateful'), '  pluginConfig: {}'));
+  if (!s) return;
+  const registry = new Registry();
+  s.wasm.register(registry);
+  assert.equal((await get(`${s.base}/productpage`)).status, 200);
+  assert.equal((await get(`${s.base}/productpage`)).status, 200);
+  const text = registry.render();
+  assert.match(text, /portico_wasm_plugin_metric\{wasm_plugin="WasmPlugin\/istio-system\/stateful",name="stateful_requests"\} 2/);
+  assert.match(text, /portico_wasm_vm_memory_bytes\{wasm_plugin="WasmPlugin\/istio-system\/stateful"\} \d+/);
 });
