@@ -7,7 +7,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { WasmManager } from '../../wasm/plugins.ts';
+import type { WasmPluginConfig } from '../../config/snapshot.ts';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer } from 'node:http';
@@ -113,6 +115,19 @@ test('a real OCI registry with auth: oras-pushed artifact and compat image, mani
   await assert.rejects(new ModuleCache(join(dir, 'c3')).fetch({ url: `oci://${registry}/plugins/basic-auth:v1`, pullPolicy: 'Always' }), /wants credentials/);
   const wrong = JSON.stringify({ auths: { [registry]: { username: 'puller', password: 'nope' } } });
   await assert.rejects(new ModuleCache(join(dir, 'c4')).fetch({ url: `oci://${registry}/plugins/basic-auth:v1`, pullPolicy: 'Always', dockerConfig: wrong }), /refused/);
+
+  // imagePullSecret off Kubernetes: the folder of that name under --secrets-dir holding .dockerconfigjson
+  mkdirSync(join(dir, 'secrets', 'regcred'), { recursive: true });
+  writeFileSync(join(dir, 'secrets', 'regcred', '.dockerconfigjson'), docker);
+  const mgr = new WasmManager({ secretsDir: join(dir, 'secrets'), cache: new ModuleCache(join(dir, 'c5')) });
+  const cfg = (secret?: string): WasmPluginConfig => ({
+    id: 'WasmPlugin/istio-system/p', name: 'p', source: { file: 'x', line: 1 }, namespace: 'istio-system', meshWide: true, selector: {},
+    url: `oci://${registry}/plugins/basic-auth:v1`, sha256: digest, imagePullPolicy: 'Always', pluginConfig: '', pluginName: '', vmId: 'p',
+    phase: 'UNSPECIFIED', priority: 0, failStrategy: 'FAIL_CLOSE', env: [], match: [], context: 'ANY', ...(secret ? { imagePullSecret: secret } : {}),
+  });
+  assert.equal(sha(await mgr.fetchModule(cfg('regcred'))), want);
+  await assert.rejects(mgr.fetchModule(cfg('nosuch')), /imagePullSecret nosuch: cannot read/);
+  await assert.rejects(mgr.fetchModule(cfg()), /wants credentials/);
 
   // IfNotPresent: with the registry gone, the cached module is used
   reg.kill();
