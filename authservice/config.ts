@@ -58,6 +58,13 @@ export interface AuthserviceConfig {
   useridPrefix: string;
   groupsClaim: string;
   groupsHeader: string;
+  /**
+   * ID_TOKEN_HEADER: when set, an allowed check also passes the session's ID token upstream in
+   * this header as `Bearer <token>` (oauth2-proxy's `--set-authorization-header`), so a
+   * RequestAuthentication behind the gateway (Kubeflow ≥ 1.9's `require-jwt` policy) sees a
+   * verified principal for browser sessions too.
+   */
+  idTokenHeader?: string;
   /** `'*'` allows everyone. */
   groupsAllowlist: '*' | readonly string[];
   afterLoginUrl?: string;
@@ -281,6 +288,7 @@ export function loadAuthserviceConfig(env: Env): AuthserviceConfig {
 
   const useridHeader = header('USERID_HEADER', 'kubeflow-userid');
   const groupsHeader = header('GROUPS_HEADER', 'kubeflow-groups');
+  const idTokenHeader = get('ID_TOKEN_HEADER') === undefined ? undefined : header('ID_TOKEN_HEADER', 'authorization');
   const maxAgeSeconds = int('SESSION_MAX_AGE', 86400, 60, 400 * 86400);
   const idleTimeoutSeconds = int('PORTICO_SESSION_IDLE_TIMEOUT', 0, 0, 400 * 86400);
   const memoryMaxEntries = int('PORTICO_SESSION_MAX_ENTRIES', 100_000, 1, 10_000_000);
@@ -305,6 +313,7 @@ export function loadAuthserviceConfig(env: Env): AuthserviceConfig {
     useridPrefix: get('USERID_PREFIX') ?? '',
     groupsClaim: get('GROUPS_CLAIM') ?? 'groups',
     groupsHeader,
+    ...(idTokenHeader ? { idTokenHeader } : {}),
     groupsAllowlist: groupsAllowlist === '*' ? '*' : Object.freeze(groupsAllowlist),
     ...(afterLoginUrl ? { afterLoginUrl } : {}),
     afterLogoutUrl,
@@ -411,6 +420,7 @@ export function printableConfig(c: AuthserviceConfig): Record<string, unknown> {
     apiPathPrefixes: c.apiPathPrefixes,
     useridHeader: c.useridHeader,
     groupsHeader: c.groupsHeader,
+    idTokenHeader: c.idTokenHeader,
     groupsAllowlist: c.groupsAllowlist,
     session: { ...c.session, redis },
     cookieSecret: '[redacted]',

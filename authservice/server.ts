@@ -493,7 +493,9 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
     if (session) {
       if (!groupsAllowed(cfg, session.record.groups)) return sendError(reply, 'PORTICO_ERR_FORBIDDEN_GROUP', !api);
       req.log.debug({ path, sub: session.record.sub }, 'check: allowed by session');
-      return allow(reply, identityHeaders(cfg, session.record));
+      const headers = identityHeaders(cfg, session.record);
+      if (cfg.idTokenHeader) headers[cfg.idTokenHeader] = `Bearer ${session.record.idToken}`;
+      return allow(reply, headers);
     }
     const authz = firstHeader(req.headers.authorization);
     const bearer = authz && /^bearer\s+/i.test(authz) ? authz.replace(/^bearer\s+/i, '').trim() : undefined;

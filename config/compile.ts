@@ -12,7 +12,8 @@ import type {
 import type { RawServer } from './kinds/gateway.ts';
 import { normaliseCidr, splitRegexFlags, type RawStringMatch } from './kinds/common.ts';
 import type { AuthorizationPolicySpec, RawAuthzRule, RawOperation, RawSource } from './kinds/authorizationpolicy.ts';
-import { parseConditionKey } from './kinds/authorizationpolicy.ts';
+import { isPathTemplate, parseConditionKey } from './kinds/authorizationpolicy.ts';
+import { exportToNamespaces, findDelegate, mergeDelegateRule } from './delegate.ts';
 import { classifyPatch, HTTP_STATUS_NAMES, LOCAL_RATELIMIT_NAME, TYPED_STRUCT_TYPES, type RawPatch } from './kinds/envoyfilter.ts';
 import type { RawExtAuthzHttpProvider } from './kinds/meshconfig.ts';
 import type { PeerAuthenticationSpec } from './kinds/peerauthentication.ts';
@@ -196,19 +197,22 @@ function loadBalancer(lb: RawLoadBalancer | undefined): LoadBalancerPolicy | und
         httpCookie: h.httpCookie ? strip({ name: h.httpCookie.name, path: h.httpCookie.path, ttlMs: ms(h.httpCookie.ttl) }) : undefined,
         useSourceIp: h.useSourceIp,
         httpQueryParameterName: h.httpQueryParameterName,
-        minimumRingSize: h.minimumRingSize,
+        minimumRingSize: h.minimumRingSize ?? (h.ringHash?.minimumRingSize || undefined),
       }),
     };
   }
   return lb.simple ? { simple: lb.simple } : undefined;
 }
 
+/** Istio translates these limits only `if X > 0`: an explicit 0 means the default (no limit). */
+const positive = (n: number | undefined): number | undefined => (n !== undefined && n > 0 ? n : undefined);
+
 function connectionPool(cp: RawConnectionPool | undefined): ConnectionPool | undefined {
   if (!cp) return undefined;
   return strip({
     tcp: cp.tcp
       ? strip({
-          maxConnections: cp.tcp.maxConnections,
+          maxConnections: positive(cp.tcp.maxConnections),
           connectTimeoutMs: ms(cp.tcp.connectTimeout),
           tcpKeepalive: cp.tcp.tcpKeepalive
             ? strip({ probes: cp.tcp.tcpKeepalive.probes, timeMs: ms(cp.tcp.tcpKeepalive.time), intervalMs: ms(cp.tcp.tcpKeepalive.interval) })
@@ -217,10 +221,10 @@ function connectionPool(cp: RawConnectionPool | undefined): ConnectionPool | und
       : undefined,
     http: cp.http
       ? strip({
-          http1MaxPendingRequests: cp.http.http1MaxPendingRequests,
-          http2MaxRequests: cp.http.http2MaxRequests,
-          maxRequestsPerConnection: cp.http.maxRequestsPerConnection,
-          maxRetries: cp.http.maxRetries,
+          http1MaxPendingRequests: positive(cp.http.http1MaxPendingRequests),
+          http2MaxRequests: positive(cp.http.http2MaxRequests),
+          maxRequestsPerConnection: positive(cp.http.maxRequestsPerConnection),
+          maxRetries: positive(cp.http.maxRetries),
           idleTimeoutMs: ms(cp.http.idleTimeout),
           h2UpgradePolicy: cp.http.h2UpgradePolicy,
         })
@@ -265,7 +269,8 @@ class Compiler {
 
   run(): Snapshot {
     for (const vs of this.idx.virtualServices) {
-      this.routes.set(vs.key, arrayOf<RawHttpRoute>(vs.spec.http).map((rule, i) => this.httpRoute(vs, rule, i)));
+      if (arrayOf<string>(vs.spec.hosts).length === 0) continue; // a delegate: reached through its roots only
+      this.routes.set(vs.key, this.expandDelegates(vs));
     }
     // Like Istio, every registry service port gets a subset-less cluster even with no route to
     // it, so sidecars can reach services that have no VirtualService.
@@ -387,6 +392,25 @@ class Compiler {
     });
   }
 
+  /** The VirtualService's rules, each `delegate` rule replaced by the delegate's rules merged under it. */
+  private expandDelegates(vs: Resource<VirtualServiceSpec>): HttpRoute[] {
+    const out: HttpRoute[] = [];
+    arrayOf<RawHttpRoute>(vs.spec.http).forEach((rule, i) => {
+      if (!rule.delegate) {
+        out.push(this.httpRoute(vs, rule, i));
+        return;
+      }
+      const delegate = findDelegate(this.idx, vs, rule.delegate);
+      if (!delegate) return; // validation warns; Istio leaves the rule out
+      arrayOf<RawHttpRoute>(delegate.spec.http).forEach((leaf, j) => {
+        const merged = mergeDelegateRule(rule, leaf);
+        // The delegate's own namespace resolves its destinations; exportTo stays the root's.
+        if (merged) out.push({ ...this.httpRoute(delegate, merged, j), exportTo: exportToNamespaces(vs.spec.exportTo, vs.namespace) });
+      });
+    });
+    return out;
+  }
+
   private httpRoute(vs: Resource<VirtualServiceSpec>, rule: RawHttpRoute, index: number): HttpRoute {
     return strip({
       virtualService: vs.key,
@@ -398,6 +422,7 @@ class Compiler {
       headers: headerRules(rule.headers),
       cors: cors(rule.corsPolicy),
       fault: fault(rule.fault),
+      exportTo: exportToNamespaces(vs.spec.exportTo, vs.namespace),
     });
   }
 
@@ -445,20 +470,13 @@ class Compiler {
     return hosts.sort((a, b) => compareDomains(a.domains[0], b.domains[0]));
   }
 
-  /** Domains a sidecar answers for: the FQDN plus Kubernetes short forms of `*.svc.cluster.local` hosts. */
+  /**
+   * Domains a sidecar answers for: the FQDNs. Kubernetes short forms (`reviews`,
+   * `reviews.default`) are added per sidecar at run time, its own namespace first
+   * (gateway/router.ts meshOutboundTable): two namespaces' `reviews` must not merge here.
+   */
   private meshDomains(vs: Resource<VirtualServiceSpec>): string[] {
-    const out = new Set<string>();
-    for (const h of arrayOf<string>(vs.spec.hosts)) {
-      const full = fqdn(h, vs.namespace);
-      out.add(full);
-      const m = /^([^.]+)\.([^.]+)\.svc\.cluster\.local$/.exec(full);
-      if (m) {
-        out.add(m[1]);
-        out.add(`${m[1]}.${m[2]}`);
-        out.add(`${m[1]}.${m[2]}.svc`);
-      }
-    }
-    return [...out];
+    return [...new Set(arrayOf<string>(vs.spec.hosts).map((h) => fqdn(h, vs.namespace)))];
   }
 
   // ---- gateways ----
@@ -868,13 +886,16 @@ class Compiler {
     }
     const se = entry.se.spec as ServiceEntrySpec;
     const sePort = arrayOf<{ number: number; name: string; protocol?: string; targetPort?: number }>(se.ports).find((p) => p.number === port);
-    const endpoints = this.endpoints(entry, sePort).filter((e) => labelsMatch(subsetDef?.labels, e.labels));
+    // A subset no DestinationRule defines has no endpoints (Istio builds no cluster for it: 503),
+    // rather than every endpoint of the service.
+    const unknownSubset = subset !== undefined && subsetDef === undefined;
+    const endpoints = unknownSubset ? [] : this.endpoints(entry, sePort).filter((e) => labelsMatch(subsetDef?.labels, e.labels));
     return strip({
       name,
       host,
       port,
       subset,
-      resolution: se.resolution ?? 'NONE',
+      resolution: unknownSubset ? 'STATIC' : (se.resolution ?? 'NONE'),
       protocol: sePort ? portProtocol(sePort) : 'HTTP',
       endpoints,
       trafficPolicy,
@@ -984,10 +1005,14 @@ const patterns = (xs: string[] | undefined): StringPattern[] => (xs ?? []).map(i
 const ports = (xs: (string | number)[] | undefined): number[] => (xs ?? []).map(Number);
 const cidrs = (xs: string[] | undefined): string[] => (xs ?? []).map(normaliseCidr);
 
+function pathPattern(p: string): StringPattern {
+  return isPathTemplate(p) ? { template: p.split('/') } : istioPattern(p);
+}
+
 function operation(o: RawOperation): OperationMatch {
   return {
-    paths: patterns(o.paths),
-    notPaths: patterns(o.notPaths),
+    paths: (o.paths ?? []).map(pathPattern),
+    notPaths: (o.notPaths ?? []).map(pathPattern),
     hosts: patterns(o.hosts?.map((h) => h.toLowerCase())),
     notHosts: patterns(o.notHosts?.map((h) => h.toLowerCase())),
     methods: patterns(o.methods),

@@ -49,6 +49,11 @@ export const ConfigErrorCodes = {
   SNI_NOT_ON_GATEWAY: 'PORTICO_CFG_SNI_NOT_ON_GATEWAY',
   NO_L4_ROUTE: 'PORTICO_CFG_NO_L4_ROUTE',
   BAD_PATTERN: 'PORTICO_CFG_BAD_PATTERN',
+  NOT_ENFORCED: 'PORTICO_CFG_NOT_ENFORCED',
+  UNRESOLVED_VARIABLE: 'PORTICO_CFG_UNRESOLVED_VARIABLE',
+  DUPLICATE_NAME: 'PORTICO_CFG_DUPLICATE_NAME',
+  SKIPPED_KIND: 'PORTICO_CFG_SKIPPED_KIND',
+  UNREACHABLE_RULE: 'PORTICO_CFG_UNREACHABLE_RULE',
 } as const;
 
 export type ConfigErrorCode = (typeof ConfigErrorCodes)[keyof typeof ConfigErrorCodes];
@@ -67,7 +72,8 @@ export interface ConfigIssue {
   readonly path: string;
   readonly message: string;
   readonly code: ConfigErrorCode;
-  readonly severity: 'error' | 'warning';
+  /** `info` is for things worth one line that need no action (Kubernetes kinds skipped on load). */
+  readonly severity: 'error' | 'warning' | 'info';
 }
 
 /**

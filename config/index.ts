@@ -19,15 +19,22 @@ export interface BuildOptions {
 }
 
 export type BuildResult =
-  | { readonly ok: true; readonly snapshot: Snapshot; readonly warnings: readonly ConfigIssue[]; readonly resources: number; readonly files: number }
-  | { readonly ok: false; readonly issues: readonly ConfigIssue[]; readonly warnings?: readonly ConfigIssue[] };
+  | {
+      readonly ok: true;
+      readonly snapshot: Snapshot;
+      readonly warnings: readonly ConfigIssue[];
+      readonly infos?: readonly ConfigIssue[];
+      readonly resources: number;
+      readonly files: number;
+    }
+  | { readonly ok: false; readonly issues: readonly ConfigIssue[]; readonly warnings?: readonly ConfigIssue[]; readonly infos?: readonly ConfigIssue[] };
 
 async function build(load: LoadResult, opts: BuildOptions): Promise<BuildResult> {
   const v = await validateConfig(load, opts);
-  if (v.errors.length > 0) return { ok: false, issues: v.errors, warnings: v.warnings };
+  if (v.errors.length > 0) return { ok: false, issues: v.errors, warnings: v.warnings, infos: v.infos };
   try {
     const snapshot = compileSnapshot(v.config, { cwd: opts.cwd });
-    return { ok: true, snapshot, warnings: v.warnings, resources: load.resources.length, files: load.files.length };
+    return { ok: true, snapshot, warnings: v.warnings, infos: v.infos, resources: load.resources.length, files: load.files.length };
   } catch (err) {
     // Validation should make this unreachable; report rather than crash the caller's reload loop.
     const issue: ConfigIssue = {
@@ -40,7 +47,7 @@ async function build(load: LoadResult, opts: BuildOptions): Promise<BuildResult>
       code: 'PORTICO_CFG_NOT_IMPLEMENTED',
       severity: 'error',
     };
-    return { ok: false, issues: sortIssues([issue]), warnings: v.warnings };
+    return { ok: false, issues: sortIssues([issue]), warnings: v.warnings, infos: v.infos };
   }
 }
 

@@ -219,10 +219,31 @@ function toResource(
     meshFromConfigMap(value, node, metadata, name, file, line, lines, lineOf, out, issues);
     return;
   }
-  const def = KINDS.get(kind);
+  const skip = (why: string, severity: 'info' | 'warning' = 'info'): void => {
+    issues.push({ file, line: lineOf('kind'), kind, name, path: '', message: why, code: ConfigErrorCodes.SKIPPED_KIND, severity });
+  };
+  const group = typeof apiVersion === 'string' && apiVersion.includes('/') ? apiVersion.slice(0, apiVersion.lastIndexOf('/')) : '';
+  const istioGroup = group.endsWith('istio.io') || group === 'portico.dev';
+  // Gateway API objects (a `gateway.networking.k8s.io` Gateway is not Istio's Gateway) are not read.
+  if (group === 'gateway.networking.k8s.io') {
+    skip(`${kind} (${String(apiVersion)}) skipped: Kubernetes Gateway API resources are not supported; use Istio's networking.istio.io Gateway and VirtualService`, 'warning');
+    return;
+  }
+  let def = KINDS.get(kind);
+  // A Knative `serving.knative.dev/v1 Service` is not a Kubernetes Service: only Istio kinds claim every apiVersion.
+  if (def && def.istio === false && !(typeof apiVersion === 'string' && def.apiVersions.includes(apiVersion))) def = undefined;
   if (!def) {
+    if (istioGroup && ISTIO_KINDS_NOT_READ.includes(kind)) {
+      skip(`${kind} (${String(apiVersion)}) is not supported by Portico; ignored`, 'warning');
+      return;
+    }
+    if (!istioGroup && typeof apiVersion === 'string' && apiVersion !== '') {
+      // Kustomize output mixes Deployments, ConfigMaps, CRDs, RBAC... with the Istio config: skip them.
+      skip(`${kind} (${apiVersion}) skipped: not configuration Portico reads`);
+      return;
+    }
     const hint = didYouMean(kind, KINDS.keys());
-    at('kind', ConfigErrorCodes.UNKNOWN_KIND, `unknown kind '${kind}'${hint ? ` (did you mean '${hint}'?)` : ''}; supported: ${[...KINDS.keys()].join(', ')}`, kind, name);
+    at('kind', ConfigErrorCodes.UNKNOWN_KIND, `unknown kind '${kind}'${hint ? ` (did you mean '${hint}'?)` : ''}; supported: ${[...KINDS.values()].filter((d) => d.istio !== false).map((d) => d.kind).join(', ')}`, kind, name);
     return;
   }
   let ok = true;
@@ -242,7 +263,7 @@ function toResource(
     at('metadata.namespace', ConfigErrorCodes.WRONG_TYPE, `expected a string, got ${typeName(metadata.namespace)}`, kind, name);
     ok = false;
   }
-  for (const k of Object.keys(value)) {
+  for (const k of def.istio !== false ? Object.keys(value) : []) {
     if (!TOP_LEVEL.includes(k)) {
       const hint = didYouMean(k, TOP_LEVEL);
       at(k, ConfigErrorCodes.UNKNOWN_FIELD, `unknown field '${k}'${hint ? ` (did you mean '${hint}'?)` : ''}`, kind, name);
@@ -259,10 +280,13 @@ function toResource(
     file,
     line,
     metadata,
-    spec: value.spec ?? {},
-    lineOf,
+    spec: def.topLevelSpec ? Object.fromEntries(Object.entries(value).filter(([k]) => !['apiVersion', 'kind', 'metadata'].includes(k))) : (value.spec ?? {}),
+    lineOf: def.topLevelSpec ? (path: string) => lineOf(path.replace(/^spec(\.|\[|$)/, (_, c: string) => (c === '.' ? '' : c))) : lineOf,
   });
 }
+
+/** Istio kinds Portico does not read: a warning each (the user may expect them to act). */
+const ISTIO_KINDS_NOT_READ = ['Sidecar', 'WorkloadGroup', 'ProxyConfig', 'Telemetry', 'WasmPlugin', 'ServiceEntryStatus'];
 
 /** Istio's mesh config ConfigMap names: `istio`, or `istio-<revision>`. */
 const MESH_CONFIGMAP = /^istio(-[a-z0-9-]+)?$/;
@@ -284,12 +308,12 @@ function meshFromConfigMap(
   out: Resource[],
   issues: ConfigIssue[],
 ): void {
-  const issue = (path: string, code: ConfigErrorCode, message: string, severity: 'error' | 'warning' = 'error', at = lineOf(path)): void => {
+  const issue = (path: string, code: ConfigErrorCode, message: string, severity: ConfigIssue['severity'] = 'error', at = lineOf(path)): void => {
     issues.push({ file, line: at, kind: 'ConfigMap', name, path, message, code, severity });
   };
   const data = isPlainObject(value.data) ? value.data : {};
   if (!MESH_CONFIGMAP.test(name) || data.mesh === undefined) {
-    issue('metadata.name', ConfigErrorCodes.UNKNOWN_KIND, `ConfigMap '${name}' ignored (only ConfigMap 'istio' with data.mesh is read, as Istio's MeshConfig)`, 'warning');
+    issue('metadata.name', ConfigErrorCodes.SKIPPED_KIND, `ConfigMap '${name}' skipped (only ConfigMap 'istio' with data.mesh is read, as Istio's MeshConfig)`, 'info');
     return;
   }
   if (typeof data.mesh !== 'string') {

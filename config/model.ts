@@ -15,13 +15,17 @@ import { DEFAULT_ROOT_NAMESPACE, type MeshConfigSpec, type RawExtensionProvider 
 import type { PeerAuthenticationSpec } from './kinds/peerauthentication.ts';
 import type { RequestAuthenticationSpec } from './kinds/requestauthentication.ts';
 import type { Resource } from './load.ts';
+import { serviceEntryFromKubernetes, type EndpointSliceSpec, type KubeServiceSpec, type PodSpec } from './kinds/kubernetes.ts';
 
 export { fqdn };
 
 export interface RegistryEntry {
+  /** The ServiceEntry, or for a Kubernetes Service the ServiceEntry Istio's registry builds from it (kind stays `Service`). */
   readonly se: Resource<ServiceEntrySpec>;
   /** The host as the ServiceEntry wrote it. */
   readonly written: string;
+  /** For a Kubernetes Service: whether EndpointSlices for it were in the input (else it resolves by DNS). */
+  readonly kube?: { readonly hasSlices: boolean };
 }
 
 export interface ModelIndex {
@@ -30,6 +34,8 @@ export interface ModelIndex {
   readonly destinationRules: readonly Resource<DestinationRuleSpec>[];
   readonly serviceEntries: readonly Resource<ServiceEntrySpec>[];
   readonly workloadEntries: readonly Resource<WorkloadEntrySpec>[];
+  /** Kubernetes Services from the input, as registry ServiceEntries (sorted by key). */
+  readonly kubeServices: readonly Resource<ServiceEntrySpec>[];
   /** FQDN → ServiceEntries declaring it, sorted by key. */
   readonly registry: ReadonlyMap<string, readonly RegistryEntry[]>;
   readonly gatewayKeys: ReadonlySet<string>;
@@ -52,20 +58,62 @@ export function arrayOf<T>(v: T[] | undefined | null | unknown): T[] {
   return Array.isArray(v) ? (v as T[]) : [];
 }
 
+/** Istio parses port protocols case-insensitively (`protocol.Parse`): the index holds them upper-cased. */
+function upper(port: unknown): unknown {
+  if (typeof port !== 'object' || port === null || Array.isArray(port)) return port;
+  const p = port as { protocol?: unknown };
+  return typeof p.protocol === 'string' && p.protocol !== p.protocol.toUpperCase() ? { ...p, protocol: p.protocol.toUpperCase() } : port;
+}
+
+function normaliseGateway(gw: Resource<GatewaySpec>): Resource<GatewaySpec> {
+  const servers: unknown = gw.spec?.servers;
+  if (!Array.isArray(servers)) return gw;
+  let changed = false;
+  const norm = servers.map((s: unknown) => {
+    if (typeof s !== 'object' || s === null) return s;
+    const port = (s as { port?: unknown }).port;
+    const up = upper(port);
+    if (up === port) return s;
+    changed = true;
+    return { ...s, port: up };
+  });
+  return changed ? { ...gw, spec: { ...gw.spec, servers: norm as GatewaySpec['servers'] } } : gw;
+}
+
+function normaliseServiceEntry(se: Resource<ServiceEntrySpec>): Resource<ServiceEntrySpec> {
+  const ports: unknown = se.spec?.ports;
+  if (!Array.isArray(ports)) return se;
+  const norm = ports.map(upper);
+  return norm.some((p, i) => p !== ports[i]) ? { ...se, spec: { ...se.spec, ports: norm as ServiceEntrySpec['ports'] } } : se;
+}
+
 export function indexModel(resources: readonly Resource[]): ModelIndex {
   const of = <S>(kind: string): Resource<S>[] => (resources.filter((r) => r.kind === kind) as Resource<S>[]).sort(byKey);
-  const serviceEntries = of<ServiceEntrySpec>('ServiceEntry');
+  const serviceEntries = of<ServiceEntrySpec>('ServiceEntry').map(normaliseServiceEntry);
   const registry = new Map<string, RegistryEntry[]>();
+  const add = (key: string, e: RegistryEntry): void => {
+    const list = registry.get(key) ?? [];
+    list.push(e);
+    registry.set(key, list);
+  };
   for (const se of serviceEntries) {
     for (const h of arrayOf<string>(se.spec?.hosts)) {
       if (typeof h !== 'string') continue;
-      const key = fqdn(h, se.namespace);
-      const list = registry.get(key) ?? [];
-      list.push({ se, written: h });
-      registry.set(key, list);
+      add(fqdn(h, se.namespace), { se, written: h });
     }
   }
-  const gateways = of<GatewaySpec>('Gateway');
+  // Kubernetes Services become registry entries as in a cluster. They are added after the
+  // ServiceEntries, so an explicit ServiceEntry for the same host is the one used.
+  const slices = of<EndpointSliceSpec>('EndpointSlice');
+  const pods = new Map(of<PodSpec>('Pod').map((p) => [p.key, p]));
+  const kubeServices: Resource<ServiceEntrySpec>[] = [];
+  for (const svc of of<KubeServiceSpec>('Service')) {
+    const conv = serviceEntryFromKubernetes(svc, slices, pods);
+    const se: Resource<ServiceEntrySpec> = { ...svc, spec: conv.spec };
+    kubeServices.push(se);
+    add(conv.host, { se, written: conv.host, kube: { hasSlices: conv.hasSlices } });
+  }
+  const gateways = of<GatewaySpec>('Gateway').map(normaliseGateway);
   const meshConfigs = of<MeshConfigSpec>('MeshConfig');
   const mesh: MeshConfigSpec = meshConfigs[0]?.spec && typeof meshConfigs[0].spec === 'object' ? meshConfigs[0].spec : {};
   const providers = new Map<string, { provider: RawExtensionProvider; index: number; mc: Resource<MeshConfigSpec> }>();
@@ -88,6 +136,7 @@ export function indexModel(resources: readonly Resource[]): ModelIndex {
     destinationRules: of<DestinationRuleSpec>('DestinationRule'),
     serviceEntries,
     workloadEntries: of<WorkloadEntrySpec>('WorkloadEntry'),
+    kubeServices,
     registry,
     gatewayKeys: new Set(gateways.map((g) => g.key)),
   };

@@ -25,6 +25,15 @@ export interface ResolvedServer {
   readonly entry?: RegistryEntry;
 }
 
+/**
+ * A kustomize/`envsubst` variable left in the text, like `$(namespace)` or `${NAMESPACE}`: the URL
+ * still parses, so without this check the config validates and then every request fails its
+ * authorization check (403).
+ */
+export function unsubstitutedVariable(s: string): string | undefined {
+  return /\$\([A-Za-z_][\w.-]*\)|\$\{[A-Za-z_]\w*\}/.exec(s)?.[0];
+}
+
 /** Istio names the clusters it generates `outbound|<port>|<subset>|<host>`. */
 const ISTIO_CLUSTER = /^outbound\|(\d+)\|([^|]*)\|([^|]+)$/;
 
@@ -53,6 +62,13 @@ export function resolveEnvoyServer(idx: ModelIndex, namespace: string, serverUri
   const uri = protoField(serverUri, 'uri');
   const cluster = protoField(serverUri, 'cluster');
   if (typeof uri !== 'string') return { problems };
+  for (const [field, value] of [['uri', uri], ['cluster', cluster]] as const) {
+    const v = typeof value === 'string' ? unsubstitutedVariable(value) : undefined;
+    if (v) {
+      problems.push({ path: `${path}.${field}`, code: ConfigErrorCodes.UNRESOLVED_VARIABLE, message: `'${String(value)}' still contains ${v}: substitute it (kustomize vars, envsubst) before loading`, severity: 'error' });
+    }
+  }
+  if (problems.length > 0) return { problems };
   let u: URL | undefined;
   try {
     u = new URL(uri);
@@ -97,6 +113,11 @@ export function resolveEnvoyServer(idx: ModelIndex, namespace: string, serverUri
 export function resolveProviderServer(idx: ModelIndex, mcNamespace: string, p: RawExtAuthzHttpProvider, path: string): { server?: ResolvedServer; problems: ServerProblem[] } {
   const problems: ServerProblem[] = [];
   if (typeof p.service !== 'string' || typeof p.port !== 'number') return { problems };
+  const v = unsubstitutedVariable(p.service);
+  if (v) {
+    problems.push({ path: `${path}.service`, code: ConfigErrorCodes.UNRESOLVED_VARIABLE, message: `'${p.service}' still contains ${v}: substitute it before loading`, severity: 'error' });
+    return { problems };
+  }
   const slash = p.service.indexOf('/');
   const ns = slash >= 0 ? p.service.slice(0, slash) : mcNamespace;
   const written = slash >= 0 ? p.service.slice(slash + 1) : p.service;
@@ -107,7 +128,7 @@ export function resolveProviderServer(idx: ModelIndex, mcNamespace: string, p: R
 }
 
 /** Istio policy pattern: `*` any, `abc*` prefix, `*abc` suffix, else exact. */
-export function istioPattern(s: string): StringPattern {
+export function istioPattern(s: string): Exclude<StringPattern, { template: readonly string[] }> {
   if (s === '*') return { presence: true };
   if (s.startsWith('*')) return { suffix: s.slice(1) };
   if (s.endsWith('*')) return { prefix: s.slice(0, -1) };

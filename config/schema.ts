@@ -13,7 +13,14 @@ export interface Reporter {
 export type Check<T> = (value: T, path: string, r: Reporter) => void;
 
 export type Schema =
-  | { readonly type: 'string'; readonly enum?: readonly string[]; readonly nonEmpty?: boolean; readonly check?: Check<string> }
+  | {
+      readonly type: 'string';
+      readonly enum?: readonly string[];
+      /** Enum values compare case-insensitively (Istio's `protocol.Parse`). */
+      readonly caseInsensitive?: boolean;
+      readonly nonEmpty?: boolean;
+      readonly check?: Check<string>;
+    }
   | { readonly type: 'int'; readonly min?: number; readonly max?: number; readonly check?: Check<number> }
   | { readonly type: 'number'; readonly min?: number; readonly max?: number }
   | { readonly type: 'bool' }
@@ -26,8 +33,11 @@ export type Schema =
       readonly oneOf?: readonly string[];
       readonly oneOfRequired?: boolean;
       readonly check?: Check<Record<string, unknown>>;
-      /** Severity for fields the schema does not know (default 'error'; Envoy protos and MeshConfig use 'warning'). */
-      readonly unknownFields?: 'error' | 'warning';
+      /**
+       * Severity for fields the schema does not know (default 'error'; Envoy protos and MeshConfig use
+       * 'warning'; Kubernetes objects Portico only reads a few fields of use 'ignore').
+       */
+      readonly unknownFields?: 'error' | 'warning' | 'ignore';
       /** Envoy proto JSON accepts both `snake_case` and `camelCase` names: look up camelCase keys as snake_case. */
       readonly protoNames?: boolean;
     }
@@ -40,6 +50,8 @@ type ObjectSchema = Extract<Schema, { type: 'object' }>;
 // Builders, so kind files read like the Istio reference.
 export const str = (opts: Omit<Extract<Schema, { type: 'string' }>, 'type'> = {}): Schema => ({ type: 'string', ...opts });
 export const oneOfStr = (values: readonly string[]): Schema => ({ type: 'string', enum: values });
+/** An enum Istio parses case-insensitively (port protocols: `http` is `HTTP`). */
+export const oneOfStrCi = (values: readonly string[]): Schema => ({ type: 'string', enum: values, caseInsensitive: true });
 export const int = (min?: number, max?: number, check?: Check<number>): Schema => ({ type: 'int', min, max, check });
 export const num = (min?: number, max?: number): Schema => ({ type: 'number', min, max });
 export const bool: Schema = { type: 'bool' };
@@ -69,18 +81,42 @@ export function protoField(o: Record<string, unknown> | undefined, snake: string
   return o[snake.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase())];
 }
 
-/** Documentation status of a field, for docs/configuration.md (generated from the schemas). */
+/**
+ * Status of a field, for docs/configuration.md (generated from the schemas) and for the warnings
+ * `validate` prints: **enforced** (acted on), **partly** (acted on, with the limits in the note),
+ * **warned** (accepted, not acted on: setting it is a `warning:`), **rejected** (Portico cannot honour
+ * it: setting it is an error).
+ */
 export interface FieldDoc {
-  readonly status: 'supported' | 'partly' | 'not yet';
+  readonly status: 'enforced' | 'partly' | 'warned' | 'rejected';
   readonly note?: string;
+  /** Set by notEnforced/unsupported: validateValue reports the field whenever it is set. */
+  readonly emit?: 'warning' | 'error';
 }
 
 const FIELD_DOCS = new WeakMap<Schema, FieldDoc>();
 
-/** Attaches a documentation status to a schema (a copy, so shared schemas keep their own). */
-export function doc<S extends Schema>(schema: S, status: FieldDoc['status'], note?: string): S {
+/**
+ * Attaches a documentation status to a schema (a copy, so shared schemas keep their own). The
+ * older names `supported` and `not yet` still read as `enforced` and `warned`.
+ */
+export function doc<S extends Schema>(schema: S, status: FieldDoc['status'] | 'supported' | 'not yet', note?: string): S {
   const copy = { ...schema };
-  FIELD_DOCS.set(copy, { status, note });
+  FIELD_DOCS.set(copy, { status: status === 'supported' ? 'enforced' : status === 'not yet' ? 'warned' : status, note });
+  return copy;
+}
+
+/** A field Portico accepts but does not act on: validated, documented as warned, and a warning when set. */
+export function notEnforced<S extends Schema>(schema: S, note: string): S {
+  const copy = { ...schema };
+  FIELD_DOCS.set(copy, { status: 'warned', note, emit: 'warning' });
+  return copy;
+}
+
+/** A valid Istio field Portico cannot honour: an error when set, so nothing half-works. */
+export function unsupported<S extends Schema>(schema: S, note: string): S {
+  const copy = { ...schema };
+  FIELD_DOCS.set(copy, { status: 'rejected', note, emit: 'error' });
   return copy;
 }
 
@@ -184,7 +220,8 @@ export function validateValue(schema: Schema, value: unknown, path: string, r: R
       return true;
     case 'string': {
       if (typeof value !== 'string') return wrongType('a string');
-      if (schema.enum && !schema.enum.includes(value)) {
+      const known = schema.enum && (schema.caseInsensitive ? schema.enum.includes(value.toUpperCase()) : schema.enum.includes(value));
+      if (schema.enum && !known) {
         const hint = didYouMean(value, schema.enum);
         r.report(path, ConfigErrorCodes.BAD_ENUM, `'${value}' is not one of ${quoteList(schema.enum)}${hint ? ` (did you mean '${hint}'?)` : ''}`);
         return true;
@@ -243,6 +280,7 @@ export function validateValue(schema: Schema, value: unknown, path: string, r: R
         const name = schema.protoNames && !Object.hasOwn(schema.fields, k) ? snakeCase(k) : k;
         const field = Object.hasOwn(schema.fields, name) ? schema.fields[name] : undefined;
         if (!field) {
+          if (schema.unknownFields === 'ignore') continue;
           const hint = didYouMean(k, known);
           const warn = schema.unknownFields === 'warning';
           r.report(
@@ -255,6 +293,12 @@ export function validateValue(schema: Schema, value: unknown, path: string, r: R
         }
         if (v === null || v === undefined) continue;
         validateValue(field, v, childPath(path, k), r);
+        const fd = FIELD_DOCS.get(field);
+        if (fd?.emit === 'warning') {
+          r.report(childPath(path, k), ConfigErrorCodes.NOT_ENFORCED, `accepted but not enforced by Portico${fd.note ? ` (${fd.note})` : ''}; ignored`, 'warning');
+        } else if (fd?.emit === 'error') {
+          r.report(childPath(path, k), ConfigErrorCodes.NOT_IMPLEMENTED, `not supported by Portico${fd.note ? `: ${fd.note}` : ''}`);
+        }
       }
       const get = (k: string): unknown => (schema.protoNames ? protoField(value, k) : value[k]);
       for (const req of schema.required ?? []) {

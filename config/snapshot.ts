@@ -166,6 +166,11 @@ export interface HttpRoute {
   readonly headers?: HeaderRules;
   readonly cors?: CorsPolicy;
   readonly fault?: FaultInjection;
+  /**
+   * The namespaces whose proxies see this route (VirtualService `exportTo`, `.` resolved to the
+   * VirtualService's own); absent = every namespace (`*`, Istio's default).
+   */
+  readonly exportTo?: readonly string[];
 }
 
 /**
@@ -418,6 +423,11 @@ export type StringMatcher =
  */
 export type StringPattern =
   | { readonly exact: string }
+  /**
+   * An AuthorizationPolicy path template (Istio 1.22+): segments of the path, `{*}` matching one
+   * non-empty segment, a final `{**}` matching whatever follows (zero or more segments).
+   */
+  | { readonly template: readonly string[] }
   | { readonly prefix: string }
   | { readonly suffix: string }
   | { readonly presence: true };
@@ -436,7 +446,7 @@ export interface PolicyTarget {
 }
 
 /** EnvoyFilter `match.context`: which proxies a patch applies to. */
-export type ProxyContext = 'ANY' | 'GATEWAY' | 'SIDECAR_INBOUND' | 'SIDECAR_OUTBOUND';
+export type ProxyContext = 'ANY' | 'GATEWAY' | 'SIDECAR_INBOUND' | 'SIDECAR_OUTBOUND' | 'WAYPOINT';
 
 /** AuthorizationPolicy `rules[].to[].operation`, compiled. Empty lists mean "no condition". */
 export interface OperationMatch {

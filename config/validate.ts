@@ -21,6 +21,7 @@ import { childPath, didYouMean, isPlainObject, protoField, validateValue, type R
 import { classifyPatch, type RawPatch } from './kinds/envoyfilter.ts';
 import type { RawExtensionProvider } from './kinds/meshconfig.ts';
 import { resolveEnvoyServer, resolveProviderServer, type ServerProblem } from './policy.ts';
+import { findDelegate } from './delegate.ts';
 
 export interface ValidateOptions {
   /** Where `credentialName` secrets live: `<dir>/<name>/tls.crt` + `tls.key`. Default `certs/out/credentials` under cwd. */
@@ -48,6 +49,8 @@ export interface ValidatedConfig {
 export interface ValidateResult {
   readonly errors: readonly ConfigIssue[];
   readonly warnings: readonly ConfigIssue[];
+  /** One line each for things skipped on purpose (Kubernetes kinds Portico does not read). */
+  readonly infos: readonly ConfigIssue[];
   readonly config: ValidatedConfig;
 }
 
@@ -128,6 +131,7 @@ export async function validateConfig(load: LoadResult, opts: ValidateOptions = {
   return {
     errors: sorted.filter((i) => i.severity === 'error'),
     warnings: sorted.filter((i) => i.severity === 'warning'),
+    infos: sorted.filter((i) => i.severity === 'info'),
     config: { load, index, tls, fileContents },
   };
 }
@@ -140,13 +144,35 @@ function checkVirtualServices(idx: ModelIndex, rep: (r: Resource) => Reporter): 
     const r = rep(vs);
     const gateways = arrayOf<string>(spec.gateways).filter((g) => typeof g === 'string');
     const hosts = arrayOf<string>(spec.hosts).filter((h) => typeof h === 'string');
-    if (hosts.length === 0) r.report('spec.hosts', ConfigErrorCodes.REQUIRED, "'hosts' needs at least one host");
+    if (hosts.length === 0) {
+      // No hosts: a delegate VirtualService (Istio's ValidateVirtualService rules for delegates).
+      if (gateways.length > 0) r.report('spec.gateways', ConfigErrorCodes.CONFLICTING_ACTIONS, 'a delegate VirtualService (no hosts) must not set gateways: its root decides where it applies');
+      for (const k of ['tcp', 'tls'] as const) if (arrayOf(spec[k]).length > 0) r.report(`spec.${k}`, ConfigErrorCodes.CONFLICTING_ACTIONS, `a delegate VirtualService (no hosts) supports only http routes, not ${k}`);
+      arrayOf<RawHttpRoute>(spec.http).forEach((rule, i) => {
+        if (isPlainObject(rule) && rule.delegate) r.report(`spec.http[${i}].delegate`, ConfigErrorCodes.CONFLICTING_ACTIONS, 'a delegate VirtualService cannot delegate again');
+      });
+      const referenced = idx.virtualServices.some((root) =>
+        arrayOf<RawHttpRoute>(root.spec.http).some((rule) => {
+          const d = isPlainObject(rule) ? (rule as RawHttpRoute).delegate : undefined;
+          return d !== undefined && `${d.namespace || root.namespace}/${d.name ?? ''}` === vs.key;
+        }),
+      );
+      if (!referenced) r.report('spec.hosts', ConfigErrorCodes.REQUIRED, "no hosts: this is a delegate VirtualService, but no root VirtualService's http[].delegate names it; it serves nothing", 'warning');
+    }
+    arrayOf<RawHttpRoute>(spec.http).forEach((rule, i) => {
+      const d = isPlainObject(rule) ? (rule as RawHttpRoute).delegate : undefined;
+      if (!d || hosts.length === 0) return;
+      if (!findDelegate(idx, vs, d)) {
+        r.report(`spec.http[${i}].delegate`, ConfigErrorCodes.UNKNOWN_HOST, `no delegate VirtualService ${d.namespace || vs.namespace}/${d.name ?? ''} without hosts exported to ${vs.namespace}; the rule is left out, as Istio does`, 'warning');
+      }
+    });
     const checkGatewayList = (list: unknown, path: string): void => {
       arrayOf<string>(list).forEach((g, i) => {
         if (typeof g !== 'string' || g === '') return;
         const ref = gatewayRef(g, vs.namespace);
+        // Istio accepts it and `istioctl analyze` warns (IST0101 ReferencedResourceNotFound).
         if (ref !== 'mesh' && !idx.gatewayKeys.has(ref)) {
-          r.report(`${path}[${i}]`, ConfigErrorCodes.UNKNOWN_GATEWAY, `gateway '${g}' does not exist (looked for Gateway ${ref})`);
+          r.report(`${path}[${i}]`, ConfigErrorCodes.UNKNOWN_GATEWAY, `gateway '${g}' does not exist (looked for Gateway ${ref}); the rules bound to it are not served`, 'warning');
         }
       });
     };
@@ -192,7 +218,11 @@ function checkVirtualServices(idx: ModelIndex, rep: (r: Resource) => Reporter): 
   }
 }
 
-/** Host known to the registry (or DNS-resolvable), subset defined, port consistent with the service. */
+/**
+ * Host known to the registry (or DNS-resolvable), subset defined, port consistent with the
+ * service. Istio's webhook accepts all of these and `istioctl analyze` warns (IST0101
+ * ReferencedResourceNotFound), so they are warnings: an unknown subset gets no endpoints (503).
+ */
 function checkDestination(idx: ModelIndex, vs: Resource, dest: RawDestination | undefined, path: string, r: Reporter): void {
   if (!isPlainObject(dest) || typeof dest.host !== 'string' || dest.host === '') return;
   const host = fqdn(dest.host, vs.namespace);
@@ -201,16 +231,18 @@ function checkDestination(idx: ModelIndex, vs: Resource, dest: RawDestination | 
     r.report(
       `${path}.host`,
       ConfigErrorCodes.UNKNOWN_HOST,
-      `host '${dest.host}' (${host}) is not declared by any ServiceEntry and is not a DNS name`,
+      `host '${dest.host}' (${host}) is not declared by any ServiceEntry or Kubernetes Service and is not a DNS name`,
+      'warning',
     );
   }
   if (entry) {
     const ports = arrayOf<{ number?: number }>(entry.se.spec?.ports).filter(isPlainObject);
     const want = isPlainObject(dest.port) ? dest.port.number : undefined;
+    const from = `${entry.se.kind} ${entry.se.key}`;
     if (want === undefined && ports.length > 1) {
-      r.report(`${path}.port`, ConfigErrorCodes.PORT_REQUIRED, `host '${dest.host}' has ${ports.length} ports (ServiceEntry ${entry.se.key}); say which with port.number`);
+      r.report(`${path}.port`, ConfigErrorCodes.PORT_REQUIRED, `host '${dest.host}' has ${ports.length} ports (${from}); say which with port.number (using ${ports[0].number})`, 'warning');
     } else if (typeof want === 'number' && ports.length > 0 && !ports.some((p) => p.number === want)) {
-      r.report(`${path}.port.number`, ConfigErrorCodes.UNKNOWN_PORT, `port ${want} is not a port of '${dest.host}' (ServiceEntry ${entry.se.key} has ${ports.map((p) => p.number).join(', ')})`);
+      r.report(`${path}.port.number`, ConfigErrorCodes.UNKNOWN_PORT, `port ${want} is not a port of '${dest.host}' (${from} has ${ports.map((p) => p.number).join(', ')})`, 'warning');
     }
   }
   if (typeof dest.subset === 'string' && dest.subset !== '') {
@@ -220,9 +252,19 @@ function checkDestination(idx: ModelIndex, vs: Resource, dest: RawDestination | 
       r.report(
         `${path}.subset`,
         ConfigErrorCodes.UNKNOWN_SUBSET,
-        dr
-          ? `subset '${dest.subset}' is not defined by DestinationRule ${dr.key} for host ${host} (has ${subsets.join(', ') || 'none'})`
-          : `subset '${dest.subset}' needs a DestinationRule for host ${host}, found none`,
+        `${
+          dr
+            ? `subset '${dest.subset}' is not defined by DestinationRule ${dr.key} for host ${host} (has ${subsets.join(', ') || 'none'})`
+            : `subset '${dest.subset}' needs a DestinationRule for host ${host}, found none`
+        }; requests routed to it get 503`,
+        'warning',
+      );
+    } else if (entry?.kube && !entry.kube.hasSlices) {
+      r.report(
+        `${path}.subset`,
+        ConfigErrorCodes.NOT_ENFORCED,
+        `Service ${entry.se.key} has no EndpointSlice in the config, so it resolves by DNS and subset '${dest.subset}' labels cannot pick endpoints: any endpoint of the Service answers`,
+        'warning',
       );
     }
   }
@@ -537,6 +579,9 @@ async function checkServerTls(gw: Resource, tls: RawServerTls, path: string, r: 
 async function checkClientTls(dr: Resource, tls: RawClientTls, path: string, r: Reporter, ctx: TlsContext): Promise<void> {
   const mode = tls.mode;
   if (mode !== 'SIMPLE' && mode !== 'MUTUAL') return;
+  // The upstream pools only originate ISTIO_MUTUAL (gateway/mtls.ts): say so rather than let
+  // requests meant for TLS leave in plaintext unannounced.
+  r.report(`${path}.mode`, ConfigErrorCodes.NOT_ENFORCED, `TLS origination (${mode}) is not implemented: Portico connects to this upstream in plaintext`, 'warning');
   const base = dirname(dr.file);
   if (typeof tls.credentialName === 'string' && tls.credentialName) {
     const found = await credentialFiles(ctx, tls.credentialName, true);

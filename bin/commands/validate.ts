@@ -1,6 +1,7 @@
 /**
  * `portico validate [--secrets-dir DIR] PATH...`: one line per problem
- * (`file:line: Kind/name: field.path: message`, warnings prefixed `warning:`), exit 1 on any error.
+ * (`file:line: Kind/name: field.path: message`, warnings prefixed `warning:`, skipped Kubernetes
+ * kinds `info:`), exit 1 on any error.
  */
 import { buildSnapshot, formatIssue, type ConfigIssue } from '../../config/index.ts';
 
@@ -33,12 +34,15 @@ export async function run(argv: string[]): Promise<number> {
   }
   const r = await buildSnapshot(paths, { secretsDir });
   const warn = (w: ConfigIssue): string => `warning: ${formatIssue(w)}\n`;
+  const info = (w: ConfigIssue): string => `info: ${formatIssue(w)}\n`;
   if (!r.ok) {
     for (const i of r.issues) process.stdout.write(`${formatIssue(i)}\n`);
     for (const w of r.warnings ?? []) process.stdout.write(warn(w));
+    for (const w of r.infos ?? []) process.stdout.write(info(w));
     return 1;
   }
   for (const w of r.warnings) process.stdout.write(warn(w));
+  for (const w of r.infos ?? []) process.stdout.write(info(w));
   process.stdout.write(`ok: ${r.resources} resources in ${r.files} files\n`);
   return 0;
 }

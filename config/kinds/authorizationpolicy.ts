@@ -1,7 +1,7 @@
 /** security.istio.io AuthorizationPolicy: https://istio.io/latest/docs/reference/config/security/authorization-policy/ */
 import { ConfigErrorCodes } from '../errors.ts';
-import { arr, childPath, doc, obj, oneOfStr, str, type Check, type Schema } from '../schema.ts';
-import { cidrProblem, cidrString, matchLabelsSelector, targetRefSchema } from './common.ts';
+import { arr, childPath, doc, notEnforced, obj, oneOfStr, str, type Check, type Reporter, type Schema } from '../schema.ts';
+import { cidrProblem, cidrString, matchLabelsSelector, targetRefSchema, policyTargetRefsCheck } from './common.ts';
 
 export interface RawOperation {
   hosts?: string[];
@@ -25,6 +25,8 @@ export interface RawSource {
   notIpBlocks?: string[];
   remoteIpBlocks?: string[];
   notRemoteIpBlocks?: string[];
+  serviceAccounts?: string[];
+  notServiceAccounts?: string[];
 }
 
 export interface RawCondition {
@@ -74,10 +76,21 @@ const portValue: Schema = {
   },
 };
 
+/** Istio 1.22+ path templates: `{*}` is one path segment, `{**}` the rest (last segment only). */
+export function isPathTemplate(v: string): boolean {
+  return v.includes('{*}') || v.includes('{**}');
+}
+
 const pathCheck: Check<string> = (v, path, r) => {
+  if (isPathTemplate(v)) {
+    const segs = v.split('/');
+    const bad = segs.findIndex((s, i) => (s.includes('{') && s !== '{*}' && s !== '{**}') || (s === '{**}' && i !== segs.length - 1));
+    if (!v.startsWith('/')) r.report(path, ConfigErrorCodes.BAD_PATTERN, `path template '${v}' must start with '/'`);
+    else if (bad >= 0) r.report(path, ConfigErrorCodes.BAD_PATTERN, `path template '${v}': a segment must be a literal, '{*}' or (last only) '{**}'`);
+    return;
+  }
   patternCheck(v, path, r);
-  if (v.includes('{*}') || v.includes('{**}')) r.report(path, ConfigErrorCodes.NOT_IMPLEMENTED, `path templates ({*}, {**}) are not supported yet; matched literally`, 'warning');
-  else if (v !== '*' && !v.startsWith('/') && !v.startsWith('*')) r.report(path, ConfigErrorCodes.BAD_PATTERN, `path '${v}' should start with '/'`, 'warning');
+  if (v !== '*' && !v.startsWith('/') && !v.startsWith('*')) r.report(path, ConfigErrorCodes.BAD_PATTERN, `path '${v}' should start with '/'`, 'warning');
 };
 const paths = arr(str({ check: pathCheck }));
 
@@ -103,6 +116,9 @@ export const sourceSchema = obj({
   notIpBlocks: arr(cidrString),
   remoteIpBlocks: arr(cidrString),
   notRemoteIpBlocks: arr(cidrString),
+  // Istio 1.24+: `ns/sa` service accounts, a shorthand for principals without the trust domain.
+  serviceAccounts: notEnforced(arr(str({ nonEmpty: true })), 'not matched yet; use principals'),
+  notServiceAccounts: notEnforced(arr(str({ nonEmpty: true })), 'not matched yet; use notPrincipals'),
 });
 
 /** Istio's documented condition keys: https://istio.io/latest/docs/reference/config/security/conditions/ */
@@ -163,9 +179,25 @@ const conditionSchema = obj(
   },
 );
 
+/** Istio's ValidateAuthorizationPolicy: a `source`/`operation` that says nothing is an error, not "match all". */
+const nonEmptyMatch = (what: string) => (m: Record<string, unknown>, path: string, r: Reporter): void => {
+  if (!Object.values(m).some((v) => Array.isArray(v) && v.length > 0)) r.report(path, ConfigErrorCodes.REQUIRED, `\`${what}\` must not be empty`);
+};
+
+const ruleSource = obj(sourceSchema.fields, {
+  check: (src, path, r) => {
+    nonEmptyMatch('from.source')(src, path, r);
+    const n = (k: string): number => (Array.isArray(src[k]) ? (src[k] as unknown[]).length : 0);
+    if (n('principals') + n('notPrincipals') + n('namespaces') + n('notNamespaces') > 0 && n('serviceAccounts') + n('notServiceAccounts') > 0) {
+      r.report(childPath(path, 'serviceAccounts'), ConfigErrorCodes.ONE_OF, 'cannot set serviceAccounts with namespaces or principals');
+    }
+  },
+});
+const ruleOperation = obj(operationSchema.fields, { check: nonEmptyMatch('to.operation') });
+
 export const authzRuleSchema = obj({
-  from: arr(obj({ source: sourceSchema }, { required: ['source'] })),
-  to: arr(obj({ operation: operationSchema }, { required: ['operation'] })),
+  from: arr(obj({ source: ruleSource }, { required: ['source'] }), { minItems: 1 }),
+  to: arr(obj({ operation: ruleOperation }, { required: ['operation'] }), { minItems: 1 }),
   when: arr(conditionSchema),
 });
 
@@ -174,8 +206,8 @@ export const ACTIONS = ['ALLOW', 'DENY', 'AUDIT', 'CUSTOM'] as const;
 export const authorizationpolicySpecSchema: Schema = obj(
   {
     selector: matchLabelsSelector,
-    targetRef: doc(targetRefSchema, 'not yet', 'recorded in the IR, not resolved (warning)'),
-    targetRefs: doc(arr(targetRefSchema), 'not yet', 'recorded in the IR, not resolved (warning)'),
+    targetRef: doc(targetRefSchema, 'partly', 'kind Gateway (the gateway workload name) is resolved; other kinds warn'),
+    targetRefs: doc(arr(targetRefSchema), 'partly', 'kind Gateway (the gateway workload name) is resolved; other kinds warn'),
     action: oneOfStr(ACTIONS),
     provider: obj({ name: str({ nonEmpty: true }) }, { required: ['name'] }),
     rules: arr(authzRuleSchema),
@@ -186,10 +218,12 @@ export const authorizationpolicySpecSchema: Schema = obj(
       const action = spec.action ?? 'ALLOW';
       if (action === 'CUSTOM' && !spec.provider) r.report(childPath(path, 'action'), ConfigErrorCodes.REQUIRED, `action CUSTOM needs provider.name (a MeshConfig extensionProviders entry)`);
       if (action !== 'CUSTOM' && spec.provider) r.report(childPath(path, 'provider'), ConfigErrorCodes.ONE_OF, `provider is only allowed with action CUSTOM (action is ${String(action)})`);
-      if (action === 'AUDIT') r.report(childPath(path, 'action'), ConfigErrorCodes.NOT_IMPLEMENTED, 'AUDIT policies are compiled but have no effect without an audit log provider', 'warning');
-      for (const k of ['targetRef', 'targetRefs']) {
-        if (spec[k]) r.report(childPath(path, k), ConfigErrorCodes.NOT_IMPLEMENTED, `${k} is recorded but not resolved by Portico yet; use selector.matchLabels`, 'warning');
+      // Istio: "DENY/CUSTOM action without `rules` is meaningless as it will never be triggered".
+      if ((action === 'DENY' || action === 'CUSTOM') && spec.rules == null) {
+        r.report(childPath(path, 'action'), ConfigErrorCodes.REQUIRED, `${action} action without rules never applies; add an empty rule {} to apply it to every request`);
       }
+      if (action === 'AUDIT') r.report(childPath(path, 'action'), ConfigErrorCodes.NOT_IMPLEMENTED, 'AUDIT policies are compiled but have no effect without an audit log provider', 'warning');
+      policyTargetRefsCheck(spec, path, r);
     },
   },
 );

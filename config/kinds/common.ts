@@ -1,6 +1,6 @@
 /** Shapes and checks shared by several Istio kinds (StringMatch, hosts, regexes). */
 import { ConfigErrorCodes } from '../errors.ts';
-import { obj, str, type Check, type Schema } from '../schema.ts';
+import { obj, str, type Check, type Reporter, type Schema } from '../schema.ts';
 
 /** Istio StringMatch as written in YAML. */
 export interface RawStringMatch {
@@ -90,6 +90,22 @@ export const targetRefSchema = obj(
   { group: str(), kind: str({ nonEmpty: true }), name: str({ nonEmpty: true }), namespace: str() },
   { required: ['kind', 'name'] },
 );
+
+/**
+ * Policy `targetRef`/`targetRefs`: the runtime resolves kind `Gateway` (the gateway workload's
+ * name); any other kind (Service, ServiceEntry, GatewayClass) selects nothing yet — a warning each.
+ */
+export const policyTargetRefsCheck = (spec: Record<string, unknown>, path: string, r: Reporter): void => {
+  const one = (ref: unknown, at: string): void => {
+    if (typeof ref !== 'object' || ref === null || Array.isArray(ref)) return;
+    const kind = (ref as { kind?: unknown }).kind;
+    if (typeof kind === 'string' && kind !== 'Gateway') {
+      r.report(at, ConfigErrorCodes.NOT_ENFORCED, `targetRef kind '${kind}' is not resolved by Portico yet (only kind Gateway); the policy selects nothing through it`, 'warning');
+    }
+  };
+  one(spec.targetRef, `${path}.targetRef`);
+  if (Array.isArray(spec.targetRefs)) spec.targetRefs.forEach((ref, i) => one(ref, `${path}.targetRefs[${i}]`));
+};
 
 /** Why `s` is not an IP or CIDR, or undefined. */
 export function cidrProblem(s: string): string | undefined {

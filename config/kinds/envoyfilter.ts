@@ -11,7 +11,7 @@
  */
 import { ConfigErrorCodes } from '../errors.ts';
 import {
-  any, arr, bool, childPath, doc, duration, int, isPlainObject, obj, oneOfStr, protoField, str, validateValue, type Reporter, type Schema,
+  any, arr, bool, childPath, doc, notEnforced, duration, int, isPlainObject, obj, oneOfStr, protoField, str, validateValue, type Reporter, type Schema,
 } from '../schema.ts';
 import { labels, regexString, targetRefSchema } from './common.ts';
 import { envoyWasmPatch, WASM_FILTER_NAMES } from './wasmplugin.ts';
@@ -20,8 +20,10 @@ export const APPLY_TO = [
   'INVALID', 'LISTENER', 'FILTER_CHAIN', 'NETWORK_FILTER', 'HTTP_FILTER', 'ROUTE_CONFIGURATION', 'VIRTUAL_HOST', 'HTTP_ROUTE',
   'CLUSTER', 'EXTENSION_CONFIG', 'BOOTSTRAP', 'LISTENER_FILTER',
 ] as const;
-export const CONTEXTS = ['ANY', 'SIDECAR_INBOUND', 'SIDECAR_OUTBOUND', 'GATEWAY'] as const;
-export const OPERATIONS = ['INVALID', 'MERGE', 'ADD', 'REMOVE', 'INSERT_BEFORE', 'INSERT_AFTER', 'INSERT_FIRST', 'REPLACE'] as const;
+// WAYPOINT: ambient waypoints (Istio 1.24+); accepted, and like SIDECAR_* never matches Portico's gateway.
+export const CONTEXTS = ['ANY', 'SIDECAR_INBOUND', 'SIDECAR_OUTBOUND', 'GATEWAY', 'WAYPOINT'] as const;
+// MERGE_AND_REPLACE_LIST: Istio 1.31 (MERGE, but lists in the patch replace instead of append).
+export const OPERATIONS = ['INVALID', 'MERGE', 'ADD', 'REMOVE', 'INSERT_BEFORE', 'INSERT_AFTER', 'INSERT_FIRST', 'REPLACE', 'MERGE_AND_REPLACE_LIST'] as const;
 
 export const EXT_AUTHZ_NAMES = ['envoy.filters.http.ext_authz', 'envoy.ext_authz'];
 export const LOCAL_RATELIMIT_NAME = 'envoy.filters.http.local_ratelimit';
@@ -93,22 +95,22 @@ export const extAuthzConfigSchema = envoy(
     http_service: envoy(
       {
         server_uri: envoy(
-          { uri: str({ nonEmpty: true }), cluster: str(), timeout: doc(duration(1), 'supported', 'Envoy requires it; Portico defaults to 200 ms (warning)') },
+          { uri: str({ nonEmpty: true }), cluster: str(), timeout: doc(duration(1), 'enforced', 'Envoy requires it; Portico defaults to 200 ms (warning)') },
           { required: ['uri'] },
         ),
         path_prefix: str(),
         authorization_request: envoy({ allowed_headers: listMatcher, headers_to_add: arr(headerValue) }),
         authorization_response: envoy({
           allowed_upstream_headers: listMatcher,
-          allowed_upstream_headers_to_append: doc(listMatcher, 'not yet', 'warning'),
+          allowed_upstream_headers_to_append: doc(listMatcher, 'warned', 'warning'),
           allowed_client_headers: listMatcher,
           allowed_client_headers_on_success: listMatcher,
-          dynamic_metadata_from_headers: doc(listMatcher, 'not yet', 'warning'),
+          dynamic_metadata_from_headers: doc(listMatcher, 'warned', 'warning'),
         }),
       },
       { required: ['server_uri'] },
     ),
-    grpc_service: doc(any, 'not yet', 'error: only http_service is supported'),
+    grpc_service: doc(any, 'rejected', 'error: only http_service is supported'),
     failure_mode_allow: bool,
     status_on_error: envoy({ code: statusCode }),
     with_request_body: doc(envoy({ max_request_bytes: int(1), allow_partial_message: bool, pack_as_bytes: bool }), 'partly', 'compiled; bodies are not sent yet (warning)'),
@@ -146,11 +148,11 @@ export const localRateLimitValueSchema = envoy({
   filter_enabled: runtimeFractionalPercent,
   filter_enforced: runtimeFractionalPercent,
   response_headers_to_add: arr(envoy({ append: bool, append_action: str(), header: headerValue }, { required: ['header'] })),
-  request_headers_to_add_when_not_enforced: doc(any, 'not yet', 'warning'),
-  status: doc(envoy({ code: statusCode }), 'not yet', 'warning; 429 is used'),
-  descriptors: doc(any, 'not yet', 'warning'),
+  request_headers_to_add_when_not_enforced: doc(any, 'warned', 'warning'),
+  status: doc(envoy({ code: statusCode }), 'warned', 'warning; 429 is used'),
+  descriptors: doc(any, 'warned', 'warning'),
   stage: any,
-  local_rate_limit_per_downstream_connection: doc(bool, 'not yet', 'warning; buckets are per process'),
+  local_rate_limit_per_downstream_connection: doc(bool, 'warned', 'warning; buckets are per process'),
 });
 
 /**
@@ -202,7 +204,7 @@ const patchSchema = obj(
     match: obj(
       {
         context: oneOfStr(CONTEXTS),
-        proxy: doc(obj({ proxyVersion: regexString, metadata: labels }), 'not yet', 'ignored'),
+        proxy: notEnforced(obj({ proxyVersion: regexString, metadata: labels }), 'the patch applies whatever the proxy version and metadata'),
         listener: obj({
           portNumber: int(1, 65535),
           portName: str(),
@@ -234,7 +236,7 @@ const patchSchema = obj(
       { oneOf: ['listener', 'routeConfiguration', 'cluster'] },
     ),
     patch: obj(
-      { operation: oneOfStr(OPERATIONS), value: any, filterClass: oneOfStr(['UNSPECIFIED', 'AUTHN', 'AUTHZ', 'STATS']) },
+      { operation: oneOfStr(OPERATIONS), value: any, filterClass: notEnforced(oneOfStr(['UNSPECIFIED', 'AUTHN', 'AUTHZ', 'STATS']), 'filters sit at their fixed place in the chain') },
       { required: ['operation'] },
     ),
   },
@@ -290,11 +292,11 @@ const patchSchema = obj(
 export const envoyfilterSpecSchema: Schema = obj(
   {
     workloadSelector: obj({ labels }),
-    targetRefs: doc(arr(targetRefSchema), 'not yet', 'warning'),
+    targetRefs: doc(arr(targetRefSchema), 'warned', 'warning'),
     configPatches: arr(patchSchema),
     priority: int(),
-    workloadLabels: doc(any, 'not yet', 'removed from Istio: error'),
-    filters: doc(any, 'not yet', 'removed from Istio: error'),
+    workloadLabels: doc(any, 'rejected', 'removed from Istio'),
+    filters: doc(any, 'rejected', 'removed from Istio'),
   },
   {
     check: (spec, path, r) => {

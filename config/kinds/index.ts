@@ -15,6 +15,7 @@ import { serviceEntrySpecSchema } from './serviceentry.ts';
 import { virtualServiceSpecSchema } from './virtualservice.ts';
 import { workloadEntrySpecSchema } from './workloadentry.ts';
 import { wasmpluginSpecSchema } from './wasmplugin.ts';
+import { endpointSliceSpecSchema, kubeServiceSpecSchema, podSpecSchema } from './kubernetes.ts';
 
 export interface KindDef {
   readonly kind: string;
@@ -24,6 +25,10 @@ export interface KindDef {
   readonly compiled: boolean;
   /** Whether the resource lives in a namespace (MeshConfig is mesh-wide but still keyed by one). */
   readonly namespaced: boolean;
+  /** Istio (or Portico) configuration, documented field by field (the default); false for the Kubernetes kinds read for the registry. */
+  readonly istio?: boolean;
+  /** The object has no `spec`: its top-level fields other than apiVersion/kind/metadata are the spec (EndpointSlice). */
+  readonly topLevelSpec?: boolean;
 }
 
 const NETWORKING = ['networking.istio.io/v1', 'networking.istio.io/v1beta1', 'networking.istio.io/v1alpha3'];
@@ -43,6 +48,10 @@ export const KINDS: ReadonlyMap<string, KindDef> = new Map(
       { kind: 'RequestAuthentication', apiVersions: SECURITY, spec: requestauthenticationSpecSchema, compiled: false, namespaced: true },
       { kind: 'WasmPlugin', apiVersions: ['extensions.istio.io/v1alpha1'], spec: wasmpluginSpecSchema, compiled: true, namespaced: true },
       { kind: 'MeshConfig', apiVersions: ['portico.dev/v1alpha1'], spec: meshconfigSpecSchema, compiled: false, namespaced: false },
+      // Kubernetes objects read for the service registry (config/kinds/kubernetes.ts).
+      { kind: 'Service', apiVersions: ['v1'], spec: kubeServiceSpecSchema, compiled: true, namespaced: true, istio: false },
+      { kind: 'EndpointSlice', apiVersions: ['discovery.k8s.io/v1'], spec: endpointSliceSpecSchema, compiled: true, namespaced: true, istio: false, topLevelSpec: true },
+      { kind: 'Pod', apiVersions: ['v1'], spec: podSpecSchema, compiled: true, namespaced: true, istio: false },
     ] satisfies KindDef[]
   ).map((d) => [d.kind, d]),
 );

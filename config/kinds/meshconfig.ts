@@ -6,7 +6,7 @@
  * Real `istio` ConfigMaps carry many fields Portico does not use: those are warnings, not errors.
  */
 import { ConfigErrorCodes } from '../errors.ts';
-import { arr, bool, doc, duration, int, num, obj, oneOfStr, str, strMap, type Schema } from '../schema.ts';
+import { arr, bool, doc, duration, int, notEnforced, num, obj, oneOfStr, str, strMap, type Schema } from '../schema.ts';
 
 export interface RawExtAuthzHttpProvider {
   service: string;
@@ -55,7 +55,7 @@ const envoyExtAuthzHttp = obj(
   {
     service: str({ nonEmpty: true }),
     port: int(1, 65535),
-    timeout: doc(duration(1), 'supported', 'default 10m (Istio)'),
+    timeout: doc(duration(1), 'enforced', 'default 10m (Istio)'),
     pathPrefix: str({
       check: (v, path, r) => {
         if (!v.startsWith('/')) r.report(path, ConfigErrorCodes.BAD_URI, `pathPrefix '${v}' must start with '/'`);
@@ -67,7 +67,7 @@ const envoyExtAuthzHttp = obj(
         if (!/^[1-5]\d\d$/.test(v)) r.report(path, ConfigErrorCodes.OUT_OF_RANGE, `statusOnError '${v}' is not an HTTP status code`);
       },
     }),
-    includeHeadersInCheck: doc(arr(headerPattern), 'supported', 'deprecated alias of includeRequestHeadersInCheck'),
+    includeHeadersInCheck: doc(arr(headerPattern), 'enforced', 'deprecated alias of includeRequestHeadersInCheck'),
     includeRequestHeadersInCheck: arr(headerPattern),
     includeAdditionalHeadersInCheck: strMap(),
     includeRequestBodyInCheck: doc(
@@ -91,7 +91,7 @@ const extensionProvider = obj(
   {
     name: str({ nonEmpty: true }),
     envoyExtAuthzHttp,
-    ...Object.fromEntries(OTHER_PROVIDERS.map((k) => [k, doc({ type: 'any' }, 'not yet', 'accepted, ignored (warning)') as Schema])),
+    ...Object.fromEntries(OTHER_PROVIDERS.map((k) => [k, doc({ type: 'any' }, 'warned', 'ignored') as Schema])),
   },
   {
     required: ['name'],
@@ -104,6 +104,17 @@ const extensionProvider = obj(
     },
   },
 );
+
+/** MeshConfig fields (istio.mesh.v1alpha1, through Istio 1.31) Portico accepts and does not act on. */
+const MESH_FIELDS_NOT_READ = [
+  'proxyListenPort', 'proxyInboundListenPort', 'proxyHttpPort', 'connectTimeout', 'protocolDetectionTimeout', 'tcpKeepalive',
+  'ingressClass', 'ingressService', 'ingressControllerMode', 'ingressSelector', 'enableTracing', 'enableEnvoyAccessLogService',
+  'disableEnvoyListenerLog', 'outboundTrafficPolicy', 'inboundTrafficPolicy', 'configSources', 'enableAutoMtls', 'trustDomainAliases',
+  'caCertificates', 'defaultServiceExportTo', 'defaultVirtualServiceExportTo', 'defaultDestinationRuleExportTo', 'localityLbSetting',
+  'dnsRefreshRate', 'h2UpgradePolicy', 'inboundClusterStatName', 'outboundClusterStatName', 'certificates', 'serviceSettings',
+  'enablePrometheusMerge', 'verifyCertificateAtClient', 'ca', 'defaultProviders', 'discoverySelectors', 'defaultHttpRetryPolicy',
+  'meshMTLS', 'tlsDefaults', 'serviceScopeConfigs', 'serviceEntryVisibility', 'thriftConfig',
+];
 
 export const meshconfigSpecSchema: Schema = obj(
   {
@@ -127,6 +138,10 @@ export const meshconfigSpecSchema: Schema = obj(
     accessLogFormat: doc(str(), 'partly', 'validated, kept for access-log work'),
     trustDomain: doc(str({ nonEmpty: true }), 'partly', 'validated, kept for mTLS work (default cluster.local)'),
     rootNamespace: str({ nonEmpty: true }),
+    // Applied once to every request path, the same for routing, authorization and the authservice.
+    pathNormalization: obj({ normalization: oneOfStr(['DEFAULT', 'NONE', 'BASE', 'MERGE_SLASHES', 'DECODE_AND_MERGE_SLASHES']) }),
+    // Valid MeshConfig fields Portico does not act on: named here so the warning says so, rather than "unknown field".
+    ...Object.fromEntries(MESH_FIELDS_NOT_READ.map((k) => [k, notEnforced({ type: 'any' }, 'not read by Portico')])),
   },
   { unknownFields: 'warning' },
 );

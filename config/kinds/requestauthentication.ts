@@ -1,7 +1,7 @@
 /** security.istio.io RequestAuthentication: https://istio.io/latest/docs/reference/config/security/request_authentication/ */
 import { ConfigErrorCodes } from '../errors.ts';
-import { arr, bool, childPath, doc, duration, obj, str, type Schema } from '../schema.ts';
-import { matchLabelsSelector, targetRefSchema } from './common.ts';
+import { arr, bool, childPath, doc, duration, obj, str, type Schema, notEnforced } from '../schema.ts';
+import { matchLabelsSelector, targetRefSchema, policyTargetRefsCheck } from './common.ts';
 import type { RawTargetRef } from './authorizationpolicy.ts';
 
 export interface RawJwtRule {
@@ -59,23 +59,21 @@ const jwtRule = obj(
     forwardOriginalToken: bool,
     outputClaimToHeaders: arr(obj({ header: str({ nonEmpty: true }), claim: str({ nonEmpty: true }) }, { required: ['header', 'claim'] })),
     timeout: duration(1),
+    // Istio 1.25+: claims whose space-separated string value is matched as a list (like `scope`).
+    spaceDelimitedClaims: notEnforced(arr(str({ nonEmpty: true })), 'claims are matched as written'),
   },
   {
     required: ['issuer'],
+    // Neither given: keys are discovered from `<issuer>/.well-known/openid-configuration`, as Istio does.
     oneOf: ['jwksUri', 'jwks'],
-    check: (rule, path, r) => {
-      if (rule.jwksUri === undefined && rule.jwks === undefined) {
-        r.report(childPath(path, 'jwksUri'), ConfigErrorCodes.REQUIRED, 'no jwksUri or jwks: Istio would discover keys via OpenID discovery, which Portico does not do yet', 'warning');
-      }
-    },
   },
 );
 
 export const requestauthenticationSpecSchema: Schema = obj(
   {
     selector: matchLabelsSelector,
-    targetRef: doc(targetRefSchema, 'not yet', 'recorded, not resolved (warning)'),
-    targetRefs: doc(arr(targetRefSchema), 'not yet', 'recorded, not resolved (warning)'),
+    targetRef: doc(targetRefSchema, 'partly', 'kind Gateway (the gateway workload name) is resolved; other kinds warn'),
+    targetRefs: doc(arr(targetRefSchema), 'partly', 'kind Gateway (the gateway workload name) is resolved; other kinds warn'),
     jwtRules: arr(jwtRule, {
       check: (rules, path, r) => {
         const seen = new Set<string>();
@@ -91,9 +89,7 @@ export const requestauthenticationSpecSchema: Schema = obj(
   {
     oneOf: ['selector', 'targetRef', 'targetRefs'],
     check: (spec, path, r) => {
-      for (const k of ['targetRef', 'targetRefs']) {
-        if (spec[k]) r.report(childPath(path, k), ConfigErrorCodes.NOT_IMPLEMENTED, `${k} is recorded but not resolved by Portico yet; use selector.matchLabels`, 'warning');
-      }
+      policyTargetRefsCheck(spec, path, r);
     },
   },
 );

@@ -64,23 +64,32 @@ function phase(list: readonly PhasedFilter[], p: WasmPhase): HttpFilter[] {
 }
 
 /**
- * The chain in the order of Istio's filter-chain specification
- * (istio/istio architecture/datapath/http-filter-chain.md):
- * wasm(AUTHN) · cors · jwt_authn · wasm(AUTHZ) · ext_authz · rbac · fault · wasm(STATS) ·
- * wasm(unset) · local ratelimit · router.
+ * The chain in the order istiod actually builds it (pilot/pkg/networking/core/listener_builder.go
+ * buildHTTPConnectionManager, and its test of a gateway with every kind configured):
+ *
+ *   ext_authz (CUSTOM) · wasm(AUTHN) · jwt_authn · wasm(AUTHZ) · rbac · wasm(STATS) ·
+ *   wasm(unset) · fault · cors · local ratelimit · router
+ *
+ * This differs from the aspirational order in istio/istio architecture/datapath/
+ * http-filter-chain.md (cors first, ext_authz just before rbac), which that document itself lists
+ * as not yet done. Real configs depend on the real order: Kubeflow ≥ 1.9's `require-jwt` DENY
+ * policy relies on the CUSTOM provider's injected `Authorization` being verified by jwt_authn
+ * AFTER ext_authz. EnvoyFilter-inserted ext_authz (Kubeflow ≤ 1.8: INSERT_BEFORE with no
+ * sub-filter) lands first as well. Local rate limits sit where Istio's documented EnvoyFilter
+ * puts them: just before the router.
  */
 export function buildHttpChain(snapshot: Snapshot, owner: ChainOwner, deps: ChainDeps): HttpFilter[] {
   const ext = deps.extensions?.(snapshot, owner) ?? [];
   const candidates: (HttpFilter | undefined)[] = [
+    extAuthzFilter(snapshot, owner, deps),
     ...phase(ext, 'AUTHN'),
-    corsFilter(snapshot),
     jwtAuthnFilter(snapshot, owner, deps.jwks),
     ...phase(ext, 'AUTHZ'),
-    extAuthzFilter(snapshot, owner, deps),
     rbacFilter(snapshot, owner, deps.log),
-    faultFilter(snapshot),
     ...phase(ext, 'STATS'),
     ...phase(ext, 'UNSPECIFIED_PHASE'),
+    faultFilter(snapshot),
+    corsFilter(snapshot),
     rateLimitFilter(deps.rateLimits ?? []),
   ];
   return candidates.filter((f): f is HttpFilter => f !== undefined);

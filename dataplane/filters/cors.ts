@@ -1,8 +1,8 @@
 /**
  * envoy.filters.http.cors, configured per route by VirtualService `corsPolicy`: answers
  * preflights the policy covers, and adds the CORS headers to responses of allowed origins.
- * It precedes jwt_authn so preflights (which browsers send without credentials) are not refused
- * for lacking a token (istio/istio architecture/datapath/http-filter-chain.md).
+ * It runs after the security filters, as istiod places it; jwt_authn lets preflights through
+ * (Envoy's `bypass_cors_preflight`), but a DENY/ALLOW policy sees them, as in Istio.
  */
 import type { CorsPolicy, Snapshot } from '../../config/snapshot.ts';
 import type { HeaderMap } from '../../gateway/headers.ts';

@@ -14,7 +14,9 @@ export function policyInput(x: FilterExchange): PolicyInput {
     host: r.host,
     method: r.method,
     port: r.port,
-    headers: r.headers,
+    // As Envoy's rbac sees them: after the connection manager (x-forwarded-for, x-request-id) and
+    // the filters before (ext_authz results, jwt_authn's claim headers).
+    headers: x.upstreamHeaders,
     sourceIp: r.peerIp,
     remoteIp: r.remoteIp,
     principal: r.principal,

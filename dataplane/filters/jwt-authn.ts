@@ -18,8 +18,13 @@ export function jwtAuthnFilter(snapshot: Snapshot, owner: ChainOwner, jwks: Jwks
     name: 'envoy.filters.http.jwt_authn',
     onRequest(x) {
       const r = x.request;
-      if (!hasCandidateToken(policies, r.headers, r.query)) return undefined;
-      return authenticateJwt(policies, r.headers, r.query, jwks).then((jwt): FilterResult => {
+      // bypass_cors_preflight: browsers send preflights without credentials (istio/istio#36911).
+      if (r.method === 'OPTIONS' && r.headers.origin !== undefined && r.headers['access-control-request-method'] !== undefined) return undefined;
+      // The request headers as the filters before this one left them (ext_authz may have set
+      // Authorization, as Kubeflow's oauth2-proxy setup relies on), as Envoy's jwt_authn sees them.
+      const headers = x.upstreamHeaders;
+      if (!hasCandidateToken(policies, headers, r.query)) return undefined;
+      return authenticateJwt(policies, headers, r.query, jwks).then((jwt): FilterResult => {
         if (jwt.kind === 'none') return undefined;
         if (jwt.kind === 'invalid') {
           return {

@@ -3,14 +3,7 @@
  *
  * A chain is built once per snapshot from the compiled config (only the filters something
  * configures are in it, so an unconfigured feature costs nothing per request) and run per
- * request after routing, in the order of Istio's filter-chain specification:
- *
- *   wasm(AUTHN) · cors · jwt_authn · wasm(AUTHZ) · ext_authz · rbac · fault · wasm(STATS)
- *   · wasm(unset) · local ratelimit · router
- *
- * https://github.com/istio/istio/blob/master/architecture/datapath/http-filter-chain.md
- * ("CORS … should precede JWT and other authentication filters"; ext_authz immediately before
- * rbac; traffic management — fault — after application security.)
+ * request after routing, in the order istiod builds it (see chain.ts buildHttpChain).
  *
  * Request callbacks run in chain order and may answer locally; response callbacks run in the
  * reverse order (as Envoy's encoder filters do).

@@ -11,7 +11,7 @@ import { Browser, submitIdpLogin } from '../helpers/authservice-harness.ts';
 import { authURL, discover, loginForCode, startCallbackServer, tokenRequest } from '../helpers/dex.ts';
 import { exampleDexConfig, exampleEnv, IDPS, startKubeflowStack, type AuthzForm } from '../helpers/stack.ts';
 
-const FORMS: readonly AuthzForm[] = ['envoy-filter', 'istio-custom'];
+const FORMS: readonly AuthzForm[] = ['envoy-filter', 'istio-custom', 'istio-jwt'];
 const SPOOF = { 'kubeflow-userid': 'mallory@evil.example', 'Kubeflow_UserID': 'mallory@evil.example' };
 
 interface HeadersEcho {

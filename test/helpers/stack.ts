@@ -32,7 +32,11 @@ const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const KUBEFLOW_EXAMPLE = join(REPO, 'config/examples/kubeflow');
 
 /** Which ext_authz configuration the gateway gets. */
-export type AuthzForm = 'envoy-filter' | 'istio-custom';
+/**
+ * `envoy-filter`: Kubeflow ≤ 1.8's EnvoyFilter; `istio-custom`: a CUSTOM AuthorizationPolicy;
+ * `istio-jwt`: Kubeflow ≥ 1.9's gateway policies (CUSTOM + RequestAuthentication + require-jwt DENY).
+ */
+export type AuthzForm = 'envoy-filter' | 'istio-custom' | 'istio-jwt';
 export type IdpKind = 'dex' | 'devidp';
 
 export interface KubeflowStackOptions {
@@ -94,7 +98,7 @@ interface PortMap {
  * Copies `dirs` of the example into a temp dir, changing only ports: WorkloadEntry `ports.http`
  * by entry name, and the Gateway's `targetPort`s. Comments and everything else stay.
  */
-function copyWithPorts(dirs: string[], ports: PortMap, filterAsWritten = false): string {
+function copyWithPorts(dirs: string[], ports: PortMap, filterAsWritten = false, issuer?: string): string {
   const out = mkdtempSync(join(tmpdir(), 'portico-kubeflow-'));
   for (const d of dirs) {
     const src = join(KUBEFLOW_EXAMPLE, d);
@@ -114,6 +118,11 @@ function copyWithPorts(dirs: string[], ports: PortMap, filterAsWritten = false):
           if (list) doc.setIn(patterns, list.filter((it) => !(it.items?.[0]?.value?.comment ?? '').includes('Portico:')));
         }
         if (kind === 'WorkloadEntry' && resName in ports.workloads) doc.setIn(['spec', 'ports', 'http'], ports.workloads[resName]);
+        // The IdP's issuer is where the test runs it (in a cluster: dex.auth.svc.cluster.local:5556).
+        if (kind === 'RequestAuthentication' && issuer) {
+          const rules = (doc.toJS() as { spec: { jwtRules?: unknown[] } }).spec.jwtRules ?? [];
+          rules.forEach((_r, i) => doc.setIn(['spec', 'jwtRules', i, 'issuer'], issuer));
+        }
         if (kind === 'Gateway') {
           const servers = (doc.toJS() as { spec: { servers: { port: { targetPort?: number } }[] } }).spec.servers;
           servers.forEach((s, i) => {
@@ -151,7 +160,9 @@ export async function startKubeflowStack(t: TestContext, opts: KubeflowStackOpti
   const gatewayHttps = await freePort();
   const http = `http://127.0.0.1:${gatewayHttp}`;
   const https = `https://localhost:${gatewayHttps}`;
-  const env = { ...exampleEnv(), ...opts.env };
+  // Kubeflow ≥ 1.9's require-jwt policy needs a verified JWT on every request: the authservice
+  // hands the session's ID token upstream, as oauth2-proxy does.
+  const env: Record<string, string> = { ...exampleEnv(), ...(opts.form === 'istio-jwt' ? { ID_TOKEN_HEADER: 'authorization' } : {}), ...opts.env };
 
   // The IdP, with the client and callback the example's params.env names.
   const callbackPath = `${(env.AUTHSERVICE_URL_PREFIX ?? '/authservice').replace(/\/+$/, '')}/oidc/callback`;
@@ -192,7 +203,7 @@ export async function startKubeflowStack(t: TestContext, opts: KubeflowStackOpti
       'httpbin-0': httpbin.port,
       'productpage-0': productpage.port,
     },
-  }, opts.kubeflowFilterAsWritten === true);
+  }, opts.kubeflowFilterAsWritten === true, idp.issuer);
   t.after(() => rmSync(dir, { recursive: true, force: true }));
   const built = await buildSnapshot([join(dir, 'base'), join(dir, opts.form)], { secretsDir: join(certs.dir, 'credentials'), cwd: dir });
   if (!built.ok) throw new Error(`example config does not compile:\n${built.issues.map((i) => formatIssue(i)).join('\n')}`);

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { renderConfigurationDoc } from '../../config/docs.ts';
+import { renderConfigurationDoc, statusCounts } from '../../config/docs.ts';
 import { KINDS } from '../../config/kinds/index.ts';
 
 const file = fileURLToPath(new URL('../../docs/configuration.md', import.meta.url));
@@ -22,11 +22,20 @@ test('every kind and the fields this work added are documented with a status', (
   const doc = renderConfigurationDoc();
   for (const kind of KINDS.keys()) assert.match(doc, new RegExp(`^## ${kind}$`, 'm'));
   for (const row of [
-    /\| `extensionProviders\[\]\.envoyExtAuthzHttp\.headersToUpstreamOnAllow` \| list of string \| supported \|/,
-    /\| `rules\[\]\.when\[\]\.key` \| string \| supported \|/,
-    /\| `http_service\.authorization_response\.allowed_client_headers\.patterns\[\]\.safe_regex\.regex` \| string \| supported \|/,
-    /\| `token_bucket\.fill_interval` \| duration \| supported \|/,
-    /\| `http\[\]\.delegate` \| object \| not yet \| error \|/,
+    /\| `extensionProviders\[\]\.envoyExtAuthzHttp\.headersToUpstreamOnAllow` \| list of string \| enforced \|/,
+    /\| `rules\[\]\.when\[\]\.key` \| string \| enforced \|/,
+    /\| `http_service\.authorization_response\.allowed_client_headers\.patterns\[\]\.safe_regex\.regex` \| string \| enforced \|/,
+    /\| `token_bucket\.fill_interval` \| duration \| enforced \|/,
+    /\| `http\[\]\.delegate` \| object \| enforced \| merged as pilot merges delegates \|/,
+    /\| `trafficPolicy\.tunnel` \| object \| warned \|/,
+    /\| `servers\[\]\.tls\.caCrl` \| string \| warned \|/,
+    /\| `http\[\]\.retries\.retryIgnorePreviousHosts` \| bool \| warned \|/,
     /\| `with_request_body` \| object \| partly \|/,
   ]) assert.match(doc, row);
+});
+
+test('the document states the field counts by status, and they add up', () => {
+  const c = statusCounts();
+  assert.ok(c.enforced > 0 && c.warned > 0 && c.rejected > 0, JSON.stringify(c));
+  assert.match(renderConfigurationDoc(), new RegExp(`Istio fields by status: ${c.enforced + c.partly} enforced \\(${c.partly} of them partly\\), ${c.warned} warned, ${c.rejected} rejected\\.`));
 });

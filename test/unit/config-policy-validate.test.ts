@@ -16,9 +16,9 @@ function lineWith(text: string, needle: string, from?: string): number {
   return i + 1;
 }
 
-async function build(text: string): Promise<{ ok: boolean; issues: readonly ConfigIssue[]; warnings: readonly ConfigIssue[] }> {
+async function build(text: string): Promise<{ ok: boolean; issues: readonly ConfigIssue[]; warnings: readonly ConfigIssue[]; infos: readonly ConfigIssue[] }> {
   const r = await buildSnapshotFromText(text, 'bad.yaml');
-  return { ok: r.ok, issues: r.ok ? [] : r.issues, warnings: r.warnings ?? [] };
+  return { ok: r.ok, issues: r.ok ? [] : r.issues, warnings: r.warnings ?? [], infos: r.infos ?? [] };
 }
 
 function expectIssue(list: readonly ConfigIssue[], want: { line: number; path: string; code: string; message?: RegExp; kind?: string }): ConfigIssue {
@@ -215,7 +215,7 @@ data: {a: b}
   const r = await build(cm);
   expectIssue(r.issues, { line: lineWith(cm, 'JSN'), path: 'spec.accessLogEncoding', code: ConfigErrorCodes.BAD_ENUM, kind: 'MeshConfig' });
   expectIssue(r.issues, { line: lineWith(cm, '70000'), path: 'spec.extensionProviders[0].envoyExtAuthzHttp.port', code: ConfigErrorCodes.OUT_OF_RANGE });
-  expectIssue(r.warnings, { line: lineWith(cm, 'name: other'), path: 'metadata.name', code: ConfigErrorCodes.UNKNOWN_KIND, kind: 'ConfigMap' });
+  expectIssue(r.infos, { line: lineWith(cm, 'name: other'), path: 'metadata.name', code: ConfigErrorCodes.SKIPPED_KIND, kind: 'ConfigMap' });
   const two = `${MESH}---\n${cm.replace('JSN', 'JSON').replace('70000', '8080')}`;
   // Resources are ordered by namespace/name: istio-system/istio is used, istio-system/mesh conflicts.
   expectIssue((await build(two)).issues, { line: lineWith(two, 'name: mesh'), path: 'metadata.name', code: ConfigErrorCodes.MESHCONFIG_CONFLICT, message: /istio-system\/istio/ });

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { buildSnapshotFromText, ConfigErrorCodes, formatIssue, type ConfigIssue } from '../../config/index.ts';
+import { buildSnapshotFromText, ConfigErrorCodes, formatIssue, type ConfigIssue, type Snapshot } from '../../config/index.ts';
 import { pairs, tempDir, writeCredential } from './config-tls-helper.ts';
 
 const GW = `apiVersion: networking.istio.io/v1
@@ -68,6 +68,15 @@ async function fail(text: string, opts: { cwd?: string; secretsDir?: string } = 
   return { issues: r.ok ? [] : r.issues, cwd };
 }
 
+/** Builds a config that must be accepted and returns its warnings (same shape as fail()). */
+async function warns(text: string, opts: { cwd?: string } = {}): Promise<{ issues: readonly ConfigIssue[]; cwd: string; snapshot: Snapshot }> {
+  const cwd = opts.cwd ?? process.cwd();
+  const r = await buildSnapshotFromText(text, 'bad.yaml', { cwd });
+  assert.ok(r.ok, r.ok ? '' : r.issues.map((i) => formatIssue(i, cwd)).join('\n'));
+  for (const w of r.warnings) assert.equal(w.severity, 'warning');
+  return { issues: r.warnings, cwd, snapshot: r.snapshot };
+}
+
 function expectIssue(
   got: { issues: readonly ConfigIssue[]; cwd: string },
   want: { line: number; path: string; code: string; message?: RegExp; kind?: string; name?: string },
@@ -110,23 +119,40 @@ test('wrong type and bad enum', async () => {
   expectIssue(got, { line: lineWith(text, 'HTTTP'), path: 'spec.servers[0].port.protocol', code: ConfigErrorCodes.BAD_ENUM, message: /did you mean 'HTTP'/ });
 });
 
-test('route weights must sum to 100', async () => {
-  const text = vs(`  - route:\n    - destination: {host: reviews}\n      weight: 60\n    - destination: {host: ratings.example.com}\n      weight: 30\n`);
-  expectIssue(await fail(text), { line: lineWith(text, 'weight: 30'), path: 'spec.http[0].route[1].weight', code: ConfigErrorCodes.WEIGHT_SUM, message: /sum to 90, want 100/ });
+test('route weights are relative (Istio 1.15+): 60/30 and 90/30 are valid, only a total of 0 is not', async () => {
+  const ok = vs(`  - route:\n    - destination: {host: reviews}\n      weight: 90\n    - destination: {host: ratings.example.com}\n      weight: 30\n`);
+  const { snapshot } = await warns(ok);
+  const route = snapshot.gateways[0].ports[0].virtualHosts[0].routes[0];
+  assert.equal(route.action.kind, 'route');
+  assert.deepEqual(route.action.kind === 'route' ? route.action.destinations.map((d) => d.weight) : [], [90, 30]);
   const single = vs(`  - route:\n    - destination: {host: reviews}\n      weight: 50\n`);
-  expectIssue(await fail(single), { line: lineWith(single, 'weight: 50'), path: 'spec.http[0].route[0].weight', code: ConfigErrorCodes.WEIGHT_SUM });
+  assert.equal((await warns(single)).issues.length, 0);
+  const zero = vs(`  - route:\n    - destination: {host: reviews}\n      weight: 0\n    - destination: {host: ratings.example.com}\n      weight: 0\n`);
+  expectIssue(await fail(zero), { line: lineWith(zero, 'weight: 0', 'ratings'), path: 'spec.http[0].route[1].weight', code: ConfigErrorCodes.WEIGHT_SUM, message: /total destination weight is 0/ });
+  const negative = vs(`  - route:\n    - destination: {host: reviews}\n      weight: -1\n    - destination: {host: ratings.example.com}\n      weight: 2\n`);
+  expectIssue(await fail(negative), { line: lineWith(negative, 'weight: -1'), path: 'spec.http[0].route[0].weight', code: ConfigErrorCodes.OUT_OF_RANGE });
+  const unset = vs(`  - route:\n    - destination: {host: reviews}\n      weight: 10\n    - destination: {host: ratings.example.com}\n`);
+  expectIssue(await warns(unset), { line: lineWith(unset, 'ratings.example.com'), path: 'spec.http[0].route[1]', code: ConfigErrorCodes.WEIGHT_SUM, message: /no traffic/ });
 });
 
-test('subset not defined by a DestinationRule', async () => {
+test('subset not defined by a DestinationRule: a warning (Istio accepts it), and the cluster has no endpoints', async () => {
   const text = vs(`  - route: [{destination: {host: reviews, subset: v9}}]\n`);
-  expectIssue(await fail(text), { line: lineWith(text, 'subset: v9'), path: 'spec.http[0].route[0].destination.subset', code: ConfigErrorCodes.UNKNOWN_SUBSET, message: /'v9'.*DestinationRule default\/reviews/ });
+  const got = await warns(text);
+  expectIssue(got, { line: lineWith(text, 'subset: v9'), path: 'spec.http[0].route[0].destination.subset', code: ConfigErrorCodes.UNKNOWN_SUBSET, message: /'v9'.*DestinationRule default\/reviews.*503/ });
+  const cluster = got.snapshot.clusters.find((c) => c.subset === 'v9');
+  assert.ok(cluster);
+  assert.deepEqual(cluster.endpoints, []);
+  assert.equal(cluster.resolution, 'STATIC');
 });
 
-test('unknown short host is an error; FQDNs outside the registry resolve by DNS', async () => {
+test('unknown short host is a warning; FQDNs outside the registry resolve by DNS', async () => {
   const text = vs(`  - route: [{destination: {host: ratingz}}]\n  - route: [{destination: {host: ratings.example.com}}]\n  - route: [{destination: {host: reviews.default.svc.cluster.local}}]\n`);
-  const got = await fail(text);
+  const got = await warns(text);
   expectIssue(got, { line: lineWith(text, 'ratingz'), path: 'spec.http[0].route[0].destination.host', code: ConfigErrorCodes.UNKNOWN_HOST, message: /ratingz\.default\.svc\.cluster\.local/ });
-  assert.equal(got.issues.length, 1, got.issues.map((i) => i.message).join('\n'));
+  const hosts = got.issues.filter((i) => i.code === ConfigErrorCodes.UNKNOWN_HOST);
+  assert.equal(hosts.length, 1, hosts.map((i) => i.message).join('\n'));
+  // Rules after a catch-all are never used (Istio's analyzeUnreachableHTTPRules warns too).
+  assert.deepEqual(got.issues.filter((i) => i.code === ConfigErrorCodes.UNREACHABLE_RULE).map((i) => i.path), ['spec.http[1]', 'spec.http[2]']);
 });
 
 test('regexes must compile and be RE2 (no lookarounds, no backreferences)', async () => {
@@ -138,9 +164,9 @@ test('regexes must compile and be RE2 (no lookarounds, no backreferences)', asyn
   expectIssue(got, { line: lineWith(text, '[z-a]'), path: 'spec.http[0].rewrite.uriRegexRewrite.match', code: ConfigErrorCodes.BAD_REGEX });
 });
 
-test('gateway references must exist (name, ns/name, match gateways; mesh is reserved)', async () => {
-  const text = vs(`  - match:\n    - uri: {prefix: /}\n      gateways: [other/gw, mesh]\n${OK_ROUTE.replace('  - ', '    ')}`).replace('gateways: [gw]', 'gateways: [gw, nope, default/gw, mesh]');
-  const got = await fail(text);
+test('gateway references that do not exist are warnings, as istioctl analyze (name, ns/name, match gateways; mesh is reserved)', async () => {
+  const text = vs(`  - match:\n    - uri: {prefix: /}\n      gateways: [other/gw, mesh]\n${OK_ROUTE.replace('  - ', '    ')}`).replace('gateways: [gw]', 'gateways: [gw, nope, default/gw, mesh]').replace('hosts: ["*"]\n  gateways', 'hosts: [reviews]\n  gateways');
+  const got = await warns(text);
   expectIssue(got, { line: lineWith(text, 'nope'), path: 'spec.gateways[1]', code: ConfigErrorCodes.UNKNOWN_GATEWAY, message: /'nope'.*default\/nope/ });
   expectIssue(got, { line: lineWith(text, 'other/gw'), path: 'spec.http[0].match[0].gateways[0]', code: ConfigErrorCodes.UNKNOWN_GATEWAY });
   assert.equal(got.issues.length, 2);
@@ -242,9 +268,18 @@ test('unknown kind, unsupported apiVersion, bad duration: all reported at once',
   assert.equal(got.issues.length, 3);
 });
 
-test('a destination port the service does not have, and a missing port on a multi-port service', async () => {
+test('a destination port the service does not have, and a missing port on a multi-port service: warnings', async () => {
   const text = vs(`  - route: [{destination: {host: reviews, port: {number: 9999}}}]\n`);
-  expectIssue(await fail(text), { line: lineWith(text, '9999'), path: 'spec.http[0].route[0].destination.port.number', code: ConfigErrorCodes.UNKNOWN_PORT });
+  expectIssue(await warns(text), { line: lineWith(text, '9999'), path: 'spec.http[0].route[0].destination.port.number', code: ConfigErrorCodes.UNKNOWN_PORT });
   const multi = vs(OK_ROUTE).replace('ports: [{number: 9080, name: http, protocol: HTTP}]', 'ports: [{number: 9080, name: http}, {number: 9090, name: grpc}]');
-  expectIssue(await fail(multi), { line: lineWith(multi, 'subset: v1}}]'), path: 'spec.http[0].route[0].destination.port', code: ConfigErrorCodes.PORT_REQUIRED });
+  expectIssue(await warns(multi), { line: lineWith(multi, 'subset: v1}}]'), path: 'spec.http[0].route[0].destination.port', code: ConfigErrorCodes.PORT_REQUIRED });
+});
+
+test('port protocols are case-insensitive, as Istio parses them (Gateway servers and ServiceEntry ports)', async () => {
+  const text = vs(OK_ROUTE).replace('port: {number: 80, name: http, protocol: HTTP}', 'port: {number: 80, name: http, protocol: http}').replace('ports: [{number: 9080, name: http, protocol: HTTP}]', 'ports: [{number: 9080, name: http, protocol: Http2}]');
+  const { snapshot, issues } = await warns(text);
+  assert.deepEqual(issues, []);
+  assert.equal(snapshot.gateways[0].ports[0].protocol, 'HTTP');
+  assert.equal(snapshot.gateways[0].ports[0].virtualHosts.length, 1);
+  assert.equal(snapshot.services.find((s) => s.host === 'reviews.default.svc.cluster.local')?.ports[0].protocol, 'HTTP2');
 });
