@@ -198,14 +198,24 @@ export class Vm {
     return this.exec({ op: 'responseHeaders', args: [ctx, info, headers, endOfStream] }) as Outcome;
   }
 
-  /** The stream ended: on_done/on_log/on_delete run with the next call or when the loop is idle. */
+  /** The stream ended: on_done/on_log/on_delete run with the next call, or within 20 ms. */
   streamDone(ctx: number, info?: ResponseInfo): void {
     this.paused.delete(ctx);
     if (this.failure) return;
     this.pendingDone.push({ op: 'streamDone', args: [ctx, info] });
+    // Stream ends ride along with the next call; when none comes soon, a timer sends them (a
+    // separate round trip per request would cost as much as the request's own callbacks).
+    if (this.pendingDone.length >= 64) {
+      try {
+        this.exec({ op: 'batch', calls: [] });
+      } catch {
+        // recorded in this.failure
+      }
+      return;
+    }
     if (!this.flushScheduled) {
       this.flushScheduled = true;
-      setImmediate(() => {
+      setTimeout(() => {
         this.flushScheduled = false;
         if (this.pendingDone.length && !this.failure) {
           try {
@@ -214,7 +224,7 @@ export class Vm {
             // recorded in this.failure; the next request applies the failure strategy
           }
         }
-      });
+      }, 20).unref();
     }
   }
 

@@ -3,4 +3,10 @@
 import { register } from 'tsx/esm/api';
 
 register();
+// Every VM would print Node's "WASI is an experimental feature" warning; it says nothing new.
+const emit = process.emitWarning.bind(process);
+process.emitWarning = (warning, ...rest) => {
+  if (String(warning).includes('WASI is an experimental feature')) return;
+  emit(warning, ...rest);
+};
 await import('./worker.ts');
