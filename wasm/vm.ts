@@ -205,7 +205,9 @@ export class Vm {
     this.pendingDone.push({ op: 'streamDone', args: [ctx, info] });
     // Stream ends ride along with the next call; when none comes soon, a timer sends them (a
     // separate round trip per request would cost as much as the request's own callbacks).
-    if (this.pendingDone.length >= 64) {
+    // Small batches: SDKs keep a context per open stream, and some walk them all per call
+    // (proxy-runtime logs context_map.keys() on every context creation).
+    if (this.pendingDone.length >= 8) {
       try {
         this.exec({ op: 'batch', calls: [] });
       } catch {
