@@ -4,6 +4,7 @@
  * Pure: no I/O (certificate bytes come from validation), no mutation of the input, deterministic
  * ordering everywhere so that the same YAML always yields byte-identical JSON and the same version.
  */
+import { DEFAULT_PATH_NORMALIZATION, parsePathNormalization } from '../lib/path.ts';
 import { createHash } from 'node:crypto';
 import { isAbsolute, relative } from 'node:path';
 import type {
@@ -76,24 +77,6 @@ export function compileSnapshot(config: ValidatedConfig, opts: CompileOptions = 
   const cwd = opts.cwd ?? process.cwd();
   const c = new Compiler(config, cwd);
   return c.run();
-}
-
-/** `\1`-style RE2 rewrite groups → JavaScript `$1`; literal `$` escaped as `$$`. */
-export function convertRegexRewrite(rewrite: string): string {
-  let out = '';
-  for (let i = 0; i < rewrite.length; i++) {
-    const ch = rewrite[i];
-    const next = rewrite[i + 1];
-    if (ch === '\\' && next !== undefined && /\d/.test(next)) {
-      out += `$${next}`;
-      i++;
-    } else if (ch === '\\' && next === '\\') {
-      out += '\\';
-      i++;
-    } else if (ch === '$') out += '$$';
-    else out += ch;
-  }
-  return out;
 }
 
 function stringMatch(m: RawStringMatch | undefined): StringMatch | undefined {
@@ -383,7 +366,7 @@ class Compiler {
         ? strip({
             uri: rw.uri,
             authority: rw.authority,
-            uriRegex: rw.uriRegexRewrite ? { match: rw.uriRegexRewrite.match, rewrite: convertRegexRewrite(rw.uriRegexRewrite.rewrite) } : undefined,
+            uriRegex: rw.uriRegexRewrite ? { match: rw.uriRegexRewrite.match, rewrite: rw.uriRegexRewrite.rewrite } : undefined,
           })
         : undefined,
       timeoutMs: timeout ? timeout : undefined,
@@ -780,6 +763,9 @@ class Compiler {
     if (typeof m.accessLogFile === 'string' && m.accessLogFile) out.accessLogFile = m.accessLogFile;
     if (m.accessLogEncoding === 'JSON' || m.accessLogEncoding === 'TEXT') out.accessLogEncoding = m.accessLogEncoding;
     if (typeof m.accessLogFormat === 'string' && m.accessLogFormat) out.accessLogFormat = m.accessLogFormat;
+    // Only when set, so snapshots of meshes on Istio's default stay as they were.
+    const pn = m.pathNormalization?.normalization;
+    if (pn !== undefined) out.pathNormalization = parsePathNormalization(pn) ?? DEFAULT_PATH_NORMALIZATION;
     return out;
   }
 

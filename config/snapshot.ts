@@ -9,6 +9,8 @@
  * the same YAML always compiles to byte-identical JSON.
  */
 
+import type { PathNormalization } from '../lib/path.ts';
+
 /** Where a resource or field came from, for error messages and `config_dump`. */
 export interface SourceRef {
   readonly file: string;
@@ -77,7 +79,7 @@ export interface RouteDestination {
 export interface Rewrite {
   readonly uri?: string;
   readonly authority?: string;
-  /** RE2 pattern and replacement (`\1` style groups already converted to `$1`). */
+  /** RE2 pattern and RE2 substitution (`\0`–`\9` groups, `\\` a backslash), as Envoy's `regex_rewrite`. */
   readonly uriRegex?: { readonly match: string; readonly rewrite: string };
 }
 
@@ -665,6 +667,11 @@ export interface MeshSettings {
   readonly accessLogFile?: string;
   readonly accessLogEncoding?: 'TEXT' | 'JSON';
   readonly accessLogFormat?: string;
+  /**
+   * MeshConfig `pathNormalization.normalization`, applied once per request by every proxy (and by
+   * the authservice, which must be given the same mode); absent = Istio's default, BASE.
+   */
+  readonly pathNormalization?: PathNormalization;
 }
 
 export interface Snapshot {

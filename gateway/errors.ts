@@ -4,6 +4,8 @@
  * flag that goes to the access log (flags are logged, not sent to clients).
  * Library errors (undici, node:net) are translated in exactly one place: `fromUpstreamError`.
  */
+import { defineErrors } from '../lib/errors.ts';
+
 export interface GatewayError {
   readonly code: string;
   readonly status: number;
@@ -12,11 +14,9 @@ export interface GatewayError {
   readonly message: string;
 }
 
-function def(code: string, status: number, flag: string, message: string): GatewayError {
-  return Object.freeze({ code, status, flag, message });
-}
+const def = (code: string, status: number, flag: string, message: string) => ({ code, status, flag, message });
 
-export const ERR = Object.freeze({
+const gatewayErrors = defineErrors('GatewayError', {
   NO_ROUTE: def('PORTICO_ERR_NO_ROUTE', 404, 'NR', 'no route matched this request'),
   NO_CLUSTER: def('PORTICO_ERR_NO_CLUSTER', 503, 'NC', 'route names an upstream cluster that does not exist'),
   NO_HEALTHY_UPSTREAM: def('PORTICO_ERR_NO_HEALTHY_UPSTREAM', 503, 'UH', 'no healthy upstream'),
@@ -36,6 +36,9 @@ export const ERR = Object.freeze({
   AUTHZ_ERROR: def('PORTICO_ERR_AUTHZ_ERROR', 403, 'UAEX', 'external authorization service unavailable'),
   RBAC_DENIED: def('PORTICO_ERR_RBAC_DENIED', 403, 'RBAC', 'RBAC: access denied'),
 });
+
+/** The gateway's own answers, by key; frozen, compared by identity (`err === ERR.NO_ROUTE`). */
+export const ERR: { readonly [K in keyof typeof gatewayErrors.defs]: GatewayError } = gatewayErrors.defs;
 
 interface ErrorWithCode {
   code?: unknown;

@@ -3,15 +3,15 @@
  * offering HTTP/2 and HTTP/1.1 by ALPN with the certificate picked by SNI. Listeners read the
  * current PortTable through `deps.table()` on every request, so a route change never rebinds.
  */
-import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
-import { createSecureServer, createServer as createH2cServer, type Http2SecureServer, type ServerHttp2Session } from 'node:http2';
+import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
+import { createSecureServer, createServer as createH2cServer, type Http2SecureServer, type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { SecureContext, SecureContextOptions } from 'node:tls';
 import type { CertStore } from './tls.ts';
 import { handleRequest, type ListenerInfo, type ProxyDeps } from './proxy.ts';
 import type { PortKind, PortTable } from './router.ts';
 import { openL4Listener } from './l4.ts';
-import type { Server as NetServer } from 'node:net';
+import { Server as NetServer } from 'node:net';
 import { handleUpgrade } from './websocket.ts';
 
 export interface Listener {
@@ -64,6 +64,9 @@ export function drainServer(server: NetServer | HttpServer | Http2SecureServer, 
   });
 }
 
+/** How often a draining HTTP/1.1 listener looks for a moment to close its idle connections. */
+const DRAIN_IDLE_CLOSE_MS = 250;
+
 export function trackSockets(server: NetServer | HttpServer | Http2SecureServer): Set<Socket> {
   const sockets = new Set<Socket>();
   server.on('connection', (s: Socket) => {
@@ -84,6 +87,20 @@ export async function openListener(
   let server: HttpServer | Http2SecureServer;
   let current = table;
   const sessions = new Set<ServerHttp2Session>();
+  // Drain (Envoy's and nginx's behaviour): HTTP/1.1 responses from now on carry `Connection:
+  // close`; HTTP/2 sessions get GOAWAY. `open` holds the HTTP/1.1 responses not yet finished, so
+  // those already in flight when the drain starts are marked too.
+  let draining = false;
+  const open = new Set<ServerResponse>();
+  const serve = (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse): void => {
+    if (req.httpVersionMajor === 1) {
+      const r = res as ServerResponse;
+      if (draining) r.setHeader('connection', 'close');
+      open.add(r);
+      r.once('close', () => open.delete(r));
+    }
+    handleRequest(deps, info, req, res);
+  };
 
   if (table.tls) {
     const contextFor = (servername: string | undefined): SecureContext | undefined => {
@@ -105,8 +122,9 @@ export async function openListener(
     secure.on('session', (session) => {
       sessions.add(session);
       session.once('close', () => sessions.delete(session));
+      if (draining) session.close();
     });
-    secure.on('request', (req, res) => handleRequest(deps, info, req, res));
+    secure.on('request', serve);
     // With allowHTTP1, HTTP/1.1 connections are parsed by node:http and emit 'upgrade' here.
     (secure as unknown as HttpServer).on('upgrade', (req, socket, head) => handleUpgrade(deps, info, req, socket, head));
     server = secure;
@@ -117,8 +135,9 @@ export async function openListener(
     h2c.on('session', (session) => {
       sessions.add(session);
       session.once('close', () => sessions.delete(session));
+      if (draining) session.close();
     });
-    h2c.on('request', (req, res) => handleRequest(deps, info, req, res));
+    h2c.on('request', serve);
     server = h2c as unknown as Http2SecureServer;
   } else {
     const headersTimeout = opts.headersTimeoutMs ?? 30_000;
@@ -130,7 +149,7 @@ export async function openListener(
       // How often Node looks for connections past headersTimeout (slowloris); its default is 30 s.
       connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(headersTimeout / 2))),
     });
-    plain.on('request', (req, res) => handleRequest(deps, info, req, res));
+    plain.on('request', serve);
     plain.on('upgrade', (req, socket, head) => handleUpgrade(deps, info, req, socket, head));
     server = plain;
   }
@@ -159,12 +178,34 @@ export async function openListener(
         if (defaults) (server as Http2SecureServer).setSecureContext(defaults);
       }
     },
-    close(graceMs) {
-      return drainServer(server, sockets, graceMs, () => {
-        // Idle keep-alive connections would hold close() open; in-flight ones finish first.
-        (server as HttpServer).closeIdleConnections?.();
-        for (const session of sessions) session.close(); // HTTP/2 GOAWAY, streams finish
+    async close(graceMs) {
+      draining = true;
+      for (const r of open) if (!r.headersSent) r.setHeader('connection', 'close');
+      // GOAWAY with the last stream processed; streams in flight finish, later ones are refused
+      // (REFUSED_STREAM: never processed, safe to retry, RFC 9113 §8.7).
+      for (const session of sessions) session.close();
+      const closeIdle = (): void => (server as HttpServer).closeIdleConnections?.();
+      // Idle HTTP/1.1 connections are closed only while no request is in flight: closing one
+      // races its client writing the next request, which is then lost. Busy connections end
+      // after their next response, which says `Connection: close`.
+      const tick = setInterval(() => open.size === 0 && closeIdle(), DRAIN_IDLE_CLOSE_MS);
+      tick.unref();
+      await new Promise<void>((resolve) => {
+        const deadline = setTimeout(() => {
+          closeIdle(); // idle ones get a clean close; only requests still running are cut
+          for (const s of sockets) s.destroy();
+          resolve();
+        }, graceMs);
+        deadline.unref();
+        // net.Server's close: stop accepting, call back once every connection has ended. (The
+        // http servers' close() would also close every idle keep-alive connection at once.)
+        NetServer.prototype.close.call(server, () => {
+          clearTimeout(deadline);
+          resolve();
+        });
       });
+      clearInterval(tick);
+      server.close(); // the http server's own timers (header timeouts); nothing is left to close
     },
   };
 }

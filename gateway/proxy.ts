@@ -15,7 +15,7 @@ import { forwardRequest, prepareBody, type DownstreamRequest, type DownstreamRes
 import { sendMirrors } from './mirror.ts';
 import { applyHeaderOps, clientAddress, peerAddress, upstreamRequestHeaders, type HeaderMap, type HeaderPolicy } from './headers.ts';
 import { hostOnly, type MatchInput } from './matchers.ts';
-import { normalizePath, splitTarget } from './path.ts';
+import { normalizePath, splitTarget } from '../lib/path.ts';
 import type { UpstreamPools } from './pools.ts';
 import { matchRoute, type CompiledRoute, type PortTable, type RouteTable, type RuntimeVirtualHost } from './router.ts';
 
@@ -153,18 +153,11 @@ function redirectLocation(r: Redirect, input: MatchInput, host: string, listener
   return `${scheme}://${authority}${path}`;
 }
 
-const regexCache = new WeakMap<Rewrite, RegExp>();
-
 function rewritePath(rw: Rewrite | undefined, route: CompiledRoute, input: MatchInput): string {
   let path = input.path;
-  if (rw?.uriRegex) {
-    let re = regexCache.get(rw);
-    if (!re) {
-      re = new RegExp(rw.uriRegex.match, 'gu');
-      regexCache.set(rw, re);
-    }
-    re.lastIndex = 0;
-    path = path.replace(re, rw.uriRegex.rewrite);
+  if (rw?.uriRegex && route.regexRewrite) {
+    // RE2 global replace, compiled once per route table (router.ts).
+    path = route.regexRewrite(path);
   } else if (route.rewritePath) {
     // Precompiled for the match entry that fired (router.ts compilePrefixRewrite).
     path = route.rewritePath(path);
@@ -222,7 +215,7 @@ export function routeRequest(
   if (!target) return { error: ERR.BAD_REQUEST, detail: 'malformed request target' };
   const authority = target.authority ?? authorityOf(req);
   if (!authority) return { error: ERR.BAD_REQUEST, detail: 'missing Host header' };
-  const path = normalizePath(target.path);
+  const path = normalizePath(target.path, table.snapshot.meshConfig.pathNormalization);
   if (path === undefined) return { error: ERR.BAD_PATH };
   const host = hostOnly(authority);
   const input: MatchInput = {

@@ -3,6 +3,7 @@
  * survives swaps (pools, balancer cursors, certificates). `apply()` is the only way config
  * changes: it builds the new table first and swaps only if that worked.
  */
+import { silentLogger, type Logger } from '../lib/log.ts';
 import type { Snapshot } from '../config/snapshot.ts';
 import { Balancer } from './balancer.ts';
 import { HealthChecker, type HealthCheckOptions } from './health.ts';
@@ -18,13 +19,10 @@ import { RateLimiters } from './ratelimit.ts';
 import type { WasmManager } from '../wasm/plugins.ts';
 import { wasmExtensions } from '../dataplane/filters/wasm.ts';
 
-export interface GatewayLogger {
-  info(msg: string, fields?: Record<string, unknown>): void;
-  warn(msg: string, fields?: Record<string, unknown>): void;
-  error(msg: string, fields?: Record<string, unknown>): void;
-}
+/** lib/log.ts's message-first logger (pino underneath, redacted). */
+export type GatewayLogger = Logger;
 
-export const silentLogger: GatewayLogger = { info() {}, warn() {}, error() {} };
+export { silentLogger };
 
 export interface GatewayOptions {
   /** This proxy's labels; Gateways whose selector they satisfy are served. */

@@ -26,7 +26,7 @@ import { makeHeaderPolicy, peerAddress, upstreamRequestHeaders, type HeaderMap }
 import { JwksCache } from './jwt-authn.ts';
 import { hostOnly } from './matchers.ts';
 import { meshUpstreamTls, mtlsPeer, type MeshIdentity, type MtlsPeer } from './mtls.ts';
-import { normalizePath, splitTarget } from './path.ts';
+import { normalizePath, splitTarget } from '../lib/path.ts';
 import { selectPeerAuthn, type EffectiveMtls, type PeerAuthnDecision } from './peer-authn.ts';
 import { UpstreamPools } from './pools.ts';
 import { GatewayRuntime, silentLogger, type GatewayLogger } from './runtime.ts';
@@ -314,7 +314,7 @@ export class SidecarRuntime {
     const remoteAddress = raw?.remoteAddress;
     const peer: MtlsPeer | undefined = req.socket instanceof TLSSocket ? mtlsPeer(req.socket) : undefined;
     const target = splitTarget(req.url ?? '/');
-    const path = normalizePath(target.path);
+    const path = normalizePath(target.path, st.snapshot.meshConfig.pathNormalization);
     const remote = peerAddress(remoteAddress);
     const obs = this.opts.inboundTelemetry?.begin(req, res, { state: st, port, peer, ownPrincipal: this.opts.identity.spiffeId, remote });
     if (!app || path === undefined) return reply(res, 400, 'Bad Request', obs);

@@ -4,6 +4,7 @@
  * With `--controlplane URL --workload NS/NAME` it also joins the mesh: a SPIFFE certificate from
  * the control plane's CSR API, so it originates ISTIO_MUTUAL to sidecar'd endpoints (docs/mesh.md).
  */
+import { createLogger } from '../../lib/log.ts';
 import cluster, { type Worker } from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
@@ -26,7 +27,7 @@ const USAGE = `usage: portico gateway --config PATH [--config PATH...] [options]
   --wasm-cache DIR        WasmPlugin module cache (default $PORTICO_WASM_CACHE, else ~/.cache/portico/wasm-modules)
   --trusted-hops N        x-forwarded-for hops to trust (default 0: this is the edge)
   --identity-header NAME  extra identity header to strip from clients (repeatable)
-  --drain-ms N            how long SIGTERM lets in-flight requests finish (default 5000)
+  --drain-ms N            how long SIGTERM lets in-flight requests finish at most (default 5000)
   --access-log            access log to stdout (else MeshConfig accessLogFile decides)
   --admin-host ADDR       admin endpoint address (default 127.0.0.1: config_dump is not for everyone)
   --metrics-port N        Prometheus /stats/prometheus and the trace store (default 15020; -1 disables)
@@ -68,11 +69,9 @@ export function parseLabels(text: string): Record<string, string> {
   return out;
 }
 
+/** One JSON line per event on stderr (lib/log.ts: pino, redacted). */
 export function consoleLogger(component: string): GatewayLogger {
-  const line = (level: string, msg: string, fields?: Record<string, unknown>): void => {
-    process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level, component, msg, ...fields })}\n`);
-  };
-  return { info: (m, f) => line('info', m, f), warn: (m, f) => line('warn', m, f), error: (m, f) => line('error', m, f) };
+  return createLogger(component);
 }
 
 export async function run(argv: string[]): Promise<number | undefined> {
@@ -226,6 +225,12 @@ export async function run(argv: string[]): Promise<number | undefined> {
       setTimeout(fork, 500).unref();
     });
   };
+  // Workers accept from the shared listening sockets themselves (as nginx's workers do) instead of
+  // the primary accepting and handing each connection over IPC (round-robin, Node's default off
+  // Windows): a worker killed with a handed-over connection not yet acknowledged left that
+  // connection open in the primary, unanswered, forever. Here a connection is in the kernel's
+  // backlog until a live worker accepts it, and a dying worker's own connections are closed.
+  cluster.schedulingPolicy = cluster.SCHED_NONE;
   cluster.setupPrimary({ exec: process.argv[1], args: process.argv.slice(2), execArgv: process.execArgv });
   for (let i = 0; i < workers; i++) fork();
   onSnapshot = (next) => {
