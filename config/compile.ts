@@ -19,6 +19,7 @@ import { classifyPatch, HTTP_STATUS_NAMES, LOCAL_RATELIMIT_NAME, TYPED_STRUCT_TY
 import type { RawExtAuthzHttpProvider } from './kinds/meshconfig.ts';
 import type { PeerAuthenticationSpec } from './kinds/peerauthentication.ts';
 import type { RawJwtRule, RequestAuthenticationSpec } from './kinds/requestauthentication.ts';
+import { compileEnvoyWasmPatch, compileWasmPlugin, sortWasmPlugins, type RawWasmPluginSpec } from './kinds/wasmplugin.ts';
 import { envoyMatcherList, headerPatternMatcher, istioPattern, resolveEnvoyServer, resolveProviderServer, type ResolvedServer } from './policy.ts';
 import { isPlainObject, protoField } from './schema.ts';
 import type { ServiceEntrySpec } from './kinds/serviceentry.ts';
@@ -38,6 +39,7 @@ import type {
   RouteDestination, RouteMatch, ServerProtocol, ServerTls, Service, Snapshot, SourceRef, StringMatch, TrafficPolicy,
   ValueMatch, VirtualHost, Workload,
   MeshSettings,
+  WasmPluginConfig,
 } from './snapshot.ts';
 import { tlsKey, type ValidatedConfig } from './validate.ts';
 
@@ -272,6 +274,7 @@ class Compiler {
     });
     const mesh = { virtualHosts: this.virtualHosts(meshVs.flatMap((vs) => this.meshDomains(vs).map((d) => ({ vs, domain: d, server: -1 }))), 'mesh') };
     const files = [...this.config.fileContents.keys()].sort(cmp);
+    const wasmPlugins = this.wasmPlugins();
     const body = {
       gateways,
       clusters: [...this.clusters.values()].sort((a, b) => cmp(a.name, b.name)),
@@ -283,6 +286,7 @@ class Compiler {
       security,
       localRateLimits,
       meshConfig: this.meshSettings(),
+      ...(wasmPlugins.length ? { wasmPlugins } : {}),
     };
     const version = this.version(body);
     return deepFreeze({ version, ...body });
@@ -634,6 +638,21 @@ class Compiler {
       };
     });
     return { rootNamespace: this.idx.rootNamespace, peerAuthentications, authorizationPolicies, requestAuthentications };
+  }
+
+  // ---- wasm ----
+
+  private wasmPlugins(): WasmPluginConfig[] {
+    const h = { source: (r: Resource, p: string) => this.source(r, p), target: (r: Resource, sel: Record<string, string> | undefined, refs?: unknown[]) => this.target(r, sel, refs) };
+    const out = this.config.load.resources.filter((r) => r.kind === 'WasmPlugin').map((r) => compileWasmPlugin(r as Resource<RawWasmPluginSpec>, h));
+    for (const ef of this.idx.envoyFilters) {
+      arrayOf<RawPatch>(ef.spec.configPatches).forEach((p, i) => {
+        if (classifyPatch(p) !== 'wasm') return;
+        const c = compileEnvoyWasmPatch(ef, i, p.patch!.value!, p.match?.context ?? 'ANY', ef.spec.workloadSelector?.labels, h);
+        if (c) out.push(c);
+      });
+    }
+    return sortWasmPlugins(out);
   }
 
   // ---- ext_authz ----

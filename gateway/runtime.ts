@@ -16,6 +16,8 @@ import { buildRouteTable, type RouteTable, type RouteTableOptions } from './rout
 import type { Telemetry } from './telemetry/hooks.ts';
 import { CertStore } from './tls.ts';
 import { RateLimiters } from './ratelimit.ts';
+import type { WasmManager } from '../wasm/plugins.ts';
+import { wasmExtensions } from '../dataplane/filters/wasm.ts';
 
 /** lib/log.ts's message-first logger (pino underneath, redacted). */
 export type GatewayLogger = Logger;
@@ -42,6 +44,8 @@ export interface GatewayOptions {
   readonly healthChecks?: HealthCheckOptions;
   /** How long close() lets in-flight requests finish. */
   readonly drainMs?: number;
+  /** The process's Wasm plugin host; WasmPlugins of the snapshot run only when given. */
+  readonly wasm?: WasmManager;
 }
 
 /**
@@ -99,7 +103,13 @@ export class GatewayRuntime {
   private tableOptions(): RouteTableOptions {
     const m = this.opts.meshOutbound;
     const identity = { namespace: this.opts.namespace ?? 'istio-system', context: 'GATEWAY' as const, workloadName: this.opts.workloadName ?? DEFAULT_GATEWAY_WORKLOAD };
-    const chainDeps = { jwks: this.jwks, pools: this.pools, balancer: this.balancer, log: (msg: string, fields: Record<string, unknown>) => this.log.info(msg, fields) };
+    const chainDeps = {
+      jwks: this.jwks,
+      pools: this.pools,
+      balancer: this.balancer,
+      log: (msg: string, fields: Record<string, unknown>) => this.log.info(msg, fields),
+      ...(this.opts.wasm ? { extensions: wasmExtensions(this.opts.wasm) } : {}),
+    };
     const base = { identity, rateLimiters: this.rateLimiters, chainDeps };
     return m ? { ...base, meshOutboundPort: m.port, meshOutboundBind: m.bind } : base;
   }

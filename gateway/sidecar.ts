@@ -18,6 +18,8 @@ import type { Cluster, Service, Snapshot, Workload } from '../config/snapshot.ts
 import type { AttrValue, SpanData } from '../telemetry/otlp.ts';
 import { decideSampling, extractContext, injectContext, newSpanId, newTraceId, type TraceContext } from '../telemetry/trace-context.ts';
 import { buildHttpChain, runRequestFilters, runResponseFilters } from '../dataplane/filters/chain.ts';
+import { wasmExtensions } from '../dataplane/filters/wasm.ts';
+import type { WasmManager } from '../wasm/plugins.ts';
 import type { FilterExchange, HttpFilter } from '../dataplane/filters/types.ts';
 import { Balancer } from './balancer.ts';
 import { forward } from './forward.ts';
@@ -51,6 +53,8 @@ export interface SidecarOptions {
   /** Inbound bind address; default the WorkloadEntry's address. */
   readonly inboundHost?: string;
   readonly logger?: GatewayLogger;
+  /** The process's Wasm plugin host; WasmPlugins selecting this workload run only when given. */
+  readonly wasm?: WasmManager;
   /** Outbound telemetry (reporter `source`), the gateway seam. */
   readonly telemetry?: Telemetry;
   /** Inbound telemetry (reporter `destination`, SERVER spans). */
@@ -158,6 +162,7 @@ export class SidecarRuntime {
         pools: this.appPools,
         balancer: this.appBalancer,
         log: (msg, fields) => this.log.info(msg, fields),
+        ...(this.opts.wasm ? { extensions: wasmExtensions(this.opts.wasm) } : {}),
       }),
     };
   }

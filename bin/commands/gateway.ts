@@ -25,6 +25,8 @@ const USAGE = `usage: portico gateway --config PATH [--config PATH...] [options]
   --namespace NS          this gateway's namespace, for namespaced policies (default istio-system)
   --admin-port N          admin endpoint port (default 15000; 0 picks a free port; -1 disables)
   --secrets-dir DIR       where credentialName secrets live (default certs/out/credentials)
+  --wasm-isolation worker|inline  run Wasm VMs in worker threads (default: a looping plugin is stopped) or inline (faster, no time budget)
+  --wasm-cache DIR        WasmPlugin module cache (default $PORTICO_WASM_CACHE, else ~/.cache/portico/wasm-modules)
   --trusted-hops N        x-forwarded-for hops to trust (default 0: this is the edge)
   --identity-header NAME  extra identity header to strip from clients (repeatable)
   --drain-ms N            how long SIGTERM lets in-flight requests finish at most (default 5000)
@@ -89,6 +91,8 @@ export async function run(argv: string[]): Promise<number | undefined> {
         namespace: { type: 'string', default: 'istio-system' },
         'admin-port': { type: 'string', default: '15000' },
         'secrets-dir': { type: 'string' },
+        'wasm-cache': { type: 'string' },
+        'wasm-isolation': { type: 'string' },
         'trusted-hops': { type: 'string', default: '0' },
         'identity-header': { type: 'string', multiple: true },
         'drain-ms': { type: 'string', default: '5000' },
@@ -163,6 +167,9 @@ export async function run(argv: string[]): Promise<number | undefined> {
     healthCheckIntervalMs: args['health-check-interval'] === undefined ? undefined : Number(args['health-check-interval']),
     mesh,
     listener,
+    secretsDir: args['secrets-dir'],
+    wasmCache: args['wasm-cache'],
+    wasmIsolation: args['wasm-isolation'] === 'inline' ? 'inline' : 'worker',
   };
   if (cluster.isWorker) return runWorker(settings);
 
@@ -277,6 +284,10 @@ interface WorkerSettings {
   readonly healthCheckIntervalMs?: number;
   readonly mesh?: MeshSettings;
   readonly listener: ListenerOptions;
+  /** imagePullSecret folders for WasmPlugins, and their module cache folder. */
+  readonly secretsDir?: string;
+  readonly wasmCache?: string;
+  readonly wasmIsolation?: 'worker' | 'inline';
 }
 
 
@@ -385,7 +396,18 @@ async function startWorker(settings: WorkerSettings, snapshot: Snapshot, log: Ga
   const mesh = settings.mesh ? await startGatewayMeshIdentity(settings.mesh, log) : undefined;
   const mtls = mesh ? await import('../../gateway/mtls.ts') : undefined;
   const telemetry = gatewayTelemetry(settings, snapshot, mesh && mtls ? { spiffeId: mesh.identity.spiffeId, upstreamMtls: mtls.wantsIstioMutual } : undefined);
+  const { WasmManager } = await import('../../wasm/plugins.ts');
+  const { ModuleCache } = await import('../../wasm/fetch.ts');
+  const wasm = new WasmManager({
+    secretsDir: settings.secretsDir,
+    cache: new ModuleCache(settings.wasmCache),
+    vm: { isolation: settings.wasmIsolation },
+    log,
+    node: { id: `router~127.0.0.1~portico.${settings.namespace}~${settings.namespace}.svc.cluster.local`, cluster: settings.labels.app ?? 'istio-ingressgateway', metadata: { NAMESPACE: settings.namespace, WORKLOAD_NAME: settings.labels.app ?? 'istio-ingressgateway' } },
+  });
+  if (telemetry) wasm.register(telemetry.registry);
   const runtime = new GatewayRuntime(snapshot, {
+    wasm,
     labels: settings.labels,
     namespace: settings.namespace,
     logger: log,

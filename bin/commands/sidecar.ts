@@ -152,7 +152,11 @@ export async function startSidecar(opts: StartSidecarOptions): Promise<SidecarHa
   async function finish(rot: CertRotator, cert: WorkloadCertificate): Promise<SidecarHandle> {
     identity = new MeshIdentity(cert);
     const { telemetry, inbound } = sidecarTelemetry(opts, snapshot, identity.spiffeId);
+    const { WasmManager } = await import('../../wasm/plugins.ts');
+    const wasm = new WasmManager({ secretsDir: opts.secretsDir, log, node: { id: `sidecar~${opts.workload}`, cluster: opts.workload, metadata: {} } });
+    if (telemetry) wasm.register(telemetry.registry);
     const sidecar = new SidecarRuntime(snapshot, {
+      wasm,
       workload: opts.workload,
       identity,
       appPort: opts.appPort,
