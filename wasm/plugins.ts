@@ -42,7 +42,7 @@ export interface WasmManagerOptions {
   readonly retireMs?: number;
 }
 
-/** The part of a Prometheus registry the manager needs (gateway/telemetry/prometheus.ts Registry fits). */
+/** The part of a Prometheus registry the manager needs (lib/metrics.ts Registry fits). */
 export interface MetricsRegistry {
   gauge(name: string, help: string, labelNames: readonly string[], collect: (set: (labels: Record<string, string>, value: number) => void) => void): unknown;
   collectedCounter(name: string, help: string, labelNames: readonly string[], collect: (set: (labels: Record<string, string>, value: number) => void) => void): unknown;

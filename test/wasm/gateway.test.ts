@@ -13,7 +13,7 @@ import { startEcho, type Upstream } from '../helpers/upstream.ts';
 import { pluginPath, type PluginName } from '../helpers/wasm.ts';
 import { WasmManager } from '../../wasm/plugins.ts';
 import { ModuleCache } from '../../wasm/fetch.ts';
-import { Registry } from '../../gateway/telemetry/prometheus.ts';
+import { Registry } from '../../lib/metrics.ts';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
