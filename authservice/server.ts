@@ -522,7 +522,8 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
       target = raw.slice(cfg.checkPathPrefix.length) || '/';
       if (!target.startsWith('/')) target = `/${target}`;
     }
-    const path = normalisePath(target);
+    // Not normalisable (bad escapes): '' is under no skip prefix and is no login path, so it needs a session.
+    const path = normalisePath(target, cfg.pathNormalization) ?? '';
     const o = originOf(req);
     if (path === callbackPath) {
       if (req.method === 'GET' || req.method === 'HEAD') return callback(req, reply, target, o);

@@ -4,6 +4,7 @@
  * Pure: no I/O (certificate bytes come from validation), no mutation of the input, deterministic
  * ordering everywhere so that the same YAML always yields byte-identical JSON and the same version.
  */
+import { DEFAULT_PATH_NORMALIZATION, parsePathNormalization } from '../lib/path.ts';
 import { createHash } from 'node:crypto';
 import { isAbsolute, relative } from 'node:path';
 import type {
@@ -18,6 +19,7 @@ import { classifyPatch, HTTP_STATUS_NAMES, LOCAL_RATELIMIT_NAME, TYPED_STRUCT_TY
 import type { RawExtAuthzHttpProvider } from './kinds/meshconfig.ts';
 import type { PeerAuthenticationSpec } from './kinds/peerauthentication.ts';
 import type { RawJwtRule, RequestAuthenticationSpec } from './kinds/requestauthentication.ts';
+import { compileEnvoyWasmPatch, compileWasmPlugin, sortWasmPlugins, type RawWasmPluginSpec } from './kinds/wasmplugin.ts';
 import { envoyMatcherList, headerPatternMatcher, istioPattern, resolveEnvoyServer, resolveProviderServer, type ResolvedServer } from './policy.ts';
 import { isPlainObject, protoField } from './schema.ts';
 import type { ServiceEntrySpec } from './kinds/serviceentry.ts';
@@ -37,6 +39,7 @@ import type {
   RouteDestination, RouteMatch, ServerProtocol, ServerTls, Service, Snapshot, SourceRef, StringMatch, TrafficPolicy,
   ValueMatch, VirtualHost, Workload,
   MeshSettings,
+  WasmPluginConfig,
 } from './snapshot.ts';
 import { tlsKey, type ValidatedConfig } from './validate.ts';
 
@@ -74,24 +77,6 @@ export function compileSnapshot(config: ValidatedConfig, opts: CompileOptions = 
   const cwd = opts.cwd ?? process.cwd();
   const c = new Compiler(config, cwd);
   return c.run();
-}
-
-/** `\1`-style RE2 rewrite groups → JavaScript `$1`; literal `$` escaped as `$$`. */
-export function convertRegexRewrite(rewrite: string): string {
-  let out = '';
-  for (let i = 0; i < rewrite.length; i++) {
-    const ch = rewrite[i];
-    const next = rewrite[i + 1];
-    if (ch === '\\' && next !== undefined && /\d/.test(next)) {
-      out += `$${next}`;
-      i++;
-    } else if (ch === '\\' && next === '\\') {
-      out += '\\';
-      i++;
-    } else if (ch === '$') out += '$$';
-    else out += ch;
-  }
-  return out;
 }
 
 function stringMatch(m: RawStringMatch | undefined): StringMatch | undefined {
@@ -289,6 +274,7 @@ class Compiler {
     });
     const mesh = { virtualHosts: this.virtualHosts(meshVs.flatMap((vs) => this.meshDomains(vs).map((d) => ({ vs, domain: d, server: -1 }))), 'mesh') };
     const files = [...this.config.fileContents.keys()].sort(cmp);
+    const wasmPlugins = this.wasmPlugins();
     const body = {
       gateways,
       clusters: [...this.clusters.values()].sort((a, b) => cmp(a.name, b.name)),
@@ -300,6 +286,7 @@ class Compiler {
       security,
       localRateLimits,
       meshConfig: this.meshSettings(),
+      ...(wasmPlugins.length ? { wasmPlugins } : {}),
     };
     const version = this.version(body);
     return deepFreeze({ version, ...body });
@@ -379,7 +366,7 @@ class Compiler {
         ? strip({
             uri: rw.uri,
             authority: rw.authority,
-            uriRegex: rw.uriRegexRewrite ? { match: rw.uriRegexRewrite.match, rewrite: convertRegexRewrite(rw.uriRegexRewrite.rewrite) } : undefined,
+            uriRegex: rw.uriRegexRewrite ? { match: rw.uriRegexRewrite.match, rewrite: rw.uriRegexRewrite.rewrite } : undefined,
           })
         : undefined,
       timeoutMs: timeout ? timeout : undefined,
@@ -653,6 +640,21 @@ class Compiler {
     return { rootNamespace: this.idx.rootNamespace, peerAuthentications, authorizationPolicies, requestAuthentications };
   }
 
+  // ---- wasm ----
+
+  private wasmPlugins(): WasmPluginConfig[] {
+    const h = { source: (r: Resource, p: string) => this.source(r, p), target: (r: Resource, sel: Record<string, string> | undefined, refs?: unknown[]) => this.target(r, sel, refs) };
+    const out = this.config.load.resources.filter((r) => r.kind === 'WasmPlugin').map((r) => compileWasmPlugin(r as Resource<RawWasmPluginSpec>, h));
+    for (const ef of this.idx.envoyFilters) {
+      arrayOf<RawPatch>(ef.spec.configPatches).forEach((p, i) => {
+        if (classifyPatch(p) !== 'wasm') return;
+        const c = compileEnvoyWasmPatch(ef, i, p.patch!.value!, p.match?.context ?? 'ANY', ef.spec.workloadSelector?.labels, h);
+        if (c) out.push(c);
+      });
+    }
+    return sortWasmPlugins(out);
+  }
+
   // ---- ext_authz ----
 
   private authzCluster(r: Resource, s: ResolvedServer): string {
@@ -761,6 +763,9 @@ class Compiler {
     if (typeof m.accessLogFile === 'string' && m.accessLogFile) out.accessLogFile = m.accessLogFile;
     if (m.accessLogEncoding === 'JSON' || m.accessLogEncoding === 'TEXT') out.accessLogEncoding = m.accessLogEncoding;
     if (typeof m.accessLogFormat === 'string' && m.accessLogFormat) out.accessLogFormat = m.accessLogFormat;
+    // Only when set, so snapshots of meshes on Istio's default stay as they were.
+    const pn = m.pathNormalization?.normalization;
+    if (pn !== undefined) out.pathNormalization = parsePathNormalization(pn) ?? DEFAULT_PATH_NORMALIZATION;
     return out;
   }
 

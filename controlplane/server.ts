@@ -2,7 +2,7 @@
  * `portico controlplane`'s composition root: the config source (watchConfig → SnapshotFeed),
  * the CA, and the HTTP API. See docs/controlplane.md.
  *
- *   GET  /healthz /readyz /v1/ca                      public
+ *   GET  /healthz /readyz /v1/ca /metrics             public
  *   GET  /v1/snapshots/stream  /v1/snapshot  /v1/status
  *   POST /v1/certificates                             Bearer bootstrap token (when one is configured)
  */
@@ -16,6 +16,8 @@ import { credentialRoutes } from './credential-routes.ts';
 import { ControlPlaneError, errorText, type ErrorBody } from './errors.ts';
 import { SnapshotFeed } from './feed.ts';
 import { silentLogger, type ControlPlaneLogger } from './log.ts';
+import { controlPlaneMetrics } from './metrics.ts';
+import { PROMETHEUS_CONTENT_TYPE } from '../lib/metrics.ts';
 import { CA_PATH } from './protocol.ts';
 import { streamRoutes } from './stream.ts';
 import type { KubeApi } from '../kube/api.ts';
@@ -210,6 +212,9 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     if (!p) return reply.status(503).send({ status: 'not ready', reason: 'the config has not compiled yet' });
     return { status: 'ready', revision: p.revision, version: p.version };
   });
+  // Public like /healthz (istiod's :15014): counts and versions only, nothing from the config.
+  const metrics = controlPlaneMetrics(feed);
+  app.get('/metrics', async (_req, reply) => reply.header('content-type', PROMETHEUS_CONTENT_TYPE).header('cache-control', 'no-store').send(metrics.render()));
   const caFingerprint = certInfo(ca.certPem).fingerprint256;
   app.get(CA_PATH, async (_req, reply) =>
     reply.header('content-type', 'application/x-pem-file').header('x-ca-fingerprint-sha256', caFingerprint).send(ca.certPem),

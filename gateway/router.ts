@@ -19,6 +19,7 @@ import type {
 } from '../config/snapshot.ts';
 import { DEFAULT_RETRIES } from '../config/compile.ts';
 import { selectExtAuthz, type CompiledExtAuthz, type ProxyIdentity } from './authz.ts';
+import { compileGlobalReplace } from '../lib/re2.ts';
 import { buildHttpChain, type ChainDeps } from '../dataplane/filters/chain.ts';
 import type { HttpFilter } from '../dataplane/filters/types.ts';
 import { compileMatchList, DomainIndex, type MatchInput } from './matchers.ts';
@@ -49,6 +50,8 @@ export interface CompiledRoute {
   readonly catchAll: boolean;
   /** Picks one destination by weight; undefined for redirect/direct routes. */
   readonly pick: () => RouteDestination | undefined;
+  /** `rewrite.uriRegexRewrite`, compiled once (RE2 global replace over the path, as Envoy's `regex_rewrite`). */
+  readonly regexRewrite?: (path: string) => string;
   /** Live hit counter (the only mutable field; read by the admin/dashboard). */
   hits: number;
 }
@@ -178,6 +181,8 @@ export function compileRoutes(routes: readonly HttpRoute[], gateway: string, vis
     const matches = applicableMatches(route.match, gateway);
     if (matches === null) continue;
     const pick = weightedPicker(route);
+    const rx = route.action.kind === 'route' ? route.action.rewrite?.uriRegex : undefined;
+    const regexRewrite = rx ? compileGlobalReplace(rx.match, rx.rewrite) : undefined;
     const uri = route.action.kind === 'route' && route.action.rewrite?.uriRegex === undefined ? route.action.rewrite?.uri : undefined;
     const entries: (RouteMatch | undefined)[] = matches.length === 0 ? [undefined] : [...matches];
     for (const m of entries) {
@@ -189,6 +194,7 @@ export function compileRoutes(routes: readonly HttpRoute[], gateway: string, vis
         rewritePath: uri !== undefined ? compilePrefixRewrite(uri, m) : undefined,
         catchAll: isCatchAll(m),
         pick,
+        regexRewrite,
         hits: 0,
       });
     }

@@ -7,7 +7,7 @@
  * nginx gets the plain route: it has no equivalent, and the number to read is Portico vs
  * Portico's own plain-http.
  */
-import { createPublicKey, generateKeyPairSync, sign } from 'node:crypto';
+import { generateKeyPairSync, sign } from 'node:crypto';
 import { plainHttp } from './plain-http.ts';
 import type { Scenario } from './types.ts';
 
@@ -29,7 +29,7 @@ spec:
 `;
 
 const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-const jwk = { ...createPublicKey(publicKey).export({ format: 'jwk' }), kid: 'bench', alg: 'ES256', use: 'sig' };
+const jwk = { ...publicKey.export({ format: 'jwk' }), kid: 'bench', alg: 'ES256', use: 'sig' };
 const b64 = (v: unknown): string => Buffer.from(JSON.stringify(v)).toString('base64url');
 const now = Math.floor(Date.now() / 1000);
 const signingInput = `${b64({ alg: 'ES256', kid: 'bench', typ: 'JWT' })}.${b64({ iss: 'https://bench.example.com', sub: 'bench-user', aud: 'bench', email: 'bench@example.com', iat: now, exp: now + 86_400 })}`;

@@ -4,7 +4,7 @@ import {
   arr, bool, childPath, duration, int, isPlainObject, notEnforced, obj, oneOfStr, percentObj, portSelector, str, strMap, unsupported, type Reporter,
   type Schema,
 } from '../schema.ts';
-import { exportTo, hostString, labels, regexString, stringMatch, valueMatch, type RawStringMatch } from './common.ts';
+import { exportTo, hostString, labels, regexRewriteCheck, regexString, stringMatch, valueMatch, type RawStringMatch } from './common.ts';
 
 export interface RawDestination {
   host: string;
@@ -179,7 +179,7 @@ const httpRoute: Schema = obj(
       {
         uri: str(),
         authority: str(),
-        uriRegexRewrite: obj({ match: regexString, rewrite: str() }, { required: ['match', 'rewrite'] }),
+        uriRegexRewrite: obj({ match: regexString, rewrite: str() }, { required: ['match', 'rewrite'], check: regexRewriteCheck }),
       },
       {
         oneOf: ['uri', 'uriRegexRewrite'],
