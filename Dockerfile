@@ -7,20 +7,26 @@
 # The check stage typechecks and bundles the CLI with esbuild (`npm run build` → dist/); the image
 # runs `node dist/bin/portico.js`, without tsx's loader thread (about 30 MB less RSS per process).
 # The final stage carries `npm ci --omit=dev` output: fastify, undici, ioredis, openid-client,
-# jose, yaml, pino, node-forge, ws, bcryptjs and tsx (with esbuild). No TypeScript compiler, no
-# playwright, no test tools. The sources stay beside dist/ (files read next to modules).
+# jose, yaml, pino, node-forge, ws, bcryptjs; plus tsx (with esbuild), a devDependency added here
+# only because the compose demo apps (demo/bookinfo, demo/httpbin.ts) run as TypeScript. No
+# TypeScript compiler, no playwright, no test tools. The sources stay beside dist/ (files read
+# next to modules). `--ignore-scripts`: the package's `prepare` (the build) needs the sources,
+# which are not copied yet; the check stage runs `npm run build` itself.
 
 # ---- deps: production node_modules, built where a compiler toolchain may exist --------------
 FROM node:24.11.1-bookworm-slim AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
+ && mkdir /tmp/tsx && cd /tmp/tsx && echo '{"private":true}' > package.json \
+ && npm install --ignore-scripts --no-audit --no-fund --no-package-lock "tsx@$(node -p 'require("/app/package.json").devDependencies.tsx')" \
+ && cp -rn node_modules/. /app/node_modules/ && cd /app && rm -rf /tmp/tsx && npm cache clean --force
 
 # ---- check: full install, typecheck; fails the build on type errors ----------------------------
 FROM node:24.11.1-bookworm-slim AS check
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --no-audit --no-fund
+RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY . .
 RUN npx tsc --noEmit -p tsconfig.json && npm run build && node dist/bin/portico.js validate config/examples/bookinfo
 

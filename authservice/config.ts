@@ -5,6 +5,7 @@
  * AuthserviceConfigError listing every problem with the variable that caused it.
  * Secrets never appear in error messages.
  */
+import { DEFAULT_PATH_NORMALIZATION, parsePathNormalization, PATH_NORMALIZATIONS, type PathNormalization } from '../lib/path.ts';
 import { randomBytes } from 'node:crypto';
 import { AuthserviceConfigError } from './errors.ts';
 
@@ -53,6 +54,12 @@ export interface AuthserviceConfig {
   checkPathPrefix: string;
   skipAuthPrefixes: readonly string[];
   apiPathPrefixes: readonly string[];
+  /**
+   * PORTICO_PATH_NORMALIZATION: how request paths are normalised before SKIP_AUTH_URLS and the
+   * callback/logout paths are matched. Must equal the gateway's MeshConfig
+   * `pathNormalization.normalization` (same values, default BASE as in Istio) so both see one path.
+   */
+  pathNormalization: PathNormalization;
   useridClaim: string;
   useridHeader: string;
   useridPrefix: string;
@@ -216,6 +223,10 @@ export function loadAuthserviceConfig(env: Env): AuthserviceConfig {
     return items;
   };
   const skipAuthPrefixes = pathList('SKIP_AUTH_URLS');
+  const pathNormalization = parsePathNormalization(get('PORTICO_PATH_NORMALIZATION'));
+  if (pathNormalization === undefined) {
+    problems.push(`PORTICO_PATH_NORMALIZATION: want one of DEFAULT, ${PATH_NORMALIZATIONS.join(', ')} (MeshConfig pathNormalization), got '${get('PORTICO_PATH_NORMALIZATION')}'`);
+  }
   const apiPathPrefixes = pathList('PORTICO_API_PATHS');
 
   const allowRaw = get('GROUPS_ALLOWLIST') ?? '*';
@@ -308,6 +319,7 @@ export function loadAuthserviceConfig(env: Env): AuthserviceConfig {
     checkPathPrefix,
     skipAuthPrefixes: Object.freeze(skipAuthPrefixes),
     apiPathPrefixes: Object.freeze(apiPathPrefixes),
+    pathNormalization: pathNormalization ?? DEFAULT_PATH_NORMALIZATION,
     useridClaim: get('USERID_CLAIM') ?? 'email',
     useridHeader,
     useridPrefix: get('USERID_PREFIX') ?? '',
@@ -418,6 +430,7 @@ export function printableConfig(c: AuthserviceConfig): Record<string, unknown> {
     checkPathPrefix: c.checkPathPrefix,
     skipAuthPrefixes: c.skipAuthPrefixes,
     apiPathPrefixes: c.apiPathPrefixes,
+    pathNormalization: c.pathNormalization,
     useridHeader: c.useridHeader,
     groupsHeader: c.groupsHeader,
     idTokenHeader: c.idTokenHeader,

@@ -3,7 +3,9 @@
  * and one HTTP status. Library errors (openid-client, jose, ioredis) are translated into these at
  * exactly one boundary (server.ts) so users and logs see the same vocabulary.
  */
-export const AUTHSERVICE_ERRORS = {
+import { defineErrors } from '../lib/errors.ts';
+
+const authserviceErrors = defineErrors('AuthserviceError', {
   PORTICO_ERR_AUTHN_REQUIRED: { status: 401, message: 'authentication required' },
   PORTICO_ERR_BAD_TOKEN: { status: 401, message: 'the bearer token is not valid for this issuer and client' },
   PORTICO_ERR_FORBIDDEN_GROUP: { status: 403, message: 'your account is not in a group allowed to use this site' },
@@ -16,19 +18,15 @@ export const AUTHSERVICE_ERRORS = {
   PORTICO_ERR_NOT_READY: { status: 503, message: 'login is temporarily unavailable (identity provider not discovered yet)' },
   PORTICO_ERR_STORE: { status: 503, message: 'the session store is unavailable' },
   PORTICO_ERR_INTERNAL: { status: 500, message: 'internal error' },
-} as const satisfies Record<string, { status: number; message: string }>;
+});
+
+export const AUTHSERVICE_ERRORS = authserviceErrors.defs;
 
 export type AuthserviceErrorCode = keyof typeof AUTHSERVICE_ERRORS;
 
-export class AuthserviceError extends Error {
-  readonly code: AuthserviceErrorCode;
-  readonly status: number;
-  constructor(code: AuthserviceErrorCode, detail?: string, options?: { cause?: unknown }) {
-    super(detail ?? AUTHSERVICE_ERRORS[code].message, options);
-    this.name = 'AuthserviceError';
-    this.code = code;
-    this.status = AUTHSERVICE_ERRORS[code].status;
-  }
+/** `new AuthserviceError(code, detail?, { cause })`; the message defaults to the registry's. */
+export class AuthserviceError extends authserviceErrors.Error {
+  declare readonly code: AuthserviceErrorCode;
 }
 
 /** Thrown by loadAuthserviceConfig with every problem at once, each naming its env var. */

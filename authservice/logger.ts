@@ -1,32 +1,12 @@
 /**
- * pino logger for the authservice, with redaction of everything that could carry a credential.
+ * pino logger for the authservice: lib/log.ts's factory (shared redaction of everything that
+ * could carry a credential), used directly so fastify can hand out request-scoped children.
  */
-import { pino } from 'pino';
-import type { Logger } from 'pino';
+import type { DestinationStream, Logger } from 'pino';
+import { createPinoLogger } from '../lib/log.ts';
 
-export const REDACT_PATHS = [
-  'req.headers.cookie',
-  'req.headers.authorization',
-  'headers.cookie',
-  'headers.authorization',
-  'res.headers["set-cookie"]',
-  '*.idToken',
-  '*.refreshToken',
-  '*.accessToken',
-  '*.id_token',
-  '*.refresh_token',
-  '*.access_token',
-  '*.code',
-  '*.clientSecret',
-  '*.cookieSecret',
-  '*.password',
-];
+export { REDACT_PATHS } from '../lib/log.ts';
 
-export function createAuthserviceLogger(level: string, destination?: pino.DestinationStream): Logger {
-  const options: pino.LoggerOptions = {
-    name: 'authservice',
-    level,
-    redact: { paths: REDACT_PATHS, censor: '[redacted]' },
-  };
-  return destination ? pino(options, destination) : pino(options);
+export function createAuthserviceLogger(level: string, destination?: DestinationStream): Logger {
+  return createPinoLogger('authservice', { level, ...(destination ? { destination } : {}) });
 }

@@ -10,9 +10,10 @@
  * `registerAuthserviceMetrics(app)` is called once right after `app.authservice` is decorated.
  * The text is served by the probe listener (health.ts, READINESS_PROBE_PORT), never on the check
  * port: there `/metrics` is an app's path like any other and must go through authentication.
- * (authservice/ does not import gateway/, so this keeps its own tiny registry.)
+ * The families live on the house's one registry (lib/metrics.ts), with the process metrics.
  */
 import type { FastifyBaseLogger, FastifyInstance, FastifyRequest, RawReplyDefaultExpression, RawRequestDefaultExpression, RawServerDefault } from 'fastify';
+import { Registry, registerProcessMetrics, type CounterSeries, type HistogramSeries } from '../lib/metrics.ts';
 import { AUTHSERVICE_ERRORS } from './errors.ts';
 import type { SessionStore } from './session/store.ts';
 
@@ -20,54 +21,42 @@ const STORE_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2
 const STORE_OPS = ['get', 'set', 'delete', 'touch', 'claimOnce', 'lock', 'ping'] as const;
 type StoreOp = (typeof STORE_OPS)[number];
 
-class StoreHistogram {
-  readonly counts = new Float64Array(STORE_BUCKETS.length + 1);
-  sum = 0;
-  count = 0;
-  observe(v: number): void {
-    let i = 0;
-    while (i < STORE_BUCKETS.length && v > STORE_BUCKETS[i]!) i++;
-    this.counts[i]!++;
-    this.sum += v;
-    this.count++;
-  }
-}
-
+/** The authservice's families on the shared registry (lib/metrics.ts), plus the process metrics. */
 export class AuthserviceMetrics {
-  logins = 0;
-  readonly failures = new Map<string, number>();
-  readonly checks = { allow: 0, deny: 0 };
-  readonly storeDuration = new Map<StoreOp, StoreHistogram>(STORE_OPS.map((op) => [op, new StoreHistogram()]));
-  readonly storeErrors = new Map<StoreOp, number>(STORE_OPS.map((op) => [op, 0]));
+  readonly registry: Registry;
+  private readonly loginsTotal: CounterSeries;
+  private readonly failures;
+  readonly checks: { readonly allow: CounterSeries; readonly deny: CounterSeries };
+  private readonly storeDuration;
+  private readonly storeErrors;
 
+  constructor(registry = new Registry()) {
+    this.registry = registry;
+    registerProcessMetrics(registry, 'authservice');
+    this.loginsTotal = registry.counter('portico_authservice_logins_total', 'Logins completed (session issued).').with();
+    this.failures = registry.counter('portico_authservice_login_failures_total', 'Login callbacks that did not log in, by reason.', ['reason']);
+    const checks = registry.counter('portico_authservice_checks_total', 'ext_authz check requests by result.', ['result']);
+    this.checks = { allow: checks.with({ result: 'allow' }), deny: checks.with({ result: 'deny' }) };
+    this.storeDuration = registry.histogram('portico_authservice_session_store_duration_seconds', 'Session store call latency by operation.', ['operation'], STORE_BUCKETS);
+    this.storeErrors = registry.counter('portico_authservice_session_store_errors_total', 'Session store calls that failed, by operation.', ['operation']);
+    for (const op of STORE_OPS) this.storeErrors.with({ operation: op });
+  }
+
+  get logins(): number {
+    return this.loginsTotal.value;
+  }
+
+  loginSucceeded(): void {
+    this.loginsTotal.inc();
+  }
+
+  /** `reason` is a bounded value: a stable error code or a status class. */
   loginFailed(reason: string): void {
-    this.failures.set(reason, (this.failures.get(reason) ?? 0) + 1);
+    this.failures.inc({ reason });
   }
 
   render(): string {
-    const out: string[] = [];
-    const family = (name: string, type: string, help: string) => out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
-    family('portico_authservice_logins_total', 'counter', 'Logins completed (session issued).');
-    out.push(`portico_authservice_logins_total ${this.logins}`);
-    if (this.failures.size) {
-      family('portico_authservice_login_failures_total', 'counter', 'Login callbacks that did not log in, by reason.');
-      for (const [reason, n] of [...this.failures].sort()) out.push(`portico_authservice_login_failures_total{reason="${reason}"} ${n}`);
-    }
-    family('portico_authservice_checks_total', 'counter', 'ext_authz check requests by result.');
-    out.push(`portico_authservice_checks_total{result="allow"} ${this.checks.allow}`, `portico_authservice_checks_total{result="deny"} ${this.checks.deny}`);
-    family('portico_authservice_session_store_duration_seconds', 'histogram', 'Session store call latency by operation.');
-    for (const [op, h] of this.storeDuration) {
-      if (h.count === 0) continue;
-      let cum = 0;
-      for (let i = 0; i <= STORE_BUCKETS.length; i++) {
-        cum += h.counts[i]!;
-        out.push(`portico_authservice_session_store_duration_seconds_bucket{operation="${op}",le="${i < STORE_BUCKETS.length ? STORE_BUCKETS[i] : '+Inf'}"} ${cum}`);
-      }
-      out.push(`portico_authservice_session_store_duration_seconds_sum{operation="${op}"} ${h.sum}`, `portico_authservice_session_store_duration_seconds_count{operation="${op}"} ${h.count}`);
-    }
-    family('portico_authservice_session_store_errors_total', 'counter', 'Session store calls that failed, by operation.');
-    for (const [op, n] of this.storeErrors) out.push(`portico_authservice_session_store_errors_total{operation="${op}"} ${n}`);
-    return `${out.join('\n')}\n`;
+    return this.registry.render();
   }
 
   /** Times every store call in place (the server's closures hold this same object). */
@@ -77,16 +66,18 @@ export class AuthserviceMetrics {
       const original = target[op];
       if (typeof original !== 'function') continue;
       const bound = original.bind(store);
-      const hist = this.storeDuration.get(op)!;
+      // Created on the first call, so operations a store never uses print no empty histogram.
+      let hist: HistogramSeries | undefined;
+      const errors = this.storeErrors.with({ operation: op });
       target[op] = async (...args: unknown[]) => {
         const t0 = performance.now();
         try {
           return await bound(...args);
         } catch (err) {
-          this.storeErrors.set(op, (this.storeErrors.get(op) ?? 0) + 1);
+          errors.inc();
           throw err;
         } finally {
-          hist.observe((performance.now() - t0) / 1000);
+          (hist ??= this.storeDuration.with({ operation: op })).observe((performance.now() - t0) / 1000);
         }
       };
     }
@@ -114,11 +105,11 @@ export function registerAuthserviceMetrics<L extends FastifyBaseLogger>(app: Fas
     const path = pathOf(req);
     const status = reply.statusCode;
     if (path.endsWith(callbackPath) && (req.method === 'GET' || req.method === 'HEAD')) {
-      if (status === 302 && reply.getHeader('set-cookie') !== undefined) m.logins++;
+      if (status === 302 && reply.getHeader('set-cookie') !== undefined) m.loginSucceeded();
       else m.loginFailed(reasonOf(payload, status));
     } else if (!path.startsWith(`${config.urlPrefix}/`)) {
-      if (status >= 200 && status < 300) m.checks.allow++;
-      else m.checks.deny++;
+      if (status >= 200 && status < 300) m.checks.allow.inc();
+      else m.checks.deny.inc();
     }
     return payload;
   });

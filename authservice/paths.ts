@@ -1,41 +1,22 @@
 /**
- * Path handling for authz decisions. Envoy normalises the path before authz
- * (`normalize_path`, `merge_slashes`; RFC 3986 §5.2.4 dot-segment removal), and so do we, so that
- * `/public/../private` can never match a `/public` skip rule. The query string never takes part.
+ * Path handling for authz decisions. The path is normalised by lib/path.ts — the same code and the
+ * same MeshConfig `pathNormalization` mode as the gateway — so `/public/../private` can never
+ * match a `/public` skip rule, and a path is under a skip prefix here exactly when the gateway
+ * routes it as under that prefix. The query string and fragment never take part.
  */
-
-const UNRESERVED = /%(2[DdEe]|3[0-9]|[46][1-9A-Fa-f]|[57][0-9Aa]|5[Ff]|7[Ee])/g;
+import { DEFAULT_PATH_NORMALIZATION, normalizePath, type PathNormalization } from '../lib/path.ts';
 
 /**
- * Normalises the path part of a request target: drops the query and fragment, decodes
- * percent-encoded unreserved characters (so `%2e%2e` is `..`), treats `\` as `/`, merges
- * slashes and removes dot segments. Encoded `/` (`%2F`) stays encoded, as in Envoy's default.
+ * Normalises the path part of a request target (query and fragment dropped). Undefined when the
+ * path cannot be normalised (malformed or control-character escapes): the gateway answers those
+ * with 400 itself, so such a request never matches a skip prefix here.
  */
-export function normalisePath(target: string): string {
+export function normalisePath(target: string, mode: PathNormalization = DEFAULT_PATH_NORMALIZATION): string | undefined {
   let path = target;
   const cut = path.search(/[?#]/);
   if (cut >= 0) path = path.slice(0, cut);
-  path = path.replace(UNRESERVED, (m) => String.fromCharCode(parseInt(m.slice(1), 16)));
-  path = path.replace(/\\/g, '/');
   if (!path.startsWith('/')) path = `/${path}`;
-  const out: string[] = [];
-  const segments = path.split('/');
-  for (let i = 1; i < segments.length; i++) {
-    const seg = segments[i]!;
-    const last = i === segments.length - 1;
-    if (seg === '' && !last) continue; // merge slashes
-    if (seg === '.') {
-      if (last) out.push('');
-      continue;
-    }
-    if (seg === '..') {
-      out.pop();
-      if (last) out.push('');
-      continue;
-    }
-    out.push(seg);
-  }
-  return `/${out.join('/')}`;
+  return normalizePath(path, mode);
 }
 
 /**

@@ -569,7 +569,8 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
       target = raw.slice(cfg.checkPathPrefix.length) || '/';
       if (!target.startsWith('/')) target = `/${target}`;
     }
-    return { target, path: normalisePath(target) };
+    // Not normalisable (bad escapes): '' is under no skip prefix and is no login path, so it needs a session.
+    return { target, path: normalisePath(target, cfg.pathNormalization) ?? '' };
   };
 
   app.all('*', async (req, reply) => {
@@ -628,7 +629,7 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
           return slow(req, res); // a header value Node refuses: Fastify answers with its error path
         }
         res.end();
-        if (runtime.metrics) runtime.metrics.checks.allow++;
+        runtime.metrics?.checks.allow.inc();
       },
       () => slow(req, res),
     );

@@ -259,8 +259,14 @@ function runMeshIfAsked(list: string | undefined): { rest: string | undefined; c
 async function main(): Promise<number> {
   installCleanup();
   const s = settings();
-  const mesh = runMeshIfAsked(process.env.BENCH_SCENARIOS);
+  let mesh = runMeshIfAsked(process.env.BENCH_SCENARIOS);
   if (mesh.rest === '') return mesh.code;
+  // `wasm`: the WasmPlugin benchmark (bench/wasm/run.ts), in its own runner like `mesh`.
+  if (mesh.rest !== undefined && mesh.rest.split(',').includes('wasm')) {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'bench/wasm/run.ts')], { cwd: REPO_ROOT, stdio: 'inherit' });
+    mesh = { rest: mesh.rest.split(',').filter((n) => n !== 'wasm').join(','), code: r.status ?? 1 };
+    if (mesh.rest === '') return mesh.code;
+  }
   const scenarios = selectScenarios(mesh.rest);
   say(`${scenarios.length} scenario(s) × (direct, nginx, portico), wrk -t${s.threads} -c${s.connections} -d${s.durationSec}s --latency (+${s.warmupSec}s warm-up each)${s.quick ? ' [QUICK smoke run]' : ''}`);
   const tools = ensureTools();

@@ -4,6 +4,7 @@
  * Pure: no I/O (certificate bytes come from validation), no mutation of the input, deterministic
  * ordering everywhere so that the same YAML always yields byte-identical JSON and the same version.
  */
+import { DEFAULT_PATH_NORMALIZATION, parsePathNormalization } from '../lib/path.ts';
 import { createHash } from 'node:crypto';
 import { isAbsolute, relative } from 'node:path';
 import type {
@@ -12,11 +13,13 @@ import type {
 import type { RawServer } from './kinds/gateway.ts';
 import { normaliseCidr, splitRegexFlags, type RawStringMatch } from './kinds/common.ts';
 import type { AuthorizationPolicySpec, RawAuthzRule, RawOperation, RawSource } from './kinds/authorizationpolicy.ts';
-import { parseConditionKey } from './kinds/authorizationpolicy.ts';
+import { isPathTemplate, parseConditionKey } from './kinds/authorizationpolicy.ts';
+import { exportToNamespaces, findDelegate, mergeDelegateRule } from './delegate.ts';
 import { classifyPatch, HTTP_STATUS_NAMES, LOCAL_RATELIMIT_NAME, TYPED_STRUCT_TYPES, type RawPatch } from './kinds/envoyfilter.ts';
 import type { RawExtAuthzHttpProvider } from './kinds/meshconfig.ts';
 import type { PeerAuthenticationSpec } from './kinds/peerauthentication.ts';
 import type { RawJwtRule, RequestAuthenticationSpec } from './kinds/requestauthentication.ts';
+import { compileEnvoyWasmPatch, compileWasmPlugin, sortWasmPlugins, type RawWasmPluginSpec } from './kinds/wasmplugin.ts';
 import { envoyMatcherList, headerPatternMatcher, istioPattern, resolveEnvoyServer, resolveProviderServer, type ResolvedServer } from './policy.ts';
 import { isPlainObject, protoField } from './schema.ts';
 import type { ServiceEntrySpec } from './kinds/serviceentry.ts';
@@ -36,6 +39,7 @@ import type {
   RouteDestination, RouteMatch, ServerProtocol, ServerTls, Service, Snapshot, SourceRef, StringMatch, TrafficPolicy,
   ValueMatch, VirtualHost, Workload,
   MeshSettings,
+  WasmPluginConfig,
 } from './snapshot.ts';
 import { tlsKey, type ValidatedConfig } from './validate.ts';
 
@@ -73,24 +77,6 @@ export function compileSnapshot(config: ValidatedConfig, opts: CompileOptions = 
   const cwd = opts.cwd ?? process.cwd();
   const c = new Compiler(config, cwd);
   return c.run();
-}
-
-/** `\1`-style RE2 rewrite groups → JavaScript `$1`; literal `$` escaped as `$$`. */
-export function convertRegexRewrite(rewrite: string): string {
-  let out = '';
-  for (let i = 0; i < rewrite.length; i++) {
-    const ch = rewrite[i];
-    const next = rewrite[i + 1];
-    if (ch === '\\' && next !== undefined && /\d/.test(next)) {
-      out += `$${next}`;
-      i++;
-    } else if (ch === '\\' && next === '\\') {
-      out += '\\';
-      i++;
-    } else if (ch === '$') out += '$$';
-    else out += ch;
-  }
-  return out;
 }
 
 function stringMatch(m: RawStringMatch | undefined): StringMatch | undefined {
@@ -266,7 +252,8 @@ class Compiler {
 
   run(): Snapshot {
     for (const vs of this.idx.virtualServices) {
-      this.routes.set(vs.key, arrayOf<RawHttpRoute>(vs.spec.http).map((rule, i) => this.httpRoute(vs, rule, i)));
+      if (arrayOf<string>(vs.spec.hosts).length === 0) continue; // a delegate: reached through its roots only
+      this.routes.set(vs.key, this.expandDelegates(vs));
     }
     // Like Istio, every registry service port gets a subset-less cluster even with no route to
     // it, so sidecars can reach services that have no VirtualService.
@@ -287,6 +274,7 @@ class Compiler {
     });
     const mesh = { virtualHosts: this.virtualHosts(meshVs.flatMap((vs) => this.meshDomains(vs).map((d) => ({ vs, domain: d, server: -1 }))), 'mesh') };
     const files = [...this.config.fileContents.keys()].sort(cmp);
+    const wasmPlugins = this.wasmPlugins();
     const body = {
       gateways,
       clusters: [...this.clusters.values()].sort((a, b) => cmp(a.name, b.name)),
@@ -298,6 +286,7 @@ class Compiler {
       security,
       localRateLimits,
       meshConfig: this.meshSettings(),
+      ...(wasmPlugins.length ? { wasmPlugins } : {}),
     };
     const version = this.version(body);
     return deepFreeze({ version, ...body });
@@ -377,13 +366,32 @@ class Compiler {
         ? strip({
             uri: rw.uri,
             authority: rw.authority,
-            uriRegex: rw.uriRegexRewrite ? { match: rw.uriRegexRewrite.match, rewrite: convertRegexRewrite(rw.uriRegexRewrite.rewrite) } : undefined,
+            uriRegex: rw.uriRegexRewrite ? { match: rw.uriRegexRewrite.match, rewrite: rw.uriRegexRewrite.rewrite } : undefined,
           })
         : undefined,
       timeoutMs: timeout ? timeout : undefined,
       retries: retries(rule.retries),
       mirrors,
     });
+  }
+
+  /** The VirtualService's rules, each `delegate` rule replaced by the delegate's rules merged under it. */
+  private expandDelegates(vs: Resource<VirtualServiceSpec>): HttpRoute[] {
+    const out: HttpRoute[] = [];
+    arrayOf<RawHttpRoute>(vs.spec.http).forEach((rule, i) => {
+      if (!rule.delegate) {
+        out.push(this.httpRoute(vs, rule, i));
+        return;
+      }
+      const delegate = findDelegate(this.idx, vs, rule.delegate);
+      if (!delegate) return; // validation warns; Istio leaves the rule out
+      arrayOf<RawHttpRoute>(delegate.spec.http).forEach((leaf, j) => {
+        const merged = mergeDelegateRule(rule, leaf);
+        // The delegate's own namespace resolves its destinations; exportTo stays the root's.
+        if (merged) out.push({ ...this.httpRoute(delegate, merged, j), exportTo: exportToNamespaces(vs.spec.exportTo, vs.namespace) });
+      });
+    });
+    return out;
   }
 
   private httpRoute(vs: Resource<VirtualServiceSpec>, rule: RawHttpRoute, index: number): HttpRoute {
@@ -397,6 +405,7 @@ class Compiler {
       headers: headerRules(rule.headers),
       cors: cors(rule.corsPolicy),
       fault: fault(rule.fault),
+      exportTo: exportToNamespaces(vs.spec.exportTo, vs.namespace),
     });
   }
 
@@ -444,20 +453,13 @@ class Compiler {
     return hosts.sort((a, b) => compareDomains(a.domains[0], b.domains[0]));
   }
 
-  /** Domains a sidecar answers for: the FQDN plus Kubernetes short forms of `*.svc.cluster.local` hosts. */
+  /**
+   * Domains a sidecar answers for: the FQDNs. Kubernetes short forms (`reviews`,
+   * `reviews.default`) are added per sidecar at run time, its own namespace first
+   * (gateway/router.ts meshOutboundTable): two namespaces' `reviews` must not merge here.
+   */
   private meshDomains(vs: Resource<VirtualServiceSpec>): string[] {
-    const out = new Set<string>();
-    for (const h of arrayOf<string>(vs.spec.hosts)) {
-      const full = fqdn(h, vs.namespace);
-      out.add(full);
-      const m = /^([^.]+)\.([^.]+)\.svc\.cluster\.local$/.exec(full);
-      if (m) {
-        out.add(m[1]);
-        out.add(`${m[1]}.${m[2]}`);
-        out.add(`${m[1]}.${m[2]}.svc`);
-      }
-    }
-    return [...out];
+    return [...new Set(arrayOf<string>(vs.spec.hosts).map((h) => fqdn(h, vs.namespace)))];
   }
 
   // ---- gateways ----
@@ -638,6 +640,21 @@ class Compiler {
     return { rootNamespace: this.idx.rootNamespace, peerAuthentications, authorizationPolicies, requestAuthentications };
   }
 
+  // ---- wasm ----
+
+  private wasmPlugins(): WasmPluginConfig[] {
+    const h = { source: (r: Resource, p: string) => this.source(r, p), target: (r: Resource, sel: Record<string, string> | undefined, refs?: unknown[]) => this.target(r, sel, refs) };
+    const out = this.config.load.resources.filter((r) => r.kind === 'WasmPlugin').map((r) => compileWasmPlugin(r as Resource<RawWasmPluginSpec>, h));
+    for (const ef of this.idx.envoyFilters) {
+      arrayOf<RawPatch>(ef.spec.configPatches).forEach((p, i) => {
+        if (classifyPatch(p) !== 'wasm') return;
+        const c = compileEnvoyWasmPatch(ef, i, p.patch!.value!, p.match?.context ?? 'ANY', ef.spec.workloadSelector?.labels, h);
+        if (c) out.push(c);
+      });
+    }
+    return sortWasmPlugins(out);
+  }
+
   // ---- ext_authz ----
 
   private authzCluster(r: Resource, s: ResolvedServer): string {
@@ -746,6 +763,9 @@ class Compiler {
     if (typeof m.accessLogFile === 'string' && m.accessLogFile) out.accessLogFile = m.accessLogFile;
     if (m.accessLogEncoding === 'JSON' || m.accessLogEncoding === 'TEXT') out.accessLogEncoding = m.accessLogEncoding;
     if (typeof m.accessLogFormat === 'string' && m.accessLogFormat) out.accessLogFormat = m.accessLogFormat;
+    // Only when set, so snapshots of meshes on Istio's default stay as they were.
+    const pn = m.pathNormalization?.normalization;
+    if (pn !== undefined) out.pathNormalization = parsePathNormalization(pn) ?? DEFAULT_PATH_NORMALIZATION;
     return out;
   }
 
@@ -971,10 +991,14 @@ const patterns = (xs: string[] | undefined): StringPattern[] => (xs ?? []).map(i
 const ports = (xs: (string | number)[] | undefined): number[] => (xs ?? []).map(Number);
 const cidrs = (xs: string[] | undefined): string[] => (xs ?? []).map(normaliseCidr);
 
+function pathPattern(p: string): StringPattern {
+  return isPathTemplate(p) ? { template: p.split('/') } : istioPattern(p);
+}
+
 function operation(o: RawOperation): OperationMatch {
   return {
-    paths: patterns(o.paths),
-    notPaths: patterns(o.notPaths),
+    paths: (o.paths ?? []).map(pathPattern),
+    notPaths: (o.notPaths ?? []).map(pathPattern),
     hosts: patterns(o.hosts?.map((h) => h.toLowerCase())),
     notHosts: patterns(o.notHosts?.map((h) => h.toLowerCase())),
     methods: patterns(o.methods),

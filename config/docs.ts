@@ -21,6 +21,8 @@ const KIND_NOTES: Record<string, string> = {
   AuthorizationPolicy:
     'CUSTOM policies drive ext_authz (`Snapshot.extAuthz`). All actions are validated and compiled into `Snapshot.security.authorizationPolicies`; ALLOW/DENY/AUDIT are enforced by the edge gateway and `portico sidecar` inbound listeners in Istio\'s order (CUSTOM, DENY, ALLOW); see docs/mesh.md.',
   RequestAuthentication: 'JWTs are verified by the edge gateway and `portico sidecar` inbound listeners (jwksUri or inline jwks, audiences, header/param/cookie locations, forwardOriginalToken, outputClaimToHeaders); see docs/mesh.md.',
+  WasmPlugin:
+    'Compiled into `Snapshot.wasmPlugins` (with EnvoyFilter `envoy.filters.http.wasm` patches using `vm_config.code.local.filename`) and run by the proxy-wasm host in the HTTP filter chain; see docs/wasm.md.',
   Service:
     'Kubernetes `v1 Service`: becomes a registry host `<name>.<ns>.svc.cluster.local` as in a cluster (Istio\'s Kubernetes registry). Port protocol from `appProtocol` (`kubernetes.io/h2c` → HTTP2, `kubernetes.io/ws` → HTTP, `kubernetes.io/wss` → HTTPS), else the port name\'s prefix before `-` (`http-web` → HTTP). With EndpointSlices in the input the endpoints are theirs; without, the host resolves by DNS (its ClusterIP in a cluster). Other Service fields are ignored without a warning (they are not Istio configuration). A `Service` of another apiVersion (Knative `serving.knative.dev/v1`) is skipped.',
   EndpointSlice:
@@ -39,7 +41,7 @@ const KIND_NOTES: Record<string, string> = {
 const OVERRIDES: Record<string, FieldDoc> = {
   'Gateway:servers[].tls.mode': { status: 'partly', note: 'ISTIO_MUTUAL and AUTO_PASSTHROUGH are not served yet' },
   'Gateway:servers[].port.name': { status: 'enforced', note: 'unique per Gateway; missing is a warning (Istio rejects it)' },
-  'VirtualService:http[].delegate': { status: 'rejected', note: 'error' },
+  'VirtualService:http[].delegate': { status: 'enforced', note: 'merged as pilot merges delegates' },
   'VirtualService:http[].mirrorPercent': { status: 'partly', note: 'deprecated; use mirrorPercentage' },
   'VirtualService:tcp[].match[].sourceLabels': { status: 'partly', note: 'compiled; sidecar mode only' },
   'VirtualService:tls[].match[].sourceLabels': { status: 'partly', note: 'compiled; sidecar mode only' },

@@ -128,7 +128,7 @@ export function resolveProviderServer(idx: ModelIndex, mcNamespace: string, p: R
 }
 
 /** Istio policy pattern: `*` any, `abc*` prefix, `*abc` suffix, else exact. */
-export function istioPattern(s: string): StringPattern {
+export function istioPattern(s: string): Exclude<StringPattern, { template: readonly string[] }> {
   if (s === '*') return { presence: true };
   if (s.startsWith('*')) return { suffix: s.slice(1) };
   if (s.endsWith('*')) return { prefix: s.slice(0, -1) };

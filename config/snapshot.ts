@@ -9,6 +9,8 @@
  * the same YAML always compiles to byte-identical JSON.
  */
 
+import type { PathNormalization } from '../lib/path.ts';
+
 /** Where a resource or field came from, for error messages and `config_dump`. */
 export interface SourceRef {
   readonly file: string;
@@ -77,7 +79,7 @@ export interface RouteDestination {
 export interface Rewrite {
   readonly uri?: string;
   readonly authority?: string;
-  /** RE2 pattern and replacement (`\1` style groups already converted to `$1`). */
+  /** RE2 pattern and RE2 substitution (`\0`–`\9` groups, `\\` a backslash), as Envoy's `regex_rewrite`. */
   readonly uriRegex?: { readonly match: string; readonly rewrite: string };
 }
 
@@ -166,6 +168,11 @@ export interface HttpRoute {
   readonly headers?: HeaderRules;
   readonly cors?: CorsPolicy;
   readonly fault?: FaultInjection;
+  /**
+   * The namespaces whose proxies see this route (VirtualService `exportTo`, `.` resolved to the
+   * VirtualService's own); absent = every namespace (`*`, Istio's default).
+   */
+  readonly exportTo?: readonly string[];
 }
 
 /**
@@ -418,6 +425,11 @@ export type StringMatcher =
  */
 export type StringPattern =
   | { readonly exact: string }
+  /**
+   * An AuthorizationPolicy path template (Istio 1.22+): segments of the path, `{*}` matching one
+   * non-empty segment, a final `{**}` matching whatever follows (zero or more segments).
+   */
+  | { readonly template: readonly string[] }
   | { readonly prefix: string }
   | { readonly suffix: string }
   | { readonly presence: true };
@@ -655,6 +667,11 @@ export interface MeshSettings {
   readonly accessLogFile?: string;
   readonly accessLogEncoding?: 'TEXT' | 'JSON';
   readonly accessLogFormat?: string;
+  /**
+   * MeshConfig `pathNormalization.normalization`, applied once per request by every proxy (and by
+   * the authservice, which must be given the same mode); absent = Istio's default, BASE.
+   */
+  readonly pathNormalization?: PathNormalization;
 }
 
 export interface Snapshot {
@@ -677,4 +694,37 @@ export interface Snapshot {
   /** Sorted by id. */
   readonly localRateLimits: readonly LocalRateLimit[];
   readonly meshConfig: MeshSettings;
+  /** WasmPlugins and EnvoyFilter Wasm patches, in chain order within each phase; absent when none. */
+  readonly wasmPlugins?: readonly WasmPluginConfig[];
+}
+
+/** WasmPlugin `phase`: where in the filter chain the plugin runs (UNSPECIFIED: just before the router). */
+export type WasmPhase = 'AUTHN' | 'AUTHZ' | 'STATS' | 'UNSPECIFIED';
+
+/** A compiled WasmPlugin (or EnvoyFilter `envoy.filters.http.wasm` patch); see config/kinds/wasmplugin.ts. */
+export interface WasmPluginConfig extends PolicyTarget {
+  /** `WasmPlugin/ns/name` or `EnvoyFilter/ns/name/configPatches[i]`. */
+  readonly id: string;
+  readonly name: string;
+  readonly source: SourceRef;
+  /** `file:///abs/path`, `https://...` or `oci://registry/repo[:tag|@digest]`. */
+  readonly url: string;
+  /** Hex digest: of the module bytes (file, https) or of the image manifest (oci). */
+  readonly sha256?: string;
+  readonly imagePullPolicy: 'IfNotPresent' | 'Always';
+  /** Secret name (a `.dockerconfigjson` folder under --secrets-dir off Kubernetes). */
+  readonly imagePullSecret?: string;
+  /** Passed to proxy_on_configure as the plugin configuration (JSON). */
+  readonly pluginConfig: string;
+  /** The root id. */
+  readonly pluginName: string;
+  readonly vmId: string;
+  readonly phase: WasmPhase;
+  readonly priority: number;
+  readonly failStrategy: 'FAIL_CLOSE' | 'FAIL_OPEN' | 'FAIL_RELOAD';
+  readonly env: readonly { readonly name: string; readonly valueFrom: 'INLINE' | 'HOST'; readonly value: string }[];
+  /** Empty: every traffic. Else any entry matching (mode and, when listed, the listener port). */
+  readonly match: readonly { readonly mode: 'UNDEFINED' | 'CLIENT' | 'SERVER' | 'CLIENT_AND_SERVER'; readonly ports: readonly number[] }[];
+  /** EnvoyFilter `match.context` (`ANY` for WasmPlugins). */
+  readonly context: ProxyContext;
 }

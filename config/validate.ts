@@ -21,6 +21,7 @@ import { childPath, didYouMean, isPlainObject, protoField, validateValue, type R
 import { classifyPatch, type RawPatch } from './kinds/envoyfilter.ts';
 import type { RawExtensionProvider } from './kinds/meshconfig.ts';
 import { resolveEnvoyServer, resolveProviderServer, type ServerProblem } from './policy.ts';
+import { findDelegate } from './delegate.ts';
 
 export interface ValidateOptions {
   /** Where `credentialName` secrets live: `<dir>/<name>/tls.crt` + `tls.key`. Default `certs/out/credentials` under cwd. */
@@ -143,7 +144,28 @@ function checkVirtualServices(idx: ModelIndex, rep: (r: Resource) => Reporter): 
     const r = rep(vs);
     const gateways = arrayOf<string>(spec.gateways).filter((g) => typeof g === 'string');
     const hosts = arrayOf<string>(spec.hosts).filter((h) => typeof h === 'string');
-    if (hosts.length === 0) r.report('spec.hosts', ConfigErrorCodes.REQUIRED, "'hosts' needs at least one host");
+    if (hosts.length === 0) {
+      // No hosts: a delegate VirtualService (Istio's ValidateVirtualService rules for delegates).
+      if (gateways.length > 0) r.report('spec.gateways', ConfigErrorCodes.CONFLICTING_ACTIONS, 'a delegate VirtualService (no hosts) must not set gateways: its root decides where it applies');
+      for (const k of ['tcp', 'tls'] as const) if (arrayOf(spec[k]).length > 0) r.report(`spec.${k}`, ConfigErrorCodes.CONFLICTING_ACTIONS, `a delegate VirtualService (no hosts) supports only http routes, not ${k}`);
+      arrayOf<RawHttpRoute>(spec.http).forEach((rule, i) => {
+        if (isPlainObject(rule) && rule.delegate) r.report(`spec.http[${i}].delegate`, ConfigErrorCodes.CONFLICTING_ACTIONS, 'a delegate VirtualService cannot delegate again');
+      });
+      const referenced = idx.virtualServices.some((root) =>
+        arrayOf<RawHttpRoute>(root.spec.http).some((rule) => {
+          const d = isPlainObject(rule) ? (rule as RawHttpRoute).delegate : undefined;
+          return d !== undefined && `${d.namespace || root.namespace}/${d.name ?? ''}` === vs.key;
+        }),
+      );
+      if (!referenced) r.report('spec.hosts', ConfigErrorCodes.REQUIRED, "no hosts: this is a delegate VirtualService, but no root VirtualService's http[].delegate names it; it serves nothing", 'warning');
+    }
+    arrayOf<RawHttpRoute>(spec.http).forEach((rule, i) => {
+      const d = isPlainObject(rule) ? (rule as RawHttpRoute).delegate : undefined;
+      if (!d || hosts.length === 0) return;
+      if (!findDelegate(idx, vs, d)) {
+        r.report(`spec.http[${i}].delegate`, ConfigErrorCodes.UNKNOWN_HOST, `no delegate VirtualService ${d.namespace || vs.namespace}/${d.name ?? ''} without hosts exported to ${vs.namespace}; the rule is left out, as Istio does`, 'warning');
+      }
+    });
     const checkGatewayList = (list: unknown, path: string): void => {
       arrayOf<string>(list).forEach((g, i) => {
         if (typeof g !== 'string' || g === '') return;

@@ -5,10 +5,11 @@
  * The SPIFFE ID is built from the WorkloadEntry (`namespace`, `serviceAccount`), never from
  * the CSR: certs/signCsr takes only the public key from it.
  */
-import type { FastifyPluginAsync } from 'fastify';
+import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { isCertError, signCsr, spiffeIdFor, CertErrorCodes, type CaPair } from '../certs/index.ts';
 import { ControlPlaneError } from './errors.ts';
 import type { SnapshotFeed } from './feed.ts';
+import type { CallerIdentity } from './identity.ts';
 import type { ControlPlaneLogger } from './log.ts';
 import { CERTIFICATES_PATH, workloadKey } from './protocol.ts';
 
@@ -18,6 +19,8 @@ export interface CaRoutesOptions {
   readonly trustDomain: string;
   readonly ttlHours: number;
   readonly log: ControlPlaneLogger;
+  /** Who is asking (server.ts's authentication hook); a Kubernetes identity decides the SPIFFE id. */
+  readonly identityOf?: (req: FastifyRequest) => CallerIdentity;
 }
 
 /** The answer to a certificate request. */
@@ -42,21 +45,39 @@ export const caRoutes: FastifyPluginAsync<CaRoutesOptions> = async (app, opts) =
       throw new ControlPlaneError('BAD_REQUEST', 'body must be a JSON object {"csr": PEM, "workload": "<namespace>/<name>"}');
     }
     const { csr, workload } = body;
-    if (typeof workload !== 'string') throw new ControlPlaneError('BAD_REQUEST', 'workload: required, a string "<namespace>/<name>"');
     if (typeof csr !== 'string' || csr.length === 0) throw new ControlPlaneError('BAD_REQUEST', 'csr: required, a PEM certificate request');
-    const key = workloadKey(workload);
-    if (!key) throw new ControlPlaneError('BAD_REQUEST', `workload: '${workload.slice(0, 100)}' is not "<namespace>/<name>"`);
-    const current = feed.latest;
-    if (!current) throw new ControlPlaneError('NOT_READY', 'no snapshot yet: the workload registry is not loaded (see /v1/status)');
-    const entry = current.snapshot.workloads.find((w) => w.key === key);
-    if (!entry) {
-      throw new ControlPlaneError('UNKNOWN_WORKLOAD', `workload '${key}': no WorkloadEntry of that name in namespace '${key.split('/')[0]}' (revision ${current.revision})`);
+    const who = opts.identityOf?.(req) ?? { kind: 'anonymous' as const };
+    let spiffeId: string;
+    let key: string;
+    if (who.kind === 'kubernetes') {
+      // The identity is the TokenReview's (namespace, service account, bound pod); a `workload`
+      // the proxy names must be that pod. Contracts: POST /v1/certificates with the istio-ca token.
+      const podKey = who.pod ? `${who.namespace}/${who.pod}` : undefined;
+      if (workload !== undefined) {
+        const named = typeof workload === 'string' ? workloadKey(workload) : undefined;
+        if (!named || named !== podKey) {
+          throw new ControlPlaneError('UNAUTHORIZED', `workload: '${String(workload).slice(0, 100)}' is not the pod this token is bound to (${podKey ?? `an unbound token of ${who.namespace}/${who.serviceAccount}`})`);
+        }
+      }
+      key = podKey ?? `${who.namespace}/${who.serviceAccount}`;
+      spiffeId = spiffeIdFor({ trustDomain: opts.trustDomain, namespace: who.namespace, serviceAccount: who.serviceAccount });
+    } else {
+      if (typeof workload !== 'string') throw new ControlPlaneError('BAD_REQUEST', 'workload: required, a string "<namespace>/<name>"');
+      const k = workloadKey(workload);
+      if (!k) throw new ControlPlaneError('BAD_REQUEST', `workload: '${workload.slice(0, 100)}' is not "<namespace>/<name>"`);
+      key = k;
+      const current = feed.latest;
+      if (!current) throw new ControlPlaneError('NOT_READY', 'no snapshot yet: the workload registry is not loaded (see /v1/status)');
+      const entry = current.snapshot.workloads.find((w) => w.key === key);
+      if (!entry) {
+        throw new ControlPlaneError('UNKNOWN_WORKLOAD', `workload '${key}': no WorkloadEntry of that name in namespace '${key.split('/')[0]}' (revision ${current.revision})`);
+      }
+      spiffeId = spiffeIdFor({
+        trustDomain: opts.trustDomain,
+        namespace: entry.namespace,
+        serviceAccount: entry.serviceAccount ?? DEFAULT_SERVICE_ACCOUNT,
+      });
     }
-    const spiffeId = spiffeIdFor({
-      trustDomain: opts.trustDomain,
-      namespace: entry.namespace,
-      serviceAccount: entry.serviceAccount ?? DEFAULT_SERVICE_ACCOUNT,
-    });
     let signed;
     try {
       signed = signCsr(ca, csr, { spiffeId, ttlHours: opts.ttlHours });

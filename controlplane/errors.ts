@@ -3,7 +3,9 @@
  * Library errors (CertError, fastify body errors, undici) are translated into these at one
  * boundary: the server's error handler and the client's response check.
  */
-export const ControlPlaneErrors = {
+import { defineErrors } from '../lib/errors.ts';
+
+const controlPlaneErrors = defineErrors('ControlPlaneError', {
   UNAUTHORIZED: { code: 'PORTICO_ERR_CP_UNAUTHORIZED', status: 401 },
   BAD_REQUEST: { code: 'PORTICO_ERR_CP_BAD_REQUEST', status: 400 },
   BAD_CSR: { code: 'PORTICO_ERR_CP_BAD_CSR', status: 400 },
@@ -17,22 +19,15 @@ export const ControlPlaneErrors = {
   PROTOCOL: { code: 'PORTICO_ERR_CP_PROTOCOL', status: 502 },
   /** Client side: a snapshot from a control plane epoch older than the one already applied. */
   STALE_EPOCH: { code: 'PORTICO_ERR_CP_STALE_EPOCH', status: 409 },
-} as const;
+});
+
+export const ControlPlaneErrors = controlPlaneErrors.defs;
 
 export type ControlPlaneErrorName = keyof typeof ControlPlaneErrors;
 export type ControlPlaneErrorCode = (typeof ControlPlaneErrors)[ControlPlaneErrorName]['code'];
 
-export class ControlPlaneError extends Error {
-  override readonly name = 'ControlPlaneError';
-  readonly code: ControlPlaneErrorCode;
-  readonly status: number;
-
-  constructor(kind: ControlPlaneErrorName, message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.code = ControlPlaneErrors[kind].code;
-    this.status = ControlPlaneErrors[kind].status;
-  }
-}
+/** `new ControlPlaneError(kind, message, { cause })`. */
+export class ControlPlaneError extends controlPlaneErrors.Error {}
 
 export function isControlPlaneError(err: unknown, code?: ControlPlaneErrorCode): err is ControlPlaneError {
   return err instanceof ControlPlaneError && (code === undefined || err.code === code);

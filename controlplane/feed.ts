@@ -32,6 +32,9 @@ export class SnapshotFeed {
   private readonly listeners = new Set<Listener>();
   private lastErrorValue: ConfigError | undefined;
   private lastBuildOk: boolean | undefined;
+  /** Snapshots sent to subscribers, rejected config changes (for the metrics). */
+  pushes = 0;
+  rejections = 0;
 
   constructor(startedAt: number = Date.now()) {
     this.startedAt = startedAt;
@@ -73,13 +76,20 @@ export class SnapshotFeed {
     };
     this.current = p;
     for (const l of [...this.listeners]) l(p);
+    this.pushes += this.listeners.size;
     return p;
   }
 
   /** Records a rejected config change; the current snapshot stays. */
   reject(issues: readonly string[]): void {
     this.lastBuildOk = false;
+    this.rejections++;
     this.lastErrorValue = { at: new Date().toISOString(), issues: [...issues] };
+  }
+
+  /** Connected proxies (open snapshot streams). */
+  get subscribers(): number {
+    return this.listeners.size;
   }
 
   subscribe(listener: Listener): () => void {

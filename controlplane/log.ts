@@ -1,16 +1,14 @@
-/** The logger shape the control plane and its client use (the gateway's GatewayLogger fits it). */
-export interface ControlPlaneLogger {
-  info(msg: string, fields?: Record<string, unknown>): void;
-  warn(msg: string, fields?: Record<string, unknown>): void;
-  error(msg: string, fields?: Record<string, unknown>): void;
-}
+/**
+ * The logger shape the control plane and its client use: lib/log.ts's message-first `Logger`
+ * (the gateway's GatewayLogger is the same type).
+ */
+import { createLogger, silentLogger as silent, type Logger } from '../lib/log.ts';
 
-export const silentLogger: ControlPlaneLogger = { info() {}, warn() {}, error() {} };
+export type ControlPlaneLogger = Logger;
 
-/** One JSON object per line on stderr, like the other Portico commands. */
-export function jsonLogger(component: string, out: NodeJS.WritableStream = process.stderr): ControlPlaneLogger {
-  const line = (level: string, msg: string, fields?: Record<string, unknown>): void => {
-    out.write(`${JSON.stringify({ time: new Date().toISOString(), level, component, msg, ...fields })}\n`);
-  };
-  return { info: (m, f) => line('info', m, f), warn: (m, f) => line('warn', m, f), error: (m, f) => line('error', m, f) };
+export const silentLogger: ControlPlaneLogger = silent;
+
+/** One JSON object per line (pino, redacted) on stderr, like the other Portico commands. */
+export function jsonLogger(component: string, out?: NodeJS.WritableStream): ControlPlaneLogger {
+  return createLogger(component, out ? { destination: out } : {});
 }

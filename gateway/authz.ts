@@ -51,8 +51,7 @@ function compileMatcher(m: StringMatcher): NamePredicate {
     const v = m.contains.toLowerCase();
     return (n) => n.includes(v);
   }
-  const re = compileRegex(m.regex, true);
-  return (n) => re.test(n);
+  return compileRegex(m.regex, true);
 }
 
 function anyOf(list: readonly StringMatcher[]): NamePredicate {

@@ -4,6 +4,8 @@
  * flag that goes to the access log (flags are logged, not sent to clients).
  * Library errors (undici, node:net) are translated in exactly one place: `fromUpstreamError`.
  */
+import { defineErrors } from '../lib/errors.ts';
+
 export interface GatewayError {
   readonly code: string;
   readonly status: number;
@@ -12,11 +14,9 @@ export interface GatewayError {
   readonly message: string;
 }
 
-function def(code: string, status: number, flag: string, message: string): GatewayError {
-  return Object.freeze({ code, status, flag, message });
-}
+const def = (code: string, status: number, flag: string, message: string) => ({ code, status, flag, message });
 
-export const ERR = Object.freeze({
+const gatewayErrors = defineErrors('GatewayError', {
   NO_ROUTE: def('PORTICO_ERR_NO_ROUTE', 404, 'NR', 'no route matched this request'),
   NO_CLUSTER: def('PORTICO_ERR_NO_CLUSTER', 503, 'NC', 'route names an upstream cluster that does not exist'),
   NO_HEALTHY_UPSTREAM: def('PORTICO_ERR_NO_HEALTHY_UPSTREAM', 503, 'UH', 'no healthy upstream'),
@@ -28,6 +28,7 @@ export const ERR = Object.freeze({
   BAD_REQUEST: def('PORTICO_ERR_BAD_REQUEST', 400, 'DPE', 'bad request'),
   BAD_PATH: def('PORTICO_ERR_BAD_PATH', 400, 'DPE', 'request path cannot be normalised'),
   MISDIRECTED: def('PORTICO_ERR_MISDIRECTED', 421, 'NR', 'this connection cannot serve the requested host; open a new one'),
+  REQUEST_TIMEOUT: def('PORTICO_ERR_REQUEST_TIMEOUT', 408, 'DPE', 'request timeout'),
   HEADERS_TOO_LARGE: def('PORTICO_ERR_HEADERS_TOO_LARGE', 431, 'DPE', 'request header fields too large'),
   DOWNSTREAM_DISCONNECT: def('PORTICO_ERR_DOWNSTREAM_DISCONNECT', 499, 'DC', 'downstream closed the connection'),
   FAULT_ABORT: def('PORTICO_ERR_FAULT_ABORT', 500, 'FI', 'fault filter abort'),
@@ -36,6 +37,9 @@ export const ERR = Object.freeze({
   AUTHZ_ERROR: def('PORTICO_ERR_AUTHZ_ERROR', 403, 'UAEX', 'external authorization service unavailable'),
   RBAC_DENIED: def('PORTICO_ERR_RBAC_DENIED', 403, 'RBAC', 'RBAC: access denied'),
 });
+
+/** The gateway's own answers, by key; frozen, compared by identity (`err === ERR.NO_ROUTE`). */
+export const ERR: { readonly [K in keyof typeof gatewayErrors.defs]: GatewayError } = gatewayErrors.defs;
 
 interface ErrorWithCode {
   code?: unknown;

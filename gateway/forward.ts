@@ -52,7 +52,8 @@ export interface ForwardOptions {
   readonly pools: UpstreamPools;
   readonly balancer: Balancer;
   readonly pickRequest?: PickRequest;
-  readonly sendError: (err: GatewayError) => void;
+  /** Answers with a gateway error; returns the body bytes written (counted as responseBytes). */
+  readonly sendError: (err: GatewayError) => number | void;
 }
 
 /** Largest request body kept in memory so that a retry can resend it (Envoy buffers similarly). */
@@ -145,23 +146,96 @@ export function prepareBody(req: DownstreamRequest, retries: RetryPolicy): Promi
       req.pause();
       resolve({ kind: 'stream', prefix: chunks });
     };
-    const onEnd = (): void => resolve({ kind: 'buffered', data: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) });
+    const onEnd = (): void => {
+      req.off('aborted', onAborted);
+      if (bodyTruncated(req)) reject(truncatedBodyError());
+      else resolve({ kind: 'buffered', data: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks) });
+    };
+    const onAborted = (): void => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      reject(truncatedBodyError());
+    };
     req.on('data', onData);
     req.once('end', onEnd);
+    req.once('aborted', onAborted);
     req.once('error', reject);
   });
 }
 
-/** The request body as a stream: chunks already read (`prefix`), then the rest of `req`. */
+/**
+ * Whether the client's body ended without the client finishing it: the connection or stream
+ * was aborted, or (HTTP/2) the stream was reset, e.g. by nghttp2 for DATA longer or shorter
+ * than `content-length` (RFC 9113 §8.1.1: malformed, a stream error). Node's HTTP/2
+ * compatibility request still emits 'end' after such a reset, so 'end' alone proves nothing.
+ */
+export function bodyTruncated(req: DownstreamRequest): boolean {
+  if (req.aborted) return true;
+  const stream = (req as Http2ServerRequest).stream as Http2ServerRequest['stream'] | undefined;
+  return stream !== undefined && !stream.readableEnded;
+}
+
+/** The error a truncated downstream body raises: undici then resets the upstream request. */
+export function truncatedBodyError(): Error {
+  return Object.assign(new Error('downstream request body was aborted or malformed'), { code: 'PORTICO_DOWNSTREAM_BODY_ABORTED' });
+}
+
+/**
+ * The request body as a stream for undici: chunks already read (`prefix`), then the rest of
+ * `req`. It errors, rather than ends, when the client's body was cut short or malformed, so
+ * undici resets the upstream request instead of sending it as complete (a reset client stream
+ * must never reach the upstream as a whole request).
+ */
 function streamBody(req: DownstreamRequest, prefix: readonly Buffer[] | undefined): Readable {
-  if (!prefix || prefix.length === 0) return req as IncomingMessage;
-  return Readable.from(
-    (async function* () {
-      yield* prefix;
-      for await (const chunk of req as AsyncIterable<Buffer>) yield chunk;
-    })(),
-    { objectMode: false },
-  );
+  // HTTP/1.1: node:http enforces content-length and chunked framing and errors the request when
+  // the connection drops mid-body, which undici already turns into an upstream reset.
+  if ((!prefix || prefix.length === 0) && (req as Http2ServerRequest).stream === undefined) return req as IncomingMessage;
+  return new DownstreamBody(req, prefix);
+}
+
+class DownstreamBody extends Readable {
+  constructor(
+    private readonly req: DownstreamRequest,
+    prefix: readonly Buffer[] | undefined,
+  ) {
+    super();
+    if (prefix) for (const c of prefix) this.push(c);
+    req.on('data', this.onData);
+    req.once('end', this.onEnd);
+    req.once('aborted', this.onAborted);
+    req.once('error', this.onError);
+    req.pause();
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    if (!this.push(chunk)) this.req.pause();
+  };
+
+  private readonly onEnd = (): void => {
+    if (bodyTruncated(this.req)) this.destroy(truncatedBodyError());
+    else this.push(null);
+  };
+
+  private readonly onAborted = (): void => {
+    this.destroy(truncatedBodyError());
+  };
+
+  private readonly onError = (err: Error): void => {
+    this.destroy(err);
+  };
+
+  override _read(): void {
+    this.req.resume();
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    const req = this.req;
+    req.off('data', this.onData);
+    req.off('end', this.onEnd);
+    req.off('aborted', this.onAborted);
+    req.off('error', this.onError);
+    cb(err);
+  }
 }
 
 function isRetriableStatus(status: number, headers: Record<string, string | string[] | undefined>, policy: RetryPolicy): boolean {
@@ -214,6 +288,37 @@ function endpointName(e: Endpoint): string {
   return name;
 }
 
+/** Whether the client can no longer get this response (stream reset, connection closed). */
+export function downstreamGone(res: DownstreamResponse): boolean {
+  const stream = (res as Http2ServerResponse).stream as Http2ServerResponse['stream'] | undefined;
+  if (stream !== undefined) return stream.destroyed || stream.closed;
+  return (res as ServerResponse).destroyed || (res as ServerResponse).socket?.destroyed === true;
+}
+
+/** A raw `[name, value, ...]` header's value (first occurrence), case-insensitively. */
+function findRaw(raw: readonly (Buffer | string)[], name: string): string | undefined {
+  for (let i = 0; i < raw.length; i += 2) {
+    const n = raw[i]!;
+    if (n.length === name.length && n.toString().toLowerCase() === name) return raw[i + 1]!.toString();
+  }
+  return undefined;
+}
+
+/** Envoy's flag order (StreamInfo ResponseFlag enum order), for joining flags as Envoy prints them. */
+const FLAG_ORDER = ['LH', 'UH', 'UT', 'LR', 'UR', 'UF', 'UC', 'UO', 'NR', 'DI', 'FI', 'RL', 'UAEX', 'RLSE', 'DC', 'URX', 'SI', 'IH', 'DPE', 'UMSDR', 'RFCF', 'NFCF', 'DT', 'UPE', 'NC', 'OM'];
+
+/** Joins comma-separated Envoy flags in Envoy's order, `-` meaning none. */
+export function joinFlags(a: string, b: string): string {
+  if (a === '-' || a === '') return b === '' ? '-' : b;
+  if (b === '-' || b === '') return a;
+  const all = [...new Set([...a.split(','), ...b.split(',')])];
+  const rank = (f: string): number => {
+    const i = FLAG_ORDER.indexOf(f);
+    return i < 0 ? FLAG_ORDER.length : i;
+  };
+  return all.sort((x, y) => rank(x) - rank(y)).join(',');
+}
+
 /** The Forwarding of a response, for the one shared `close` listener (no closure per request). */
 const kForwarding = Symbol('portico.forwarding');
 type TaggedResponse = DownstreamResponse & { [kForwarding]?: Forwarding };
@@ -254,6 +359,10 @@ class Forwarding {
   tried: Set<Endpoint> | undefined = undefined;
   endAttempt: ((o: Outcome) => void) | undefined = undefined;
   responseBytes = 0;
+  /** Response body bytes still expected (content-length), -1 when unknown. */
+  bodyRemaining = -1;
+  /** Envoy flags of the outcome besides the final one (`URX` after a relayed retriable status). */
+  extraFlags = '';
   release: (() => void) | undefined = undefined;
   readonly maxAttempts: number;
   readonly replayable: boolean;
@@ -277,6 +386,12 @@ class Forwarding {
       return;
     }
     const res = opts.res as TaggedResponse;
+    if (downstreamGone(res)) {
+      // The client reset the stream or closed while the request was being read or checked:
+      // its 'close' has already fired, so nothing would ever abort an upstream request.
+      this.finish(499, 'DC');
+      return;
+    }
     res[kForwarding] = this;
     // Not removed when done: it fires once more as the response closes and finds `finished`.
     res.on('close', onResponseClose);
@@ -302,7 +417,7 @@ class Forwarding {
     this.release?.();
     this.onDone({
       status,
-      flag,
+      flag: this.extraFlags === '' ? flag : joinFlags(flag, this.extraFlags),
       upstream: this.lastEndpoint === undefined ? undefined : endpointName(this.lastEndpoint),
       attempts: this.attempt,
       responseBytes: this.responseBytes,
@@ -313,8 +428,10 @@ class Forwarding {
   fail(err: GatewayError): void {
     if (this.finished) return;
     const res = this.opts.res;
-    if (!res.headersSent) this.opts.sendError(err);
-    else res.destroy();
+    if (!res.headersSent) {
+      const written = this.opts.sendError(err);
+      if (typeof written === 'number') this.responseBytes += written;
+    } else res.destroy();
     this.finish(res.headersSent && res.statusCode ? res.statusCode : err.status, err.flag);
   }
 
@@ -338,7 +455,8 @@ class Forwarding {
       setTimeout(onBackoffDone, backoff(this.attempt - 1), this);
       return;
     }
-    this.fail(this.attempt > 1 && retriable ? { ...err, flag: 'URX' } : err);
+    // Envoy keeps the cause and adds URX (`UF,URX` for connect failures on every attempt).
+    this.fail(this.attempt > 1 && retriable ? { ...err, flag: joinFlags(err.flag, 'URX') } : err);
   }
 
   tryOnce(): void {
@@ -353,7 +471,7 @@ class Forwarding {
     this.lastEndpoint = endpoint;
     this.endAttempt = opts.balancer.start(cluster, endpoint);
     const pool = opts.pools.get(cluster, endpoint);
-    const attempt = new Attempt(this, picked.setCookie);
+    const attempt = new Attempt(this, picked.setCookie, opts.pools.speaksHttp2(pool));
     this.current = attempt;
     const perTry = opts.retries.perTryTimeoutMs;
     if (perTry && perTry > 0) {
@@ -386,10 +504,14 @@ class Attempt implements RawHandler {
   settled = false;
   abort: ((err: Error) => void) | undefined = undefined;
   resumeUpstream: (() => void) | undefined = undefined;
+  /** The response is chunked: its terminator follows the data, so pausing on data is safe. */
+  chunked = false;
 
   constructor(
     readonly f: Forwarding,
     readonly setCookie: string | undefined,
+    /** Sent over HTTP/2 (undici's h2 client: no HTTP/1 parser to pause). */
+    readonly h2: boolean,
   ) {}
 
   perTryTimedOut(): void {
@@ -415,14 +537,27 @@ class Attempt implements RawHandler {
     }
     if (statusCode < 200) return true; // 1xx informational: wait for the final response
     const { opts } = f;
-    const headers = rawResponseHeaders(rawHeaders);
-    f.report({ kind: 'response', status: statusCode });
-    if (f.attempt < f.maxAttempts && isRetriableStatus(statusCode, headers, opts.retries)) {
-      this.settled = true;
-      this.abort?.(new Error('retrying'));
-      f.retryOrFail({ ...ERR.UPSTREAM_CONNECT, status: statusCode }, true);
+    if (downstreamGone(opts.res)) {
+      this.abort?.(new Error('downstream closed'));
       return false;
     }
+    const headers = rawResponseHeaders(rawHeaders);
+    f.report({ kind: 'response', status: statusCode });
+    if (isRetriableStatus(statusCode, headers, opts.retries)) {
+      if (f.attempt < f.maxAttempts) {
+        this.settled = true;
+        this.abort?.(new Error('retrying'));
+        f.retryOrFail({ ...ERR.UPSTREAM_CONNECT, status: statusCode }, true);
+        return false;
+      }
+      // Envoy's router: the retry policy would have retried, but the limit was reached.
+      if (f.maxAttempts > 1) f.extraFlags = 'URX';
+    }
+    const te = findRaw(rawHeaders, 'transfer-encoding');
+    const cl = te === undefined ? findRaw(rawHeaders, 'content-length') : undefined;
+    f.bodyRemaining = cl !== undefined && /^\d+$/.test(cl) ? Number(cl) : -1;
+    // HTTP/2 upstreams (no undici h1 parser) frame every body, so they count as chunked here.
+    this.chunked = te !== undefined || this.h2;
     this.settled = true;
     this.resumeUpstream = resume;
     if (f.perTryTimer) clearTimeout(f.perTryTimer);
@@ -441,10 +576,21 @@ class Attempt implements RawHandler {
 
   onData(chunk: Buffer): boolean {
     const f = this.f;
-    if (f.finished) return false;
-    f.responseBytes += chunk.length;
     const res = f.opts.res as ServerResponse;
+    if (f.finished || downstreamGone(res)) {
+      // Never leave undici's parser paused for a response nobody reads: abort (destroys the
+      // upstream connection). A parser paused when the upstream's FIN arrives trips undici's
+      // `assert(!this.paused)` in Parser.finish and kills the process (nodejs/undici#5360).
+      this.abort?.(new Error('downstream closed'));
+      return false;
+    }
+    f.responseBytes += chunk.length;
+    if (f.bodyRemaining > 0) f.bodyRemaining -= chunk.length;
     if (res.write(chunk)) return true;
+    // Pausing is backpressure, but not on the last bytes of a body: the upstream may close right
+    // after them (`connection: close`), and undici 7 asserts on a FIN while paused (#5360). The
+    // last chunk is already in memory; it just waits in the response's buffer.
+    if (f.bodyRemaining === 0 || (f.bodyRemaining < 0 && !this.chunked)) return true;
     res.once('drain', onDrain);
     return false;
   }
@@ -472,6 +618,16 @@ class Attempt implements RawHandler {
     const res = f.opts.res;
     if (this.settled && !res.headersSent) return; // aborted on purpose (retry or per-try timeout)
     this.settled = true;
+    if ((err as { code?: unknown }).code === 'PORTICO_DOWNSTREAM_BODY_ABORTED' || downstreamGone(res)) {
+      // The client's body was cut short or malformed (undici has reset the upstream request):
+      // nothing to answer and nothing to retry. RFC 9113 §8.1.1 malformed → DPE, else DC.
+      f.report({ kind: 'cancelled' });
+      if (!downstreamGone(res)) res.destroy();
+      const rst = (res as Http2ServerResponse).stream?.rstCode;
+      if (rst === 1) f.finish(400, 'DPE');
+      else f.finish(499, 'DC');
+      return;
+    }
     f.report(outcomeOf(err));
     if (res.headersSent) {
       res.destroy(err);

@@ -27,6 +27,54 @@ function firstMatch(routes: readonly CompiledL4Route[], input: L4Input): Compile
   return undefined;
 }
 
+/**
+ * Istio's TCP metrics for one spliced connection: opened once connected, bytes reported every
+ * `TCP_REPORT_MS` while open (Istio's `tcpReportingDuration`, 15 s by default) and at close, so
+ * long-lived connections show up in rate() before they end. Received = downstream → upstream,
+ * sent = upstream → downstream (Istio: "bytes received during request" / "sent during response").
+ */
+const TCP_REPORT_MS = 15_000;
+const reporting = new Set<() => void>();
+let reportTimer: NodeJS.Timeout | undefined;
+
+function trackBytes(report: () => void): () => void {
+  reporting.add(report);
+  if (!reportTimer) {
+    reportTimer = setInterval(() => {
+      for (const r of reporting) r();
+    }, TCP_REPORT_MS);
+    reportTimer.unref();
+  }
+  return () => {
+    reporting.delete(report);
+    report();
+    if (reporting.size === 0 && reportTimer) {
+      clearInterval(reportTimer);
+      reportTimer = undefined;
+    }
+  };
+}
+
+function connectionMetrics(deps: ProxyDeps, cluster: string, upstream: Socket, endpoint: string): () => void {
+  const m = deps.telemetry?.tcpConnection?.(cluster, endpoint);
+  if (!m) return () => {};
+  m.opened();
+  let sent = 0;
+  let received = 0;
+  const untrack = trackBytes(() => {
+    const w = upstream.bytesWritten;
+    const r = upstream.bytesRead;
+    if (w > received) m.received(w - received);
+    if (r > sent) m.sent(r - sent);
+    received = w;
+    sent = r;
+  });
+  return () => {
+    untrack();
+    m.closed();
+  };
+}
+
 /** Splices `client` to an endpoint of the route's picked destination. */
 function splice(deps: ProxyDeps, route: CompiledL4Route | undefined, client: Socket, head: Buffer | undefined, observer?: L4Observer): void {
   const dest = route?.pick();
@@ -39,9 +87,12 @@ function splice(deps: ProxyDeps, route: CompiledL4Route | undefined, client: Soc
   const end = deps.balancer.start(cluster, picked.endpoint);
   observer?.opened?.(route);
   let connected = false;
+  let closeMetrics: (() => void) | undefined;
+  const endpoint = `${picked.endpoint.address}:${picked.endpoint.port}`;
   const upstream = connect({ host: picked.endpoint.address, port: picked.endpoint.port, timeout: cluster.trafficPolicy.connectionPool?.tcp?.connectTimeoutMs ?? 10_000 });
   upstream.once('connect', () => {
     connected = true;
+    closeMetrics = connectionMetrics(deps, cluster.name, upstream, endpoint);
     upstream.setTimeout(0);
     end({ kind: 'response', status: 200 });
     if (head?.length) upstream.write(head);
@@ -50,12 +101,20 @@ function splice(deps: ProxyDeps, route: CompiledL4Route | undefined, client: Soc
   });
   upstream.once('timeout', () => upstream.destroy(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' })));
   upstream.on('error', () => {
-    if (!connected) end({ kind: 'connect-failure' });
+    if (!connected) {
+      end({ kind: 'connect-failure' });
+      // Envoy counts a connection whose upstream never connected too, flagged UF.
+      const m = deps.telemetry?.tcpConnection?.(cluster.name, endpoint, 'UF');
+      m?.opened();
+      m?.closed();
+    }
     client.destroy();
   });
   client.on('error', () => upstream.destroy());
   client.once('close', () => upstream.destroy());
   upstream.once('close', () => {
+    closeMetrics?.();
+    closeMetrics = undefined;
     client.destroy();
     observer?.closed?.(route, upstream.bytesWritten, upstream.bytesRead);
   });

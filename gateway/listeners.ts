@@ -3,15 +3,19 @@
  * offering HTTP/2 and HTTP/1.1 by ALPN with the certificate picked by SNI. Listeners read the
  * current PortTable through `deps.table()` on every request, so a route change never rebinds.
  */
-import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
-import { createSecureServer, createServer as createH2cServer, type Http2SecureServer, type ServerHttp2Session } from 'node:http2';
+import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
+import { createSecureServer, createServer as createH2cServer, type Http2SecureServer, type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { SecureContext, SecureContextOptions } from 'node:tls';
 import type { CertStore } from './tls.ts';
-import { handleRequest, type ListenerInfo, type ProxyDeps } from './proxy.ts';
+import { handleRequest, sendGatewayError, type ListenerInfo, type ProxyDeps, type RequestRecord } from './proxy.ts';
+import { failRequest, type ErrorLog } from './contain.ts';
+import { ERR } from './errors.ts';
+import type { DownstreamRequest, DownstreamResponse } from './forward.ts';
+import { headerLimitViolation, http1ParserHeaderBytes, resolveLimits, type RequestLimitOptions, type RequestLimits } from './limits.ts';
 import type { PortKind, PortTable } from './router.ts';
 import { openL4Listener } from './l4.ts';
-import type { Server as NetServer } from 'node:net';
+import { Server as NetServer } from 'node:net';
 import { handleUpgrade } from './websocket.ts';
 
 export interface Listener {
@@ -26,12 +30,14 @@ export interface Listener {
   close(graceMs: number): Promise<void>;
 }
 
-export interface ListenerOptions {
+/**
+ * Listener settings. The request limits (gateway/limits.ts) apply to every HTTP listener alike:
+ * plain HTTP/1.1, HTTPS (HTTP/1.1 and h2 by ALPN) and h2c.
+ */
+export interface ListenerOptions extends RequestLimitOptions {
   readonly host?: string;
-  /** Node's headersTimeout: a client must finish sending headers within this (slowloris). */
-  readonly headersTimeoutMs?: number;
-  readonly keepAliveTimeoutMs?: number;
-  readonly maxHeaderSize?: number;
+  /** Where internal errors contained to one request are logged. */
+  readonly logger?: ErrorLog;
 }
 
 /** Binds `server`, turning EADDRINUSE into a message a person can act on. */
@@ -64,6 +70,9 @@ export function drainServer(server: NetServer | HttpServer | Http2SecureServer, 
   });
 }
 
+/** How often a draining HTTP/1.1 listener looks for a moment to close its idle connections. */
+const DRAIN_IDLE_CLOSE_MS = 250;
+
 export function trackSockets(server: NetServer | HttpServer | Http2SecureServer): Set<Socket> {
   const sockets = new Set<Socket>();
   server.on('connection', (s: Socket) => {
@@ -84,6 +93,21 @@ export async function openListener(
   let server: HttpServer | Http2SecureServer;
   let current = table;
   const sessions = new Set<ServerHttp2Session>();
+  // Drain (Envoy's and nginx's behaviour): HTTP/1.1 responses from now on carry `Connection:
+  // close`; HTTP/2 sessions get GOAWAY. `open` holds the HTTP/1.1 responses not yet finished, so
+  // those already in flight when the drain starts are marked too.
+  let draining = false;
+  const open = new Set<ServerResponse>();
+  const serve = (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse): void => {
+    if (req.httpVersionMajor === 1) {
+      const r = res as ServerResponse;
+      if (draining) r.setHeader('connection', 'close');
+      open.add(r);
+      r.once('close', () => open.delete(r));
+    }
+    serveRequest(deps, info, limits, req, res, opts.logger);
+  };
+  const limits = resolveLimits(opts);
 
   if (table.tls) {
     const contextFor = (servername: string | undefined): SecureContext | undefined => {
@@ -93,7 +117,10 @@ export async function openListener(
     };
     const secure = createSecureServer({
       ...defaultTlsOptions(current, certs),
+      ...h2Options(limits),
       allowHTTP1: true,
+      // A handshake that has not finished in the headers timeout is a slow client too.
+      handshakeTimeout: limits.headersTimeoutMs > 0 ? limits.headersTimeoutMs : 120_000,
       SNICallback: (servername, cb) => {
         try {
           cb(null, contextFor(servername));
@@ -102,35 +129,41 @@ export async function openListener(
         }
       },
     });
+    // HTTP/1.1 over TLS goes through node:http's connection handling, which reads these from the
+    // server (Http2SecureServer sets its own 60 s / 300 s defaults, checked every 30 s, and no
+    // keep-alive timeout): the same limits and timeouts as a plain HTTP port.
+    applyHttp1Settings(secure as unknown as HttpServer, limits);
+    // A failed or timed-out handshake ends that connection (Node leaves the socket open on a
+    // handshake timeout once any tlsClientError listener exists; destroy it explicitly).
+    secure.on('tlsClientError', (_err, socket) => socket.destroy());
     secure.on('session', (session) => {
-      sessions.add(session);
-      session.once('close', () => sessions.delete(session));
+      trackSession(session, sessions, limits);
+      if (draining) session.close();
     });
-    secure.on('request', (req, res) => handleRequest(deps, info, req, res));
+    secure.on('request', serve);
     // With allowHTTP1, HTTP/1.1 connections are parsed by node:http and emit 'upgrade' here.
     (secure as unknown as HttpServer).on('upgrade', (req, socket, head) => handleUpgrade(deps, info, req, socket, head));
     server = secure;
   } else if (table.protocol === 'GRPC' || table.protocol === 'HTTP2') {
     // Cleartext HTTP/2 with prior knowledge (h2c), what gRPC clients speak on plaintext ports.
     // Node's cleartext HTTP/2 server cannot also accept HTTP/1.1; use an HTTP port for those.
-    const h2c = createH2cServer();
+    const h2c = createH2cServer(h2Options(limits));
     h2c.on('session', (session) => {
-      sessions.add(session);
-      session.once('close', () => sessions.delete(session));
+      trackSession(session, sessions, limits);
+      if (draining) session.close();
     });
-    h2c.on('request', (req, res) => handleRequest(deps, info, req, res));
+    h2c.on('request', serve);
     server = h2c as unknown as Http2SecureServer;
   } else {
-    const headersTimeout = opts.headersTimeoutMs ?? 30_000;
     const plain = createHttpServer({
-      maxHeaderSize: opts.maxHeaderSize,
-      headersTimeout,
-      requestTimeout: 0,
-      keepAliveTimeout: opts.keepAliveTimeoutMs ?? 65_000,
-      // How often Node looks for connections past headersTimeout (slowloris); its default is 30 s.
-      connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(headersTimeout / 2))),
+      maxHeaderSize: http1ParserHeaderBytes(limits),
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.requestTimeoutMs,
+      keepAliveTimeout: limits.keepAliveTimeoutMs,
+      connectionsCheckingInterval: checkingInterval(limits),
     });
-    plain.on('request', (req, res) => handleRequest(deps, info, req, res));
+    plain.maxHeadersCount = limits.maxHeaders + 1;
+    plain.on('request', serve);
     plain.on('upgrade', (req, socket, head) => handleUpgrade(deps, info, req, socket, head));
     server = plain;
   }
@@ -140,6 +173,8 @@ export async function openListener(
     const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
     socket.end(`HTTP/1.1 ${status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`);
   });
+  // A session-level protocol error (bad frames, flood limits) ends that connection only.
+  server.on('sessionError', () => undefined);
 
   await listenOn(server, table.bindPort, opts.host ?? table.bind);
 
@@ -159,12 +194,34 @@ export async function openListener(
         if (defaults) (server as Http2SecureServer).setSecureContext(defaults);
       }
     },
-    close(graceMs) {
-      return drainServer(server, sockets, graceMs, () => {
-        // Idle keep-alive connections would hold close() open; in-flight ones finish first.
-        (server as HttpServer).closeIdleConnections?.();
-        for (const session of sessions) session.close(); // HTTP/2 GOAWAY, streams finish
+    async close(graceMs) {
+      draining = true;
+      for (const r of open) if (!r.headersSent) r.setHeader('connection', 'close');
+      // GOAWAY with the last stream processed; streams in flight finish, later ones are refused
+      // (REFUSED_STREAM: never processed, safe to retry, RFC 9113 §8.7).
+      for (const session of sessions) session.close();
+      const closeIdle = (): void => (server as HttpServer).closeIdleConnections?.();
+      // Idle HTTP/1.1 connections are closed only while no request is in flight: closing one
+      // races its client writing the next request, which is then lost. Busy connections end
+      // after their next response, which says `Connection: close`.
+      const tick = setInterval(() => open.size === 0 && closeIdle(), DRAIN_IDLE_CLOSE_MS);
+      tick.unref();
+      await new Promise<void>((resolve) => {
+        const deadline = setTimeout(() => {
+          closeIdle(); // idle ones get a clean close; only requests still running are cut
+          for (const s of sockets) s.destroy();
+          resolve();
+        }, graceMs);
+        deadline.unref();
+        // net.Server's close: stop accepting, call back once every connection has ended. (The
+        // http servers' close() would also close every idle keep-alive connection at once.)
+        NetServer.prototype.close.call(server, () => {
+          clearTimeout(deadline);
+          resolve();
+        });
       });
+      clearInterval(tick);
+      server.close(); // the http server's own timers (header timeouts); nothing is left to close
     },
   };
 }
@@ -173,4 +230,117 @@ export async function openListener(
 function defaultTlsOptions(table: PortTable, certs: CertStore): SecureContextOptions | undefined {
   const first = table.servers.find((s) => s.tls?.certFile && s.tls.keyFile);
   return first ? certs.options(first) : undefined;
+}
+
+/** How often node:http looks for connections past headersTimeout (slowloris); its default is 30 s. */
+function checkingInterval(l: RequestLimits): number {
+  return Math.max(50, Math.min(1000, Math.floor((l.headersTimeoutMs || 30_000) / 2)));
+}
+
+function applyHttp1Settings(server: HttpServer, l: RequestLimits): void {
+  // Read by node:http's connection listener per connection, connectionsCheckingInterval when
+  // the server starts listening (so this runs before listen()).
+  // maxHeaderSize is node:http's own server field (set from createServer options); there is no
+  // public setter for the HTTP/1.1 half of an Http2SecureServer. test/security covers it.
+  (server as { maxHeaderSize?: number }).maxHeaderSize = http1ParserHeaderBytes(l);
+  server.maxHeadersCount = l.maxHeaders + 1;
+  server.headersTimeout = l.headersTimeoutMs;
+  server.requestTimeout = l.requestTimeoutMs;
+  server.keepAliveTimeout = l.keepAliveTimeoutMs;
+  (server as { connectionsCheckingInterval?: number }).connectionsCheckingInterval = checkingInterval(l);
+}
+
+/**
+ * HTTP/2 settings from the limits. Node resets a stream past maxHeaderListPairs (pseudo-headers
+ * counted) before Portico sees it; up to twice the limit gets the 431 of serveRequest's check,
+ * as on HTTP/1.1.
+ */
+function h2Options(l: RequestLimits): { maxHeaderListPairs: number; settings: { maxHeaderListSize: number } } {
+  return { maxHeaderListPairs: 2 * l.maxHeaders + 8, settings: { maxHeaderListSize: 2 * l.maxHeaderBytes + 32 * (2 * l.maxHeaders + 8) } };
+}
+
+/**
+ * Per HTTP/2 session: GOAWAY when no request arrives within the headers timeout of the
+ * connection opening (a client that never completes a HEADERS block), or when it stays idle
+ * for the keep-alive timeout after its last stream. Errors end this session only.
+ */
+function trackSession(session: ServerHttp2Session, sessions: Set<ServerHttp2Session>, l: RequestLimits): void {
+  sessions.add(session);
+  let open = 0;
+  let timer: NodeJS.Timeout | undefined;
+  const arm = (ms: number): void => {
+    if (timer) clearTimeout(timer);
+    timer = ms > 0 ? setTimeout(() => session.close(), ms) : undefined;
+    timer?.unref();
+  };
+  arm(l.headersTimeoutMs);
+  session.on('stream', (stream) => {
+    open++;
+    if (timer) clearTimeout(timer);
+    timer = undefined;
+    stream.once('close', () => {
+      if (--open === 0 && !session.closed && !session.destroyed) arm(l.keepAliveTimeoutMs);
+    });
+  });
+  session.on('error', () => undefined);
+  session.once('close', () => {
+    if (timer) clearTimeout(timer);
+    sessions.delete(session);
+  });
+}
+
+/**
+ * The 'request' handler of every HTTP port: limits first (431, never forwarded), then the proxy.
+ * An exception ends this request only (contain.ts).
+ */
+function serveRequest(deps: ProxyDeps, info: ListenerInfo, limits: RequestLimits, req: DownstreamRequest, res: DownstreamResponse, log: ErrorLog | undefined): void {
+  try {
+    const tooLarge = headerLimitViolation(req, limits);
+    if (tooLarge !== undefined) return refuseHeaders(deps, info, req, res, tooLarge);
+    if (limits.requestTimeoutMs > 0 && req.httpVersionMajor === 2) armH2RequestTimeout(req as Http2ServerRequest, res as Http2ServerResponse, limits.requestTimeoutMs);
+    handleRequest(deps, info, req, res);
+  } catch (err) {
+    failRequest(res, err, log);
+  }
+}
+
+/** 431 for headers over the limits, logged and counted like any request the gateway answers. */
+function refuseHeaders(deps: ProxyDeps, info: ListenerInfo, req: DownstreamRequest, res: DownstreamResponse, detail: string): void {
+  const observer = deps.telemetry?.begin(req, info);
+  const started = performance.now();
+  // HTTP/1.1: the rest of an oversized request may still be arriving; do not read on.
+  if (req.httpVersionMajor !== 2) res.setHeader('connection', 'close');
+  const bytes = sendGatewayError(res, ERR.HEADERS_TOO_LARGE, detail, req);
+  if (!observer && !deps.onRequest) return;
+  const a = req.headers[':authority'] ?? req.headers.host;
+  const rec: RequestRecord = {
+    method: req.method ?? '',
+    authority: typeof a === 'string' ? a : '',
+    path: req.url ?? '',
+    status: ERR.HEADERS_TOO_LARGE.status,
+    flag: ERR.HEADERS_TOO_LARGE.flag,
+    startMs: started,
+    durationMs: performance.now() - started,
+    protocol: req.httpVersionMajor === 2 ? 'HTTP/2' : 'HTTP/1.1',
+    grpc: false,
+    requestBytes: 0,
+    responseBytes: bytes,
+  };
+  observer?.end(rec);
+  deps.onRequest?.(rec);
+}
+
+/**
+ * HTTP/2 has no node:http requestTimeout: a stream whose request is not fully received in time
+ * gets 408 (or a reset once the response started), as with Envoy's request_timeout.
+ */
+function armH2RequestTimeout(req: Http2ServerRequest, res: Http2ServerResponse, ms: number): void {
+  const timer = setTimeout(() => {
+    if (req.stream.readableEnded || req.stream.destroyed) return;
+    if (!res.headersSent) sendGatewayError(res, ERR.REQUEST_TIMEOUT, undefined, req);
+    req.stream.close(8 /* CANCEL */);
+  }, ms);
+  timer.unref();
+  req.stream.once('end', () => clearTimeout(timer));
+  req.stream.once('close', () => clearTimeout(timer));
 }

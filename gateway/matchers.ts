@@ -3,6 +3,7 @@
  * allocates per request beyond what the predicates themselves need.
  */
 import type { NamedMatch, RouteMatch, StringMatch, ValueMatch } from '../config/snapshot.ts';
+import { compileFullMatch, type Re2Predicate } from '../lib/re2.ts';
 
 export type StringPredicate = (value: string) => boolean;
 
@@ -25,9 +26,12 @@ export interface MatchInput {
   parsedQuery?: URLSearchParams;
 }
 
-/** Istio regexes are RE2 full matches; JS `u` mode is the closest dialect. */
-export function compileRegex(pattern: string, ignoreCase = false): RegExp {
-  return new RegExp(`^(?:${pattern})$`, ignoreCase ? 'iu' : 'u');
+/**
+ * Istio regexes are RE2 full matches (Envoy `RE2::FullMatch`), linear in the input: compiled with
+ * re2js, never RegExp. Validation has already rejected what RE2 does not accept.
+ */
+export function compileRegex(pattern: string, ignoreCase = false): Re2Predicate {
+  return compileFullMatch(pattern, ignoreCase);
 }
 
 export function compileStringMatch(m: StringMatch, ignoreCase = false): StringPredicate {
@@ -47,8 +51,7 @@ export function compileStringMatch(m: StringMatch, ignoreCase = false): StringPr
     const want = m.prefix.toLowerCase();
     return (v) => v.length >= want.length && v.slice(0, want.length).toLowerCase() === want;
   }
-  const re = compileRegex(m.regex, ignoreCase || m.ignoreCase === true);
-  return (v) => re.test(v);
+  return compileRegex(m.regex, ignoreCase || m.ignoreCase === true);
 }
 
 function compileValueMatch(m: ValueMatch): StringPredicate {

@@ -34,9 +34,25 @@ export interface PolicyInput {
 
 type Pred = (i: PolicyInput) => boolean;
 
+/** Segment-wise match of an Istio path template (`/a/{*}/b`, `/a/{**}`). */
+function templateMatches(template: readonly string[], path: string): boolean {
+  const segs = path.split('/');
+  for (let i = 0; i < template.length; i++) {
+    const t = template[i]!;
+    if (t === '{**}') return segs.length >= i;
+    const s = segs[i];
+    if (s === undefined) return false;
+    if (t === '{*}') {
+      if (s === '') return false;
+    } else if (t !== s) return false;
+  }
+  return segs.length === template.length;
+}
+
 export function patternMatches(p: StringPattern, value: string | undefined): boolean {
   if (value === undefined) return false;
   if ('exact' in p) return value === p.exact;
+  if ('template' in p) return templateMatches(p.template, value);
   if ('prefix' in p) return value.startsWith(p.prefix);
   if ('suffix' in p) return value.endsWith(p.suffix);
   return value.length > 0;

@@ -65,6 +65,8 @@ export function usesHttp2(cluster: Cluster): boolean {
 
 export class UpstreamPools {
   private readonly pools = new Map<string, AnyPool>();
+  /** The HTTP/2 (h2c) clients among `pools`. */
+  private readonly h2Pools = new WeakSet<Dispatcher>();
   /**
    * The pool last chosen for a (cluster, endpoint) pair, with the TLS settings it was chosen
    * under: snapshots are immutable, so the per-request lookup skips building the pool key.
@@ -115,6 +117,7 @@ export class UpstreamPools {
         pipelining: streams,
       });
       this.pools.set(key, pool);
+      this.h2Pools.add(pool);
     }
     if (!pool) {
       pool = new Pool(origin, {
@@ -135,6 +138,11 @@ export class UpstreamPools {
       this.pools.set(key, pool);
     }
     return pool;
+  }
+
+  /** Whether `pool` (from get()) speaks HTTP/2 to its upstream. */
+  speaksHttp2(pool: Dispatcher): boolean {
+    return this.h2Pools.has(pool);
   }
 
   /** Per-origin stats for the admin `/clusters` page. */

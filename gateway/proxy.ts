@@ -11,11 +11,12 @@ import type { FilterExchange, HttpFilter, LocalReply } from '../dataplane/filter
 import { ERR, type GatewayError } from './errors.ts';
 import type { RequestObserver, Telemetry } from './telemetry/hooks.ts';
 import { grpcStatusForHttp } from './fault.ts';
-import { forwardRequest, prepareBody, type DownstreamRequest, type DownstreamResponse, type ForwardResult, type RequestBody } from './forward.ts';
+import { contained, failRequest } from './contain.ts';
+import { forwardRequest, joinFlags, prepareBody, type DownstreamRequest, type DownstreamResponse, type ForwardResult, type RequestBody } from './forward.ts';
 import { sendMirrors } from './mirror.ts';
 import { applyHeaderOps, clientAddress, peerAddress, upstreamRequestHeaders, type HeaderMap, type HeaderPolicy } from './headers.ts';
 import { hostOnly, type MatchInput } from './matchers.ts';
-import { normalizePath, splitTarget } from './path.ts';
+import { normalizePath, splitTarget } from '../lib/path.ts';
 import type { UpstreamPools } from './pools.ts';
 import { matchRoute, type CompiledRoute, type PortTable, type RouteTable, type RuntimeVirtualHost } from './router.ts';
 
@@ -83,15 +84,29 @@ function sendGrpcStatus(res: DownstreamResponse, code: number, message: string):
   res.end();
 }
 
-export function sendGatewayError(res: DownstreamResponse, err: GatewayError, detail?: string, req?: DownstreamRequest): void {
+/** Body bytes of replies the gateway generated itself, for %BYTES_SENT% and istio_response_bytes. */
+const localReplyBytes = new WeakMap<DownstreamResponse, number>();
+
+/** Ends `res` with a locally generated body, remembering its size for the request record. */
+function endLocal(res: DownstreamResponse, body: string | Buffer): void {
+  localReplyBytes.set(res, Buffer.byteLength(body));
+  res.end(body);
+}
+
+/** Answers with a gateway error; returns the body bytes written. */
+export function sendGatewayError(res: DownstreamResponse, err: GatewayError, detail?: string, req?: DownstreamRequest): number {
   if (res.headersSent) {
     res.destroy();
-    return;
+    return 0;
   }
-  if (req && isGrpc(req)) return sendGrpcStatus(res, grpcStatusForHttp(err.status), err.message);
+  if (req && isGrpc(req)) {
+    sendGrpcStatus(res, grpcStatusForHttp(err.status), err.message);
+    return 0;
+  }
   const body = `${err.message}${detail ? `: ${detail}` : ''}\n`;
   res.writeHead(err.status, { ...TEXT_HEADERS, 'content-length': Buffer.byteLength(body) });
-  res.end(body);
+  endLocal(res, body);
+  return Buffer.byteLength(body);
 }
 
 function authorityOf(req: DownstreamRequest): string {
@@ -153,18 +168,11 @@ function redirectLocation(r: Redirect, input: MatchInput, host: string, listener
   return `${scheme}://${authority}${path}`;
 }
 
-const regexCache = new WeakMap<Rewrite, RegExp>();
-
 function rewritePath(rw: Rewrite | undefined, route: CompiledRoute, input: MatchInput): string {
   let path = input.path;
-  if (rw?.uriRegex) {
-    let re = regexCache.get(rw);
-    if (!re) {
-      re = new RegExp(rw.uriRegex.match, 'gu');
-      regexCache.set(rw, re);
-    }
-    re.lastIndex = 0;
-    path = path.replace(re, rw.uriRegex.rewrite);
+  if (rw?.uriRegex && route.regexRewrite) {
+    // RE2 global replace, compiled once per route table (router.ts).
+    path = route.regexRewrite(path);
   } else if (route.rewritePath) {
     // Precompiled for the match entry that fired (router.ts compilePrefixRewrite).
     path = route.rewritePath(path);
@@ -222,7 +230,7 @@ export function routeRequest(
   if (!target) return { error: ERR.BAD_REQUEST, detail: 'malformed request target' };
   const authority = target.authority ?? authorityOf(req);
   if (!authority) return { error: ERR.BAD_REQUEST, detail: 'missing Host header' };
-  const path = normalizePath(target.path);
+  const path = normalizePath(target.path, table.snapshot.meshConfig.pathNormalization);
   if (path === undefined) return { error: ERR.BAD_PATH };
   const host = hostOnly(authority);
   const input: MatchInput = {
@@ -300,7 +308,18 @@ interface Exchange {
   readonly observer?: RequestObserver;
 }
 
-type Done = (status: number, flag: string, route?: CompiledRoute, forwarded?: ForwardResult & { cluster: string }) => void;
+/** `forwarded` is the forward's result, or only the cluster the route chose (fault aborts: Istio labels them with it). */
+type Done = (status: number, flag: string, route?: CompiledRoute, forwarded?: Partial<ForwardResult> & { cluster: string }) => void;
+
+/**
+ * A fault abort is recorded with the cluster its route picks: Envoy chose it at route match,
+ * before the fault filter ran, so Istio's metrics and spans name the route's destination.
+ */
+function faultTarget(route: CompiledRoute, reply: LocalReply): { cluster: string } | undefined {
+  if (!reply.flag.split(',').includes('FI')) return undefined;
+  const d = route.pick();
+  return d ? { cluster: d.cluster } : undefined;
+}
 
 function addFlag(flags: string, flag: string): string {
   if (flag === '-') return flags;
@@ -349,7 +368,7 @@ function sendLocalReply(chain: readonly HttpFilter[], fx: FilterExchange, req: D
   headers['content-length'] = String(Buffer.byteLength(reply.body));
   runResponseFilters(chain, fx, reply.status, headers);
   res.writeHead(reply.status, headers as Record<string, string>);
-  res.end(reply.body);
+  endLocal(res, reply.body);
   return reply.status;
 }
 
@@ -375,7 +394,8 @@ export function handleRequest(deps: ProxyDeps, listener: ListenerInfo, req: Down
       upstream: forwarded?.upstream,
       attempts: forwarded?.attempts,
       requestBytes: Number(req.headers['content-length'] ?? 0) || 0,
-      responseBytes: forwarded?.responseBytes ?? Number(res.getHeader('content-length') ?? 0),
+      // writeHead(status, headers) leaves getHeader() empty on HTTP/1.1: local replies record their size.
+      responseBytes: forwarded?.responseBytes ?? localReplyBytes.get(res) ?? 0,
     };
     observer?.end(rec);
     deps.onRequest?.(rec);
@@ -418,8 +438,9 @@ export function handleRequest(deps: ProxyDeps, listener: ListenerInfo, req: Down
     fx,
     (reply) => {
       if (res.destroyed) return;
-      if (reply) return done(sendLocalReply(chain, fx, req, res, reply), reply.flag, routed.route);
-      router(ex);
+      if (reply) return done(sendLocalReply(chain, fx, req, res, reply), reply.flag, routed.route, faultTarget(routed.route, reply));
+      // May run from a filter's promise: a throw must end this request, not the process.
+      contained(res, () => router(ex));
     },
     0,
     (err, f) => deps.onFilterError?.(err, f.name),
@@ -448,7 +469,7 @@ function router(ex: Exchange): void {
     applyHeaderOps(headers, r.headers?.response);
     runResponseFilters(chain, fx, action.response.status, headers);
     res.writeHead(action.response.status, headers as Record<string, string>);
-    res.end(body);
+    endLocal(res, body);
     return done(action.response.status, fx.flags, route);
   }
   forwardRoute(ex);
@@ -497,14 +518,17 @@ function forwardRoute(ex: Exchange): void {
           if (chain.length > 0) runResponseFilters(chain, fx, 0, h);
         },
       },
-      (result) => done(result.status, addFlag(fx.flags, result.flag), route, result),
+      (result) => done(result.status, joinFlags(fx.flags, result.flag), route, result),
     );
   };
   const body = prepareBody(req, action.retries);
   if ('then' in body) {
-    body.then(send, () => {
-      sendGatewayError(res, ERR.BAD_REQUEST, 'request body could not be read', req);
-      done(400, 'DPE', route);
-    });
+    body
+      .then(send, () => {
+        // Cut short or malformed (e.g. h2 DATA beyond content-length): never sent upstream.
+        sendGatewayError(res, ERR.BAD_REQUEST, 'request body could not be read', req);
+        done(400, 'DPE', route);
+      })
+      .catch((err: unknown) => failRequest(res, err)); // a bug past this point ends this request only
   } else send(body);
 }

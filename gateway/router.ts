@@ -19,6 +19,7 @@ import type {
 } from '../config/snapshot.ts';
 import { DEFAULT_RETRIES } from '../config/compile.ts';
 import { selectExtAuthz, type CompiledExtAuthz, type ProxyIdentity } from './authz.ts';
+import { compileGlobalReplace } from '../lib/re2.ts';
 import { buildHttpChain, type ChainDeps } from '../dataplane/filters/chain.ts';
 import type { HttpFilter } from '../dataplane/filters/types.ts';
 import { compileMatchList, DomainIndex, type MatchInput } from './matchers.ts';
@@ -49,6 +50,8 @@ export interface CompiledRoute {
   readonly catchAll: boolean;
   /** Picks one destination by weight; undefined for redirect/direct routes. */
   readonly pick: () => RouteDestination | undefined;
+  /** `rewrite.uriRegexRewrite`, compiled once (RE2 global replace over the path, as Envoy's `regex_rewrite`). */
+  readonly regexRewrite?: (path: string) => string;
   /** Live hit counter (the only mutable field; read by the admin/dashboard). */
   hits: number;
 }
@@ -167,12 +170,19 @@ function compilePrefixRewrite(uri: string, m: RouteMatch | undefined): (path: st
   };
 }
 
-export function compileRoutes(routes: readonly HttpRoute[], gateway: string): CompiledRoute[] {
+/**
+ * `visibleIn`: the proxy's namespace; routes of VirtualServices not exported to it are left out
+ * (Istio's `exportTo`: a gateway or sidecar sees only what is exported to its own namespace).
+ */
+export function compileRoutes(routes: readonly HttpRoute[], gateway: string, visibleIn?: string): CompiledRoute[] {
   const out: CompiledRoute[] = [];
   for (const route of routes) {
+    if (route.exportTo && visibleIn !== undefined && !route.exportTo.includes(visibleIn)) continue;
     const matches = applicableMatches(route.match, gateway);
     if (matches === null) continue;
     const pick = weightedPicker(route);
+    const rx = route.action.kind === 'route' ? route.action.rewrite?.uriRegex : undefined;
+    const regexRewrite = rx ? compileGlobalReplace(rx.match, rx.rewrite) : undefined;
     const uri = route.action.kind === 'route' && route.action.rewrite?.uriRegex === undefined ? route.action.rewrite?.uri : undefined;
     const entries: (RouteMatch | undefined)[] = matches.length === 0 ? [undefined] : [...matches];
     for (const m of entries) {
@@ -184,6 +194,7 @@ export function compileRoutes(routes: readonly HttpRoute[], gateway: string): Co
         rewritePath: uri !== undefined ? compilePrefixRewrite(uri, m) : undefined,
         catchAll: isCatchAll(m),
         pick,
+        regexRewrite,
         hits: 0,
       });
     }
@@ -221,8 +232,8 @@ function isTlsProtocol(p: ServerProtocol): boolean {
   return p === 'HTTPS' || p === 'TLS';
 }
 
-function addVirtualHost(builder: PortBuilder, gateway: string, vh: VirtualHost, serverOffset: number): void {
-  const routes = compileRoutes(vh.routes, gateway);
+function addVirtualHost(builder: PortBuilder, gateway: string, vh: VirtualHost, serverOffset: number, visibleIn: string): void {
+  const routes = compileRoutes(vh.routes, gateway, visibleIn);
   const servers = vh.servers.map((i) => i + serverOffset);
   // Domains claimed by an earlier gateway on the same port get this gateway's routes appended.
   const fresh = vh.domains.filter((d) => !builder.byDomain.has(d));
@@ -271,7 +282,7 @@ export function buildRouteTable(snapshot: Snapshot, labels: Readonly<Record<stri
       }
       const offset = b.servers.length;
       b.servers.push(...port.servers);
-      for (const vh of port.virtualHosts) addVirtualHost(b, gw.key, vh, offset);
+      for (const vh of port.virtualHosts) addVirtualHost(b, gw.key, vh, offset, opts.identity?.namespace ?? 'istio-system');
       b.tcpRoutes.push(...compileL4Routes(port.tcpRoutes ?? [], gw.key));
       b.tlsRoutes.push(...compileL4Routes(port.tlsRoutes ?? [], gw.key));
     }
@@ -305,7 +316,7 @@ export function buildRouteTable(snapshot: Snapshot, labels: Readonly<Record<stri
   }
   if (opts.meshOutboundPort !== undefined) {
     if (ports.has(opts.meshOutboundPort)) throw new Error(`port ${opts.meshOutboundPort}: the mesh outbound listener collides with a Gateway port`);
-    ports.set(opts.meshOutboundPort, meshOutboundTable(snapshot, opts.meshOutboundPort, opts.meshOutboundBind));
+    ports.set(opts.meshOutboundPort, meshOutboundTable(snapshot, opts.meshOutboundPort, opts.meshOutboundBind, opts.identity?.namespace));
   }
   const clusters = new Map(snapshot.clusters.map((c) => [c.name, c] as const));
   const who = { labels, namespace: opts.identity?.namespace ?? 'istio-system', context: opts.identity?.context ?? 'GATEWAY', workloadName: opts.identity?.workloadName } as const;
@@ -355,6 +366,12 @@ export function matchRoute(vh: RuntimeVirtualHost, input: MatchInput): CompiledR
   return undefined;
 }
 
+/** `ns` of `name.ns.svc.cluster.local`; undefined for other hosts. */
+function namespaceOfHost(host: string): string | undefined {
+  const m = /^[^.]+\.([^.]+)\.svc\.cluster\.local$/.exec(host);
+  return m ? m[1] : undefined;
+}
+
 /** Short forms a client inside the mesh may use for `name.ns.svc.cluster.local`. */
 export function hostAliases(host: string): string[] {
   const m = /^([^.]+)\.([^.]+)\.svc\.cluster\.local$/.exec(host);
@@ -366,14 +383,24 @@ export function hostAliases(host: string): string[] {
  * The outbound listener of a sidecar: VirtualServices bound to `mesh`, then every registry
  * service by its own name. The request's Host (with port) picks the service port.
  */
-function meshOutboundTable(snapshot: Snapshot, bindPort: number, bind?: string): PortTable {
+function meshOutboundTable(snapshot: Snapshot, bindPort: number, bind?: string, callerNs?: string): PortTable {
   const hosts = new DomainIndex<RuntimeVirtualHost>();
   const virtualHosts: RuntimeVirtualHost[] = snapshot.mesh.virtualHosts.map((vh) =>
-    Object.freeze({ domains: vh.domains, routes: compileRoutes(vh.routes, 'mesh'), servers: new Set<number>() }),
+    Object.freeze({ domains: vh.domains, routes: compileRoutes(vh.routes, 'mesh', callerNs), servers: new Set<number>() }),
   );
+  // Short names (`reviews`) resolve in the caller's namespace first, as the Kubernetes DNS search
+  // path does (`<ns>.svc.cluster.local` first); the first host added for a name keeps it.
   for (const vh of virtualHosts) for (const d of vh.domains) hosts.add(d, vh);
+  const shortForms = (own: boolean): void => {
+    for (const vh of virtualHosts) {
+      for (const d of vh.domains) if ((namespaceOfHost(d) === callerNs) === own) for (const a of hostAliases(d)) hosts.add(a, vh);
+    }
+  };
+  shortForms(true);
+  shortForms(false);
   const services = new DomainIndex<ReadonlyMap<number, RuntimeVirtualHost>>();
-  for (const svc of snapshot.services) {
+  const ordered = [...snapshot.services.filter((s) => namespaceOfHost(s.host) === callerNs), ...snapshot.services.filter((s) => namespaceOfHost(s.host) !== callerNs)];
+  for (const svc of ordered) {
     const byPort = new Map<number, RuntimeVirtualHost>();
     for (const p of svc.ports) {
       const route: HttpRoute = {

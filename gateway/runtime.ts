@@ -3,6 +3,7 @@
  * survives swaps (pools, balancer cursors, certificates). `apply()` is the only way config
  * changes: it builds the new table first and swaps only if that worked.
  */
+import { silentLogger, type Logger } from '../lib/log.ts';
 import type { Snapshot } from '../config/snapshot.ts';
 import { Balancer } from './balancer.ts';
 import { HealthChecker, type HealthCheckOptions } from './health.ts';
@@ -15,14 +16,13 @@ import { buildRouteTable, type RouteTable, type RouteTableOptions } from './rout
 import type { Telemetry } from './telemetry/hooks.ts';
 import { CertStore } from './tls.ts';
 import { RateLimiters } from './ratelimit.ts';
+import type { WasmManager } from '../wasm/plugins.ts';
+import { wasmExtensions } from '../dataplane/filters/wasm.ts';
 
-export interface GatewayLogger {
-  info(msg: string, fields?: Record<string, unknown>): void;
-  warn(msg: string, fields?: Record<string, unknown>): void;
-  error(msg: string, fields?: Record<string, unknown>): void;
-}
+/** lib/log.ts's message-first logger (pino underneath, redacted). */
+export type GatewayLogger = Logger;
 
-export const silentLogger: GatewayLogger = { info() {}, warn() {}, error() {} };
+export { silentLogger };
 
 export interface GatewayOptions {
   /** This proxy's labels; Gateways whose selector they satisfy are served. */
@@ -44,6 +44,8 @@ export interface GatewayOptions {
   readonly healthChecks?: HealthCheckOptions;
   /** How long close() lets in-flight requests finish. */
   readonly drainMs?: number;
+  /** The process's Wasm plugin host; WasmPlugins of the snapshot run only when given. */
+  readonly wasm?: WasmManager;
 }
 
 /**
@@ -101,7 +103,13 @@ export class GatewayRuntime {
   private tableOptions(): RouteTableOptions {
     const m = this.opts.meshOutbound;
     const identity = { namespace: this.opts.namespace ?? 'istio-system', context: 'GATEWAY' as const, workloadName: this.opts.workloadName ?? DEFAULT_GATEWAY_WORKLOAD };
-    const chainDeps = { jwks: this.jwks, pools: this.pools, balancer: this.balancer, log: (msg: string, fields: Record<string, unknown>) => this.log.info(msg, fields) };
+    const chainDeps = {
+      jwks: this.jwks,
+      pools: this.pools,
+      balancer: this.balancer,
+      log: (msg: string, fields: Record<string, unknown>) => this.log.info(msg, fields),
+      ...(this.opts.wasm ? { extensions: wasmExtensions(this.opts.wasm) } : {}),
+    };
     const base = { identity, rateLimiters: this.rateLimiters, chainDeps };
     return m ? { ...base, meshOutboundPort: m.port, meshOutboundBind: m.bind } : base;
   }
@@ -158,7 +166,7 @@ export class GatewayRuntime {
           await existing.close(0);
           this.listeners.delete(port);
         }
-        opened.push(await openListener(this.deps, pt, this.certs, this.opts.listener ?? {}));
+        opened.push(await openListener(this.deps, pt, this.certs, { logger: this.log, ...this.opts.listener }));
       }
     } catch (err) {
       await Promise.all(opened.map((l) => l.close(0)));

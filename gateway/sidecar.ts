@@ -11,12 +11,15 @@
  */
 import { createServer as createHttpServer, type IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
+import { hostname } from 'node:os';
 import { Duplex } from 'node:stream';
 import { Server as TlsServer, TLSSocket } from 'node:tls';
 import type { Cluster, Service, Snapshot, Workload } from '../config/snapshot.ts';
 import type { AttrValue, SpanData } from '../telemetry/otlp.ts';
 import { decideSampling, extractContext, injectContext, newSpanId, newTraceId, type TraceContext } from '../telemetry/trace-context.ts';
 import { buildHttpChain, runRequestFilters, runResponseFilters } from '../dataplane/filters/chain.ts';
+import { wasmExtensions } from '../dataplane/filters/wasm.ts';
+import type { WasmManager } from '../wasm/plugins.ts';
 import type { FilterExchange, HttpFilter } from '../dataplane/filters/types.ts';
 import { Balancer } from './balancer.ts';
 import { forward } from './forward.ts';
@@ -24,14 +27,14 @@ import { makeHeaderPolicy, peerAddress, upstreamRequestHeaders, type HeaderMap }
 import { JwksCache } from './jwt-authn.ts';
 import { hostOnly } from './matchers.ts';
 import { meshUpstreamTls, mtlsPeer, type MeshIdentity, type MtlsPeer } from './mtls.ts';
-import { normalizePath, splitTarget } from './path.ts';
+import { normalizePath, splitTarget } from '../lib/path.ts';
 import { selectPeerAuthn, type EffectiveMtls, type PeerAuthnDecision } from './peer-authn.ts';
 import { UpstreamPools } from './pools.ts';
 import { GatewayRuntime, silentLogger, type GatewayLogger } from './runtime.ts';
 import { redactQuery } from './telemetry/access-log.ts';
 import type { Telemetry } from './telemetry/hooks.ts';
-import { BYTES_BUCKETS, DURATION_BUCKETS_MS, HTTP_LABELS } from './telemetry/istio-metrics.ts';
-import { Registry, type CounterSeries, type HistogramSeries } from './telemetry/prometheus.ts';
+import { istioHttpFamilies } from './telemetry/istio-metrics.ts';
+import { Registry, type CounterSeries, type HistogramSeries } from '../lib/metrics.ts';
 import { setXfcc } from './xfcc.ts';
 
 /** Label naming the port the app listens on, when `appPort` is not given. */
@@ -50,6 +53,8 @@ export interface SidecarOptions {
   /** Inbound bind address; default the WorkloadEntry's address. */
   readonly inboundHost?: string;
   readonly logger?: GatewayLogger;
+  /** The process's Wasm plugin host; WasmPlugins selecting this workload run only when given. */
+  readonly wasm?: WasmManager;
   /** Outbound telemetry (reporter `source`), the gateway seam. */
   readonly telemetry?: Telemetry;
   /** Inbound telemetry (reporter `destination`, SERVER spans). */
@@ -157,6 +162,7 @@ export class SidecarRuntime {
         pools: this.appPools,
         balancer: this.appBalancer,
         log: (msg, fields) => this.log.info(msg, fields),
+        ...(this.opts.wasm ? { extensions: wasmExtensions(this.opts.wasm) } : {}),
       }),
     };
   }
@@ -309,10 +315,10 @@ export class SidecarRuntime {
     const remoteAddress = raw?.remoteAddress;
     const peer: MtlsPeer | undefined = req.socket instanceof TLSSocket ? mtlsPeer(req.socket) : undefined;
     const target = splitTarget(req.url ?? '/');
-    const path = normalizePath(target.path);
+    const path = normalizePath(target.path, st.snapshot.meshConfig.pathNormalization);
     const remote = peerAddress(remoteAddress);
     const obs = this.opts.inboundTelemetry?.begin(req, res, { state: st, port, peer, ownPrincipal: this.opts.identity.spiffeId, remote });
-    if (!app || path === undefined) return reply(res, 400, 'Bad Request', obs);
+    if (!app || path === undefined) return void reply(res, 400, 'Bad Request', obs);
     const authority = typeof req.headers.host === 'string' ? req.headers.host : '';
     const headers = upstreamRequestHeaders(req.headers, { remoteAddress: remote, scheme: peer ? 'https' : 'http', authority }, this.headerPolicy);
     const fx: FilterExchange = {
@@ -413,11 +419,13 @@ function rawSocketOf(tls: TLSSocket): Socket | undefined {
   return stream ? rawOfStream.get(stream) : undefined;
 }
 
-function reply(res: ServerResponse, status: number, body: string, obs?: InboundObserver): void {
-  if (res.headersSent) return void res.destroy();
+/** Returns the body bytes written (forward() counts them for a local error reply). */
+function reply(res: ServerResponse, status: number, body: string, obs?: InboundObserver): number {
+  if (res.headersSent) return void res.destroy(), 0;
   if (obs) obs.responseBytes = Buffer.byteLength(body);
   res.writeHead(status, { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) });
   res.end(body);
+  return Buffer.byteLength(body);
 }
 
 /** A duplex over `socket` that first yields `first` (the byte(s) read to detect TLS). */
@@ -467,11 +475,13 @@ async function closeInbound(l: InboundListener, graceMs: number): Promise<void> 
 // Inbound telemetry: Istio's `reporter="destination"` metrics and a SERVER span per request.
 // gateway/telemetry's IstioMetrics labels the proxy as the *source* of every request, which is
 // right for gateways and outbound sidecars; inbound, the proxy is the destination and the source
-// is the mTLS peer, known per connection. So the inbound side keeps its own families (same names,
-// labels and buckets) in its own registry; the metrics endpoint merges the two expositions.
+// is the mTLS peer, known per connection. So the inbound side resolves its own label sets, on the
+// same families of the same registry (one exposition per process).
 // ---------------------------------------------------------------------------------------------
 
 export interface InboundTelemetryOptions {
+  /** The process's registry (the outbound telemetry's); default a new one. */
+  readonly registry?: Registry;
   /** Shared with the outbound telemetry, so one sidecar has one trace store / one exporter. */
   readonly traces?: { add(span: SpanData): void };
   readonly exporter?: { add(span: SpanData): void };
@@ -515,7 +525,7 @@ function workloadLabels(side: 'source' | 'destination', wls: readonly Workload[]
  * ids), never from request headers, so cardinality is bounded by the mesh's workloads.
  */
 export class InboundTelemetry {
-  readonly registry = new Registry();
+  readonly registry: Registry;
   private readonly requests;
   private readonly duration;
   private readonly requestBytes;
@@ -526,10 +536,8 @@ export class InboundTelemetry {
   private readonly sampling: number;
 
   constructor(private readonly opts: InboundTelemetryOptions = {}) {
-    this.requests = this.registry.counter('istio_requests_total', 'Requests handled by this proxy.', HTTP_LABELS);
-    this.duration = this.registry.histogram('istio_request_duration_milliseconds', 'Request duration in milliseconds.', HTTP_LABELS, DURATION_BUCKETS_MS);
-    this.requestBytes = this.registry.histogram('istio_request_bytes', 'HTTP request body sizes.', HTTP_LABELS, BYTES_BUCKETS);
-    this.responseBytes = this.registry.histogram('istio_response_bytes', 'HTTP response body sizes.', HTTP_LABELS, BYTES_BUCKETS);
+    this.registry = opts.registry ?? new Registry();
+    ({ requests: this.requests, duration: this.duration, requestBytes: this.requestBytes, responseBytes: this.responseBytes } = istioHttpFamilies(this.registry));
     const sampling = opts.sampling ?? 1;
     if (!(sampling >= 0 && sampling <= 100)) throw new Error(`tracing sampling must be a percentage 0..100, got ${sampling}`);
     this.sampling = sampling;
@@ -653,6 +661,10 @@ export class InboundTelemetry {
       service: `${canonical}.${ns}`,
       attributes,
       error,
+      process: [
+        ['hostname', hostname()],
+        ['ip', workload.address],
+      ],
     };
     this.opts.traces?.add(span);
     this.opts.exporter?.add(span);
@@ -704,31 +716,4 @@ export class InboundObserver {
     this.spanId = newSpanId();
     injectContext(headers, this.traceId, this.spanId, this.ctx?.parentSpanId, this.sampled, this.ctx?.b3Single === true);
   }
-}
-
-/**
- * Merges Prometheus text expositions whose families may overlap (the outbound and inbound
- * registries both have `istio_requests_total`): one HELP/TYPE per family, samples concatenated.
- */
-export function mergeExpositions(...texts: readonly string[]): string {
-  const families = new Map<string, { head: string[]; samples: string[] }>();
-  for (const text of texts) {
-    let current: { head: string[]; samples: string[] } | undefined;
-    for (const line of text.split('\n')) {
-      if (line === '') continue;
-      const m = /^# (HELP|TYPE) (\S+)/.exec(line);
-      if (m) {
-        let f = families.get(m[2]!);
-        if (!f) {
-          f = { head: [], samples: [] };
-          families.set(m[2]!, f);
-        }
-        if (!f.head.some((h) => h.startsWith(`# ${m[1]} `))) f.head.push(line);
-        current = f;
-      } else current?.samples.push(line);
-    }
-  }
-  const out: string[] = [];
-  for (const f of families.values()) out.push(...f.head, ...f.samples);
-  return out.length ? `${out.join('\n')}\n` : '';
 }

@@ -21,6 +21,11 @@ export interface SpanData {
   readonly service: string;
   readonly attributes: readonly (readonly [string, AttrValue])[];
   readonly error?: boolean;
+  /**
+   * Tags of the reporting process (Jaeger's `processes[].tags`, OTLP resource attributes besides
+   * `service.name`): `hostname` and `ip`, as Jaeger clients report them.
+   */
+  readonly process?: readonly (readonly [string, AttrValue])[];
 }
 
 const KIND_NUM: Readonly<Record<SpanKind, number>> = { INTERNAL: 1, SERVER: 2, CLIENT: 3, PRODUCER: 4, CONSUMER: 5 };
@@ -58,7 +63,7 @@ export function encodeOtlp(spans: readonly SpanData[], resource: Readonly<Record
   }
   return {
     resourceSpans: [...byService].map(([service, list]) => ({
-      resource: { attributes: Object.entries({ ...resource, 'service.name': service }).map(([key, v]) => ({ key, value: toAny(v) })) },
+      resource: { attributes: Object.entries({ ...resource, ...Object.fromEntries(list[0]!.process ?? []), 'service.name': service }).map(([key, v]) => ({ key, value: toAny(v) })) },
       scopeSpans: [
         {
           scope: { name: 'portico', version: '0.1.0' },
@@ -131,6 +136,8 @@ export function decodeOtlp(body: unknown): { spans: SpanData[]; rejected: number
   for (const r of rs as { resource?: { attributes?: unknown }; scopeSpans?: unknown }[]) {
     const resAttrs = attrs(r?.resource?.attributes);
     const service = String(resAttrs.find(([k]) => k === 'service.name')?.[1] ?? 'unknown_service').slice(0, 256);
+    const processTags = resAttrs.filter(([k]) => k !== 'service.name');
+    const process = processTags.length > 0 ? processTags : undefined;
     const scopes = Array.isArray(r?.scopeSpans) ? (r.scopeSpans as { spans?: unknown }[]) : [];
     for (const sc of scopes) {
       for (const s of Array.isArray(sc?.spans) ? (sc.spans as Record<string, unknown>[]) : []) {
@@ -155,6 +162,7 @@ export function decodeOtlp(body: unknown): { spans: SpanData[]; rejected: number
           service,
           attributes: attrs(s.attributes),
           error: status?.code === 2 || status?.code === 'STATUS_CODE_ERROR',
+          process,
         });
       }
     }

@@ -12,8 +12,8 @@ import { parseArgs } from 'node:util';
 import { ensureDemoCerts } from '../../certs/index.ts';
 import { buildSnapshot, formatIssue } from '../../config/index.ts';
 import { startDemoAuth } from '../../demo/auth.ts';
-import { gatewayMeshIdentity, startDemoMesh } from '../../demo/mesh.ts';
-import { meshUpstreamTls } from '../../gateway/mtls.ts';
+import { demoMeshCa, gatewayMeshIdentity, startDemoMesh } from '../../demo/mesh.ts';
+import { meshUpstreamTls, wantsIstioMutual } from '../../gateway/mtls.ts';
 import { startAdmin } from '../../gateway/admin.ts';
 import { GatewayRuntime } from '../../gateway/runtime.ts';
 import { createTelemetry, TraceStore } from '../../gateway/telemetry/index.ts';
@@ -59,7 +59,14 @@ export async function startDemo(opts: { certsDir?: string; adminPort?: number; m
     // One trace store for every proxy (the sidecars export into it over OTLP), so a page load is
     // one trace; every request is traced.
     const traces = new TraceStore();
-    const edgeTelemetry = createTelemetry({ tracing: { sampling: 100, store: traces } });
+    // The gateway joins the mesh with its own SPIFFE identity; its reporter="source" series carry it
+    // as source_principal on the endpoints it originates ISTIO_MUTUAL to.
+    const gatewayIdentity = gatewayMeshIdentity(demoMeshCa(certsDir), built.snapshot);
+    const edgeTelemetry = createTelemetry({
+      proxy: { workload: 'istio-ingressgateway', namespace: 'istio-system', app: 'istio-ingressgateway', principal: gatewayIdentity.spiffeId },
+      upstreamMtls: wantsIstioMutual,
+      tracing: { sampling: 100, store: traces },
+    });
     // The metrics server also hosts the trace store's OTLP ingest: the authservice and the
     // sidecars export their spans there.
     const metrics = await edgeTelemetry.listen(opts.metricsPort ?? 15020, '127.0.0.1');
@@ -74,7 +81,7 @@ export async function startDemo(opts: { certsDir?: string; adminPort?: number; m
     // Loopback by default: the demo's users have public passwords.
     const edge = new GatewayRuntime(built.snapshot, { logger: log, drainMs: 2000, telemetry: edgeTelemetry, listener: { host } });
     // The gateway joins the mesh: ISTIO_MUTUAL to the sidecars, with its own SPIFFE identity.
-    edge.pools.tlsPolicy = meshUpstreamTls(gatewayMeshIdentity(mesh.ca, built.snapshot), () => edge.table().snapshot);
+    edge.pools.tlsPolicy = meshUpstreamTls(gatewayIdentity, () => edge.table().snapshot);
     edgeTelemetry.attach(edge);
     await edge.start();
     closers.push(() => edge.close(2000));

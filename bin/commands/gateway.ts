@@ -4,6 +4,7 @@
  * With `--controlplane URL --workload NS/NAME` it also joins the mesh: a SPIFFE certificate from
  * the control plane's CSR API, so it originates ISTIO_MUTUAL to sidecar'd endpoints (docs/mesh.md).
  */
+import { createLogger } from '../../lib/log.ts';
 import cluster, { type Worker } from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
@@ -13,18 +14,29 @@ import type { Snapshot } from '../../config/snapshot.ts';
 import { formatIssue } from '../../config/errors.ts';
 import { startAdmin } from '../../gateway/admin.ts';
 import { makeHeaderPolicy } from '../../gateway/headers.ts';
+import { limitOptionsFromFlags } from '../../gateway/limits.ts';
+import type { ListenerOptions } from '../../gateway/listeners.ts';
 import { DEFAULT_GATEWAY_LABELS, GatewayRuntime, type GatewayLogger } from '../../gateway/runtime.ts';
 import type { MeshIdentity } from '../../gateway/mtls.ts';
-import { createTelemetry, type PorticoTelemetry } from '../../gateway/telemetry/index.ts';
+import { createTelemetry, type PorticoTelemetry, type TelemetryOptions } from '../../gateway/telemetry/index.ts';
 
-const USAGE = `usage: portico gateway --config PATH [--config PATH...] [options]
+const USAGE = `usage: portico gateway (--config PATH [--config PATH...] | --controlplane URL) [options]
+  --controlplane URL      without --config: routes, clusters and certificates come from the control
+                          plane (portico controlplane, e.g. --kubernetes); serves its last snapshot
+                          while the control plane is away
   --labels k=v,...        this gateway's labels (default istio=ingressgateway)
   --namespace NS          this gateway's namespace, for namespaced policies (default istio-system)
   --admin-port N          admin endpoint port (default 15000; 0 picks a free port; -1 disables)
   --secrets-dir DIR       where credentialName secrets live (default certs/out/credentials)
+  --wasm-isolation worker|inline  run Wasm VMs in worker threads (default: a looping plugin is stopped) or inline (faster, no time budget)
+  --wasm-cache DIR        WasmPlugin module cache (default $PORTICO_WASM_CACHE, else ~/.cache/portico/wasm-modules)
   --trusted-hops N        x-forwarded-for hops to trust (default 0: this is the edge)
   --identity-header NAME  extra identity header to strip from clients (repeatable)
-  --drain-ms N            how long SIGTERM lets in-flight requests finish (default 5000)
+  --drain-ms N            how long SIGTERM lets in-flight requests finish at most (default 5000)
+  --max-request-headers-kb N  request header limit in KiB, as Envoy's max_request_headers_kb (default 60; 431 beyond)
+  --max-headers-count N   most request header fields, as Envoy's max_headers_count (default 100; 431 beyond)
+  --request-headers-timeout-ms N  a client must send its headers within this (default 30000; 0 disables)
+  --request-timeout-ms N  a client must send its whole request within this (default 0: none, as Envoy)
   --access-log            access log to stdout (else MeshConfig accessLogFile decides)
   --admin-host ADDR       admin endpoint address (default 127.0.0.1: config_dump is not for everyone)
   --metrics-port N        Prometheus /stats/prometheus and the trace store (default 15020; -1 disables)
@@ -66,11 +78,9 @@ export function parseLabels(text: string): Record<string, string> {
   return out;
 }
 
+/** One JSON line per event on stderr (lib/log.ts: pino, redacted). */
 export function consoleLogger(component: string): GatewayLogger {
-  const line = (level: string, msg: string, fields?: Record<string, unknown>): void => {
-    process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level, component, msg, ...fields })}\n`);
-  };
-  return { info: (m, f) => line('info', m, f), warn: (m, f) => line('warn', m, f), error: (m, f) => line('error', m, f) };
+  return createLogger(component);
 }
 
 export async function run(argv: string[]): Promise<number | undefined> {
@@ -84,9 +94,15 @@ export async function run(argv: string[]): Promise<number | undefined> {
         namespace: { type: 'string', default: 'istio-system' },
         'admin-port': { type: 'string', default: '15000' },
         'secrets-dir': { type: 'string' },
+        'wasm-cache': { type: 'string' },
+        'wasm-isolation': { type: 'string' },
         'trusted-hops': { type: 'string', default: '0' },
         'identity-header': { type: 'string', multiple: true },
         'drain-ms': { type: 'string', default: '5000' },
+        'max-request-headers-kb': { type: 'string' },
+        'max-headers-count': { type: 'string' },
+        'request-headers-timeout-ms': { type: 'string' },
+        'request-timeout-ms': { type: 'string' },
         'access-log': { type: 'boolean', default: false },
         'no-watch': { type: 'boolean', default: false },
         workers: { type: 'string' },
@@ -113,8 +129,10 @@ export async function run(argv: string[]): Promise<number | undefined> {
     return 0;
   }
   const paths = args.config ?? [];
-  if (paths.length === 0) {
-    process.stderr.write(`portico gateway: --config is required\n${USAGE}`);
+  // --controlplane without --config: the control plane is the config source (and --workload optional).
+  const fromControlPlane = paths.length === 0 && args.controlplane !== undefined;
+  if (paths.length === 0 && !fromControlPlane) {
+    process.stderr.write(`portico gateway: --config or --controlplane is required\n${USAGE}`);
     return 2;
   }
   const labels = args.labels ? parseLabels(args.labels) : { ...DEFAULT_GATEWAY_LABELS };
@@ -123,9 +141,18 @@ export async function run(argv: string[]): Promise<number | undefined> {
     process.stderr.write(`portico gateway: --workers must be a positive integer\n`);
     return 2;
   }
-  let mesh: MeshSettings | undefined;
+  let listener: ListenerOptions;
   try {
-    mesh = meshSettings(args.controlplane, args.workload, args['token-file']);
+    listener = limitOptionsFromFlags(args);
+  } catch (err) {
+    process.stderr.write(`portico gateway: ${(err as Error).message}\n`);
+    return 2;
+  }
+  let mesh: MeshSettings | undefined;
+  let feedToken: string | undefined;
+  try {
+    if (fromControlPlane && args.workload === undefined) feedToken = controlPlaneToken(args.controlplane!, args['token-file']);
+    else mesh = meshSettings(args.controlplane, args.workload, args['token-file']);
   } catch (err) {
     process.stderr.write(`portico gateway: ${(err as Error).message}\n`);
     return 2;
@@ -146,33 +173,55 @@ export async function run(argv: string[]): Promise<number | undefined> {
     otlpEndpoint: args['otlp-endpoint'],
     healthCheckIntervalMs: args['health-check-interval'] === undefined ? undefined : Number(args['health-check-interval']),
     mesh,
+    listener,
+    secretsDir: args['secrets-dir'],
+    wasmCache: args['wasm-cache'],
+    wasmIsolation: args['wasm-isolation'] === 'inline' ? 'inline' : 'worker',
   };
   if (cluster.isWorker) return runWorker(settings);
 
   const log = consoleLogger('gateway');
-  // Only the primary (or a single process) reads YAML: workers get snapshots over IPC and never
-  // load the YAML parser and validators (about 7 MB of RSS each).
-  const { buildSnapshot, watchConfig } = await import('../../config/index.ts');
-  const buildOpts = { secretsDir: args['secrets-dir'] };
-  const built = await buildSnapshot(paths, buildOpts);
-  if (!built.ok) {
-    for (const issue of built.issues) process.stderr.write(`${formatIssue(issue)}\n`);
-    process.stderr.write(`portico gateway: config has ${built.issues.length} problem(s); not starting\n`);
-    return 1;
-  }
-  for (const w of built.warnings) process.stderr.write(`warning: ${formatIssue(w)}\n`);
-  let snapshot = built.snapshot;
-
-  const watcher = args['no-watch']
-    ? undefined
-    : watchConfig(paths, { ...buildOpts, initialVersion: snapshot.version }, (result) => {
-        if (!result.ok) {
-          log.error('config change rejected; still serving the previous config', { problems: result.issues.map((i) => formatIssue(i)) });
-          return;
-        }
-        snapshot = result.snapshot;
-        onSnapshot(snapshot);
+  let snapshot: Snapshot;
+  let stopSource: () => void;
+  if (fromControlPlane) {
+    try {
+      const fed = await controlPlaneFeed(args.controlplane!, mesh?.token ?? feedToken, log, (next) => {
+        snapshot = next;
+        onSnapshot(next);
       });
+      snapshot = fed.snapshot;
+      stopSource = fed.close;
+    } catch (err) {
+      process.stderr.write(`portico gateway: not starting: ${(err as Error).message}\n`);
+      return 1;
+    }
+  } else {
+    // Only the primary (or a single process) reads YAML: workers get snapshots over IPC and never
+    // load the YAML parser and validators (about 7 MB of RSS each).
+    const { buildSnapshot, watchConfig } = await import('../../config/index.ts');
+    const buildOpts = { secretsDir: args['secrets-dir'] };
+    const built = await buildSnapshot(paths, buildOpts);
+    if (!built.ok) {
+      for (const issue of built.issues) process.stderr.write(`${formatIssue(issue)}\n`);
+      process.stderr.write(`portico gateway: config has ${built.issues.length} problem(s); not starting\n`);
+      return 1;
+    }
+    for (const w of built.warnings) process.stderr.write(`warning: ${formatIssue(w)}\n`);
+    snapshot = built.snapshot;
+
+    const watcher = args['no-watch']
+      ? undefined
+      : watchConfig(paths, { ...buildOpts, initialVersion: snapshot.version }, (result) => {
+          if (!result.ok) {
+            log.error('config change rejected; still serving the previous config', { problems: result.issues.map((i) => formatIssue(i)) });
+            return;
+          }
+          snapshot = result.snapshot;
+          onSnapshot(snapshot);
+        });
+    stopSource = () => watcher?.close();
+  }
+  const watcher = { close: () => stopSource() };
 
   if (workers === 1) {
     let worker: RunningGateway;
@@ -219,6 +268,12 @@ export async function run(argv: string[]): Promise<number | undefined> {
       setTimeout(fork, 500).unref();
     });
   };
+  // Workers accept from the shared listening sockets themselves (as nginx's workers do) instead of
+  // the primary accepting and handing each connection over IPC (round-robin, Node's default off
+  // Windows): a worker killed with a handed-over connection not yet acknowledged left that
+  // connection open in the primary, unanswered, forever. Here a connection is in the kernel's
+  // backlog until a live worker accepts it, and a dying worker's own connections are closed.
+  cluster.schedulingPolicy = cluster.SCHED_NONE;
   cluster.setupPrimary({ exec: process.argv[1], args: process.argv.slice(2), execArgv: process.execArgv });
   for (let i = 0; i < workers; i++) fork();
   onSnapshot = (next) => {
@@ -253,6 +308,69 @@ interface WorkerSettings {
   readonly otlpEndpoint?: string;
   readonly healthCheckIntervalMs?: number;
   readonly mesh?: MeshSettings;
+  readonly listener: ListenerOptions;
+  /** imagePullSecret folders for WasmPlugins, and their module cache folder. */
+  readonly secretsDir?: string;
+  readonly wasmCache?: string;
+  readonly wasmIsolation?: 'worker' | 'inline';
+}
+
+/** The bootstrap token for a config-only `--controlplane` (no --workload): --token-file, else PORTICO_BOOTSTRAP_TOKEN. */
+function controlPlaneToken(controlplane: string, tokenFile: string | undefined): string | undefined {
+  try {
+    const u = new URL(controlplane);
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('not http(s)');
+  } catch {
+    throw new Error(`--controlplane: '${controlplane}' is not an http(s) URL (e.g. http://controlplane:15010)`);
+  }
+  if (tokenFile === undefined) return process.env.PORTICO_BOOTSTRAP_TOKEN?.trim() || undefined;
+  try {
+    return readFileSync(tokenFile, 'utf8').trim();
+  } catch (err) {
+    throw new Error(`--token-file: cannot read ${tokenFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+}
+
+/**
+ * `--controlplane` without `--config`: waits for the first snapshot, then follows the stream.
+ * The TLS files Gateway servers name are fetched from the control plane into a private
+ * directory (controlplane/credential-files.ts) before each snapshot is applied.
+ */
+async function controlPlaneFeed(
+  url: string,
+  token: string | undefined,
+  log: GatewayLogger,
+  apply: (snapshot: Snapshot) => void,
+): Promise<{ snapshot: Snapshot; close: () => void }> {
+  const { mkdtempSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { subscribeSnapshots, waitForSnapshot } = await import('../../controlplane/client.ts');
+  const { CredentialFiles } = await import('../../controlplane/credential-files.ts');
+  const dir = mkdtempSync(join(tmpdir(), 'portico-gateway-credentials-'));
+  const creds = new CredentialFiles({ url, token }, dir);
+  const first = await waitForSnapshot({ url, token, logger: log });
+  const snapshot = await creds.localize(first.snapshot);
+  log.info('config from the control plane', { url, revision: first.revision, version: first.version });
+  const sub = subscribeSnapshots({
+    url,
+    token,
+    initial: first,
+    logger: log,
+    onSnapshot: async (next, revision) => {
+      const local = await creds.localize(next);
+      apply(local);
+      log.info('snapshot from the control plane applied', { revision, version: next.version });
+    },
+    onError: (err) => log.warn('control plane stream', { error: err.message }),
+  });
+  return {
+    snapshot,
+    close: () => {
+      sub.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
 
 /** Where the gateway's mesh certificate comes from (`--controlplane`, `--workload`, `--token-file`). */
@@ -342,12 +460,14 @@ interface RunningGateway {
 }
 
 /** Metrics, tracing and access logs from the snapshot's MeshConfig and the command line. */
-function gatewayTelemetry(settings: WorkerSettings, snapshot: Snapshot): PorticoTelemetry | undefined {
+function gatewayTelemetry(settings: WorkerSettings, snapshot: Snapshot, mesh?: { spiffeId: string; upstreamMtls: TelemetryOptions['upstreamMtls'] }): PorticoTelemetry | undefined {
   if (!settings.telemetry) return undefined;
   const mc = snapshot.meshConfig;
   const file = settings.accessLog ? '/dev/stdout' : mc.accessLogFile;
   return createTelemetry({
-    proxy: { workload: 'istio-ingressgateway', namespace: settings.namespace, app: 'istio-ingressgateway' },
+    // With a mesh identity, the series of endpoints it originates ISTIO_MUTUAL to carry it as source_principal.
+    proxy: { workload: 'istio-ingressgateway', namespace: settings.namespace, app: 'istio-ingressgateway', principal: mesh?.spiffeId },
+    upstreamMtls: mesh?.upstreamMtls,
     trustDomain: mc.trustDomain,
     tracing: { sampling: settings.tracingSampling ?? mc.tracingSampling ?? 1, otlpEndpoint: settings.otlpEndpoint },
     accessLog: file ? { file, encoding: mc.accessLogEncoding, format: mc.accessLogFormat } : undefined,
@@ -356,8 +476,20 @@ function gatewayTelemetry(settings: WorkerSettings, snapshot: Snapshot): Portico
 
 async function startWorker(settings: WorkerSettings, snapshot: Snapshot, log: GatewayLogger): Promise<RunningGateway> {
   const mesh = settings.mesh ? await startGatewayMeshIdentity(settings.mesh, log) : undefined;
-  const telemetry = gatewayTelemetry(settings, snapshot);
+  const mtls = mesh ? await import('../../gateway/mtls.ts') : undefined;
+  const telemetry = gatewayTelemetry(settings, snapshot, mesh && mtls ? { spiffeId: mesh.identity.spiffeId, upstreamMtls: mtls.wantsIstioMutual } : undefined);
+  const { WasmManager } = await import('../../wasm/plugins.ts');
+  const { ModuleCache } = await import('../../wasm/fetch.ts');
+  const wasm = new WasmManager({
+    secretsDir: settings.secretsDir,
+    cache: new ModuleCache(settings.wasmCache),
+    vm: { isolation: settings.wasmIsolation },
+    log,
+    node: { id: `router~127.0.0.1~portico.${settings.namespace}~${settings.namespace}.svc.cluster.local`, cluster: settings.labels.app ?? 'istio-ingressgateway', metadata: { NAMESPACE: settings.namespace, WORKLOAD_NAME: settings.labels.app ?? 'istio-ingressgateway' } },
+  });
+  if (telemetry) wasm.register(telemetry.registry);
   const runtime = new GatewayRuntime(snapshot, {
+    wasm,
     labels: settings.labels,
     namespace: settings.namespace,
     logger: log,
@@ -365,11 +497,9 @@ async function startWorker(settings: WorkerSettings, snapshot: Snapshot, log: Ga
     headerPolicy: makeHeaderPolicy({ identityHeaders: settings.identityHeaders, trustedHops: settings.trustedHops }),
     telemetry,
     healthChecks: settings.healthCheckIntervalMs ? { intervalMs: settings.healthCheckIntervalMs } : undefined,
+    listener: settings.listener,
   });
-  if (mesh) {
-    const { meshUpstreamTls } = await import('../../gateway/mtls.ts');
-    runtime.pools.tlsPolicy = meshUpstreamTls(mesh.identity, () => runtime.table().snapshot);
-  }
+  if (mesh && mtls) runtime.pools.tlsPolicy = mtls.meshUpstreamTls(mesh.identity, () => runtime.table().snapshot);
   telemetry?.attach(runtime);
   await runtime.start();
   const metrics = telemetry && settings.metricsPort >= 0 ? await telemetry.listen(settings.metricsPort, settings.metricsHost) : undefined;

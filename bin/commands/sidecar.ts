@@ -24,11 +24,10 @@ import { parseDuration } from '../../config/schema.ts';
 import type { ConfigWatcher } from '../../config/watch.ts';
 import type { Snapshot } from '../../config/snapshot.ts';
 import { CertRotator, connectProxyToControlPlane, defaultNodeId, requestWorkloadCertificate, waitForSnapshot, type Subscription, type WorkloadCertificate } from '../../controlplane/client.ts';
-import { MeshIdentity } from '../../gateway/mtls.ts';
-import { DEFAULT_OUTBOUND_PORT, InboundTelemetry, mergeExpositions, SidecarRuntime, workloadKey } from '../../gateway/sidecar.ts';
+import { MeshIdentity, wantsIstioMutual } from '../../gateway/mtls.ts';
+import { DEFAULT_OUTBOUND_PORT, InboundTelemetry, SidecarRuntime, workloadKey } from '../../gateway/sidecar.ts';
 import type { GatewayLogger } from '../../gateway/runtime.ts';
 import { createTelemetry, type PorticoTelemetry } from '../../gateway/telemetry/index.ts';
-import { PROMETHEUS_CONTENT_TYPE } from '../../gateway/telemetry/prometheus.ts';
 import { consoleLogger } from './gateway.ts';
 
 const USAGE = `usage: portico sidecar (--config PATH | --controlplane URL) --workload NS/NAME [options]
@@ -153,7 +152,11 @@ export async function startSidecar(opts: StartSidecarOptions): Promise<SidecarHa
   async function finish(rot: CertRotator, cert: WorkloadCertificate): Promise<SidecarHandle> {
     identity = new MeshIdentity(cert);
     const { telemetry, inbound } = sidecarTelemetry(opts, snapshot, identity.spiffeId);
+    const { WasmManager } = await import('../../wasm/plugins.ts');
+    const wasm = new WasmManager({ secretsDir: opts.secretsDir, log, node: { id: `sidecar~${opts.workload}`, cluster: opts.workload, metadata: {} } });
+    if (telemetry) wasm.register(telemetry.registry);
     const sidecar = new SidecarRuntime(snapshot, {
+      wasm,
       workload: opts.workload,
       identity,
       appPort: opts.appPort,
@@ -168,7 +171,7 @@ export async function startSidecar(opts: StartSidecarOptions): Promise<SidecarHa
     let metrics: Server | undefined;
     try {
       await sidecar.start();
-      if (telemetry && inbound && opts.metricsPort !== undefined && opts.metricsPort >= 0) metrics = await listenMetrics(telemetry, inbound, opts.metricsPort, opts.metricsHost ?? '127.0.0.1');
+      if (telemetry && inbound && opts.metricsPort !== undefined && opts.metricsPort >= 0) metrics = await listenMetrics(telemetry, opts.metricsPort, opts.metricsHost ?? '127.0.0.1');
     } catch (err) {
       rot.close();
       await sidecar.close(0);
@@ -246,22 +249,18 @@ function sidecarTelemetry(opts: StartSidecarOptions, snapshot: Snapshot, princip
       canonicalRevision: wl?.labels['service.istio.io/canonical-revision'],
     },
     reporter: 'source',
+    upstreamMtls: wantsIstioMutual,
+    ip: wl?.address,
     trustDomain: mc.trustDomain,
     tracing: { sampling, otlpEndpoint: opts.otlpEndpoint, nodeId: `sidecar~${wl?.address ?? '127.0.0.1'}~${name}.${namespace}~${namespace}.svc.cluster.local` },
   });
-  const inbound = new InboundTelemetry({ traces: telemetry.traces, exporter: telemetry.exporter, sampling });
+  const inbound = new InboundTelemetry({ registry: telemetry.registry, traces: telemetry.traces, exporter: telemetry.exporter, sampling });
   return { telemetry, inbound };
 }
 
-/** Istio's :15020 for one sidecar: both sides' metrics in one exposition; the trace store as the gateway's. */
-async function listenMetrics(telemetry: PorticoTelemetry, inbound: InboundTelemetry, port: number, host: string): Promise<Server> {
+/** Istio's :15020 for one sidecar: both sides' metrics (one registry) and the trace store, as the gateway's. */
+async function listenMetrics(telemetry: PorticoTelemetry, port: number, host: string): Promise<Server> {
   const server = createServer((req, res) => {
-    const path = (req.url ?? '/').split('?')[0];
-    if (path === '/stats/prometheus' || path === '/metrics') {
-      const body = mergeExpositions(telemetry.registry.render(), inbound.registry.render());
-      res.writeHead(200, { 'content-type': PROMETHEUS_CONTENT_TYPE, 'cache-control': 'no-store', 'content-length': Buffer.byteLength(body) });
-      return void res.end(req.method === 'HEAD' ? undefined : body);
-    }
     if (telemetry.metricsHandler(req, res)) return;
     res.writeHead(404, { 'content-type': 'text/plain' });
     res.end('not found: try /stats/prometheus\n');

@@ -76,10 +76,21 @@ const portValue: Schema = {
   },
 };
 
+/** Istio 1.22+ path templates: `{*}` is one path segment, `{**}` the rest (last segment only). */
+export function isPathTemplate(v: string): boolean {
+  return v.includes('{*}') || v.includes('{**}');
+}
+
 const pathCheck: Check<string> = (v, path, r) => {
+  if (isPathTemplate(v)) {
+    const segs = v.split('/');
+    const bad = segs.findIndex((s, i) => (s.includes('{') && s !== '{*}' && s !== '{**}') || (s === '{**}' && i !== segs.length - 1));
+    if (!v.startsWith('/')) r.report(path, ConfigErrorCodes.BAD_PATTERN, `path template '${v}' must start with '/'`);
+    else if (bad >= 0) r.report(path, ConfigErrorCodes.BAD_PATTERN, `path template '${v}': a segment must be a literal, '{*}' or (last only) '{**}'`);
+    return;
+  }
   patternCheck(v, path, r);
-  if (v.includes('{*}') || v.includes('{**}')) r.report(path, ConfigErrorCodes.NOT_IMPLEMENTED, `path templates ({*}, {**}) are not supported yet; matched literally`, 'warning');
-  else if (v !== '*' && !v.startsWith('/') && !v.startsWith('*')) r.report(path, ConfigErrorCodes.BAD_PATTERN, `path '${v}' should start with '/'`, 'warning');
+  if (v !== '*' && !v.startsWith('/') && !v.startsWith('*')) r.report(path, ConfigErrorCodes.BAD_PATTERN, `path '${v}' should start with '/'`, 'warning');
 };
 const paths = arr(str({ check: pathCheck }));
 

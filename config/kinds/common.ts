@@ -1,5 +1,6 @@
 /** Shapes and checks shared by several Istio kinds (StringMatch, hosts, regexes). */
 import { ConfigErrorCodes } from '../errors.ts';
+import { re2RewriteProblem, re2SyntaxProblem } from '../../lib/re2.ts';
 import { obj, str, type Check, type Reporter, type Schema } from '../schema.ts';
 
 /** Istio StringMatch as written in YAML. */
@@ -10,24 +11,13 @@ export interface RawStringMatch {
 }
 
 /**
- * Why `src` is not an acceptable RE2 pattern, or undefined when it is. JavaScript's RegExp with
- * the `u` flag is our approximation of RE2 syntax; lookarounds and backreferences are rejected
- * explicitly because RE2 (and therefore Envoy) does not support them.
+ * Why `source` is not an acceptable RE2 pattern, or undefined when it is: compiled with re2js (Go's
+ * `regexp`, which is what Istio validates with), so RE2-only syntax (`(?P<id>...)`, `\pL`, inline
+ * flags) is accepted and JavaScript-only syntax (lookarounds, backreferences) is not.
  */
 export function re2Problem(source: string): string | undefined {
-  // RE2's case-insensitive flag: compiled to `ignoreCase` next to the pattern (see splitRegexFlags).
-  const src = splitRegexFlags(source).regex;
-  if (/^\(\?[a-zA-Z]+\)/.test(src)) return 'only a leading (?i) flag is supported';
-  // Strip escaped characters and character classes before looking for unsupported groups.
-  const stripped = src.replace(/\\[^0-9k]/g, '__').replace(/\[(?:\\.|[^\]\\])*\]/g, '_');
-  if (/\(\?<?[=!]/.test(stripped)) return 'lookaround assertions are not supported by RE2';
-  if (/\\[1-9]|\\k</.test(stripped)) return 'backreferences are not supported by RE2';
-  try {
-    new RegExp(src, 'u');
-  } catch (err) {
-    return (err as Error).message.replace(/^Invalid regular expression: /, '');
-  }
-  return undefined;
+  if (source === '') return 'regex string match should not be empty';
+  return re2SyntaxProblem(source);
 }
 
 /** `(?i)abc` → `{regex: 'abc', ignoreCase: true}`; other patterns unchanged. */
@@ -41,6 +31,13 @@ export const regexCheck: Check<string> = (value, path, r) => {
 };
 
 export const regexString: Schema = str({ check: regexCheck });
+
+/** `uriRegexRewrite`: `rewrite` may use `\0`–`\9` (groups `match` has) and `\\`, as RE2 rewrites. */
+export const regexRewriteCheck: Check<Record<string, unknown>> = (value, path, r) => {
+  if (typeof value.match !== 'string' || typeof value.rewrite !== 'string') return;
+  const problem = re2RewriteProblem(value.match, value.rewrite);
+  if (problem) r.report(`${path}.rewrite`, ConfigErrorCodes.BAD_REGEX, problem);
+};
 
 /** StringMatch: exactly one of exact/prefix/regex. */
 export const stringMatch = obj(

@@ -14,6 +14,7 @@ import {
   any, arr, bool, childPath, doc, notEnforced, duration, int, isPlainObject, obj, oneOfStr, protoField, str, validateValue, type Reporter, type Schema,
 } from '../schema.ts';
 import { labels, regexString, targetRefSchema } from './common.ts';
+import { envoyWasmPatch, WASM_FILTER_NAMES } from './wasmplugin.ts';
 
 export const APPLY_TO = [
   'INVALID', 'LISTENER', 'FILTER_CHAIN', 'NETWORK_FILTER', 'HTTP_FILTER', 'ROUTE_CONFIGURATION', 'VIRTUAL_HOST', 'HTTP_ROUTE',
@@ -182,13 +183,14 @@ export function checkLocalRateLimitConfig(tc: unknown, path: string, r: Reporter
 }
 
 /** What a patch does, as far as Portico is concerned. */
-export type PatchKind = 'ext_authz' | 'local_ratelimit_filter' | 'local_ratelimit_route' | 'ignored';
+export type PatchKind = 'ext_authz' | 'local_ratelimit_filter' | 'local_ratelimit_route' | 'wasm' | 'ignored';
 
 export function classifyPatch(p: RawPatch): PatchKind {
   const value = p.patch?.value;
   if (!isPlainObject(value)) return 'ignored';
   if (p.applyTo === 'HTTP_FILTER' && typeof value.name === 'string' && EXT_AUTHZ_NAMES.includes(value.name)) return 'ext_authz';
   if (p.applyTo === 'HTTP_FILTER' && value.name === LOCAL_RATELIMIT_NAME) return 'local_ratelimit_filter';
+  if (p.applyTo === 'HTTP_FILTER' && typeof value.name === 'string' && WASM_FILTER_NAMES.includes(value.name)) return 'wasm';
   const tpfc = protoField(value, 'typed_per_filter_config');
   if ((p.applyTo === 'HTTP_ROUTE' || p.applyTo === 'VIRTUAL_HOST') && isPlainObject(tpfc) && tpfc[LOCAL_RATELIMIT_NAME] !== undefined) return 'local_ratelimit_route';
   return 'ignored';
@@ -266,6 +268,11 @@ const patchSchema = obj(
         for (const k of Object.keys(value ?? {})) {
           if (!['name', 'typed_config', 'config'].includes(k)) r.report(childPath(vpath, k), ConfigErrorCodes.UNKNOWN_FIELD, `unknown field '${k}' in an HTTP filter; ignored`, 'warning');
         }
+        return;
+      }
+      if (kind === 'wasm') {
+        if (op && !INSERTS.includes(op)) r.report(`${path}.patch.operation`, ConfigErrorCodes.BAD_ENUM, `operation ${op} does not insert a filter (want INSERT_BEFORE, INSERT_FIRST or ADD)`);
+        envoyWasmPatch(value ?? {}, vpath, r);
         return;
       }
       if (kind === 'local_ratelimit_route') {

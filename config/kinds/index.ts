@@ -14,6 +14,7 @@ import { requestauthenticationSpecSchema } from './requestauthentication.ts';
 import { serviceEntrySpecSchema } from './serviceentry.ts';
 import { virtualServiceSpecSchema } from './virtualservice.ts';
 import { workloadEntrySpecSchema } from './workloadentry.ts';
+import { wasmpluginSpecSchema } from './wasmplugin.ts';
 import { endpointSliceSpecSchema, kubeServiceSpecSchema, podSpecSchema } from './kubernetes.ts';
 
 export interface KindDef {
@@ -45,6 +46,7 @@ export const KINDS: ReadonlyMap<string, KindDef> = new Map(
       { kind: 'PeerAuthentication', apiVersions: SECURITY, spec: peerauthenticationSpecSchema, compiled: false, namespaced: true },
       { kind: 'AuthorizationPolicy', apiVersions: SECURITY, spec: authorizationpolicySpecSchema, compiled: false, namespaced: true },
       { kind: 'RequestAuthentication', apiVersions: SECURITY, spec: requestauthenticationSpecSchema, compiled: false, namespaced: true },
+      { kind: 'WasmPlugin', apiVersions: ['extensions.istio.io/v1alpha1'], spec: wasmpluginSpecSchema, compiled: true, namespaced: true },
       { kind: 'MeshConfig', apiVersions: ['portico.dev/v1alpha1'], spec: meshconfigSpecSchema, compiled: false, namespaced: false },
       // Kubernetes objects read for the service registry (config/kinds/kubernetes.ts).
       { kind: 'Service', apiVersions: ['v1'], spec: kubeServiceSpecSchema, compiled: true, namespaced: true, istio: false },

@@ -5,6 +5,7 @@
  * `v1 ConfigMap` named `istio` whose `data.mesh` holds MeshConfig YAML (see config/load.ts).
  * Real `istio` ConfigMaps carry many fields Portico does not use: those are warnings, not errors.
  */
+import { PATH_NORMALIZATIONS } from '../../lib/path.ts';
 import { ConfigErrorCodes } from '../errors.ts';
 import { arr, bool, doc, duration, int, notEnforced, num, obj, oneOfStr, str, strMap, type Schema } from '../schema.ts';
 
@@ -38,6 +39,7 @@ export interface MeshConfigSpec {
   accessLogFormat?: string;
   trustDomain?: string;
   rootNamespace?: string;
+  pathNormalization?: { normalization?: string };
 }
 
 /** Istio's default root namespace: policies there apply mesh-wide. */
@@ -139,7 +141,7 @@ export const meshconfigSpecSchema: Schema = obj(
     trustDomain: doc(str({ nonEmpty: true }), 'partly', 'validated, kept for mTLS work (default cluster.local)'),
     rootNamespace: str({ nonEmpty: true }),
     // Applied once to every request path, the same for routing, authorization and the authservice.
-    pathNormalization: obj({ normalization: oneOfStr(['DEFAULT', 'NONE', 'BASE', 'MERGE_SLASHES', 'DECODE_AND_MERGE_SLASHES']) }),
+    pathNormalization: obj({ normalization: oneOfStr(['DEFAULT', ...PATH_NORMALIZATIONS]) }),
     // Valid MeshConfig fields Portico does not act on: named here so the warning says so, rather than "unknown field".
     ...Object.fromEntries(MESH_FIELDS_NOT_READ.map((k) => [k, notEnforced({ type: 'any' }, 'not read by Portico')])),
   },

@@ -64,12 +64,8 @@ const jwtRule = obj(
   },
   {
     required: ['issuer'],
+    // Neither given: keys are discovered from `<issuer>/.well-known/openid-configuration`, as Istio does.
     oneOf: ['jwksUri', 'jwks'],
-    check: (rule, path, r) => {
-      if (rule.jwksUri === undefined && rule.jwks === undefined) {
-        r.report(childPath(path, 'jwksUri'), ConfigErrorCodes.REQUIRED, 'no jwksUri or jwks: Istio would discover keys via OpenID discovery, which Portico does not do yet', 'warning');
-      }
-    },
   },
 );
 

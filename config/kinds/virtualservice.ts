@@ -4,7 +4,7 @@ import {
   arr, bool, childPath, duration, int, isPlainObject, notEnforced, obj, oneOfStr, percentObj, portSelector, str, strMap, unsupported, type Reporter,
   type Schema,
 } from '../schema.ts';
-import { exportTo, hostString, labels, regexString, stringMatch, valueMatch, type RawStringMatch } from './common.ts';
+import { exportTo, hostString, labels, regexRewriteCheck, regexString, stringMatch, valueMatch, type RawStringMatch } from './common.ts';
 
 export interface RawDestination {
   host: string;
@@ -179,7 +179,7 @@ const httpRoute: Schema = obj(
       {
         uri: str(),
         authority: str(),
-        uriRegexRewrite: obj({ match: regexString, rewrite: str() }, { required: ['match', 'rewrite'] }),
+        uriRegexRewrite: obj({ match: regexString, rewrite: str() }, { required: ['match', 'rewrite'], check: regexRewriteCheck }),
       },
       {
         oneOf: ['uri', 'uriRegexRewrite'],
@@ -261,10 +261,7 @@ const httpRoute: Schema = obj(
       if (actions.length > 1) {
         r.report(childPath(path, actions[1]), ConfigErrorCodes.CONFLICTING_ACTIONS, `'${actions[1]}' cannot be combined with '${actions[0]}' in one rule`);
       } else if (actions.length === 0) {
-        r.report(path, ConfigErrorCodes.NO_ACTION, `rule needs one of route, redirect or directResponse`);
-      }
-      if (actions.includes('delegate')) {
-        r.report(childPath(path, 'delegate'), ConfigErrorCodes.NOT_IMPLEMENTED, 'delegate VirtualServices are not supported yet');
+        r.report(path, ConfigErrorCodes.NO_ACTION, `rule needs one of route, redirect, directResponse or delegate`);
       }
       if (rule.mirror && rule.mirrors) {
         r.report(childPath(path, 'mirrors'), ConfigErrorCodes.ONE_OF, `'mirror' and 'mirrors' cannot both be set`);
@@ -380,7 +377,7 @@ export const virtualServiceSpecSchema = obj(
   {
     hosts: arr(hostString),
     gateways: arr(str({ nonEmpty: true })),
-    exportTo: notEnforced(exportTo, 'the VirtualService is visible in every namespace'),
+    exportTo,
     http: arr(httpRoute, { check: (rules, path, r) => unreachableRules(rules, path, r) }),
     tcp: arr(l4Rule(false), { check: (rules, path, r) => unreachableRules(rules, path, r) }),
     tls: arr(l4Rule(true), { check: (rules, path, r) => unreachableRules(rules, path, r) }),

@@ -6,9 +6,12 @@
 import type { DownstreamRequest } from '../forward.ts';
 import type { HeaderMap } from '../headers.ts';
 import type { RequestRecord } from '../proxy.ts';
+import type { TcpConnectionMetrics } from './istio-metrics.ts';
 
 export interface ListenerFacts {
   readonly bindPort: number;
+  /** The port number as the Gateway declares it (Istio's span names use it). */
+  readonly number?: number;
   readonly scheme: 'http' | 'https';
 }
 
@@ -25,4 +28,9 @@ export interface RequestObserver {
 export interface Telemetry {
   /** Called first thing for every request. Must be cheap; may return a shared no-op observer. */
   begin(req: DownstreamRequest, listener: ListenerFacts): RequestObserver;
+  /**
+   * L4 (tcp/tls) proxying: the counters of one connection to `cluster` and endpoint `upstream`
+   * (`address:port`), with Envoy response flags (`UF` when the upstream connect failed).
+   */
+  tcpConnection?(cluster: string, upstream: string | undefined, flags?: string): TcpConnectionMetrics;
 }

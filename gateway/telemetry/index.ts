@@ -13,7 +13,8 @@
  *   on reload failure: tel.configReloadFailed();   on shutdown: await tel.close();
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { hostname } from 'node:os';
+import { hostname, networkInterfaces } from 'node:os';
+import type { Cluster, Endpoint } from '../../config/snapshot.ts';
 import type { Snapshot } from '../../config/snapshot.ts';
 import type { ClusterStats } from '../balancer.ts';
 import type { DownstreamRequest } from '../forward.ts';
@@ -24,7 +25,8 @@ import { certificatesInUse } from './certs.ts';
 import type { ListenerFacts, RequestObserver, Telemetry } from './hooks.ts';
 import { IstioMetrics, type ProxyIdentity, type TcpConnectionMetrics } from './istio-metrics.ts';
 import { OtlpExporter, type AttrValue, type SpanData, type SpanKind } from '../../telemetry/otlp.ts';
-import { PROMETHEUS_CONTENT_TYPE, Registry } from './prometheus.ts';
+import { PROMETHEUS_CONTENT_TYPE, Registry, registerProcessMetrics } from '../../lib/metrics.ts';
+import { routeOperation } from './operation.ts';
 import { decideSampling, extractContext, injectContext, newSpanId, newTraceId, type TraceContext } from '../../telemetry/trace-context.ts';
 import { TraceStore } from './trace-store.ts';
 
@@ -56,6 +58,10 @@ export interface TelemetryOptions {
   readonly reporter?: 'source' | 'destination';
   readonly clusterId?: string;
   readonly trustDomain?: string;
+  /** Which endpoints this proxy originates ISTIO_MUTUAL to (gateway/mtls.ts `wantsIstioMutual`), for `source_principal`. */
+  readonly upstreamMtls?: (cluster: Cluster, endpoint: Endpoint) => boolean;
+  /** This proxy's address, Jaeger's process tag `ip` (default the first non-internal IPv4). */
+  readonly ip?: string;
   /** false = no tracing at all (no propagation either). */
   readonly tracing?: TracingOptions | false;
   /** MeshConfig access log settings; absent or empty file = off. */
@@ -72,7 +78,7 @@ export interface PorticoTelemetry extends Telemetry {
   /** Connects to the running gateway: live snapshot for labels, pool/balancer/cert/config gauges. */
   attach(source: TelemetrySource): void;
   /** L4 proxying reports connections and bytes through this. */
-  tcpConnection(cluster: string | undefined, upstream?: string): TcpConnectionMetrics;
+  tcpConnection(cluster: string | undefined, upstream?: string, flags?: string): TcpConnectionMetrics;
   /** Count a config reload that did not apply. */
   configReloadFailed(): void;
   /** Prometheus text at `/stats/prometheus` (and `/metrics`); Jaeger API and OTLP ingest when a store exists. Returns false for other paths. */
@@ -90,7 +96,11 @@ function isLoopback(address: string | undefined): boolean {
   return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.');
 }
 
+/** The first non-internal IPv4 address (a pod's IP), else loopback. */
 function firstIp(): string {
+  for (const list of Object.values(networkInterfaces())) {
+    for (const a of list ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
+  }
   return '127.0.0.1';
 }
 
@@ -146,6 +156,8 @@ class TelemetryImpl implements PorticoTelemetry {
   private readonly spanKind: SpanKind;
   private readonly nodeId: string;
   private readonly proxy: ProxyIdentity;
+  /** Jaeger `processes[].tags` / OTLP resource attributes of this proxy's spans. */
+  private readonly processTags: readonly (readonly [string, AttrValue])[];
   private source?: TelemetrySource;
   private readonly reloadFailures;
   private server?: Server;
@@ -155,7 +167,8 @@ class TelemetryImpl implements PorticoTelemetry {
 
   constructor(opts: TelemetryOptions) {
     this.proxy = opts.proxy ?? DEFAULT_PROXY;
-    this.metrics = new IstioMetrics(this.registry, { proxy: this.proxy, reporter: opts.reporter, clusterId: opts.clusterId, trustDomain: opts.trustDomain });
+    registerProcessMetrics(this.registry, 'proxy');
+    this.metrics = new IstioMetrics(this.registry, { proxy: this.proxy, reporter: opts.reporter, clusterId: opts.clusterId, trustDomain: opts.trustDomain, upstreamMtls: opts.upstreamMtls });
     const tr = opts.tracing === false ? undefined : (opts.tracing ?? {});
     this.tracing = tr !== undefined;
     const sampling = tr?.sampling ?? 1;
@@ -164,7 +177,12 @@ class TelemetryImpl implements PorticoTelemetry {
     const p = this.proxy;
     this.serviceName = tr?.serviceName ?? `${p.canonicalService ?? p.app ?? p.workload}.${p.namespace}`;
     this.spanKind = tr?.spanKind ?? (opts.reporter === 'destination' ? 'SERVER' : 'CLIENT');
-    this.nodeId = tr?.nodeId ?? `router~${firstIp()}~${hostname()}.${p.namespace}~${p.namespace}.svc.cluster.local`;
+    const ip = opts.ip ?? firstIp();
+    this.processTags = [
+      ['hostname', hostname()],
+      ['ip', ip],
+    ];
+    this.nodeId = tr?.nodeId ?? `router~${ip}~${hostname()}.${p.namespace}~${p.namespace}.svc.cluster.local`;
     if (tr && tr.store !== false) this.traces = tr.store instanceof TraceStore ? tr.store : new TraceStore();
     if (tr?.otlpEndpoint) this.exporter = new OtlpExporter({ endpoint: tr.otlpEndpoint, resource: { 'service.namespace': p.namespace } });
     if (opts.accessLog && opts.accessLog.file) this.accessLog = createAccessLog(opts.accessLog);
@@ -184,9 +202,11 @@ class TelemetryImpl implements PorticoTelemetry {
     });
     r.gauge('portico_upstream_pool_connections', 'Upstream connection pool state by origin.', ['origin', 'state'], (set) => {
       for (const p of this.source?.pools?.stats() ?? []) {
-        set({ origin: p.origin, state: 'connected' }, p.connected);
-        set({ origin: p.origin, state: 'pending' }, p.pending);
-        set({ origin: p.origin, state: 'running' }, p.running);
+        // Number(): an HTTP/2 origin is one undici Client, whose `stats.connected` is a boolean
+        // at run time; printed as `true` it made Prometheus reject the whole scrape.
+        set({ origin: p.origin, state: 'connected' }, Number(p.connected));
+        set({ origin: p.origin, state: 'pending' }, Number(p.pending));
+        set({ origin: p.origin, state: 'running' }, Number(p.running));
       }
     });
     const clusterStats = (): readonly ClusterStats[] => this.source?.balancer?.stats?.() ?? [];
@@ -236,8 +256,13 @@ class TelemetryImpl implements PorticoTelemetry {
     this.accessLog?.log({ req: o.req, record: rec, requestId: o.requestId, traceId: o.traceId ?? (o.ctx?.traceId || undefined) });
   }
 
-  /** `host:port/*` (Istio's route decorator) from `outbound|port|subset|host`. */
-  private operation(rec: RequestRecord): string {
+  /**
+   * Istio's route decorator (operation.ts): `host:port/path`, `prefix*` for a prefix match; for a
+   * request no route took, the cluster's `host:port/*` or `unrouted`.
+   */
+  private operation(o: Observer, rec: RequestRecord): string {
+    const route = rec.route?.route;
+    if (route) return routeOperation(route, rec.route!.match, o.listener.number ?? o.listener.bindPort);
     if (rec.cluster) {
       let op = this.hostPorts.get(rec.cluster);
       if (op === undefined) {
@@ -247,8 +272,7 @@ class TelemetryImpl implements PorticoTelemetry {
       }
       return op;
     }
-    const r = rec.route?.route;
-    return r ? (r.name ?? `${r.virtualService}#${r.index}`) : 'unrouted';
+    return 'unrouted';
   }
 
   private span(o: Observer, rec: RequestRecord): void {
@@ -289,20 +313,21 @@ class TelemetryImpl implements PorticoTelemetry {
       traceId,
       spanId,
       parentSpanId: o.ctx?.parentSpanId,
-      name: this.operation(rec),
+      name: this.operation(o, rec),
       kind: this.spanKind,
       startUs: Math.round((performance.timeOrigin + rec.startMs) * 1000),
       durationUs: Math.max(1, Math.round(rec.durationMs * 1000)),
       service: this.serviceName,
       attributes,
       error,
+      process: this.processTags,
     };
     this.traces?.add(span);
     this.exporter?.add(span);
   }
 
-  tcpConnection(cluster: string | undefined, upstream?: string): TcpConnectionMetrics {
-    return this.metrics.tcpConnection(this.source?.table().snapshot, cluster, upstream);
+  tcpConnection(cluster: string | undefined, upstream?: string, flags?: string): TcpConnectionMetrics {
+    return this.metrics.tcpConnection(this.source?.table().snapshot, cluster, upstream, flags);
   }
 
   configReloadFailed(): void {

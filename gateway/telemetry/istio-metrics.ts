@@ -7,9 +7,9 @@
  * Label sets are resolved once per (cluster, endpoint) and the series objects cached per
  * (status, grpc, flags), so recording a request is a few map lookups and increments.
  */
-import type { Cluster, Snapshot } from '../../config/snapshot.ts';
+import type { Cluster, Endpoint, Snapshot } from '../../config/snapshot.ts';
 import type { RequestRecord } from '../proxy.ts';
-import type { CounterSeries, HistogramSeries, Labels, Registry } from './prometheus.ts';
+import type { Counter, CounterSeries, Histogram, HistogramSeries, Labels, Registry } from '../../lib/metrics.ts';
 
 /** Istio's default buckets for istio_request_duration_milliseconds. */
 export const DURATION_BUCKETS_MS: readonly number[] = [0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000];
@@ -42,6 +42,35 @@ const PEER_LABELS = [
 export const HTTP_LABELS: readonly string[] = [...PEER_LABELS, 'request_protocol', 'response_code', 'grpc_response_status', 'response_flags', 'connection_security_policy'];
 export const TCP_LABELS: readonly string[] = [...PEER_LABELS, 'request_protocol', 'response_flags', 'connection_security_policy'];
 
+/** Istio's HTTP families (names, help, labels, buckets), once per registry. */
+export interface IstioHttpFamilies {
+  readonly requests: Counter;
+  readonly duration: Histogram;
+  readonly requestBytes: Histogram;
+  readonly responseBytes: Histogram;
+}
+
+const httpFamilies = new WeakMap<Registry, IstioHttpFamilies>();
+
+/**
+ * The `istio_requests_total` / duration / size families of `registry`, created on first use. A
+ * sidecar's outbound (reporter `source`) and inbound (reporter `destination`) sides share them,
+ * so one process has one registry and one exposition.
+ */
+export function istioHttpFamilies(registry: Registry): IstioHttpFamilies {
+  let f = httpFamilies.get(registry);
+  if (!f) {
+    f = {
+      requests: registry.counter('istio_requests_total', 'Requests handled by this proxy.', HTTP_LABELS),
+      duration: registry.histogram('istio_request_duration_milliseconds', 'Request duration in milliseconds.', HTTP_LABELS, DURATION_BUCKETS_MS),
+      requestBytes: registry.histogram('istio_request_bytes', 'HTTP request body sizes.', HTTP_LABELS, BYTES_BUCKETS),
+      responseBytes: registry.histogram('istio_response_bytes', 'HTTP response body sizes.', HTTP_LABELS, BYTES_BUCKETS),
+    };
+    httpFamilies.set(registry, f);
+  }
+  return f;
+}
+
 /** Who this proxy is: the `source_*` labels of a gateway / outbound sidecar, `destination_*` of an inbound one. */
 export interface ProxyIdentity {
   /** Workload name, e.g. `istio-ingressgateway`. */
@@ -67,6 +96,13 @@ export interface IstioMetricsOptions {
   readonly clusterId?: string;
   /** For `spiffe://<trustDomain>/ns/<ns>/sa/<sa>` principals (default cluster.local). */
   readonly trustDomain?: string;
+  /**
+   * Whether this proxy originates ISTIO_MUTUAL to an endpoint (gateway/mtls.ts `wantsIstioMutual`).
+   * Given, `source_principal` is the proxy's principal only on series of endpoints it talks mTLS
+   * to (Istio reads it off the upstream connection's local certificate), `unknown` elsewhere.
+   * Absent, a proxy with a principal reports it on every series.
+   */
+  readonly upstreamMtls?: (cluster: Cluster, endpoint: Endpoint) => boolean;
 }
 
 const U = 'unknown';
@@ -124,15 +160,14 @@ export class IstioMetrics {
   private snapshot: Snapshot | undefined;
   private clusters = new Map<string, ClusterDests>();
   private readonly unknownDest: Dest;
+  /** Per destination label set and flags: the TCP counters, resolved once. */
+  private readonly tcpSeries = new WeakMap<Dest, Map<string, TcpConnectionMetrics>>();
 
   constructor(
     registry: Registry,
     private readonly opts: IstioMetricsOptions,
   ) {
-    this.requests = registry.counter('istio_requests_total', 'Requests handled by this proxy.', HTTP_LABELS);
-    this.duration = registry.histogram('istio_request_duration_milliseconds', 'Request duration in milliseconds.', HTTP_LABELS, DURATION_BUCKETS_MS);
-    this.requestBytes = registry.histogram('istio_request_bytes', 'HTTP request body sizes.', HTTP_LABELS, BYTES_BUCKETS);
-    this.responseBytes = registry.histogram('istio_response_bytes', 'HTTP response body sizes.', HTTP_LABELS, BYTES_BUCKETS);
+    ({ requests: this.requests, duration: this.duration, requestBytes: this.requestBytes, responseBytes: this.responseBytes } = istioHttpFamilies(registry));
     this.tcpSent = registry.counter('istio_tcp_sent_bytes_total', 'Bytes sent to the downstream during TCP connections.', TCP_LABELS);
     this.tcpReceived = registry.counter('istio_tcp_received_bytes_total', 'Bytes received from the downstream during TCP connections.', TCP_LABELS);
     this.tcpOpened = registry.counter('istio_tcp_connections_opened_total', 'TCP connections opened.', TCP_LABELS);
@@ -146,7 +181,7 @@ export class IstioMetrics {
       source_canonical_service: p.canonicalService ?? app,
       source_canonical_revision: p.canonicalRevision ?? p.version ?? 'latest',
       source_workload_namespace: p.namespace,
-      source_principal: p.principal ?? U,
+      source_principal: p.principal !== undefined && opts.upstreamMtls === undefined ? p.principal : U,
       source_app: app,
       source_version: p.version ?? U,
       source_cluster: opts.clusterId ?? 'Kubernetes',
@@ -191,17 +226,24 @@ export class IstioMetrics {
       destination_workload_namespace: svcNamespace ?? U,
     };
     const eps = c.endpoints;
+    const principal = this.opts.proxy.principal;
+    const mtls = this.opts.upstreamMtls;
+    const mutual = (e: Endpoint): boolean => principal !== undefined && mtls !== undefined && mtls(c, e);
     const app = shared(eps.map((e) => e.labels.app));
     const version = shared(eps.map((e) => e.labels.version));
     const clusterLevel: Record<string, string> = { ...base };
     if (app) clusterLevel.destination_app = clusterLevel.destination_canonical_service = app;
     if (version) clusterLevel.destination_version = clusterLevel.destination_canonical_revision = version;
+    // Requests that never reached an endpoint (fault aborts) carry the principal when every endpoint is mTLS.
+    if (eps.length > 0 && eps.every(mutual)) clusterLevel.source_principal = principal!;
     const cluster = this.makeDest(clusterLevel, c.name);
     const endpoints = new Map<string, Dest>();
     for (const e of eps) {
       const l = e.labels;
       const ns = e.workload?.split('/')[0] ?? svcNamespace;
       const d: Record<string, string> = { ...clusterLevel };
+      if (mutual(e)) d.source_principal = principal!;
+      else if (mtls !== undefined) d.source_principal = U;
       const wl = l['service.istio.io/workload-name'] ?? workloadName(e.workload);
       if (wl) d.destination_workload = wl;
       if (ns) d.destination_workload_namespace = ns;
@@ -272,17 +314,24 @@ export class IstioMetrics {
    */
   tcpConnection(snapshot: Snapshot | undefined, cluster: string | undefined, upstream?: string, flags = '-'): TcpConnectionMetrics {
     const d = this.dest(snapshot, cluster, upstream);
-    const labels: Labels = { ...d.labels, request_protocol: 'tcp', response_flags: flags, connection_security_policy: (this.opts.reporter ?? 'source') === 'source' ? U : 'none' };
-    const sent = this.tcpSent.with(labels);
-    const received = this.tcpReceived.with(labels);
-    const opened = this.tcpOpened.with(labels);
-    const closed = this.tcpClosed.with(labels);
-    return {
-      opened: () => opened.inc(),
-      closed: () => closed.inc(),
-      sent: (n) => sent.inc(n),
-      received: (n) => received.inc(n),
-    };
+    let byFlags = this.tcpSeries.get(d);
+    if (!byFlags) this.tcpSeries.set(d, (byFlags = new Map()));
+    let m = byFlags.get(flags);
+    if (!m) {
+      const labels: Labels = { ...d.labels, request_protocol: 'tcp', response_flags: flags, connection_security_policy: (this.opts.reporter ?? 'source') === 'source' ? U : 'none' };
+      const sent = this.tcpSent.with(labels);
+      const received = this.tcpReceived.with(labels);
+      const opened = this.tcpOpened.with(labels);
+      const closed = this.tcpClosed.with(labels);
+      m = {
+        opened: () => opened.inc(),
+        closed: () => closed.inc(),
+        sent: (n) => sent.inc(n),
+        received: (n) => received.inc(n),
+      };
+      byFlags.set(flags, m);
+    }
+    return m;
   }
 }
 

@@ -293,7 +293,7 @@ export function toJaeger(spans: readonly SpanData[]): unknown {
       if (!pid) {
         pid = `p${pids.size + 1}`;
         pids.set(s.service, pid);
-        processes[pid] = { serviceName: s.service, tags: [] };
+        processes[pid] = { serviceName: s.service, tags: (s.process ?? []).map(([key, value]) => ({ key, type: tagType(value), value })) };
       }
       const tags: JaegerTag[] = s.attributes.map(([key, value]) => ({ key, type: tagType(value), value }));
       if (s.kind !== 'INTERNAL' && !s.attributes.some(([k]) => k === 'span.kind')) tags.push({ key: 'span.kind', type: 'string', value: s.kind.toLowerCase() });

@@ -11,7 +11,7 @@ import type { DashboardData } from '../../gateway/dashboard/index.ts';
 import { GraphHistory, quantile } from '../../gateway/dashboard/graph.ts';
 import type { TraceDetail } from '../../gateway/dashboard/traces.ts';
 import { DURATION_BUCKETS_MS, IstioMetrics } from '../../gateway/telemetry/istio-metrics.ts';
-import { Registry } from '../../gateway/telemetry/prometheus.ts';
+import { Registry } from '../../lib/metrics.ts';
 import { startBookinfoMesh } from './dashboard-bookinfo.ts';
 
 async function get<T>(url: string): Promise<{ status: number; headers: Record<string, unknown>; body: T }> {

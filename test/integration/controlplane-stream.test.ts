@@ -232,7 +232,7 @@ test('a bad config change keeps the old snapshot and /v1/status reports every is
   cfg.writeRaw(
     configYaml('bad')
       .replace('hosts: [up.default.svc.cluster.local]', 'hosts: [up.default.svc.cluster.local]\n  bogusField: 1')
-      .replace('route: [{destination: {host: up.default.svc.cluster.local}}]', 'route: [{destination: {host: up.default.svc.cluster.local}, weight: 50}, {destination: {host: up.default.svc.cluster.local}, weight: 20}]'),
+      .replace('route: [{destination: {host: up.default.svc.cluster.local}}]', 'route: [{destination: {host: up.default.svc.cluster.local}, weight: 0}, {destination: {host: up.default.svc.cluster.local}, weight: 0}]'),
   );
   const auth = { authorization: `Bearer ${TOKEN}` };
   type Status = { revision: number; lastBuild: string; lastError: { issues: string[] } | null };

@@ -171,3 +171,74 @@ spec:
   assert.equal((await get(port, '/a/foo')).url, '/rewrittena/foo', 'second entry: prefix / replaced, as Envoy');
   assert.equal((await get(port, '/exact/path?q=1')).url, '/rewritten?q=1', 'exact match: the whole path replaced, query kept');
 });
+
+test('exportTo: a VirtualService not exported to the gateway\'s namespace is not served there', async (t) => {
+  const port = await setup(
+    t,
+    ['a', 'b'],
+    `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: private, namespace: kubeflow}
+spec:
+  exportTo: ["."]
+  gateways: [kubeflow-gateway]
+  hosts: ["*"]
+  http:
+  - match: [{uri: {prefix: /private}}]
+    route: [{destination: {host: a}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shared, namespace: kubeflow}
+spec:
+  exportTo: [istio-system]
+  gateways: [kubeflow-gateway]
+  hosts: ["*"]
+  http:
+  - match: [{uri: {prefix: /shared}}]
+    route: [{destination: {host: b}}]
+`,
+  );
+  // The gateway runs in istio-system (its --namespace default), as Istio's ingress gateway does.
+  const hidden = await request(`http://127.0.0.1:${port}/private/x`, { headers: { host: 'kubeflow.example.com' } });
+  assert.equal(hidden.statusCode, 404);
+  await hidden.body.text();
+  assert.equal((await get(port, '/shared/x')).name, 'b');
+});
+
+test('delegate: a root rule hands its prefix to a delegate VirtualService, merged as Istio merges them', async (t) => {
+  const port = await setup(
+    t,
+    ['a', 'b', 'c'],
+    `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: root, namespace: kubeflow}
+spec:
+  gateways: [kubeflow-gateway]
+  hosts: ["*"]
+  http:
+  - match: [{uri: {prefix: /productpage}}]
+    rewrite: {uri: /pp}
+    delegate: {name: productpage, namespace: team}
+  - route: [{destination: {host: c}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: productpage, namespace: team}
+spec:
+  http:
+  - match: [{uri: {prefix: /productpage/v1/}}]
+    route: [{destination: {host: a.kubeflow.svc.cluster.local}}]
+  - match: [{uri: {prefix: /elsewhere}}]
+    route: [{destination: {host: b.kubeflow.svc.cluster.local}}]
+  - route: [{destination: {host: b.kubeflow.svc.cluster.local}}]
+`,
+  );
+  const v1 = await get(port, '/productpage/v1/x');
+  assert.equal(v1.name, 'a', 'the delegate\'s narrower match');
+  // The root's rewrite is inherited and, as Envoy's prefix_rewrite, replaces the merged route's
+  // own matched prefix (/productpage/v1/).
+  assert.equal(v1.url, '/ppx', 'the root\'s rewrite, inherited');
+  assert.equal((await get(port, '/productpage/other')).name, 'b', 'the delegate rule without match takes the root\'s');
+  assert.equal((await get(port, '/elsewhere')).name, 'c', 'a delegate match outside the root\'s prefix is left out');
+});

@@ -256,21 +256,34 @@ test('no matching route: 404 with a body that says so', async (t) => {
   assert.match(r.text, /no route matched.*GET app\.example\.com\/elsewhere/);
 });
 
-test('path is normalised before matching and forwarded normalised', async (t) => {
-  const s = await setup(
-    t,
-    `  - match: [{uri: {prefix: /admin}}]
+test('path is normalised before matching and forwarded normalised (MeshConfig pathNormalization)', async (t) => {
+  const http = `  - match: [{uri: {prefix: /admin}}]
     directResponse: {status: 403, body: {string: "admin is off limits"}}
   - match: [{uri: {prefix: /public}}]
-${toV1}`,
-  );
-  for (const sneaky of ['/public/../admin', '/public/%2e%2e/admin', '/public%2F..%2Fadmin', '//admin', '/public/..%5Cadmin']) {
-    const r = await get(s.port, sneaky);
-    assert.equal(r.status, 403, `${sneaky} must be treated as /admin`);
+${toV1}`;
+  // BASE, Istio's default: RFC 3986 dot segments; no slash merging, %2F/%5C stay encoded.
+  const base = await setup(t, http);
+  for (const sneaky of ['/public/../admin', '/public/%2e%2e/admin', '/public/x/../../admin']) {
+    assert.equal((await get(base.port, sneaky)).status, 403, `BASE: ${sneaky} must be treated as /admin`);
   }
-  const ok = await get(s.port, '/public/./a//b');
-  assert.equal(ok.echo?.url, '/public/a/b');
-  assert.equal((await get(s.port, '/public/%zz')).status, 400);
+  assert.equal((await get(base.port, '/public%2F..%2Fadmin')).echo?.url, '/public%2F..%2Fadmin', 'BASE: %2F is not a separator');
+  assert.equal((await get(base.port, '//admin')).status, 404, 'BASE: // is not merged');
+  assert.equal((await get(base.port, '/public/./a//b')).echo?.url, '/public/a//b');
+  assert.equal((await get(base.port, '/public/%zz')).status, 400);
+
+  const mesh = `---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: istio, namespace: istio-system}
+data:
+  mesh: |-
+    pathNormalization: {normalization: DECODE_AND_MERGE_SLASHES}
+`;
+  const strict = await setup(t, http, mesh);
+  for (const sneaky of ['/public/../admin', '/public/%2e%2e/admin', '/public%2F..%2Fadmin', '//admin', '/public/..%5Cadmin']) {
+    assert.equal((await get(strict.port, sneaky)).status, 403, `DECODE_AND_MERGE_SLASHES: ${sneaky} must be treated as /admin`);
+  }
+  assert.equal((await get(strict.port, '/public/./a//b')).echo?.url, '/public/a/b');
 });
 
 test('x-forwarded-*, x-request-id set as Envoy does; identity headers from clients are stripped', async (t) => {

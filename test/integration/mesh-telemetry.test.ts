@@ -12,7 +12,6 @@ import { test } from 'node:test';
 import { Pool, request } from 'undici';
 import { loadOrCreateCa } from '../../certs/index.ts';
 import { startSidecar, type SidecarHandle } from '../../bin/commands/sidecar.ts';
-import { mergeExpositions } from '../../gateway/sidecar.ts';
 import { silentLogger } from '../../gateway/runtime.ts';
 import { decodeOtlp, type SpanData } from '../../telemetry/otlp.ts';
 import { freePort } from '../helpers/net.ts';
@@ -178,11 +177,4 @@ test('sidecar telemetry: reporter=destination with the mTLS peer as source, repo
     // The server hop continues what the client hop sent (its parent is the client's upstream span id chain).
     assert.equal(serverSpan.parentSpanId, clientSpan.spanId);
   });
-});
-
-test('mergeExpositions: one HELP/TYPE per family, samples of both registries', () => {
-  const a = '# HELP x_total X.\n# TYPE x_total counter\nx_total{a="1"} 1\n# HELP y Y.\n# TYPE y gauge\ny 2\n';
-  const b = '# HELP x_total X.\n# TYPE x_total counter\nx_total{a="2"} 3\n';
-  assert.equal(mergeExpositions(a, b), '# HELP x_total X.\n# TYPE x_total counter\nx_total{a="1"} 1\nx_total{a="2"} 3\n# HELP y Y.\n# TYPE y gauge\ny 2\n');
-  assert.equal(mergeExpositions('', ''), '');
 });

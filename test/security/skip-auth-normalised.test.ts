@@ -11,7 +11,7 @@ test('only paths that normalise under a skip prefix skip authentication', async 
   const stack = await startAuthStack(t, { env: { SKIP_AUTH_URLS: '/public/,/healthz-app' } });
   if (!stack) return;
   const check = async (path: string) => (await rawRequest(stack.authservice, path, { headers: { accept: 'application/json' } })).status;
-  for (const path of ['/public/', '/public/logo.svg', '/public/a/../b', '//public//x', '/healthz-app/live', '/public/x?next=/private']) {
+  for (const path of ['/public/', '/public/logo.svg', '/public/a/../b', '/healthz-app/live', '/public/x?next=/private']) {
     assert.equal(await check(path), 200, `${path} should skip`);
   }
   for (const path of [
@@ -32,6 +32,8 @@ test('only paths that normalise under a skip prefix skip authentication', async 
     '/public',
     '/public%2F..%2Fprivate',
     '/PUBLIC/x',
+    // BASE (Istio's default) does not merge slashes: the gateway does not route this under /public either.
+    '//public//x',
   ]) {
     assert.equal(await check(path), 401, `${path} must not skip`);
   }

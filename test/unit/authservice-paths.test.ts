@@ -3,29 +3,40 @@ import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { matchesAny, normalisePath, safeReturnPath, underPrefix } from '../../authservice/paths.ts';
 
-test('normalisePath removes dot segments, merges slashes, decodes unreserved, drops the query', () => {
-  const cases: [string, string][] = [
+test('normalisePath (BASE, the default) removes dot segments, decodes unreserved, drops the query; keeps // and %2F', () => {
+  const cases: [string, string | undefined][] = [
     ['/', '/'],
     ['/a/b', '/a/b'],
     ['/public/../private', '/private'],
     ['/public/%2e%2e/private', '/private'],
     ['/public/%2E%2E/private', '/private'],
     ['/public/./x', '/public/x'],
-    ['//a///b', '/a/b'],
+    ['//a///b', '//a///b'],
+    ['/a//../b', '/a/b'],
     ['/a/b/..', '/a/'],
     ['/../../etc', '/etc'],
     ['/private?x=/public', '/private'],
     ['/public\\..\\private', '/private'],
     ['/public%2F..%2Fprivate', '/public%2F..%2Fprivate'],
     ['/%7Euser', '/~user'],
+    ['/a%zz', undefined],
+    ['/a%00b', undefined],
   ];
   for (const [input, want] of cases) assert.equal(normalisePath(input), want, input);
+});
+
+test('normalisePath follows the configured MeshConfig mode', () => {
+  assert.equal(normalisePath('//a///b', 'MERGE_SLASHES'), '/a/b');
+  assert.equal(normalisePath('/public%2F..%2Fprivate', 'MERGE_SLASHES'), '/public%2F..%2Fprivate');
+  assert.equal(normalisePath('/public%2F..%2Fprivate', 'DECODE_AND_MERGE_SLASHES'), '/private');
+  assert.equal(normalisePath('/public/../private?x', 'NONE'), '/public/../private');
 });
 
 test('normalisePath is idempotent and never yields dot segments', () => {
   fc.assert(
     fc.property(fc.array(fc.constantFrom('a', '.', '..', '', '%2e', '%2E%2e', 'b%2F', '\\'), { maxLength: 8 }), (parts) => {
       const once = normalisePath(`/${parts.join('/')}`);
+      assert.ok(once !== undefined);
       assert.equal(normalisePath(once), once);
       assert.ok(!/(^|\/)\.\.?(\/|$)/.test(once), once);
     }),

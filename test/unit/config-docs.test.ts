@@ -26,7 +26,7 @@ test('every kind and the fields this work added are documented with a status', (
     /\| `rules\[\]\.when\[\]\.key` \| string \| enforced \|/,
     /\| `http_service\.authorization_response\.allowed_client_headers\.patterns\[\]\.safe_regex\.regex` \| string \| enforced \|/,
     /\| `token_bucket\.fill_interval` \| duration \| enforced \|/,
-    /\| `http\[\]\.delegate` \| object \| rejected \| error \|/,
+    /\| `http\[\]\.delegate` \| object \| enforced \| merged as pilot merges delegates \|/,
     /\| `trafficPolicy\.tunnel` \| object \| warned \|/,
     /\| `servers\[\]\.tls\.caCrl` \| string \| warned \|/,
     /\| `http\[\]\.retries\.retryIgnorePreviousHosts` \| bool \| warned \|/,

@@ -12,6 +12,11 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { buildSnapshot, formatIssue } from '../../config/index.ts';
+import { Balancer } from '../../gateway/balancer.ts';
+import { JwksCache } from '../../gateway/jwt-authn.ts';
+import { UpstreamPools } from '../../gateway/pools.ts';
+import { buildRouteTable } from '../../gateway/router.ts';
+import { DEFAULT_GATEWAY_LABELS } from '../../gateway/runtime.ts';
 import { pairs, tempDir, writeCredential } from './config-tls-helper.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
@@ -61,5 +66,37 @@ for (const input of inputs.filter((f) => !f.startsWith('invalid-'))) {
       .replaceAll(secrets, '<secrets>')
       .replaceAll(root, '<root>/')}\n`;
     compare(join(dir, input.replace(/\.in\.yaml$/, '.out.json')), json);
+  });
+
+  // The next stage: the runtime route table an ingress gateway (Istio's default labels, in
+  // istio-system) builds from that snapshot: per port, the virtual hosts and their Envoy routes
+  // in match order (one per match entry, catch-alls last), and the filter chain.
+  test(`golden route table: ${input}`, async (t) => {
+    const secrets = tempDir(t);
+    writeCredential(secrets, 'example-credential', pairs().a);
+    const r = await buildSnapshot([join(dir, input)], { cwd: root, secretsDir: secrets });
+    assert.ok(r.ok);
+    const table = buildRouteTable(r.snapshot, DEFAULT_GATEWAY_LABELS, {
+      identity: { namespace: 'istio-system', context: 'GATEWAY', workloadName: 'istio-ingressgateway' },
+      chainDeps: { jwks: new JwksCache(), pools: new UpstreamPools(), balancer: new Balancer() },
+    });
+    const view = {
+      chain: table.chain.map((f) => f.name),
+      ports: [...table.ports.values()].map((pt) => ({
+        port: pt.bindPort,
+        kind: pt.kind,
+        virtualHosts: pt.virtualHosts.map((vh) => ({
+          domains: vh.domains,
+          routes: vh.routes.map((cr) => ({
+            rule: `${cr.route.virtualService}#${cr.route.index}`,
+            match: cr.match ?? null,
+            catchAll: cr.catchAll,
+            action: cr.route.action.kind,
+            ...(cr.rewritePath ? { rewriteOfSlashAB: cr.rewritePath('/a/b') } : {}),
+          })),
+        })),
+      })),
+    };
+    compare(join(dir, input.replace(/\.in\.yaml$/, '.routes.json')), `${JSON.stringify(view, null, 2)}\n`);
   });
 }

@@ -68,3 +68,13 @@ test('domain index: exact beats the longest wildcard beats *', () => {
   assert.equal(hostOnly('WWW.Example.com:8443'), 'www.example.com');
   assert.equal(hostOnly('[::1]:80'), '[::1]');
 });
+
+test('regex matching is RE2: RE2-only syntax works, and alternation is a full match of the whole value', () => {
+  assert.equal(compileStringMatch({ regex: '/users/(?P<id>[0-9]+)' })('/users/42'), true);
+  assert.equal(compileStringMatch({ regex: '\\pL+' })('héllo'), true);
+  assert.equal(compileStringMatch({ regex: '\\pL+' })('h3llo'), false);
+  assert.equal(compileStringMatch({ regex: 'a(?i)bc' })('aBC'), true);
+  assert.equal(compileStringMatch({ regex: 'a(?i)bc' })('ABC'), false);
+  assert.equal(compileStringMatch({ regex: 'a|ab' })('ab'), true, 'full match tries every alternative, as RE2::FullMatch');
+  assert.equal(compileStringMatch({ regex: 'abc', ignoreCase: true })('ABC'), true);
+});

@@ -1,7 +1,7 @@
 /** The Prometheus registry: exposition format details, histogram bucketing, bad names refused. */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Registry } from '../../gateway/telemetry/prometheus.ts';
+import { Registry } from '../../lib/metrics.ts';
 
 test('label values are escaped and series are cached per label set', () => {
   const r = new Registry();

@@ -4,6 +4,7 @@
  * `series.observe(v)` (find bucket index + increment). Rendered in the text exposition format
  * 0.0.4: https://prometheus.io/docs/instrumenting/exposition_formats/
  */
+import { readdirSync, readFileSync } from 'node:fs';
 
 export type Labels = Readonly<Record<string, string>>;
 
@@ -211,3 +212,89 @@ export class Registry {
 }
 
 export const PROMETHEUS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
+
+// ---------------------------------------------------------------------------------------------
+// Process metrics every Portico process exposes (gateway, sidecar, control plane, authservice):
+// the standard `process_*` families of Prometheus client libraries
+// (https://prometheus.io/docs/instrumenting/writing_clientlibs/#process-metrics), a few
+// `nodejs_*` heap gauges, and Istio's `istio_build{component,tag}` that Istio's dashboards read
+// to show which versions run. All are read at scrape time: nothing runs between scrapes.
+// ---------------------------------------------------------------------------------------------
+
+/** Portico's version (package.json), the `tag` of `istio_build`. */
+export const PORTICO_VERSION: string = (() => {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: unknown };
+    return typeof pkg.version === 'string' ? pkg.version : 'unknown';
+  } catch {
+    return 'unknown';
+  }
+})();
+
+/** Field 23 (vsize, bytes) of /proc/self/stat; undefined off Linux. */
+function virtualMemoryBytes(): number | undefined {
+  try {
+    const stat = readFileSync('/proc/self/stat', 'utf8');
+    // The command name (field 2) is in parentheses and may contain spaces: count after the last ')'.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const v = Number(fields[20]);
+    return Number.isFinite(v) ? v : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function openFds(): number | undefined {
+  try {
+    // readdir opens the directory itself: one fd more than the process holds otherwise.
+    return readdirSync('/proc/self/fd').length - 1;
+  } catch {
+    return undefined;
+  }
+}
+
+function maxFds(): number | undefined {
+  try {
+    const m = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+const registeredProcess = new WeakSet<Registry>();
+
+/**
+ * Adds `process_cpu_seconds_total` (and its user/system parts), `process_resident_memory_bytes`,
+ * `process_virtual_memory_bytes`, `process_open_fds`, `process_max_fds`,
+ * `process_start_time_seconds`, `nodejs_heap_size_{total,used}_bytes`, `nodejs_external_memory_bytes`
+ * and `istio_build{component,tag}` to `r`. Istio's components are `proxy` (gateways and sidecars)
+ * and `pilot` (the control plane); the authservice reports `authservice`. Idempotent per registry.
+ */
+export function registerProcessMetrics(r: Registry, component: string): void {
+  if (registeredProcess.has(r)) return;
+  registeredProcess.add(r);
+  r.gauge('istio_build', 'Istio component build info (value is always 1).', ['component', 'tag'], (set) => set({ component, tag: PORTICO_VERSION }, 1));
+  const cpu = (pick: (u: NodeJS.CpuUsage) => number) => (set: (labels: Labels, value: number) => void) => set({}, pick(process.cpuUsage()) / 1e6);
+  r.collectedCounter('process_cpu_user_seconds_total', 'Total user CPU time spent in seconds.', [], cpu((u) => u.user));
+  r.collectedCounter('process_cpu_system_seconds_total', 'Total system CPU time spent in seconds.', [], cpu((u) => u.system));
+  r.collectedCounter('process_cpu_seconds_total', 'Total user and system CPU time spent in seconds.', [], cpu((u) => u.user + u.system));
+  r.gauge('process_start_time_seconds', 'Start time of the process since unix epoch in seconds.', [], (set) => set({}, Math.round(performance.timeOrigin) / 1000));
+  r.gauge('process_resident_memory_bytes', 'Resident memory size in bytes.', [], (set) => set({}, process.memoryUsage.rss()));
+  r.gauge('process_virtual_memory_bytes', 'Virtual memory size in bytes.', [], (set) => {
+    const v = virtualMemoryBytes();
+    if (v !== undefined) set({}, v);
+  });
+  r.gauge('process_open_fds', 'Number of open file descriptors.', [], (set) => {
+    const n = openFds();
+    if (n !== undefined) set({}, n);
+  });
+  const max = maxFds();
+  r.gauge('process_max_fds', 'Maximum number of open file descriptors.', [], (set) => {
+    if (max !== undefined) set({}, max);
+  });
+  const heap = (pick: (m: NodeJS.MemoryUsage) => number) => (set: (labels: Labels, value: number) => void) => set({}, pick(process.memoryUsage()));
+  r.gauge('nodejs_heap_size_total_bytes', 'V8 heap size in bytes.', [], heap((m) => m.heapTotal));
+  r.gauge('nodejs_heap_size_used_bytes', 'V8 heap used in bytes.', [], heap((m) => m.heapUsed));
+  r.gauge('nodejs_external_memory_bytes', 'Memory of C++ objects bound to JavaScript objects (Buffers) in bytes.', [], heap((m) => m.external));
+}

@@ -1,0 +1,3 @@
+module portico.local/wasmplugins
+
+go 1.26
