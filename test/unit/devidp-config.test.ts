@@ -12,7 +12,7 @@ const HASH10 = bcrypt.hashSync('pw', 10);
 test('config/examples/dex.yaml loads: client, users, password "password"', () => {
   const cfg = loadDexConfig(example);
   assert.equal(cfg.issuer, 'http://localhost:5556/dex');
-  assert.equal(cfg.webHTTP, '0.0.0.0:5556');
+  assert.equal(cfg.webHTTP, '127.0.0.1:5556', 'the demo binds loopback: its passwords are public');
   assert.equal(cfg.skipApprovalScreen, true);
   assert.equal(cfg.idTokenTTLSeconds, 3600);
   assert.deepEqual(
