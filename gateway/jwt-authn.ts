@@ -41,6 +41,32 @@ export function selectRequestAuthn(security: SecurityPolicies, wl: PolicySubject
 export class JwksCache {
   private readonly remote = new Map<string, JWTVerifyGetKey>();
   private readonly local = new Map<string, JWTVerifyGetKey>();
+  /**
+   * Tokens already verified under a rule (Envoy's jwt_authn `jwt_cache_config`): the same token
+   * against the same rule verifies the same way until it expires, so a client sending one token
+   * on every request pays the signature check once. Keyed by the rule object (a new snapshot's
+   * rules start empty), bounded, and an entry never outlives the token's `exp` (nor 5 minutes, so
+   * a key removed from a JWKS stops admitting its tokens within that bound).
+   */
+  private readonly verified = new WeakMap<JwtRule, Map<string, { payload: JWTPayload; until: number }>>();
+
+  cachedPayload(rule: JwtRule, token: string, nowSec: number): JWTPayload | undefined {
+    const hit = this.verified.get(rule)?.get(token);
+    if (!hit) return undefined;
+    if (hit.until <= nowSec) {
+      this.verified.get(rule)!.delete(token);
+      return undefined;
+    }
+    return hit.payload;
+  }
+
+  remember(rule: JwtRule, token: string, payload: JWTPayload, nowSec: number): void {
+    if (typeof payload.exp !== 'number') return; // a token that never expires is verified every time
+    let m = this.verified.get(rule);
+    if (!m) this.verified.set(rule, (m = new Map()));
+    if (m.size >= 1000) m.delete(m.keys().next().value as string);
+    m.set(token, { payload, until: Math.min(payload.exp, nowSec + 300) });
+  }
 
   keysFor(rule: JwtRule, jose: Jose): JWTVerifyGetKey | undefined {
     const { createLocalJWKSet, createRemoteJWKSet } = jose;
@@ -171,6 +197,9 @@ export async function authenticateJwt(policies: readonly RequestAuthn[], headers
         return { kind: 'invalid', reason: 'Jwt is not in the form of Header.Payload.Signature' };
       }
       if (iss !== rule.issuer) continue;
+      const nowSec = Math.floor(Date.now() / 1000);
+      const cached = keys.cachedPayload(rule, found.token, nowSec);
+      if (cached) return { kind: 'valid', principal: `${cached.iss}/${cached.sub ?? ''}`, claims: cached, rule, token: found.token, where: found.where };
       const getKey = keys.keysFor(rule, jose);
       if (!getKey) return { kind: 'invalid', reason: 'Jwks remote fetch is failed' };
       try {
@@ -178,6 +207,7 @@ export async function authenticateJwt(policies: readonly RequestAuthn[], headers
           issuer: rule.issuer,
           ...(rule.audiences.length ? { audience: [...rule.audiences] } : {}),
         });
+        keys.remember(rule, found.token, payload, nowSec);
         return { kind: 'valid', principal: `${payload.iss}/${payload.sub ?? ''}`, claims: payload, rule, token: found.token, where: found.where };
       } catch (err) {
         const code = (err as { code?: string }).code;
