@@ -14,7 +14,8 @@ import { Worker } from 'node:worker_threads';
 import { CALL, Channel, IDLE, RESULT, RPC, RPC_DONE } from './channel.ts';
 import type { Engine, EngineSettings, HostServices, HttpCallRequest, LocalReplyData, MetricValue, Outcome, StreamEvent } from './engine.ts';
 import { WasmVmError } from './errors.ts';
-import type { RpcRequest, WorkerCall, WorkerReply } from './worker.ts';
+import { dispatchCall, type WorkerCall } from './calls.ts';
+import type { RpcRequest, WorkerReply } from './worker.ts';
 import type { Pairs } from './pairs.ts';
 import type { ResponseInfo, StreamInfo } from './properties.ts';
 import { LOG_LEVEL_NAMES } from './abi.ts';
@@ -56,28 +57,9 @@ class InlineBackend implements Backend {
     return this.engine.memoryBytes;
   }
   call(c: WorkerCall): unknown {
-    const e = this.engine;
-    switch (c.op) {
-      case 'start':
-        return e.start();
-      case 'requestHeaders':
-        return e.requestHeaders(...c.args);
-      case 'requestBody':
-        return e.requestBody(...c.args);
-      case 'responseHeaders':
-        return e.responseHeaders(...c.args);
-      case 'streamDone':
-        return e.streamDone(...c.args);
-      case 'tick':
-        return e.tick();
-      case 'queueReady':
-        return e.queueReady(...c.args);
-      case 'httpCallResponse':
-        return e.httpCallResponse(...c.args);
-      case 'batch':
-        return c.calls.map((x) => this.call(x));
-    }
+    return dispatchCall(this.engine, c);
   }
+
   kill(): void {}
 }
 

@@ -5,6 +5,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { CALL, Channel, RESULT, RPC, RPC_DONE } from './channel.ts';
+import { dispatchCall, type WorkerCall } from './calls.ts';
 import { Engine, WasmVmError, type EngineSettings, type HostServices } from './engine.ts';
 
 export interface WorkerInit {
@@ -13,16 +14,7 @@ export interface WorkerInit {
   readonly settings: EngineSettings;
 }
 
-export type WorkerCall =
-  | { readonly op: 'start' }
-  | { readonly op: 'requestHeaders'; readonly args: Parameters<Engine['requestHeaders']> }
-  | { readonly op: 'requestBody'; readonly args: Parameters<Engine['requestBody']> }
-  | { readonly op: 'responseHeaders'; readonly args: Parameters<Engine['responseHeaders']> }
-  | { readonly op: 'streamDone'; readonly args: Parameters<Engine['streamDone']> }
-  | { readonly op: 'tick' }
-  | { readonly op: 'queueReady'; readonly args: Parameters<Engine['queueReady']> }
-  | { readonly op: 'httpCallResponse'; readonly args: Parameters<Engine['httpCallResponse']> }
-  | { readonly op: 'batch'; readonly calls: WorkerCall[] };
+export type { WorkerCall } from './calls.ts';
 
 export type WorkerReply = { readonly ok: true; readonly value: unknown; readonly memory: number } | { readonly ok: false; readonly error: string; readonly phase: string };
 
@@ -57,28 +49,6 @@ try {
 }
 parentPort?.postMessage({ ready: true });
 
-function dispatch(e: Engine, c: WorkerCall): unknown {
-  switch (c.op) {
-    case 'start':
-      return e.start();
-    case 'requestHeaders':
-      return e.requestHeaders(...c.args);
-    case 'requestBody':
-      return e.requestBody(...c.args);
-    case 'responseHeaders':
-      return e.responseHeaders(...c.args);
-    case 'streamDone':
-      return e.streamDone(...c.args);
-    case 'tick':
-      return e.tick();
-    case 'queueReady':
-      return e.queueReady(...c.args);
-    case 'httpCallResponse':
-      return e.httpCallResponse(...c.args);
-    case 'batch':
-      return c.calls.map((x) => dispatch(e, x));
-  }
-}
 
 for (;;) {
   while (ch.state !== CALL) Atomics.wait(ch.ctrl, 0, ch.state);
@@ -89,7 +59,7 @@ for (;;) {
     reply = { ok: false, error: startError ?? 'VM did not start', phase: 'start' };
   } else {
     try {
-      reply = { ok: true, value: dispatch(engine, call), memory: engine.memoryBytes };
+      reply = { ok: true, value: dispatchCall(engine, call), memory: engine.memoryBytes };
     } catch (err) {
       reply = { ok: false, error: (err as Error).message, phase: err instanceof WasmVmError ? err.phase : 'call' };
     }
