@@ -328,7 +328,14 @@ function addFlag(flags: string, flag: string): string {
 
 const NO_NAMES: readonly string[] = [];
 
-function filterExchange(deps: ProxyDeps, listener: ListenerInfo, req: DownstreamRequest, input: MatchInput, host: string, route: CompiledRoute | undefined, vh: RuntimeVirtualHost | undefined, headers: HeaderMap): FilterExchange {
+/**
+ * Shared, never written: with an empty chain no filter adds response headers or keeps state, so
+ * a request on an unconfigured gateway allocates neither.
+ */
+const NO_RESPONSE_HEADERS: [string, string][] = [];
+const NO_STATE = new Map<object | symbol, unknown>();
+
+function filterExchange(deps: ProxyDeps, listener: ListenerInfo, req: DownstreamRequest, input: MatchInput, host: string, route: CompiledRoute | undefined, vh: RuntimeVirtualHost | undefined, headers: HeaderMap, filters: number): FilterExchange {
   const peer = peerAddress(req.socket?.remoteAddress);
   return {
     request: {
@@ -347,9 +354,9 @@ function filterExchange(deps: ProxyDeps, listener: ListenerInfo, req: Downstream
     route,
     vhostNames: vh ? vhostNames(vh, listener.number) : NO_NAMES,
     upstreamHeaders: headers,
-    responseHeaders: [],
+    responseHeaders: filters > 0 ? [] : NO_RESPONSE_HEADERS,
     flags: '-',
-    state: new Map(),
+    state: filters > 0 ? new Map() : NO_STATE,
   };
 }
 
@@ -417,7 +424,7 @@ export function handleRequest(deps: ProxyDeps, listener: ListenerInfo, req: Down
     }
     const u = routed.unrouted;
     const headers = upstreamRequestHeaders(req.headers, { remoteAddress: req.socket?.remoteAddress ?? '', scheme: listener.scheme, authority: u.input.authority }, deps.headerPolicy);
-    const fx = filterExchange(deps, listener, req, u.input, u.host, undefined, u.vh, headers);
+    const fx = filterExchange(deps, listener, req, u.input, u.host, undefined, u.vh, headers, chain.length);
     runRequestFilters(chain, fx, (reply) => {
       if (res.destroyed) return;
       if (reply) return done(sendLocalReply(chain, fx, req, res, reply), reply.flag);
@@ -429,7 +436,7 @@ export function handleRequest(deps: ProxyDeps, listener: ListenerInfo, req: Down
   const headers = upstreamRequestHeaders(req.headers, { remoteAddress: req.socket?.remoteAddress ?? '', scheme: listener.scheme, authority: routed.input.authority }, deps.headerPolicy);
   // Trace context goes in now, so an ext_authz check carries it too (its span joins the trace).
   observer?.upstreamHeaders?.(headers);
-  const fx = filterExchange(deps, listener, req, routed.input, routed.host, routed.route, routed.vh, headers);
+  const fx = filterExchange(deps, listener, req, routed.input, routed.host, routed.route, routed.vh, headers, routed.table.chain.length);
   const ex: Exchange = { deps, listener, req, res, routed, done, fx, observer };
   const chain = routed.table.chain;
   if (chain.length === 0) return router(ex);
