@@ -6,8 +6,8 @@
 import { createHash, createHmac, webcrypto } from 'node:crypto';
 import { EncryptJWT, SignJWT, jwtDecrypt } from 'jose';
 import type { SameSite } from './config.ts';
-import { deriveSessionKey, SESSION_COOKIE_TYP, verifySessionCookieValue } from './session-cookie.ts';
-import type { SessionCookieClaims } from './session-cookie.ts';
+import { deriveSessionKey, SESSION_COOKIE_TYP, verifySessionCookieValue } from '../lib/session-cookie.ts';
+import type { SessionCookieClaims } from '../lib/session-cookie.ts';
 
 export interface CookieKeys {
   session: Uint8Array;
@@ -53,8 +53,8 @@ export function serializeCookie(name: string, value: string, o: CookieOptions): 
   return parts.join('; ');
 }
 
-export type { SessionCookieClaims } from './session-cookie.ts';
-export { cookieValue } from './session-cookie.ts';
+export type { SessionCookieClaims } from '../lib/session-cookie.ts';
+export { cookieValue } from '../lib/session-cookie.ts';
 
 /**
  * The HMAC key as a WebCrypto key, imported once per key: handing jose raw bytes makes it import

@@ -35,7 +35,7 @@ import {
   serializeCookie,
   verifySessionCookie,
 } from './cookies.ts';
-import { verifySessionCookieValue } from './session-cookie.ts';
+import { verifySessionCookieValue } from '../lib/session-cookie.ts';
 import type { CookieKeys } from './cookies.ts';
 import { AUTHSERVICE_ERRORS, AuthserviceError } from './errors.ts';
 import type { AuthserviceErrorCode } from './errors.ts';

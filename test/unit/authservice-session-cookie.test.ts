@@ -1,15 +1,15 @@
 /**
- * authservice/session-cookie.ts: the pure verification a gateway can share (no server deps),
+ * lib/session-cookie.ts: the pure verification a gateway can share (no server deps),
  * and its Cookie header lookup.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { deriveCookieKeys, parseCookies, signSessionCookie } from '../../authservice/cookies.ts';
-import { cookieValue, deriveSessionKey, verifySessionCookieValue } from '../../authservice/session-cookie.ts';
+import { cookieValue, deriveSessionKey, verifySessionCookieValue } from '../../lib/session-cookie.ts';
 
 test('session-cookie.ts imports only node:crypto, so the gateway can import it without Fastify', () => {
-  const src = readFileSync(new URL('../../authservice/session-cookie.ts', import.meta.url), 'utf8');
+  const src = readFileSync(new URL('../../lib/session-cookie.ts', import.meta.url), 'utf8');
   const imports = [...src.matchAll(/^import\s.*from\s+'([^']+)'/gm)].map((m) => m[1]);
   assert.deepEqual(imports, ['node:crypto']);
 });
