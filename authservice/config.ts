@@ -88,6 +88,8 @@ export interface AuthserviceConfig {
     memoryMaxEntries: number;
     /** Refresh the ID token this many seconds before it expires. */
     refreshSkewSeconds: number;
+    /** PORTICO_GATEWAY_SESSION_TTL: seconds a gateway holding the cookie key may reuse a session's allow (0: never; lib/session-cookie.ts). */
+    gatewayTtlSeconds: number;
   };
   cookieSecret: Uint8Array;
   /** True when PORTICO_COOKIE_SECRET was absent and a random one was generated. */
@@ -304,6 +306,8 @@ export function loadAuthserviceConfig(env: Env): AuthserviceConfig {
   const idleTimeoutSeconds = int('PORTICO_SESSION_IDLE_TIMEOUT', 0, 0, 400 * 86400);
   const memoryMaxEntries = int('PORTICO_SESSION_MAX_ENTRIES', 100_000, 1, 10_000_000);
   const refreshSkewSeconds = int('PORTICO_REFRESH_SKEW', 60, 0, 3600);
+  // The bound on how long a revoked session can still pass a gateway's fast path: kept short.
+  const gatewayTtlSeconds = int('PORTICO_GATEWAY_SESSION_TTL', 0, 0, 300);
 
   if (problems.length > 0) throw new AuthserviceConfigError(problems);
   return Object.freeze({
@@ -339,6 +343,7 @@ export function loadAuthserviceConfig(env: Env): AuthserviceConfig {
       cookieName,
       memoryMaxEntries,
       refreshSkewSeconds,
+      gatewayTtlSeconds,
     }),
     cookieSecret,
     cookieSecretGenerated,

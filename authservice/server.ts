@@ -35,7 +35,7 @@ import {
   serializeCookie,
   verifySessionCookie,
 } from './cookies.ts';
-import { verifySessionCookieValue } from '../lib/session-cookie.ts';
+import { formatSessionCacheDirective, SESSION_CACHE_HEADER, verifySessionCookieValue } from '../lib/session-cookie.ts';
 import type { CookieKeys } from './cookies.ts';
 import { AUTHSERVICE_ERRORS, AuthserviceError } from './errors.ts';
 import type { AuthserviceErrorCode } from './errors.ts';
@@ -198,6 +198,26 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
   const logoutPath = `${cfg.urlPrefix}/logout`;
   const inflightRefresh = new Map<string, Promise<SessionRecord | undefined>>();
   const skipAuthDirs = asDirectories(cfg.skipAuthPrefixes);
+  /** Paths whose answer does not depend on the session alone: a gateway's fast path always asks about them. */
+  const gatewayBypass: readonly string[] = Object.freeze([callbackPath, logoutPath, ...skipAuthDirs]);
+
+  /**
+   * The SESSION_CACHE_HEADER value for an allow by `record` (lib/session-cookie.ts), or undefined
+   * when a gateway must not reuse it. The TTL (PORTICO_GATEWAY_SESSION_TTL) is cut so that the
+   * next check reaches the authservice before anything it would decide differently: the session's
+   * absolute expiry, a due refresh, a forwarded ID token's expiry, and (at half) the idle timeout,
+   * which slides only on checks that reach the store.
+   */
+  const gatewayDirective = (record: SessionRecord): string | undefined => {
+    if (cfg.session.gatewayTtlSeconds <= 0) return undefined;
+    const now = Date.now() / 1000;
+    let ttl = Math.min(cfg.session.gatewayTtlSeconds, record.expiresAt / 1000 - now);
+    if (record.refreshToken !== undefined) ttl = Math.min(ttl, record.idTokenExp - cfg.session.refreshSkewSeconds - now);
+    if (cfg.idTokenHeader) ttl = Math.min(ttl, record.idTokenExp - now);
+    if (cfg.session.idleTimeoutSeconds > 0) ttl = Math.min(ttl, cfg.session.idleTimeoutSeconds / 2);
+    ttl = Math.floor(ttl);
+    return ttl >= 1 ? formatSessionCacheDirective({ ttl, cookie: cfg.session.cookieName, bypass: gatewayBypass }) : undefined;
+  };
 
   // ---- helpers ---------------------------------------------------------------------------
 
@@ -540,7 +560,8 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
     if (session) {
       if (!groupsAllowed(cfg, session.record.groups)) return sendError(reply, 'PORTICO_ERR_FORBIDDEN_GROUP', !api);
       req.log.debug({ path, sub: session.record.sub }, 'check: allowed by session');
-      return allow(reply, sessionHeaders(session.record));
+      const directive = gatewayDirective(session.record);
+      return allow(reply, directive ? { ...sessionHeaders(session.record), [SESSION_CACHE_HEADER]: directive } : sessionHeaders(session.record));
     }
     const authz = firstHeader(req.headers.authorization);
     const bearer = authz && /^bearer\s+/i.test(authz) ? authz.replace(/^bearer\s+/i, '').trim() : undefined;
@@ -616,7 +637,8 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
     const s = await sessionOf(req.headers.cookie);
     if (!s || s.stale || !groupsAllowed(cfg, s.record.groups)) return undefined;
     if (cfg.session.idleTimeoutSeconds > 0) await store.touch(s.sid, ttlFor(s.record));
-    return allowAnswer(s.record);
+    const directive = gatewayDirective(s.record);
+    return directive ? [...allowAnswer(s.record), SESSION_CACHE_HEADER, directive] : allowAnswer(s.record);
   };
 
   fastCheck = (req, res, slow) => {

@@ -16,6 +16,8 @@ import type { Cluster, ExtAuthzFilter, Snapshot, StringMatcher } from '../config
 import type { Balancer } from './balancer.ts';
 import { compileRegex } from './matchers.ts';
 import { compileRules, policySelects, type PolicyInput } from './policy.ts';
+import { SESSION_CACHE_HEADER } from '../lib/session-cookie.ts';
+import type { FilterSessions, SessionFastPath } from '../dataplane/filters/session-cache.ts';
 import type { UpstreamPools } from './pools.ts';
 
 type NamePredicate = (lowerName: string) => boolean;
@@ -112,6 +114,8 @@ export type AuthzDecision =
       readonly upstreamHeaders: readonly (readonly [string, string | string[]])[];
       /** Added to the client response. */
       readonly clientHeaders: readonly (readonly [string, string | string[]])[];
+      /** The authservice's SESSION_CACHE_HEADER (the session fast path), never forwarded. */
+      readonly sessionDirective?: string;
     }
   | {
       readonly kind: 'deny';
@@ -126,6 +130,8 @@ export interface CheckRequest {
   readonly method: string;
   /** Normalised path plus `?query`. */
   readonly pathAndQuery: string;
+  /** The normalised path alone. */
+  readonly path: string;
   readonly authority: string;
   readonly headers: Readonly<Record<string, string | string[] | undefined>>;
 }
@@ -133,6 +139,8 @@ export interface CheckRequest {
 export interface AuthzDeps {
   readonly pools: UpstreamPools;
   readonly balancer: Balancer;
+  /** The in-gateway session fast path, when the gateway holds the authservice's cookie key. */
+  readonly sessions?: SessionFastPath;
 }
 
 const ALLOW_NOTHING: AuthzDecision = Object.freeze({ kind: 'allow', upstreamHeaders: [], clientHeaders: [] });
@@ -158,6 +166,7 @@ class CheckAnswer implements Dispatcher.DispatchHandler {
   private denyHeaders: Record<string, string | string[]> | undefined;
   private chunks: Buffer[] | undefined;
   private bytes = 0;
+  private directive: string | undefined;
 
   constructor(
     private readonly f: CompiledExtAuthz,
@@ -176,6 +185,10 @@ class CheckAnswer implements Dispatcher.DispatchHandler {
       const value = headers[name];
       if (value === undefined || HOP_BY_HOP.has(name)) continue;
       if (this.allowed) {
+        if (name === SESSION_CACHE_HEADER) {
+          if (typeof value === 'string') this.directive = value;
+          continue;
+        }
         if (f.upstreamHeader(name)) (this.upstream ??= []).push([name, value]);
         if (f.clientHeaderOnSuccess(name)) (this.client ??= []).push([name, value]);
       } else if (f.clientHeader === undefined || IMPLIED_CLIENT.has(name) || f.clientHeader(name)) {
@@ -198,7 +211,8 @@ class CheckAnswer implements Dispatcher.DispatchHandler {
 
   onResponseEnd(): void {
     if (this.allowed) {
-      this.resolve(this.upstream || this.client ? { kind: 'allow', upstreamHeaders: this.upstream ?? NO_HEADERS, clientHeaders: this.client ?? NO_HEADERS } : ALLOW_NOTHING);
+      if (this.directive !== undefined) this.resolve({ kind: 'allow', upstreamHeaders: this.upstream ?? NO_HEADERS, clientHeaders: this.client ?? NO_HEADERS, sessionDirective: this.directive });
+      else this.resolve(this.upstream || this.client ? { kind: 'allow', upstreamHeaders: this.upstream ?? NO_HEADERS, clientHeaders: this.client ?? NO_HEADERS } : ALLOW_NOTHING);
       return;
     }
     const chunks = this.chunks ?? [];
@@ -249,15 +263,49 @@ function checkOne(f: CompiledExtAuthz, req: CheckRequest, deps: AuthzDeps): Prom
   });
 }
 
+function sessionsOf(f: CompiledExtAuthz, deps: Pick<AuthzDeps, 'sessions'>): FilterSessions | undefined {
+  return deps.sessions?.filter(f.filter.server.cluster, f.filter.pathPrefix);
+}
+
+/**
+ * The session fast path's answer when every applicable filter has the request's session cached
+ * (synchronous: no check, no promise), else undefined.
+ */
+export function cachedAllow(filters: readonly CompiledExtAuthz[], input: PolicyInput, req: Pick<CheckRequest, 'path' | 'headers'>, deps: Pick<AuthzDeps, 'sessions'>): Headers | undefined {
+  let out: Headers | undefined;
+  for (const f of filters) {
+    if (!f.applies(input)) continue;
+    const hit = sessionsOf(f, deps)?.lookup(req.path, req.headers.cookie);
+    if (!hit) return undefined;
+    out = out === undefined ? hit : [...out, ...hit];
+  }
+  return out;
+}
+
+type Headers = readonly (readonly [string, string | string[]])[];
+
 /**
  * Runs every applicable filter in order; the first denial wins. Allowed results accumulate
- * (later filters' headers overwrite earlier ones).
+ * (later filters' headers overwrite earlier ones). With the session fast path, a filter whose
+ * session answer is cached is not asked, and answers feed the cache (session-cache.ts).
  */
 export async function checkExtAuthz(filters: readonly CompiledExtAuthz[], input: PolicyInput, req: CheckRequest, deps: AuthzDeps): Promise<AuthzDecision | undefined> {
   let decision: AuthzDecision | undefined;
   for (const f of filters) {
     if (!f.applies(input)) continue;
-    const d = await checkOne(f, req, deps);
+    const sessions = sessionsOf(f, deps);
+    const cached = sessions?.lookup(req.path, req.headers.cookie);
+    let d: AuthzDecision;
+    if (cached) d = { kind: 'allow', upstreamHeaders: cached, clientHeaders: NO_HEADERS };
+    else {
+      d = await checkOne(f, req, deps);
+      if (sessions) {
+        // Only an answer the cache can replay whole (no client headers) is kept; an authz server
+        // that could not answer says nothing about the session.
+        if (d.kind === 'allow') sessions.record(req.path, req.headers.cookie, true, d.clientHeaders.length === 0 ? d.sessionDirective : undefined, d.upstreamHeaders);
+        else if (!d.error) sessions.record(req.path, req.headers.cookie, false, undefined, NO_HEADERS);
+      }
+    }
     if (d.kind === 'deny') return d;
     decision = decision && decision.kind === 'allow' ? { kind: 'allow', upstreamHeaders: [...decision.upstreamHeaders, ...d.upstreamHeaders], clientHeaders: [...decision.clientHeaders, ...d.clientHeaders] } : d;
   }

@@ -18,6 +18,7 @@ import { CertStore } from './tls.ts';
 import { RateLimiters } from './ratelimit.ts';
 import type { WasmManager } from '../wasm/plugins.ts';
 import { wasmExtensions } from '../dataplane/filters/wasm.ts';
+import type { SessionFastPath } from '../dataplane/filters/session-cache.ts';
 
 /** lib/log.ts's message-first logger (pino underneath, redacted). */
 export type GatewayLogger = Logger;
@@ -25,6 +26,8 @@ export type GatewayLogger = Logger;
 export { silentLogger };
 
 export interface GatewayOptions {
+  /** The ext_authz session fast path (dataplane/filters/session-cache.ts): only with the authservice's cookie key. */
+  readonly sessionFastPath?: SessionFastPath;
   /** This proxy's labels; Gateways whose selector they satisfy are served. */
   readonly labels?: Readonly<Record<string, string>>;
   readonly headerPolicy?: HeaderPolicy;
@@ -109,6 +112,7 @@ export class GatewayRuntime {
       balancer: this.balancer,
       log: (msg: string, fields: Record<string, unknown>) => this.log.info(msg, fields),
       ...(this.opts.wasm ? { extensions: wasmExtensions(this.opts.wasm) } : {}),
+      ...(this.opts.sessionFastPath ? { sessions: this.opts.sessionFastPath } : {}),
     };
     const base = { identity, rateLimiters: this.rateLimiters, chainDeps };
     return m ? { ...base, meshOutboundPort: m.port, meshOutboundBind: m.bind } : base;

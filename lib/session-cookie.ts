@@ -90,3 +90,41 @@ export function verifySessionCookieValue(key: Uint8Array, value: string | undefi
     return undefined;
   }
 }
+
+/**
+ * The in-gateway session fast path (issue 14.2; the model of Envoy's OAuth2 filter: the proxy
+ * verifies the session cookie itself). On an allow decided by a session, an authservice with
+ * PORTICO_GATEWAY_SESSION_TTL > 0 adds this header to its check answer. A gateway that holds the
+ * same cookie key may then answer checks carrying that session cookie itself, with the identity
+ * headers of this answer, for `ttl` seconds (never past the cookie's own `exp`), except on the
+ * `bypass` paths (the authservice's own endpoints and SKIP_AUTH_URLS, whose answers differ).
+ * The header belongs to the ext_authz hop: the gateway consumes it and never forwards it.
+ */
+export const SESSION_CACHE_HEADER = 'x-portico-session-cache';
+
+export interface SessionCacheDirective {
+  /** Seconds the gateway may reuse this answer for the session. */
+  readonly ttl: number;
+  /** The session cookie's name. */
+  readonly cookie: string;
+  /** Exact paths, and directories (ending in `/`: everything below, not the bare name), that always go to the authservice. */
+  readonly bypass: readonly string[];
+}
+
+export function formatSessionCacheDirective(d: SessionCacheDirective): string {
+  return JSON.stringify({ ttl: d.ttl, cookie: d.cookie, bypass: d.bypass });
+}
+
+/** The directive, or undefined when the value is not one (a gateway then simply does not cache). */
+export function parseSessionCacheDirective(value: string | string[] | undefined): SessionCacheDirective | undefined {
+  if (typeof value !== 'string' || value.length > 8192) return undefined;
+  try {
+    const v = JSON.parse(value) as Record<string, unknown>;
+    if (typeof v.ttl !== 'number' || !Number.isFinite(v.ttl) || v.ttl <= 0) return undefined;
+    if (typeof v.cookie !== 'string' || v.cookie === '') return undefined;
+    if (!Array.isArray(v.bypass) || !v.bypass.every((p): p is string => typeof p === 'string' && p.startsWith('/'))) return undefined;
+    return { ttl: v.ttl, cookie: v.cookie, bypass: v.bypass };
+  } catch {
+    return undefined;
+  }
+}

@@ -30,6 +30,9 @@ const USAGE = `usage: portico gateway (--config PATH [--config PATH...] | --cont
   --secrets-dir DIR       where credentialName secrets live (default certs/out/credentials)
   --wasm-isolation worker|inline  run Wasm VMs in worker threads (default: a looping plugin is stopped) or inline (faster, no time budget)
   --wasm-cache DIR        WasmPlugin module cache (default $PORTICO_WASM_CACHE, else ~/.cache/portico/wasm-modules)
+  --authservice-cookie-secret-file FILE  the authservice's PORTICO_COOKIE_SECRET: turns on the session
+                          fast path (checks of a session the authservice marked reusable, with
+                          PORTICO_GATEWAY_SESSION_TTL, are answered here; docs/authservice.md)
   --trusted-hops N        x-forwarded-for hops to trust (default 0: this is the edge)
   --identity-header NAME  extra identity header to strip from clients (repeatable)
   --drain-ms N            how long SIGTERM lets in-flight requests finish at most (default 5000)
@@ -97,6 +100,7 @@ export async function run(argv: string[]): Promise<number | undefined> {
         'wasm-cache': { type: 'string' },
         'wasm-isolation': { type: 'string' },
         'trusted-hops': { type: 'string', default: '0' },
+        'authservice-cookie-secret-file': { type: 'string' },
         'identity-header': { type: 'string', multiple: true },
         'drain-ms': { type: 'string', default: '5000' },
         'max-request-headers-kb': { type: 'string' },
@@ -148,6 +152,15 @@ export async function run(argv: string[]): Promise<number | undefined> {
     process.stderr.write(`portico gateway: ${(err as Error).message}\n`);
     return 2;
   }
+  const secretFile = args['authservice-cookie-secret-file'];
+  if (secretFile !== undefined) {
+    try {
+      readCookieSecret(secretFile);
+    } catch (err) {
+      process.stderr.write(`portico gateway: ${(err as Error).message}\n`);
+      return 2;
+    }
+  }
   let mesh: MeshSettings | undefined;
   let feedToken: string | undefined;
   try {
@@ -177,6 +190,7 @@ export async function run(argv: string[]): Promise<number | undefined> {
     secretsDir: args['secrets-dir'],
     wasmCache: args['wasm-cache'],
     wasmIsolation: args['wasm-isolation'] === 'inline' ? 'inline' : 'worker',
+    authserviceCookieSecretFile: secretFile,
   };
   if (cluster.isWorker) return runWorker(settings);
 
@@ -313,6 +327,26 @@ interface WorkerSettings {
   readonly secretsDir?: string;
   readonly wasmCache?: string;
   readonly wasmIsolation?: 'worker' | 'inline';
+  /** Read by each worker itself: the secret never travels over IPC. */
+  readonly authserviceCookieSecretFile?: string;
+}
+
+/**
+ * The authservice's cookie secret from a file (a mounted Secret key, or a file written by hand):
+ * its bytes, one trailing newline removed, at least 32 bytes as the authservice requires.
+ */
+function readCookieSecret(file: string): Uint8Array {
+  let raw: Buffer;
+  try {
+    raw = readFileSync(file);
+  } catch (err) {
+    throw new Error(`--authservice-cookie-secret-file: cannot read '${file}': ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  let end = raw.length;
+  if (end > 0 && raw[end - 1] === 0x0a) end--;
+  if (end > 0 && raw[end - 1] === 0x0d) end--;
+  if (end < 32) throw new Error(`--authservice-cookie-secret-file: '${file}' holds ${end} bytes; the authservice's PORTICO_COOKIE_SECRET is at least 32`);
+  return new Uint8Array(raw.subarray(0, end));
 }
 
 /** The bootstrap token for a config-only `--controlplane` (no --workload): --token-file, else PORTICO_BOOTSTRAP_TOKEN. */
@@ -488,8 +522,11 @@ async function startWorker(settings: WorkerSettings, snapshot: Snapshot, log: Ga
     node: { id: `router~127.0.0.1~portico.${settings.namespace}~${settings.namespace}.svc.cluster.local`, cluster: settings.labels.app ?? 'istio-ingressgateway', metadata: { NAMESPACE: settings.namespace, WORKLOAD_NAME: settings.labels.app ?? 'istio-ingressgateway' } },
   });
   if (telemetry) wasm.register(telemetry.registry);
+  const { SessionFastPath } = await import('../../dataplane/filters/session-cache.ts');
+  const sessionFastPath = settings.authserviceCookieSecretFile ? new SessionFastPath(readCookieSecret(settings.authserviceCookieSecretFile)) : undefined;
   const runtime = new GatewayRuntime(snapshot, {
     wasm,
+    sessionFastPath,
     labels: settings.labels,
     namespace: settings.namespace,
     logger: log,

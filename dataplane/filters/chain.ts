@@ -13,6 +13,7 @@ import type { UpstreamPools } from '../../gateway/pools.ts';
 import type { CompiledRateLimit } from '../../gateway/ratelimit.ts';
 import { corsFilter } from './cors.ts';
 import { extAuthzFilter } from './ext-authz.ts';
+import type { SessionFastPath } from './session-cache.ts';
 import { faultFilter } from './fault.ts';
 import { jwtAuthnFilter } from './jwt-authn.ts';
 import { rateLimitFilter } from './ratelimit.ts';
@@ -52,6 +53,8 @@ export interface ChainDeps {
   readonly rateLimits?: readonly CompiledRateLimit[];
   /** Listener/vhost names for rate-limit descriptors. */
   readonly log?: (msg: string, fields: Record<string, unknown>) => void;
+  /** The ext_authz session fast path (session-cache.ts), when the proxy holds the authservice's cookie key. */
+  readonly sessions?: SessionFastPath;
   /** Extension filters (WasmPlugins) for this proxy, placed by phase. */
   readonly extensions?: (snapshot: Snapshot, owner: ChainOwner) => readonly PhasedFilter[];
 }

@@ -4,12 +4,12 @@
  * no filter applies to stays synchronous.
  */
 import type { Snapshot } from '../../config/snapshot.ts';
-import { checkExtAuthz, selectExtAuthz } from '../../gateway/authz.ts';
+import { cachedAllow, checkExtAuthz, selectExtAuthz } from '../../gateway/authz.ts';
 import type { ChainDeps, ChainOwner } from './chain.ts';
 import { policyInput } from './input.ts';
 import type { FilterResult, HttpFilter } from './types.ts';
 
-export function extAuthzFilter(snapshot: Snapshot, owner: ChainOwner, deps: Pick<ChainDeps, 'pools' | 'balancer'>): HttpFilter | undefined {
+export function extAuthzFilter(snapshot: Snapshot, owner: ChainOwner, deps: Pick<ChainDeps, 'pools' | 'balancer' | 'sessions'>): HttpFilter | undefined {
   const filters = selectExtAuthz(snapshot, owner);
   if (filters.length === 0) return undefined;
   return {
@@ -18,8 +18,15 @@ export function extAuthzFilter(snapshot: Snapshot, owner: ChainOwner, deps: Pick
       const input = policyInput(x);
       if (!filters.some((f) => f.applies(input))) return undefined;
       const r = x.request;
+      if (deps.sessions) {
+        const hit = cachedAllow(filters, input, { path: r.path, headers: x.upstreamHeaders }, deps);
+        if (hit) {
+          for (const [k, v] of hit) x.upstreamHeaders[k] = v;
+          return undefined;
+        }
+      }
       const pathAndQuery = r.query ? `${r.path}?${r.query}` : r.path;
-      return checkExtAuthz(filters, input, { method: r.method, pathAndQuery, authority: r.authority, headers: x.upstreamHeaders }, deps).then((d): FilterResult => {
+      return checkExtAuthz(filters, input, { method: r.method, pathAndQuery, path: r.path, authority: r.authority, headers: x.upstreamHeaders }, deps).then((d): FilterResult => {
         if (d === undefined) return undefined;
         if (d.kind === 'deny') return { status: d.status, body: d.body, headers: d.headers, flag: 'UAEX' };
         // Results land after client identity headers were stripped (upstreamHeaders), before route ops.

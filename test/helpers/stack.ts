@@ -25,6 +25,7 @@ import { buildSnapshot, formatIssue } from '../../config/index.ts';
 import { startProductpage } from '../../demo/bookinfo/productpage.ts';
 import { startHttpbin } from '../../demo/httpbin.ts';
 import { GatewayRuntime } from '../../gateway/runtime.ts';
+import { SessionFastPath } from '../../dataplane/filters/session-cache.ts';
 import { startDex, startTestDevIdp, type DexHandle, type DexUser } from './dex.ts';
 import { freePort } from './net.ts';
 
@@ -55,6 +56,11 @@ export interface KubeflowStackOptions {
   kubeflowFilterAsWritten?: boolean;
   /** More Istio YAML (file name → text), loaded after the example (e.g. a catch-all app route). */
   extraConfig?: Record<string, string>;
+  /**
+   * The in-gateway session fast path: the authservice gets PORTICO_GATEWAY_SESSION_TTL=`ttl`
+   * (when given) and the gateway the authservice's cookie secret (when `gatewayKey` is not false).
+   */
+  fastPath?: { ttl?: number; gatewayKey?: boolean; now?: () => number };
 }
 
 export interface KubeflowStack {
@@ -164,7 +170,12 @@ export async function startKubeflowStack(t: TestContext, opts: KubeflowStackOpti
   const https = `https://localhost:${gatewayHttps}`;
   // Kubeflow ≥ 1.9's require-jwt policy needs a verified JWT on every request: the authservice
   // hands the session's ID token upstream, as oauth2-proxy does.
-  const env: Record<string, string> = { ...exampleEnv(), ...(opts.form === 'istio-jwt' ? { ID_TOKEN_HEADER: 'authorization' } : {}), ...opts.env };
+  const env: Record<string, string> = {
+    ...exampleEnv(),
+    ...(opts.form === 'istio-jwt' ? { ID_TOKEN_HEADER: 'authorization' } : {}),
+    ...(opts.fastPath?.ttl !== undefined ? { PORTICO_GATEWAY_SESSION_TTL: String(opts.fastPath.ttl) } : {}),
+    ...opts.env,
+  };
 
   // The IdP, with the client and callback the example's params.env names.
   const callbackPath = `${(env.AUTHSERVICE_URL_PREFIX ?? '/authservice').replace(/\/+$/, '')}/oidc/callback`;
@@ -218,7 +229,8 @@ export async function startKubeflowStack(t: TestContext, opts: KubeflowStackOpti
   if (built.snapshot.extAuthz.length !== 1) {
     throw new Error(`want exactly one ext_authz filter from ${relative(REPO, join(KUBEFLOW_EXAMPLE, opts.form))}, compiled ${built.snapshot.extAuthz.length}`);
   }
-  const gateway = new GatewayRuntime(built.snapshot, { drainMs: 100 });
+  const fastPath = opts.fastPath && opts.fastPath.gatewayKey !== false ? new SessionFastPath(new TextEncoder().encode(env.PORTICO_COOKIE_SECRET), opts.fastPath.now ? { now: opts.fastPath.now } : {}) : undefined;
+  const gateway = new GatewayRuntime(built.snapshot, { drainMs: 100, ...(fastPath ? { sessionFastPath: fastPath } : {}) });
   await gateway.start();
   t.after(() => gateway.close(100));
 
