@@ -267,6 +267,12 @@ function sessionsOf(f: CompiledExtAuthz, deps: Pick<AuthzDeps, 'sessions'>): Fil
   return deps.sessions?.filter(f.filter.server.cluster, f.filter.pathPrefix);
 }
 
+/** A request to the authservice's logout (any bypass path) ends its session in every filter's cache, checked or not. */
+export function forgetOnBypass(filters: readonly CompiledExtAuthz[], path: string, cookie: string | string[] | undefined, sessions: SessionFastPath): void {
+  if (cookie === undefined) return;
+  for (const f of filters) sessionsOf(f, { sessions })?.forget(path, cookie);
+}
+
 /**
  * The session fast path's answer when every applicable filter has the request's session cached
  * (synchronous: no check, no promise), else undefined.

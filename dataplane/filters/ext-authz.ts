@@ -4,7 +4,7 @@
  * no filter applies to stays synchronous.
  */
 import type { Snapshot } from '../../config/snapshot.ts';
-import { cachedAllow, checkExtAuthz, selectExtAuthz } from '../../gateway/authz.ts';
+import { cachedAllow, checkExtAuthz, forgetOnBypass, selectExtAuthz } from '../../gateway/authz.ts';
 import type { ChainDeps, ChainOwner } from './chain.ts';
 import { policyInput } from './input.ts';
 import type { FilterResult, HttpFilter } from './types.ts';
@@ -15,9 +15,10 @@ export function extAuthzFilter(snapshot: Snapshot, owner: ChainOwner, deps: Pick
   return {
     name: 'envoy.filters.http.ext_authz',
     onRequest(x) {
+      const r = x.request;
+      if (deps.sessions) forgetOnBypass(filters, r.path, x.upstreamHeaders.cookie, deps.sessions);
       const input = policyInput(x);
       if (!filters.some((f) => f.applies(input))) return undefined;
-      const r = x.request;
       if (deps.sessions) {
         const hit = cachedAllow(filters, input, { path: r.path, headers: x.upstreamHeaders }, deps);
         if (hit) {

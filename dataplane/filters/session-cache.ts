@@ -71,6 +71,17 @@ export class FilterSessions {
   }
 
   /**
+   * Drops the request's session when it goes to a bypass path (the logout), whether or not this
+   * filter checks that path: a CUSTOM policy commonly leaves the authservice's own paths out.
+   */
+  forget(path: string, cookieHeader: string | string[] | undefined): void {
+    const l = this.learned;
+    if (!l || cookieHeader === undefined || this.entries.size === 0 || !this.bypassed(l, path)) return;
+    const claims = this.claims(cookieHeader);
+    if (claims) this.entries.delete(claims.sid);
+  }
+
+  /**
    * The cached identity headers for this request, or undefined to ask the authservice. On a bypass
    * path the session's entry is dropped first (a logout through this gateway ends it here at once).
    */

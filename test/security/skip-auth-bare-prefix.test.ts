@@ -34,9 +34,9 @@ spec:
           number: 8000
 `;
 
-for (const form of ['envoy-filter', 'istio-custom'] as const) {
-  test(`SKIP_AUTH_URLS=/dex (${form}): /dex/… reaches Dex without a session; the bare /dex does not reach the catch-all app`, async (t) => {
-    const stack = await startKubeflowStack(t, { form, idp: 'dex', extraConfig: { 'centraldashboard.yaml': CATCH_ALL } });
+for (const [form, fastPath] of [['envoy-filter', undefined], ['istio-custom', undefined], ['envoy-filter', { ttl: 30 }]] as const) {
+  test(`SKIP_AUTH_URLS=/dex (${form}${fastPath ? ', session fast path' : ''}): /dex/… reaches Dex without a session; the bare /dex does not reach the catch-all app`, async (t) => {
+    const stack = await startKubeflowStack(t, { form, idp: 'dex', extraConfig: { 'centraldashboard.yaml': CATCH_ALL }, ...(fastPath ? { fastPath } : {}) });
     if (!stack) return;
     assert.equal(stack.env.SKIP_AUTH_URLS, '/dex');
     const page = { accept: 'text/html' };
