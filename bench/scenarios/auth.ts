@@ -34,7 +34,7 @@ const AUTHSERVICE_HOST = 'authservice.istio-system.svc.cluster.local';
 export const CLIENT_ID = 'portico-bench';
 /** Bench-only throwaway values: every process here lives on 127.0.0.1 for one run. */
 export const CLIENT_SECRET = 'portico-bench-client-secret-not-a-real-secret';
-const COOKIE_SECRET = 'portico-bench-cookie-secret-0123456789abcdef-not-real';
+export const COOKIE_SECRET = 'portico-bench-cookie-secret-0123456789abcdef-not-real';
 export const SESSION_COOKIE = 'authservice_session';
 export const USER = { email: 'bench@example.com', password: 'bench-password', groups: ['bench'] };
 
@@ -102,7 +102,7 @@ export const redis: ServiceSpec = {
   }),
 };
 
-export function authservice(store: 'memory' | 'redis', idp = 'devidp', idpPath = '/dex'): ServiceSpec {
+export function authservice(store: 'memory' | 'redis', idp = 'devidp', idpPath = '/dex', extraEnv: Readonly<Record<string, string>> = {}): ServiceSpec {
   return {
     name: 'authservice',
     extraPorts: ['health'],
@@ -118,6 +118,7 @@ export function authservice(store: 'memory' | 'redis', idp = 'devidp', idpPath =
         PORTICO_COOKIE_SECRET: COOKIE_SECRET,
         SESSION_STORE_TYPE: store,
         ...(store === 'redis' ? { REDIS_URL: `redis://127.0.0.1:${ctx.services.redis}` } : {}),
+        ...extraEnv,
       },
     }),
   };

@@ -4,7 +4,7 @@
  */
 import { authMemory, authNone, authRedis } from './auth.ts';
 import { https } from './https.ts';
-import { oauth2ProxyMemory, oauth2ProxyRedis } from './oauth2-proxy.ts';
+import { oauth2ProxyMemory, oauth2ProxyMemoryFastPath, oauth2ProxyRedis, oauth2ProxyRedisFastPath } from './oauth2-proxy.ts';
 import { plainHttp, plainHttpTelemetryOff } from './plain-http.ts';
 import { plainHttpAuthz, plainHttpJwt } from './policies.ts';
 import { splitRetry } from './split-retry.ts';
@@ -13,7 +13,7 @@ import type { GoalSpec, Scenario } from './types.ts';
 export type { GoalSpec, Probe, ProbeTarget, Scenario, ScenarioContext, ScenarioSetup, PorticoConfig, ServiceSpec, TargetName, TlsFiles, UpstreamInfo } from './types.ts';
 
 /** Run order: scenarios compared with each other run back to back, so host noise hits both alike. */
-export const SCENARIOS: readonly Scenario[] = [plainHttp, plainHttpTelemetryOff, plainHttpAuthz, plainHttpJwt, https, splitRetry, authNone, authMemory, authRedis, oauth2ProxyMemory, oauth2ProxyRedis];
+export const SCENARIOS: readonly Scenario[] = [plainHttp, plainHttpTelemetryOff, plainHttpAuthz, plainHttpJwt, https, splitRetry, authNone, authMemory, authRedis, oauth2ProxyMemory, oauth2ProxyRedis, oauth2ProxyMemoryFastPath, oauth2ProxyRedisFastPath];
 
 /** Targets across scenarios (issue 6: telemetry's cost; issue 4: the authenticated route). */
 export const GOALS: readonly GoalSpec[] = [

@@ -22,7 +22,7 @@ import { join } from 'node:path';
 import bcrypt from 'bcryptjs';
 import { oidcLogin } from '../lib/login.ts';
 import { ensureOauth2Proxy, findDex } from '../lib/tools.ts';
-import { CLIENT_ID, CLIENT_SECRET, PATH, SESSION_COOKIE, USER, authservice, authserviceEntry, redis, routeYaml, waitReady } from './auth.ts';
+import { CLIENT_ID, CLIENT_SECRET, COOKIE_SECRET, PATH, SESSION_COOKIE, USER, authservice, authserviceEntry, redis, routeYaml, waitReady } from './auth.ts';
 import { NGINX_PROXY, firstUpstream, gatewayYaml, nginxListen, nginxUpstreams, registryYaml } from './common.ts';
 import { readFileSync } from 'node:fs';
 import type { Scenario, ScenarioContext, ScenarioSetup, ServiceSpec } from './types.ts';
@@ -166,19 +166,26 @@ function nginxO2p(ctx: ScenarioContext): string {
   }`;
 }
 
-function scenario(store: 'memory' | 'redis'): Scenario {
+/**
+ * `fastPath`: the in-gateway session fast path on (issue 14.2): the authservice marks sessions
+ * reusable for 30 s (PORTICO_GATEWAY_SESSION_TTL) and the gateway holds its cookie secret.
+ */
+function scenario(store: 'memory' | 'redis', fastPath = false): Scenario {
   return {
-    name: `oauth2-proxy-${store}`,
-    title: `Portico ext_authz → authservice vs nginx auth_request → oauth2-proxy v7.15.6, ${store === 'memory' ? 'memory / cookie' : 'Redis'} sessions, real Dex`,
+    name: `oauth2-proxy-${store}${fastPath ? '-fastpath' : ''}`,
+    title: `Portico ext_authz → authservice${fastPath ? ' (session fast path on)' : ''} vs nginx auth_request → oauth2-proxy v7.15.6, ${store === 'memory' ? 'memory / cookie' : 'Redis'} sessions, real Dex`,
     scheme: 'http',
     path: PATH,
-    services: [...(store === 'redis' ? [redis] : []), dex, oauth2Proxy(store === 'redis' ? 'redis' : 'cookie'), authservice(store, 'dex')],
+    services: [...(store === 'redis' ? [redis] : []), dex, oauth2Proxy(store === 'redis' ? 'redis' : 'cookie'), authservice(store, 'dex', '/dex', fastPath ? { PORTICO_GATEWAY_SESSION_TTL: '30' } : {})],
     setup: loginBoth,
     unloaded: true,
     portico: (ctx) => {
       const port = ctx.services.authservice;
       if (port === undefined) throw new Error('oauth2-proxy scenario: no authservice port');
+      const secretFile = join(ctx.dir, 'authservice-cookie-secret');
+      if (fastPath) writeFileSync(secretFile, COOKIE_SECRET, { mode: 0o600 });
       return {
+        ...(fastPath ? { args: ['--authservice-cookie-secret-file', secretFile] } : {}),
         files: {
           'gateway.yaml': gatewayYaml(ctx),
           'registry.yaml': registryYaml(ctx.upstreams),
@@ -195,3 +202,5 @@ function scenario(store: 'memory' | 'redis'): Scenario {
 
 export const oauth2ProxyMemory: Scenario = scenario('memory');
 export const oauth2ProxyRedis: Scenario = scenario('redis');
+export const oauth2ProxyMemoryFastPath: Scenario = scenario('memory', true);
+export const oauth2ProxyRedisFastPath: Scenario = scenario('redis', true);
