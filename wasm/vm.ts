@@ -114,6 +114,10 @@ class WorkerBackend implements Backend {
   }
 }
 
+/**
+ * The worker's entry: under tsx the source (worker-entry.mjs registers the loader); scripts/build.mjs
+ * rewrites this line so the bundle starts its own built worker (dist/bin/commands/wasm-worker.js).
+ */
 const WORKER_URL = new URL('./worker-entry.mjs', import.meta.url);
 
 /** Starts a VM: instantiate, proxy_on_vm_start, proxy_on_configure. Rejects with WasmVmError. */

@@ -61,3 +61,48 @@ export function ociTools(t: TestContext): { registry: string; oras: string } | u
   }
   return { registry, oras };
 }
+
+/** Bookinfo's gateway and productpage route (`/productpage`, `/static`, `/api/v1/products`, `/x`) to an upstream on `app`. */
+export function bookinfoYaml(port: number, app: number): string {
+  return `apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: bookinfo-gateway, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: ${port}, name: http, protocol: HTTP}, hosts: ["*"]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: bookinfo, namespace: default}
+spec:
+  hosts: ["*"]
+  gateways: [bookinfo-gateway]
+  http:
+  - match: [{uri: {exact: /productpage}}, {uri: {prefix: /static}}, {uri: {prefix: /api/v1/products}}, {uri: {prefix: /x}}]
+    route: [{destination: {host: productpage.default.svc.cluster.local, port: {number: 9080}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: productpage, namespace: default}
+spec:
+  hosts: [productpage.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  endpoints: [{address: 127.0.0.1, ports: {http: ${app}}}]
+---
+`;
+}
+
+/** A WasmPlugin for the ingress gateway, loading `file`; `spec` adds indented spec lines. */
+export function wasmPluginYaml(name: string, file: string, spec: string): string {
+  return `apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {name: ${name}, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  url: file://${file}
+${spec}
+---
+`;
+}
