@@ -14,7 +14,7 @@ import { missing } from './external.ts';
 export const WASM_CACHE = join(process.env.PORTICO_CACHE ?? join(homedir(), '.cache/portico'), 'wasm');
 const REPO = new URL('../..', import.meta.url).pathname;
 
-export type PluginName = 'as-header' | 'as-basic-auth' | 'go-header' | 'go-misbehave' | 'go-stateful';
+export type PluginName = 'as-header' | 'as-basic-auth' | 'as-body' | 'go-header' | 'go-misbehave' | 'go-stateful';
 
 let built: { ok: boolean; why: string } | undefined;
 
