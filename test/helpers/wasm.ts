@@ -4,8 +4,11 @@
  * (it is idempotent and locks against concurrent runs); when they are still missing the test is
  * skipped loudly, or fails under PORTICO_REQUIRE=wasm.
  */
-import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import bcrypt from 'bcryptjs';
+import { freePort } from './net.ts';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
@@ -105,4 +108,31 @@ spec:
 ${spec}
 ---
 `;
+}
+
+/**
+ * The distribution registry on loopback with htpasswd auth (user `puller`, password `s3cret`),
+ * storing under `dir`; stopped after the test. Resolves once it accepts connections.
+ */
+export async function startRegistry(t: TestContext, registryBin: string, dir: string): Promise<{ address: string; user: string; password: string; stop(): Promise<void> }> {
+  const port = await freePort();
+  writeFileSync(join(dir, 'htpasswd'), `puller:${bcrypt.hashSync('s3cret', 8)}\n`);
+  writeFileSync(
+    join(dir, 'config.yml'),
+    `version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: ${join(dir, 'data')}}}\nhttp: {addr: "127.0.0.1:${port}"}\nauth: {htpasswd: {realm: portico-test, path: ${join(dir, 'htpasswd')}}}\n`,
+  );
+  const reg = spawn(registryBin, ['serve', join(dir, 'config.yml')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  t.after(() => reg.kill());
+  for (;;) {
+    const ok = await new Promise<boolean>((r) => {
+      const s = connect(port, '127.0.0.1');
+      s.once('connect', () => { s.destroy(); r(true); });
+      s.once('error', () => r(false));
+    });
+    if (ok) break;
+    if (reg.exitCode !== null) throw new Error(`registry exited (${reg.exitCode})`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const stop = (): Promise<void> => (reg.exitCode !== null ? Promise.resolve() : new Promise((r) => { reg.once('exit', () => r()); reg.kill(); }));
+  return { address: `127.0.0.1:${port}`, user: 'puller', password: 's3cret', stop };
 }
