@@ -33,8 +33,11 @@ export type RequestBody =
   | { readonly kind: 'none' }
   /** Fully read (small): can be sent again on retry. */
   | { readonly kind: 'buffered'; readonly data: Buffer }
-  /** Streamed from the client: one attempt only. `prefix` = chunks already read while sizing it. */
-  | { readonly kind: 'stream'; readonly prefix?: readonly Buffer[] };
+  /**
+   * Streamed from the client: one attempt only. `prefix` = chunks already read while sizing it;
+   * `hook`: each chunk passes it first (wasm request body callbacks).
+   */
+  | { readonly kind: 'stream'; readonly prefix?: readonly Buffer[]; readonly hook?: BodyHook };
 
 export interface ForwardOptions {
   readonly req: DownstreamRequest;
@@ -47,14 +50,60 @@ export interface ForwardOptions {
   readonly body: RequestBody;
   readonly timeoutMs?: number;
   readonly retries: RetryPolicy;
-  /** Called with the response headers before they are written (header ops, CORS). */
-  readonly onResponseHeaders?: (headers: HeaderMap, status: number) => void;
+  /**
+   * Called with the response headers before they are written (header ops, CORS). Returning a
+   * body hook holds the headers until the whole body has passed through it.
+   */
+  readonly onResponseHeaders?: (headers: HeaderMap, status: number) => BodyHook | void;
   readonly pools: UpstreamPools;
   readonly balancer: Balancer;
   readonly pickRequest?: PickRequest;
   /** Answers with a gateway error; returns the body bytes written (counted as responseBytes). */
   readonly sendError: (err: GatewayError) => number | void;
 }
+
+/** A reply that replaces a held response (a body filter answered instead). */
+export interface HookReply {
+  readonly status: number;
+  readonly headers: HeaderMap;
+  readonly body: Buffer;
+}
+
+/** Sees a body on its way (wasm body callbacks): the request's before the upstream, the response's before the client. */
+export interface BodyHook {
+  /** One chunk (`end`: the last); returns what goes on (empty while a filter buffers), or a reply. */
+  data(chunk: Buffer, end: boolean): Buffer | HookReply;
+  /** The trailers (changed in place); returns data released at the trailers, or a reply. */
+  trailers(trailers: Record<string, string>): Buffer | HookReply;
+  /** Most bytes held with the headers before the response is answered 500 instead (Envoy's response_payload_too_large). */
+  readonly limit: number;
+  /** Response: the headers wait for the body's first release (a headers callback stopped). */
+  readonly holdHeaders: boolean;
+}
+
+/** A response whose body passes a BodyHook. */
+interface Held {
+  readonly status: number;
+  readonly headers: HeaderMap;
+  readonly hook: BodyHook;
+  /** Released bytes waiting for the headers (while `waiting`). */
+  readonly chunks: Buffer[];
+  size: number;
+  /** data(…, end=true) was called. */
+  ended: boolean;
+  /** The headers are not written yet. */
+  waiting: boolean;
+}
+
+/** A body filter answered while the request body streamed upstream (the reply rides on the error). */
+class BodyReplyError extends Error {
+  readonly code = 'PORTICO_BODY_FILTER_REPLY';
+  constructor(readonly reply: HookReply) {
+    super('answered by a body filter');
+  }
+}
+
+const EMPTY_BODY: Buffer = Buffer.alloc(0);
 
 /** Largest request body kept in memory so that a retry can resend it (Envoy buffers similarly). */
 export const RETRY_BUFFER_LIMIT = 64 * 1024;
@@ -186,20 +235,26 @@ export function truncatedBodyError(): Error {
  * undici resets the upstream request instead of sending it as complete (a reset client stream
  * must never reach the upstream as a whole request).
  */
-function streamBody(req: DownstreamRequest, prefix: readonly Buffer[] | undefined): Readable {
+function streamBody(req: DownstreamRequest, prefix: readonly Buffer[] | undefined, hook?: BodyHook): Readable {
   // HTTP/1.1: node:http enforces content-length and chunked framing and errors the request when
   // the connection drops mid-body, which undici already turns into an upstream reset.
-  if ((!prefix || prefix.length === 0) && (req as Http2ServerRequest).stream === undefined) return req as IncomingMessage;
-  return new DownstreamBody(req, prefix);
+  if (!hook && (!prefix || prefix.length === 0) && (req as Http2ServerRequest).stream === undefined) return req as IncomingMessage;
+  return new DownstreamBody(req, prefix, hook);
 }
 
 class DownstreamBody extends Readable {
+  /** Request body bytes still expected (content-length), -1 when unknown. */
+  private remaining: number;
+  private ended = false;
   constructor(
     private readonly req: DownstreamRequest,
     prefix: readonly Buffer[] | undefined,
+    private readonly hook?: BodyHook,
   ) {
     super();
-    if (prefix) for (const c of prefix) this.push(c);
+    const cl = req.headers['content-length'];
+    this.remaining = cl !== undefined && /^\d+$/.test(cl) ? Number(cl) : -1;
+    if (prefix) for (const c of prefix) this.give(c);
     req.on('data', this.onData);
     req.once('end', this.onEnd);
     req.once('aborted', this.onAborted);
@@ -207,13 +262,45 @@ class DownstreamBody extends Readable {
     req.pause();
   }
 
+  /** Pushes a chunk (through the hook); false when the stream should pause (or has failed). */
+  private give(chunk: Buffer): boolean {
+    if (!this.hook) return this.push(chunk);
+    if (this.remaining > 0) this.remaining -= chunk.length;
+    const end = this.remaining === 0;
+    this.ended ||= end;
+    return this.release(this.hook.data(chunk, end));
+  }
+
+  private release(r: Buffer | HookReply): boolean {
+    if (!Buffer.isBuffer(r)) {
+      this.destroy(new BodyReplyError(r));
+      return false;
+    }
+    return r.length === 0 || this.push(r);
+  }
+
   private readonly onData = (chunk: Buffer): void => {
-    if (!this.push(chunk)) this.req.pause();
+    if (!this.give(chunk)) this.req.pause();
   };
 
   private readonly onEnd = (): void => {
-    if (bodyTruncated(this.req)) this.destroy(truncatedBodyError());
-    else this.push(null);
+    if (bodyTruncated(this.req)) return void this.destroy(truncatedBodyError());
+    if (this.hook) {
+      // Request trailers are seen by the hook (they are not forwarded upstream).
+      const raw = this.req.trailers as Record<string, string | string[] | undefined>;
+      const t: Record<string, string> = {};
+      let any = false;
+      for (const k in raw) {
+        const v = raw[k];
+        if (v === undefined) continue;
+        t[k] = Array.isArray(v) ? v.join(', ') : v;
+        any = true;
+      }
+      if (any) this.release(this.hook.trailers(t));
+      else if (!this.ended) this.release(this.hook.data(EMPTY_BODY, true));
+      if (this.destroyed) return;
+    }
+    this.push(null);
   };
 
   private readonly onAborted = (): void => {
@@ -478,7 +565,7 @@ class Forwarding {
       if (this.perTryTimer) clearTimeout(this.perTryTimer);
       this.perTryTimer = setTimeout(onPerTryTimeout, perTry, attempt);
     }
-    const body = opts.body.kind === 'buffered' ? opts.body.data : opts.body.kind === 'stream' ? streamBody(opts.req, opts.body.prefix) : null;
+    const body = opts.body.kind === 'buffered' ? opts.body.data : opts.body.kind === 'stream' ? streamBody(opts.req, opts.body.prefix, opts.body.hook) : null;
     pool.dispatch(
       {
         path: opts.path,
@@ -506,6 +593,8 @@ class Attempt implements RawHandler {
   resumeUpstream: (() => void) | undefined = undefined;
   /** The response is chunked: its terminator follows the data, so pausing on data is safe. */
   chunked = false;
+  /** Headers and released body waiting for the end of a hooked body. */
+  held: Held | undefined = undefined;
 
   constructor(
     readonly f: Forwarding,
@@ -563,7 +652,11 @@ class Attempt implements RawHandler {
     if (f.perTryTimer) clearTimeout(f.perTryTimer);
     const cookie = this.setCookie;
     if (cookie !== undefined) headers['set-cookie'] = headers['set-cookie'] ? ([] as string[]).concat(headers['set-cookie'], cookie) : cookie;
-    opts.onResponseHeaders?.(headers, statusCode);
+    const hook = opts.onResponseHeaders?.(headers, statusCode);
+    if (hook) {
+      this.held = { status: statusCode, headers, hook, chunks: [], size: 0, ended: false, waiting: hook.holdHeaders };
+      if (hook.holdHeaders) return true;
+    }
     try {
       opts.res.writeHead(statusCode, headers as Record<string, string | string[]>);
     } catch {
@@ -584,9 +677,22 @@ class Attempt implements RawHandler {
       this.abort?.(new Error('downstream closed'));
       return false;
     }
-    f.responseBytes += chunk.length;
     if (f.bodyRemaining > 0) f.bodyRemaining -= chunk.length;
-    if (res.write(chunk)) return true;
+    let out = chunk;
+    const held = this.held;
+    if (held) {
+      const end = f.bodyRemaining === 0;
+      held.ended ||= end;
+      const r = held.hook.data(chunk, end);
+      if (held.waiting || !Buffer.isBuffer(r)) {
+        if (this.holdOrReply(r) && held.waiting && held.size > 0 && !end) this.flushHeld(held, false);
+        return true;
+      }
+      if (r.length === 0) return true;
+      out = r;
+    }
+    f.responseBytes += out.length;
+    if (res.write(out)) return true;
     // Pausing is backpressure, but not on the last bytes of a body: the upstream may close right
     // after them (`connection: close`), and undici 7 asserts on a FIN while paused (#5360). The
     // last chunk is already in memory; it just waits in the response's buffer.
@@ -595,11 +701,103 @@ class Attempt implements RawHandler {
     return false;
   }
 
+  /**
+   * Keeps (headers waiting) or writes released bytes of a hooked response, or answers with the
+   * hook's reply (headers already sent: the stream is reset, as Envoy). False once answered.
+   */
+  private holdOrReply(r: Buffer | HookReply): boolean {
+    const held = this.held!;
+    const f = this.f;
+    if (!Buffer.isBuffer(r)) {
+      if (!held.waiting) {
+        this.held = undefined;
+        this.abort?.(new Error('answered by a body filter'));
+        f.opts.res.destroy();
+        f.finish(r.status, 'UR');
+        return false;
+      }
+      this.answerHeld(r);
+      return false;
+    }
+    if (r.length === 0) return true;
+    if (!held.waiting) {
+      f.responseBytes += r.length;
+      (f.opts.res as ServerResponse).write(r);
+      return true;
+    }
+    held.chunks.push(r);
+    held.size += r.length;
+    if (held.size > held.hook.limit) {
+      // Envoy answers a response its filters buffered beyond the limit with 500 (response_payload_too_large).
+      this.answerHeld({ status: 500, headers: { 'content-type': 'text/plain' }, body: Buffer.from('Internal Server Error') });
+      return false;
+    }
+    return !f.finished;
+  }
+
+  private answerHeld(r: HookReply): void {
+    const f = this.f;
+    this.held = undefined;
+    this.abort?.(new Error('answered by a body filter'));
+    const res = f.opts.res;
+    const headers: HeaderMap = { ...r.headers, 'content-length': String(r.body.length) };
+    res.writeHead(r.status, headers as Record<string, string | string[]>);
+    res.end(r.body);
+    f.responseBytes += r.body.length;
+    f.finish(r.status, '-');
+  }
+
+  /**
+   * Writes the waiting headers and what was released so far. At the end of the body (`whole`)
+   * the content-length is set to the bytes released (the filters may have changed the body);
+   * before it, the headers go as the filters left them (Envoy's behaviour).
+   */
+  private flushHeld(held: Held, whole: boolean, trailers?: boolean): boolean {
+    const f = this.f;
+    const res = f.opts.res as ServerResponse;
+    const headers = held.headers;
+    // With trailers an HTTP/1.1 response must be chunked.
+    if (trailers) delete headers['content-length'];
+    else if (whole) headers['content-length'] = String(held.size);
+    held.waiting = false;
+    try {
+      res.writeHead(held.status, headers as Record<string, string | string[]>);
+    } catch {
+      f.fail(ERR.UPSTREAM_RESET);
+      return false;
+    }
+    for (const c of held.chunks) res.write(c);
+    f.responseBytes += held.size;
+    held.chunks.length = 0;
+    return true;
+  }
+
+  /** The end of a hooked response: trailers and the last data through the hook, then what is still held. */
+  private releaseHeld(t: Record<string, string> | undefined): void {
+    const held = this.held!;
+    const f = this.f;
+    if (t && !this.holdOrReply(held.hook.trailers(t))) return;
+    if (!held.ended && !this.holdOrReply(held.hook.data(EMPTY_BODY, true))) return;
+    this.held = undefined;
+    const res = f.opts.res as ServerResponse;
+    if (held.waiting && !this.flushHeld(held, true, t !== undefined)) return;
+    if (t) {
+      try {
+        res.addTrailers(t);
+      } catch {
+        // HTTP/1.1 responses without chunked encoding cannot carry trailers.
+      }
+    }
+    res.end();
+    f.finish(held.status, '-');
+  }
+
   onComplete(trailers: (Buffer | string)[] | Record<string, string | string[]> | null): void {
     const f = this.f;
     if (f.finished) return;
     const res = f.opts.res;
     const t = rawTrailers(trailers);
+    if (this.held) return this.releaseHeld(t);
     if (t) {
       try {
         (res as ServerResponse).addTrailers(t);
@@ -616,6 +814,25 @@ class Attempt implements RawHandler {
     const f = this.f;
     if (f.finished) return;
     const res = f.opts.res;
+    if (err instanceof BodyReplyError) {
+      // A request body filter answered while the body streamed upstream.
+      f.report({ kind: 'cancelled' });
+      if (res.headersSent) {
+        res.destroy();
+        f.finish(res.statusCode, 'UR');
+      } else {
+        this.settled = true;
+        this.answerHeld(err.reply);
+      }
+      return;
+    }
+    if (this.held?.waiting) {
+      // The upstream failed while its response headers waited for a body filter: nothing was sent yet.
+      this.held = undefined;
+      f.report(outcomeOf(err));
+      f.fail(ERR.UPSTREAM_RESET);
+      return;
+    }
     if (this.settled && !res.headersSent) return; // aborted on purpose (retry or per-try timeout)
     this.settled = true;
     if ((err as { code?: unknown }).code === 'PORTICO_DOWNSTREAM_BODY_ABORTED' || downstreamGone(res)) {

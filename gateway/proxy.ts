@@ -6,7 +6,7 @@
 import type { TLSSocket } from 'node:tls';
 import type { HttpRoute, Redirect, Rewrite } from '../config/snapshot.ts';
 import type { Balancer } from './balancer.ts';
-import { runRequestFilters, runResponseFilters } from '../dataplane/filters/chain.ts';
+import { bodyHook, runRequestFilters, runResponseFilters } from '../dataplane/filters/chain.ts';
 import type { FilterExchange, HttpFilter, LocalReply } from '../dataplane/filters/types.ts';
 import { ERR, type GatewayError } from './errors.ts';
 import type { RequestObserver, Telemetry } from './telemetry/hooks.ts';
@@ -357,6 +357,7 @@ function filterExchange(deps: ProxyDeps, listener: ListenerInfo, req: Downstream
     responseHeaders: filters > 0 ? [] : NO_RESPONSE_HEADERS,
     flags: '-',
     state: filters > 0 ? new Map() : NO_STATE,
+    bodySource: req,
   };
 }
 
@@ -520,14 +521,25 @@ function forwardRoute(ex: Exchange): void {
         balancer: deps.balancer,
         pickRequest: { headers: req.headers, sourceIp: peerAddress(req.socket?.remoteAddress), query: input.query },
         sendError: (err) => sendGatewayError(res, err, undefined, req),
-        onResponseHeaders: (h) => {
+        onResponseHeaders: (h, status) => {
           applyRouteResponseOps(r, dest.headers, h);
-          if (chain.length > 0) runResponseFilters(chain, fx, 0, h);
+          if (chain.length === 0) return;
+          runResponseFilters(chain, fx, status, h);
+          // A filter that asked for the body (wasm body callbacks) sees it before the client.
+          if (fx.responseBody) return bodyHook(fx.responseBody, fx.holdResponseHeaders === true);
         },
       },
       (result) => done(result.status, joinFlags(fx.flags, result.flag), route, result),
     );
   };
+  // A filter read the whole body (wasm body callbacks): send what it left, at its length.
+  if (fx.body !== undefined) {
+    headers['content-length'] = String(fx.body.length);
+    delete headers['transfer-encoding'];
+    return send({ kind: 'buffered', data: fx.body });
+  }
+  // Filters whose headers callback continued see the body as it streams upstream.
+  if (fx.requestBody) return send({ kind: 'stream', hook: bodyHook(fx.requestBody, false) });
   const body = prepareBody(req, action.retries);
   if ('then' in body) {
     body

@@ -17,7 +17,7 @@ import { Server as TlsServer, TLSSocket } from 'node:tls';
 import type { Cluster, Service, Snapshot, Workload } from '../config/snapshot.ts';
 import type { AttrValue, SpanData } from '../telemetry/otlp.ts';
 import { decideSampling, extractContext, injectContext, newSpanId, newTraceId, type TraceContext } from '../telemetry/trace-context.ts';
-import { buildHttpChain, runRequestFilters, runResponseFilters } from '../dataplane/filters/chain.ts';
+import { buildHttpChain, bodyHook, runRequestFilters, runResponseFilters } from '../dataplane/filters/chain.ts';
 import { wasmExtensions } from '../dataplane/filters/wasm.ts';
 import type { WasmManager } from '../wasm/plugins.ts';
 import type { FilterExchange, HttpFilter } from '../dataplane/filters/types.ts';
@@ -343,6 +343,7 @@ export class SidecarRuntime {
       responseHeaders: [],
       flags: '-',
       state: new Map(),
+      bodySource: req,
     };
     runRequestFilters(
       st.chain,
@@ -373,12 +374,18 @@ export class SidecarRuntime {
           method: fx.request.method,
           path: req.url ?? '/',
           headers,
-          body: req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined ? { kind: 'none' } : { kind: 'stream' },
+          body: fx.body !== undefined ? { kind: 'buffered', data: fx.body } : fx.requestBody ? { kind: 'stream', hook: bodyHook(fx.requestBody, false) } : req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined ? { kind: 'none' } : { kind: 'stream' },
           retries: { attempts: 0, retryOn: [], retriableStatusCodes: [], retryRemoteLocalities: false },
           pools: this.appPools,
           balancer: this.appBalancer,
           sendError: (err) => reply(res, err.status, err.message),
-          onResponseHeaders: st.chain.length > 0 ? (h) => runResponseFilters(st.chain, fx, 0, h) : undefined,
+          onResponseHeaders:
+            st.chain.length > 0
+              ? (h, status) => {
+                  runResponseFilters(st.chain, fx, status, h);
+                  if (fx.responseBody) return bodyHook(fx.responseBody, fx.holdResponseHeaders === true);
+                }
+              : undefined,
         }).then(
           (result) => {
             if (obs) {

@@ -99,7 +99,11 @@ export function referencedPods(slices: Iterable<KubeObject>, pods: ReadonlyMap<s
   return [...out.values()];
 }
 
-/** Every `credentialName` Gateways and DestinationRules name, with the namespaces naming it. */
+/**
+ * Every `credentialName` Gateways and DestinationRules name, and every WasmPlugin
+ * `imagePullSecret` (a `kubernetes.io/dockerconfigjson` Secret in the plugin's namespace, as
+ * Istio reads it), with the namespaces naming it.
+ */
 export function credentialNames(objects: Iterable<KubeObject>): Map<string, Set<string>> {
   const out = new Map<string, Set<string>>();
   const add = (name: unknown, ns: string | undefined): void => {
@@ -116,13 +120,19 @@ export function credentialNames(objects: Iterable<KubeObject>): Map<string, Set<
       const tp = spec.trafficPolicy as { tls?: { credentialName?: unknown } } | undefined;
       add(tp?.tls?.credentialName, o.metadata.namespace);
       for (const s of Array.isArray(spec.subsets) ? spec.subsets : []) add((s as { trafficPolicy?: { tls?: { credentialName?: unknown } } })?.trafficPolicy?.tls?.credentialName, o.metadata.namespace);
+    } else if (o.kind === 'WasmPlugin') {
+      add(spec.imagePullSecret, o.metadata.namespace);
     }
   }
   return out;
 }
 
-/** The keys of a TLS Secret a credential directory holds (Kubernetes' and Istio's names). */
-export const CREDENTIAL_KEYS = ['tls.crt', 'tls.key', 'ca.crt', 'cert', 'key', 'cacert'] as const;
+/**
+ * The keys of a Secret a credential directory holds: TLS (Kubernetes' and Istio's names) and a
+ * `kubernetes.io/dockerconfigjson` Secret's `.dockerconfigjson` (WasmPlugin imagePullSecret; the
+ * gateway's WasmManager reads `<secrets-dir>/<name>/.dockerconfigjson`).
+ */
+export const CREDENTIAL_KEYS = ['tls.crt', 'tls.key', 'ca.crt', 'cert', 'key', 'cacert', '.dockerconfigjson'] as const;
 
 /** A Secret's credential files (decoded), or undefined when it has none of the known keys. */
 export function credentialFiles(secret: KubeObject): Map<string, Buffer> | undefined {

@@ -4,7 +4,7 @@
 #   scripts/build-wasm-plugins.sh            (outputs under ${PORTICO_CACHE:-$HOME/.cache/portico}/wasm)
 #
 # Outputs (never inside the repo):
-#   wasm/plugins/as-header.wasm, as-basic-auth.wasm   AssemblyScript 0.14 + @solo-io/proxy-runtime (npm)
+#   wasm/plugins/as-header.wasm, as-basic-auth.wasm, as-body.wasm  AssemblyScript 0.14 + @solo-io/proxy-runtime (npm)
 #   wasm/plugins/go-header.wasm, go-misbehave.wasm, go-stateful.wasm
 #                                                  Go (GOOS=wasip1 GOARCH=wasm -buildmode=c-shared)
 #   wasm/bin/registry, wasm/bin/oras               distribution v3 registry and oras (go install)
@@ -54,8 +54,9 @@ check_exports() {
 }
 
 # --- AssemblyScript ----------------------------------------------------------------------------
-as_plugins=(header basic-auth)
-as_hash="$(hash_of assemblyscript)"
+as_plugins=(header basic-auth body)
+# The stamp covers the sources, the pinned versions and the list of plugins built from them.
+as_hash="$(echo "$(hash_of assemblyscript) ${as_plugins[*]}" | sha256sum | cut -c1-16)"
 if [[ "$(cat "$OUT/.as.stamp" 2>/dev/null)" != "$as_hash" ]]; then
   echo "build-wasm-plugins: AssemblyScript $ASC_VERSION + @solo-io/proxy-runtime $PROXY_RUNTIME_VERSION"
   (
@@ -79,6 +80,7 @@ if [[ "$(cat "$OUT/.as.stamp" 2>/dev/null)" != "$as_hash" ]]; then
       mv -f "$OUT/as-$p.wasm.tmp" "$OUT/as-$p.wasm"
       check_exports "$OUT/as-$p.wasm" proxy_abi_version_0_2_0 proxy_on_context_create proxy_on_request_headers malloc memory
     done
+    check_exports "$OUT/as-body.wasm" proxy_on_request_body proxy_on_request_trailers proxy_on_response_body proxy_on_response_trailers
   )
   echo "$as_hash" >"$OUT/.as.stamp"
 fi

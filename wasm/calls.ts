@@ -10,6 +10,8 @@ export type WorkerCall =
   | { readonly op: 'requestHeaders'; readonly args: Parameters<Engine['requestHeaders']> }
   | { readonly op: 'requestBody'; readonly args: Parameters<Engine['requestBody']> }
   | { readonly op: 'responseHeaders'; readonly args: Parameters<Engine['responseHeaders']> }
+  | { readonly op: 'responseBody'; readonly args: Parameters<Engine['responseBody']> }
+  | { readonly op: 'trailers'; readonly args: Parameters<Engine['trailers']> }
   | { readonly op: 'streamDone'; readonly args: Parameters<Engine['streamDone']> }
   | { readonly op: 'tick' }
   | { readonly op: 'queueReady'; readonly args: Parameters<Engine['queueReady']> }
@@ -28,6 +30,10 @@ export function dispatchCall(e: Engine, c: WorkerCall): unknown {
       return e.requestBody(...c.args);
     case 'responseHeaders':
       return e.responseHeaders(...c.args);
+    case 'responseBody':
+      return e.responseBody(...c.args);
+    case 'trailers':
+      return e.trailers(...c.args);
     case 'streamDone':
       return e.streamDone(...c.args);
     case 'tick':

@@ -80,7 +80,14 @@ export interface Outcome {
   status: 'continue' | 'stop' | 'reply';
   /** The map the callback was about, when the plugin changed it. */
   headers?: Pairs;
+  /** Body and trailer callbacks: the body buffer, when the plugin changed it. */
   body?: Uint8Array;
+  /** Body and trailer callbacks: the stream's request or response headers (per direction), when changed. */
+  streamHeaders?: Pairs;
+  /** Trailer callbacks: the trailers, when changed. */
+  trailers?: Pairs;
+  /** Body callbacks: StopIterationNoBuffer (the host must not keep the chunk). */
+  noBuffer?: boolean;
   reply?: LocalReplyData;
   logs?: [number, string][];
   httpCalls?: HttpCallRequest[];
@@ -102,15 +109,33 @@ export const UNIMPLEMENTED = new Set<string>([
   'proxy_call_foreign_function',
 ]);
 
+/** Which stream callbacks beyond the headers a module exports (the host reads bodies only for these). */
+export interface StreamCallbacks {
+  readonly requestBody: boolean;
+  readonly requestTrailers: boolean;
+  readonly responseBody: boolean;
+  readonly responseTrailers: boolean;
+}
+
+/** A body buffer during its callback (HttpRequestBody / HttpResponseBody). */
+interface BodyBuffer {
+  data: Uint8Array;
+  end: boolean;
+  dirty: boolean;
+}
+
 interface Stream {
   readonly id: number;
   request: Pairs;
   requestDirty: boolean;
   response: Pairs | undefined;
   responseDirty: boolean;
-  body: Uint8Array | undefined;
-  bodyEnd: boolean;
-  bodyDirty: boolean;
+  requestBody: BodyBuffer | undefined;
+  responseBody: BodyBuffer | undefined;
+  requestTrailers: Pairs | undefined;
+  requestTrailersDirty: boolean;
+  responseTrailers: Pairs | undefined;
+  responseTrailersDirty: boolean;
   readonly info: StreamInfo;
   respInfo: ResponseInfo | undefined;
   /** set_property values (Envoy's filter state). */
@@ -154,7 +179,8 @@ export class Engine {
   /** During proxy_on_http_call_response: the answer's headers and body. */
   private callResponse: { headers: Pairs; body: Uint8Array; trailers: Pairs } | undefined;
   private readonly on: {
-    requestHeaders?: Fn; requestBody?: Fn; responseHeaders?: Fn; contextCreate?: Fn; done?: Fn; log?: Fn; delete?: Fn;
+    requestHeaders?: Fn; requestBody?: Fn; requestTrailers?: Fn; responseHeaders?: Fn; responseBody?: Fn; responseTrailers?: Fn;
+    contextCreate?: Fn; done?: Fn; log?: Fn; delete?: Fn;
     tick?: Fn; queueReady?: Fn; httpCallResponse?: Fn;
   };
 
@@ -207,7 +233,10 @@ export class Engine {
     this.on = {
       requestHeaders: fn('proxy_on_request_headers'),
       requestBody: fn('proxy_on_request_body'),
+      requestTrailers: fn('proxy_on_request_trailers'),
       responseHeaders: fn('proxy_on_response_headers'),
+      responseBody: fn('proxy_on_response_body'),
+      responseTrailers: fn('proxy_on_response_trailers'),
       contextCreate: fn('proxy_on_context_create'),
       done: fn('proxy_on_done'),
       log: fn('proxy_on_log'),
@@ -243,9 +272,15 @@ export class Engine {
     return this.memory.buffer.byteLength;
   }
 
+  /** The body and trailer callbacks this module exports. */
+  get callbacks(): StreamCallbacks {
+    const on = this.on;
+    return { requestBody: !!on.requestBody, requestTrailers: !!on.requestTrailers, responseBody: !!on.responseBody, responseTrailers: !!on.responseTrailers };
+  }
+
   /** proxy_on_context_create(root), proxy_on_vm_start, proxy_on_configure; false from either fails the VM. */
-  start(): Outcome {
-    return this.run('configure', ROOT, () => {
+  start(): Outcome & { callbacks: StreamCallbacks } {
+    const o = this.run('configure', ROOT, () => {
       this.on.contextCreate?.(ROOT, 0);
       const vmStart = this.exportsFns.proxy_on_vm_start as Fn | undefined;
       if (vmStart && vmStart(ROOT, this.settings.vmConfig.length) === 0) throw new WasmVmError('proxy_on_vm_start returned false', 'configure');
@@ -254,14 +289,16 @@ export class Engine {
         throw new WasmVmError('proxy_on_configure returned false', 'configure');
       }
     });
+    return Object.assign(o, { callbacks: this.callbacks });
   }
 
   /** A new stream: proxy_on_context_create then proxy_on_request_headers. */
   requestHeaders(info: StreamInfo, headers: Pairs, endOfStream: boolean): Outcome & { ctx: number } {
     const id = this.nextCtx++;
     const s: Stream = {
-      id, request: headers, requestDirty: false, response: undefined, responseDirty: false, body: undefined, bodyEnd: false,
-      bodyDirty: false, info, respInfo: undefined, filterState: undefined, inCallback: false,
+      id, request: headers, requestDirty: false, response: undefined, responseDirty: false, requestBody: undefined, responseBody: undefined,
+      requestTrailers: undefined, requestTrailersDirty: false, responseTrailers: undefined, responseTrailersDirty: false,
+      info, respInfo: undefined, filterState: undefined, inCallback: false,
     };
     this.streams.set(id, s);
     const o = this.run('call', id, () => {
@@ -272,21 +309,79 @@ export class Engine {
       }
     }, s);
     if (s.requestDirty) o.headers = s.request;
+    s.requestDirty = false;
     return Object.assign(o, { ctx: id });
   }
 
+  /**
+   * proxy_on_request_body with `body` as the HttpRequestBody buffer (what the host holds for this
+   * stream: the data buffered by earlier StopIterationAndBuffer answers plus the new chunk).
+   */
   requestBody(ctx: number, body: Uint8Array, endOfStream: boolean): Outcome {
+    return this.bodyCall(ctx, 'request', body, endOfStream);
+  }
+
+  /** proxy_on_response_body, as requestBody. */
+  responseBody(ctx: number, body: Uint8Array, endOfStream: boolean): Outcome {
+    return this.bodyCall(ctx, 'response', body, endOfStream);
+  }
+
+  /**
+   * proxy_on_request_trailers / proxy_on_response_trailers. `held` is the body the plugin still
+   * buffers: as in Envoy, the trailers callback can read and replace it (the body buffer).
+   */
+  trailers(ctx: number, dir: 'request' | 'response', trailers: Pairs, held: Uint8Array): Outcome {
     const s = this.streams.get(ctx);
     if (!s) return { status: 'continue' };
-    s.body = body;
-    s.bodyEnd = endOfStream;
+    const fn = dir === 'request' ? this.on.requestTrailers : this.on.responseTrailers;
+    const buf: BodyBuffer = { data: held, end: true, dirty: false };
+    if (dir === 'request') {
+      s.requestTrailers = trailers;
+      s.requestBody = buf;
+    } else {
+      s.responseTrailers = trailers;
+      s.responseBody = buf;
+    }
     const o = this.run('call', ctx, () => {
-      const r = this.on.requestBody?.(ctx, body.length, endOfStream ? 1 : 0) ?? Action.Continue;
+      const r = fn?.(ctx, countPairs(trailers)) ?? Action.Continue;
       if (r !== Action.Continue && this.out.status === 'continue') this.out.status = 'stop';
     }, s);
-    if (s.bodyDirty) o.body = s.body;
-    if (s.requestDirty) o.headers = s.request;
+    if (buf.dirty) o.body = buf.data;
+    if (dir === 'request') s.requestBody = undefined;
+    else s.responseBody = undefined;
+    if (dir === 'request' && s.requestTrailersDirty) o.trailers = s.requestTrailers;
+    if (dir === 'response' && s.responseTrailersDirty) o.trailers = s.responseTrailers;
+    this.changedHeaders(s, dir, o);
     return o;
+  }
+
+  private bodyCall(ctx: number, dir: 'request' | 'response', body: Uint8Array, endOfStream: boolean): Outcome {
+    const s = this.streams.get(ctx);
+    if (!s) return { status: 'continue' };
+    const buf: BodyBuffer = { data: body, end: endOfStream, dirty: false };
+    if (dir === 'request') s.requestBody = buf;
+    else s.responseBody = buf;
+    const fn = dir === 'request' ? this.on.requestBody : this.on.responseBody;
+    const o = this.run('call', ctx, () => {
+      // FilterDataStatus: Continue 0, StopIterationAndBuffer 1, StopIterationAndWatermark 2, StopIterationNoBuffer 3.
+      const r = fn?.(ctx, body.length, endOfStream ? 1 : 0) ?? Action.Continue;
+      if (r !== Action.Continue && this.out.status === 'continue') this.out.status = 'stop';
+      if (r === 3) this.out.noBuffer = true;
+    }, s);
+    if (buf.dirty) o.body = buf.data;
+    this.changedHeaders(s, dir, o);
+    // The buffer belongs to this callback only (Envoy's is the filter manager's, between calls).
+    if (dir === 'request') s.requestBody = undefined;
+    else s.responseBody = undefined;
+    return o;
+  }
+
+  /** Header changes made in a body or trailer callback (the host applies them while it still holds the headers). */
+  private changedHeaders(s: Stream, dir: 'request' | 'response', o: Outcome): void {
+    if (dir === 'request' && s.requestDirty) o.streamHeaders = s.request;
+    if (dir === 'response' && s.responseDirty && s.response) o.streamHeaders = s.response;
+    if (dir === 'request') s.requestDirty = false;
+    else s.responseDirty = false;
   }
 
   responseHeaders(ctx: number, info: ResponseInfo, headers: Pairs, endOfStream: boolean): Outcome {
@@ -300,6 +395,7 @@ export class Engine {
       if (r !== Action.Continue && this.out.status === 'continue') this.out.status = 'stop';
     }, s);
     if (s.responseDirty) o.headers = s.response;
+    s.responseDirty = false;
     return o;
   }
 
@@ -442,9 +538,16 @@ export class Engine {
         const r = this.callResponse;
         return r ? { get: () => r.trailers, set: () => undefined } : undefined;
       }
-      case HeaderMapType.RequestTrailers:
-      case HeaderMapType.ResponseTrailers:
-        return this.stream() ? { get: () => [], set: () => undefined } : undefined;
+      case HeaderMapType.RequestTrailers: {
+        const s = this.stream();
+        if (!s) return undefined;
+        return { get: () => s.requestTrailers ?? [], set: (p) => { s.requestTrailers = p; s.requestTrailersDirty = true; } };
+      }
+      case HeaderMapType.ResponseTrailers: {
+        const s = this.stream();
+        if (!s) return undefined;
+        return { get: () => s.responseTrailers ?? [], set: (p) => { s.responseTrailers = p; s.responseTrailersDirty = true; } };
+      }
       default:
         return undefined;
     }
@@ -458,10 +561,11 @@ export class Engine {
         return { data: this.settings.vmConfig, end: true };
       case BufferType.HttpCallResponseBody:
         return this.callResponse ? { data: this.callResponse.body, end: true } : undefined;
-      case BufferType.HttpRequestBody: {
-        const s = this.stream();
-        if (!s || !s.body) return undefined;
-        return { data: s.body, end: s.bodyEnd, set: (d) => { s.body = d; s.bodyDirty = true; } };
+      case BufferType.HttpRequestBody:
+      case BufferType.HttpResponseBody: {
+        const b = type === BufferType.HttpRequestBody ? this.stream()?.requestBody : this.stream()?.responseBody;
+        if (!b) return undefined;
+        return { data: b.data, end: b.end, set: (d) => { b.data = d; b.dirty = true; } };
       }
       default:
         return undefined;
@@ -652,14 +756,24 @@ export class Engine {
       proxy_set_buffer_bytes: (type, start, length, dPtr, dSize) => {
         const b = this.buffer(type);
         if (!b || !b.set) return R.BadArgument;
-        const s = Math.min(start >>> 0, b.data.length);
-        const e = Math.min(s + (length >>> 0), b.data.length);
+        // As Envoy's Buffer::copyFrom (source/extensions/common/wasm/context.cc): start 0 drops
+        // `length` bytes from the front and prepends the data; start at or past the end appends;
+        // anything in between is BadArgument.
+        const st = start >>> 0;
         const d = this.bytes(dPtr, dSize);
-        const next = new Uint8Array(b.data.length - (e - s) + d.length);
-        next.set(b.data.subarray(0, s), 0);
-        next.set(d, s);
-        next.set(b.data.subarray(e), s + d.length);
-        b.set(next);
+        const old = b.data;
+        if (st === 0) {
+          const drop = Math.min(length >>> 0, old.length);
+          const next = new Uint8Array(old.length - drop + d.length);
+          next.set(d, 0);
+          next.set(old.subarray(drop), d.length);
+          b.set(next);
+        } else if (st >= old.length) {
+          const next = new Uint8Array(old.length + d.length);
+          next.set(old, 0);
+          next.set(d, old.length);
+          b.set(next);
+        } else return R.BadArgument;
         return R.Ok;
       },
       proxy_http_call: (uPtr, uSize, hPtr, hSize, bPtr, bSize, _tPtr, _tSize, timeout, tokenPtr) => {

@@ -12,7 +12,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { CALL, Channel, IDLE, RESULT, RPC, RPC_DONE } from './channel.ts';
-import type { Engine, EngineSettings, HostServices, HttpCallRequest, LocalReplyData, MetricValue, Outcome, StreamEvent } from './engine.ts';
+import type { Engine, EngineSettings, HostServices, HttpCallRequest, LocalReplyData, MetricValue, Outcome, StreamCallbacks, StreamEvent } from './engine.ts';
 import { WasmVmError } from './errors.ts';
 import { dispatchCall, type WorkerCall } from './calls.ts';
 import type { RpcRequest, WorkerReply } from './worker.ts';
@@ -114,6 +114,10 @@ class WorkerBackend implements Backend {
   }
 }
 
+/**
+ * The worker's entry: under tsx the source (worker-entry.mjs registers the loader); scripts/build.mjs
+ * rewrites this line so the bundle starts its own built worker (dist/bin/commands/wasm-worker.js).
+ */
 const WORKER_URL = new URL('./worker-entry.mjs', import.meta.url);
 
 /** Starts a VM: instantiate, proxy_on_vm_start, proxy_on_configure. Rejects with WasmVmError. */
@@ -137,7 +141,7 @@ export async function startVm(bytes: Uint8Array, settings: EngineSettings, host:
   }
   const vm = new Vm(backend, settings.pluginName, host);
   try {
-    vm.exec({ op: 'start' });
+    vm.callbacks = (vm.exec({ op: 'start' }) as { callbacks: StreamCallbacks }).callbacks;
   } catch (e) {
     vm.kill();
     throw e;
@@ -145,7 +149,11 @@ export async function startVm(bytes: Uint8Array, settings: EngineSettings, host:
   return vm;
 }
 
+const NO_CALLBACKS: StreamCallbacks = { requestBody: false, requestTrailers: false, responseBody: false, responseTrailers: false };
+
 export class Vm {
+  /** The body and trailer callbacks the module exports (known once started). */
+  callbacks: StreamCallbacks = NO_CALLBACKS;
   private failure: string | undefined;
   private timer: NodeJS.Timeout | undefined;
   private readonly paused = new Map<number, (r: Resumption) => void>();
@@ -178,6 +186,14 @@ export class Vm {
 
   responseHeaders(ctx: number, info: ResponseInfo, headers: Pairs, endOfStream: boolean): Outcome {
     return this.exec({ op: 'responseHeaders', args: [ctx, info, headers, endOfStream] }) as Outcome;
+  }
+
+  responseBody(ctx: number, body: Uint8Array, endOfStream: boolean): Outcome {
+    return this.exec({ op: 'responseBody', args: [ctx, body, endOfStream] }) as Outcome;
+  }
+
+  trailers(ctx: number, dir: 'request' | 'response', trailers: Pairs, held: Uint8Array): Outcome {
+    return this.exec({ op: 'trailers', args: [ctx, dir, trailers, held] }) as Outcome;
   }
 
   /** The stream ended: on_done/on_log/on_delete run with the next call, or within 20 ms. */

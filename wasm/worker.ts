@@ -51,7 +51,10 @@ parentPort?.postMessage({ ready: true });
 
 
 for (;;) {
-  while (ch.state !== CALL) Atomics.wait(ch.ctrl, 0, ch.state);
+  // Wait on the value just compared: re-reading the state for Atomics.wait could read CALL
+  // (written after the comparison) and then sleep on it with the notify already gone, leaving the
+  // call unserved until the main thread's budget gives up on the VM.
+  for (let st = ch.state; st !== CALL; st = ch.state) Atomics.wait(ch.ctrl, 0, st);
   ch.picked[0] = Channel.now();
   const call = ch.read<WorkerCall>();
   let reply: WorkerReply;

@@ -18,7 +18,7 @@ import { faultFilter } from './fault.ts';
 import { jwtAuthnFilter } from './jwt-authn.ts';
 import { rateLimitFilter } from './ratelimit.ts';
 import { rbacFilter } from './rbac.ts';
-import type { FilterExchange, HttpFilter, LocalReply } from './types.ts';
+import type { BodyFilter, FilterExchange, HttpFilter, LocalReply } from './types.ts';
 
 /** Who the chain is for: decides which policies select it. */
 export interface ChainOwner {
@@ -145,4 +145,77 @@ export function runResponseFilters(chain: readonly HttpFilter[], x: FilterExchan
 
 export function runDoneFilters(chain: readonly HttpFilter[], x: FilterExchange, status: number): void {
   for (const f of chain) f.onDone?.(x, status);
+}
+
+const NO_BYTES: Buffer = Buffer.alloc(0);
+
+/**
+ * Most body bytes a filter may hold (Envoy's default per_connection_buffer_limit_bytes, 1 MiB,
+ * which bounds what decodeData/encodeData may buffer); past it Envoy answers 413 for a request
+ * and 500 for a response whose headers are not sent yet.
+ */
+export const BODY_BUFFER_LIMIT = 1 << 20;
+
+/** A LocalReply as the bytes the proxy writes. */
+function replyBytes(r: LocalReply): { status: number; headers: Record<string, string | string[]>; body: Buffer } {
+  const headers: Record<string, string | string[]> = {};
+  if (r.headers) for (const k in r.headers) headers[k] = r.headers[k] as string | string[];
+  return { status: r.status, headers, body: typeof r.body === 'string' ? Buffer.from(r.body) : r.body };
+}
+
+/**
+ * The body hook (gateway/forward.ts BodyHook) for body filters of one exchange. `holdHeaders`:
+ * a filter's headers callback stopped, so the headers wait for the body's first release.
+ */
+export function bodyHook(filters: readonly BodyFilter[], holdHeaders: boolean): {
+  data(chunk: Buffer, end: boolean): Buffer | ReturnType<typeof replyBytes>;
+  trailers(t: Record<string, string>): Buffer | ReturnType<typeof replyBytes>;
+  readonly limit: number;
+  readonly holdHeaders: boolean;
+} {
+  return {
+    holdHeaders,
+    data(chunk, end) {
+      const r = pipeBodyData(filters, chunk, end);
+      return Buffer.isBuffer(r) ? r : replyBytes(r);
+    },
+    trailers(t) {
+      const r = pipeBodyTrailers(filters, t);
+      return Buffer.isBuffer(r) ? r : replyBytes(r);
+    },
+    limit: BODY_BUFFER_LIMIT,
+  };
+}
+
+/** One body chunk through the body filters (in their order); a filter still buffering ends the pass. */
+export function pipeBodyData(filters: readonly BodyFilter[], chunk: Buffer, end: boolean): Buffer | LocalReply {
+  let data = chunk;
+  for (const f of filters) {
+    const r = f.data(data, end);
+    if (!Buffer.isBuffer(r)) return r;
+    data = r;
+    if (data.length === 0 && !end) break;
+  }
+  return data;
+}
+
+/**
+ * The trailers through the body filters: each first gets the data the ones before it
+ * released at the trailers (its last data, not end of stream: Envoy's encodeData then
+ * encodeTrailers), then the trailers; returns the data released at the end.
+ */
+export function pipeBodyTrailers(filters: readonly BodyFilter[], trailers: Record<string, string>): Buffer | LocalReply {
+  let carry: Buffer = NO_BYTES;
+  for (const f of filters) {
+    let d: Buffer = NO_BYTES;
+    if (carry.length > 0) {
+      const r = f.data(carry, false);
+      if (!Buffer.isBuffer(r)) return r;
+      d = r;
+    }
+    const t = f.trailers(trailers);
+    if (!Buffer.isBuffer(t)) return t;
+    carry = d.length === 0 ? t : t.length === 0 ? d : Buffer.concat([d, t]);
+  }
+  return carry;
 }

@@ -12,7 +12,12 @@
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { ModuleCache } from '../../wasm/fetch.ts';
+import { WasmManager } from '../../wasm/plugins.ts';
+import { ociTools, pluginPath, startRegistry } from '../helpers/wasm.ts';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -44,6 +49,7 @@ if (!inNetns()) {
     await t.test('EndpointSlice scale-up, scale-down and a terminating endpoint lose no request', () => endpoints(env));
     await t.test('DestinationRule subsets follow pod labels', () => subsets(env));
     await t.test('a credentialName Secret is served and its rotation picked up without a restart', () => credentials(env));
+    await t.test('a WasmPlugin imagePullSecret (dockerconfigjson Secret) pulls from a registry with auth; the credentials are in no snapshot', () => wasmPullSecret(env));
     await t.test('an invalid object is left out and reported; the rest keeps updating', () => invalidObject(env));
     await t.test('portico validate --kubernetes prints Kind/ns/name: field: message and exits 1 on an error', () => validateCli(env));
     await t.test('the deploy kits apply with kubectl apply --dry-run=server; the control plane RBAC is least privilege', () => deployKit(env));
@@ -61,6 +67,8 @@ interface Env {
   tlsPort: number;
   applied: number[];
   t: TestContext;
+  /** The control plane's credential directory (a gateway sharing it, as the native kit does, reads pull secrets there). */
+  secretsDir: string;
 }
 
 const NS = 'shop';
@@ -203,7 +211,7 @@ ${virtualService('v1')}`);
   await waitFor('the gateway connected', async () => (link.connected() ? true : undefined));
   const r = await get(gwPort, '/');
   assert.deepEqual(r, { status: 200, pod: 'web-1', marker: 'v1' });
-  return { kube, cp, gwPort, tlsPort, applied, t };
+  return { kube, cp, gwPort, tlsPort, applied, t, secretsDir };
 }
 
 async function vsApply(env: Env): Promise<void> {
@@ -352,6 +360,56 @@ spec:
   const rotatedAt = Date.now();
   await waitFor('the rotated Secret is served', async () => ((await servedCert(env.tlsPort, 'secure.example.com')) === fp2 ? true : undefined));
   env.t.diagnostic(`Secret rotation → new certificate on the listener: ${Date.now() - rotatedAt} ms`);
+}
+
+async function wasmPullSecret(env: Env): Promise<void> {
+  const { t } = env;
+  const tools = ociTools(t);
+  const plugin = pluginPath(t, 'as-header');
+  if (!tools || !plugin) return;
+  const dir = mkdtempSync(join(tmpdir(), 'portico-kube-oci-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const reg = await startRegistry(t, tools.registry, dir);
+  copyFileSync(plugin, join(dir, 'plugin.wasm'));
+  execFileSync(tools.oras, ['push', `${reg.address}/plugins/hdr:v1`, '--artifact-type', 'application/vnd.module.wasm.config.v1+json', 'plugin.wasm:application/vnd.module.wasm.content.layer.v1+wasm', '--plain-http', '-u', reg.user, '-p', reg.password], { cwd: dir, stdio: 'ignore' });
+  const auth = Buffer.from(`${reg.user}:${reg.password}`).toString('base64');
+  const docker = JSON.stringify({ auths: { [reg.address]: { auth } } });
+  await env.kube.apply(`apiVersion: v1
+kind: Secret
+metadata: {name: regcred, namespace: ${NS}}
+type: kubernetes.io/dockerconfigjson
+data: {.dockerconfigjson: ${Buffer.from(docker).toString('base64')}}
+---
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {name: hdr, namespace: ${NS}}
+spec:
+  selector: {matchLabels: {app: nothing-here}}
+  url: oci://${reg.address}/plugins/hdr:v1
+  imagePullPolicy: Always
+  imagePullSecret: regcred
+  pluginName: add_header
+`);
+  // The Secret named by the WasmPlugin, in the plugin's namespace, lands in the credential directory.
+  const file = join(env.secretsDir, 'regcred', '.dockerconfigjson');
+  await waitFor('the pull secret is written', async () => (existsSync(file) ? true : undefined));
+  assert.equal(readFileSync(file, 'utf8'), docker);
+  const snap = await waitFor('the WasmPlugin in a snapshot', async () => {
+    const s = await waitForSnapshot({ url: env.cp.url, token: TOKEN, timeoutMs: 5_000 });
+    return s.snapshot.wasmPlugins?.some((p) => p.id === `WasmPlugin/${NS}/hdr`) ? s.snapshot : undefined;
+  });
+  const cfg = snap.wasmPlugins!.find((p) => p.id === `WasmPlugin/${NS}/hdr`)!;
+  // A gateway sharing the credential directory pulls the module with those credentials.
+  const mgr = new WasmManager({ secretsDir: env.secretsDir, cache: new ModuleCache(join(dir, 'cache')) });
+  const bytes = await mgr.fetchModule(cfg);
+  assert.equal(createHash('sha256').update(bytes).digest('hex'), createHash('sha256').update(readFileSync(plugin)).digest('hex'));
+  // Snapshots name the Secret, never its content.
+  const text = JSON.stringify(snap);
+  assert.ok(text.includes('regcred'));
+  for (const secret of [auth, reg.password, Buffer.from(docker).toString('base64')]) assert.ok(!text.includes(secret), 'the registry credentials are not in the snapshot');
+  await env.kube.kubectl(['delete', '-n', NS, 'wasmplugin/hdr', 'secret/regcred']);
+  // Its directory goes with the last reference.
+  await waitFor('the pull secret is removed', async () => (existsSync(file) ? undefined : true));
 }
 
 async function invalidObject(env: Env): Promise<void> {

@@ -14,10 +14,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer } from 'node:http';
 import { gzipSync } from 'node:zlib';
-import bcrypt from 'bcryptjs';
 import { ModuleCache, WasmFetchError, extractModule, parseOciRef } from '../../wasm/fetch.ts';
-import { ociTools, pluginBytes, pluginPath } from '../helpers/wasm.ts';
-import { freePort } from '../helpers/net.ts';
+import { ociTools, pluginBytes, pluginPath, startRegistry } from '../helpers/wasm.ts';
 import type { TestContext } from 'node:test';
 
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
@@ -82,16 +80,8 @@ test('a real OCI registry with auth: oras-pushed artifact and compat image, mani
   const wasmFile = pluginPath(t, 'as-basic-auth');
   if (!tools || !wasmFile) return;
   const dir = tmp(t);
-  const port = await freePort();
-  writeFileSync(join(dir, 'htpasswd'), `puller:${bcrypt.hashSync('s3cret', 8)}\n`);
-  writeFileSync(
-    join(dir, 'config.yml'),
-    `version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: ${join(dir, 'data')}}}\nhttp: {addr: "127.0.0.1:${port}"}\nauth: {htpasswd: {realm: portico-test, path: ${join(dir, 'htpasswd')}}}\n`,
-  );
-  const reg = spawn(tools.registry, ['serve', join(dir, 'config.yml')], { stdio: ['ignore', 'ignore', 'pipe'] });
-  t.after(() => reg.kill());
-  await waitForPort(port);
-  const registry = `127.0.0.1:${port}`;
+  const reg = await startRegistry(t, tools.registry, dir);
+  const registry = reg.address;
   const oras = (...args: string[]) => execFileSync(tools.oras, [...args, '--plain-http', '-u', 'puller', '-p', 's3cret'], { cwd: dir, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
 
   writeFileSync(join(dir, 'plugin.wasm'), pluginBytes(t, 'as-basic-auth')!);
@@ -130,24 +120,10 @@ test('a real OCI registry with auth: oras-pushed artifact and compat image, mani
   await assert.rejects(mgr.fetchModule(cfg()), /wants credentials/);
 
   // IfNotPresent: with the registry gone, the cached module is used
-  reg.kill();
-  await new Promise((r) => reg.once('exit', r));
+  await reg.stop();
   const again = await new ModuleCache(join(dir, 'cache')).fetch({ url: `oci://${registry}/plugins/basic-auth:v1`, sha256: digest, pullPolicy: 'IfNotPresent', dockerConfig: docker });
   assert.equal(sha(again), want);
 });
-
-async function waitForPort(port: number): Promise<void> {
-  const { connect } = await import('node:net');
-  for (;;) {
-    const ok = await new Promise<boolean>((r) => {
-      const s = connect(port, '127.0.0.1');
-      s.once('connect', () => { s.destroy(); r(true); });
-      s.once('error', () => r(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 /** A one-file ustar archive. */
 function tarOf(name: string, data: Buffer): Buffer {

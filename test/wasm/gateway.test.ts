@@ -10,7 +10,7 @@ import { request } from 'undici';
 import { startGateway } from '../helpers/gateway.ts';
 import { freePort } from '../helpers/net.ts';
 import { startEcho, type Upstream } from '../helpers/upstream.ts';
-import { pluginPath, type PluginName } from '../helpers/wasm.ts';
+import { bookinfoYaml as bookinfo, pluginPath, wasmPluginYaml as plugin, type PluginName } from '../helpers/wasm.ts';
 import { WasmManager } from '../../wasm/plugins.ts';
 import { ModuleCache } from '../../wasm/fetch.ts';
 import { Registry } from '../../lib/metrics.ts';
@@ -18,49 +18,6 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-
-function bookinfo(port: number, app: number): string {
-  return `apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: bookinfo-gateway, namespace: default}
-spec:
-  selector: {istio: ingressgateway}
-  servers: [{port: {number: ${port}, name: http, protocol: HTTP}, hosts: ["*"]}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: bookinfo, namespace: default}
-spec:
-  hosts: ["*"]
-  gateways: [bookinfo-gateway]
-  http:
-  - match: [{uri: {exact: /productpage}}, {uri: {prefix: /static}}, {uri: {prefix: /api/v1/products}}, {uri: {prefix: /x}}]
-    route: [{destination: {host: productpage.default.svc.cluster.local, port: {number: 9080}}}]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: productpage, namespace: default}
-spec:
-  hosts: [productpage.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{number: 9080, name: http, protocol: HTTP}]
-  endpoints: [{address: 127.0.0.1, ports: {http: ${app}}}]
----
-`;
-}
-
-function plugin(name: string, file: string, spec: string): string {
-  return `apiVersion: extensions.istio.io/v1alpha1
-kind: WasmPlugin
-metadata: {name: ${name}, namespace: istio-system}
-spec:
-  selector: {matchLabels: {istio: ingressgateway}}
-  url: file://${file}
-${spec}
----
-`;
-}
 
 interface Setup {
   base: string;
