@@ -47,6 +47,12 @@ export interface StartIdpOptions {
   issuerPath?: string;
   /** Address to bind and to put in the issuer URL, default 127.0.0.1. */
   host?: string;
+  /**
+   * A Dex config as shipped (e.g. deploy/kubernetes/dex.yaml's), run as written but for the issuer,
+   * the listen address, the web assets and `redirectURIs` added to its first static client; its
+   * client and `users` replace the test ones.
+   */
+  shipped?: { config: Record<string, unknown>; users: DexUser[] };
 }
 
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -134,10 +140,8 @@ export async function startDex(t: TestContext, opts: StartIdpOptions): Promise<D
     const port = await freePort(host);
     const issuer = `http://${hostForURL(host)}:${port.toString()}${opts.issuerPath ?? '/dex'}`;
     const configFile = join(dir, 'config.yaml');
-    writeFileSync(
-      configFile,
-      stringify(testDexConfig({ issuer, listen: `${hostForURL(host)}:${port.toString()}`, clientId, clientSecret, redirectURIs: opts.redirectURIs, webDir, withGroups: false })),
-    );
+    const listen = `${hostForURL(host)}:${port.toString()}`;
+    writeFileSync(configFile, stringify(opts.shipped ? shippedConfig(opts.shipped.config, issuer, listen, webDir, opts.redirectURIs) : testDexConfig({ issuer, listen, clientId, clientSecret, redirectURIs: opts.redirectURIs, webDir, withGroups: false })));
     const child = spawn(bin, ['serve', configFile], { stdio: ['ignore', 'pipe', 'pipe'], cwd: dir });
     let output = '';
     child.stdout.on('data', (d: Buffer) => (output += d.toString()));
@@ -154,10 +158,19 @@ export async function startDex(t: TestContext, opts: StartIdpOptions): Promise<D
       continue;
     }
     t.after(stop);
+    if (opts.shipped) {
+      const client = (opts.shipped.config.staticClients as { id: string; secret: string }[])[0]!;
+      return { issuer, port, clientId: client.id, clientSecret: client.secret, users: opts.shipped.users, stop };
+    }
     return { issuer, port, clientId, clientSecret, users: TEST_USERS.map(({ groups: _g, ...u }) => ({ ...u })), stop };
   }
   rmSync(dir, { recursive: true, force: true });
   throw lastError ?? new Error('dex did not start');
+}
+
+function shippedConfig(config: Record<string, unknown>, issuer: string, listen: string, webDir: string, redirectURIs: string[]): Record<string, unknown> {
+  const clients = (config.staticClients as { redirectURIs?: string[] }[]).map((c, i) => (i === 0 ? { ...c, redirectURIs: [...(c.redirectURIs ?? []), ...redirectURIs] } : c));
+  return { ...config, issuer, web: { ...(config.web as object), http: listen }, frontend: { dir: webDir }, staticClients: clients };
 }
 
 /** Starts the dev IdP from the same kind of Dex config as startDex; stopped by `t.after`. */

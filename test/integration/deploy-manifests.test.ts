@@ -13,6 +13,7 @@ import { dirname, join, resolve } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { parse, parseAllDocuments } from 'yaml';
+import { assertFullPasswordLogin, startCallbackServer, startDex } from '../helpers/dex.ts';
 
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const DIR = join(REPO, 'deploy/kubernetes');
@@ -143,4 +144,24 @@ test('the Istio ConfigMap passes `portico validate`, and the gateway exposes the
     for (const s of (doc.toJS() as { spec: { servers: { port: { number: number; targetPort?: number } }[] } }).spec.servers) bound.add(s.port.targetPort ?? s.port.number);
   }
   assert.deepEqual([...bound].sort(), (c.ports ?? []).map((p) => p.containerPort).sort());
+});
+
+test("the kit's Dex is the authservice's IdP: same issuer, client and secret, and real Dex logs jason in with its config as shipped", async (t) => {
+  const secret = objects.find((o) => o.kind === 'Secret' && o.metadata.name === 'dex-config');
+  assert.ok(secret?.stringData?.['config.yaml'], 'dex.yaml ships its config as Secret dex-config');
+  const config = parse(secret.stringData['config.yaml']) as { issuer: string; staticClients: { id: string; secret: string }[] };
+  const auth = deployments.find((d) => d.metadata.name === 'authservice')!;
+  const env = new Map(((auth.spec.template.spec.containers[0] as Container & { env?: { name: string; value?: string }[] }).env ?? []).map((e) => [e.name, e.value] as const));
+  assert.equal(env.get('OIDC_PROVIDER'), config.issuer, "the authservice discovers the kit's Dex");
+  assert.equal(env.get('CLIENT_ID'), config.staticClients[0]!.id);
+  const authSecret = objects.find((o) => o.kind === 'Secret' && o.metadata.name === 'portico-authservice');
+  assert.equal(authSecret?.stringData?.CLIENT_SECRET, config.staticClients[0]!.secret, 'CLIENT_SECRET matches the Dex client');
+  const dexService = objects.find((o) => o.kind === 'Service' && o.metadata.name === 'dex');
+  assert.ok(dexService, 'a Service dex');
+  assert.ok(config.issuer.startsWith('http://dex.portico-system.svc.cluster.local:5556/'), "the issuer is the Service's in-cluster name");
+
+  const callback = await startCallbackServer(t);
+  const idp = await startDex(t, { redirectURIs: [callback.url], shipped: { config, users: [{ email: 'jason@example.com', username: 'jason', password: 'password', userID: '08a8684b-db88-4b73-90a9-3cd1661f5466' }] } });
+  if (!idp) return;
+  await assertFullPasswordLogin(idp, callback);
 });
