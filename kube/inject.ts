@@ -151,11 +151,12 @@ export function selectorJson(sel: LabelSelector): Record<string, unknown> {
 }
 
 /** Whether the pod gets a sidecar (see the header for the rules and their sources). */
-export function injectionDecision(pod: PodLike, namespaceLabels: Readonly<Record<string, string>>, revision = DEFAULT_REVISION): InjectDecision {
+export function injectionDecision(pod: PodLike, namespaceLabels: Readonly<Record<string, string>> | undefined, revision = DEFAULT_REVISION): InjectDecision {
   const meta = pod.metadata ?? {};
   const labels = meta.labels ?? {};
   const annotations = meta.annotations ?? {};
-  const hook = injectorWebhooks(revision).find((w) => selectorMatches(w.namespaceSelector, namespaceLabels) && selectorMatches(w.objectSelector, labels));
+  // Without namespace labels (the webhook: the API server has applied the selectors already).
+  const hook = namespaceLabels === undefined ? { name: 'the webhook' } : injectorWebhooks(revision).find((w) => selectorMatches(w.namespaceSelector, namespaceLabels) && selectorMatches(w.objectSelector, labels));
   if (!hook) return { inject: false, reason: 'no injector webhook selects this pod (namespace label istio-injection=enabled or istio.io/rev, or pod label sidecar.istio.io/inject=true)' };
   if (pod.spec?.hostNetwork) return { inject: false, reason: 'hostNetwork pod: the iptables rules would change the node, not the pod' };
   if (meta.namespace && IGNORED_NAMESPACES.has(meta.namespace)) return { inject: false, reason: `namespace ${meta.namespace} is never injected` };
