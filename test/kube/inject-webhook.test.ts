@@ -10,7 +10,12 @@ import { test } from 'node:test';
 import { createRootCa } from '../../certs/index.ts';
 import { KubeApi } from '../../kube/api.ts';
 import { ensureWebhookConfiguration, startWebhookServer, WEBHOOK_CONFIGURATION } from '../../kube/webhook.ts';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startControlPlane } from '../../controlplane/server.ts';
 import { startKube } from '../helpers/kube.ts';
+import { freePort } from '../helpers/net.ts';
 
 interface StoredPod {
   metadata: { annotations?: Record<string, string> };
@@ -75,4 +80,47 @@ ${annotations ? `  annotations: {${annotations}}\n` : ''}spec:
   const stillCreated = await create(pod('plain', 'details'), 'plain', 'details');
   assert.deepEqual(stillCreated.spec.containers.map((c) => c.name), ['app']);
   await assert.rejects(kube.kubectl(['create', '-f', '-'], pod('injected', 'productpage')), /failed calling webhook/);
+});
+
+test('portico controlplane --kubernetes with injection writes the configuration and injects; stopped, unlabelled namespaces still create pods', { timeout: 180_000 }, async (t) => {
+  const kube = await startKube(t, { crds: false });
+  if (!kube) return;
+  const api = new KubeApi(kube.kubeConfig());
+  const secretsDir = mkdtempSync(join(tmpdir(), 'portico-inject-cp-'));
+  t.after(() => rmSync(secretsDir, { recursive: true, force: true }));
+  const webhookPort = await freePort();
+  const cp = await startControlPlane({
+    kubernetes: {
+      api,
+      meshConfig: { namespace: 'portico-system', name: 'istio' },
+      secretsDir,
+      injection: { inject: { image: 'ghcr.io/example/portico:0.1.0', controlPlaneUrl: 'http://cp:15010' }, client: { url: `https://127.0.0.1:${webhookPort}/inject` }, dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'], port: webhookPort, host: '127.0.0.1', reconcileMs: 200 },
+    },
+    ca: createRootCa({ commonName: 'Portico mesh CA (test)', organization: 'Portico' }),
+    port: 0,
+    host: '127.0.0.1',
+  });
+  let stopped = false;
+  t.after(() => (stopped ? undefined : cp.close()));
+  // The leader (no election: this replica) creates the configuration.
+  for (let i = 0; (await kube.api('GET', `/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/${WEBHOOK_CONFIGURATION}`)).status !== 200; i++) {
+    assert.ok(i < 100, 'MutatingWebhookConfiguration not created');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await kube.apply(`apiVersion: v1
+kind: Namespace
+metadata: {name: injected, labels: {istio-injection: enabled}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: plain}
+`);
+  const pod = (ns: string, name: string): string => `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"${name}","namespace":"${ns}"},"spec":{"serviceAccountName":"default","containers":[{"name":"app","image":"app:1","ports":[{"containerPort":8080}]}]}}`;
+  await kube.kubectl(['create', '-f', '-'], pod('injected', 'web'));
+  const stored = (await kube.api<StoredPod>('GET', '/api/v1/namespaces/injected/pods/web')).body;
+  assert.deepEqual(stored.spec.containers.map((c) => c.name), ['istio-proxy', 'app']);
+  await cp.close();
+  stopped = true;
+  await kube.kubectl(['create', '-f', '-'], pod('plain', 'web'));
+  assert.deepEqual((await kube.api<StoredPod>('GET', '/api/v1/namespaces/plain/pods/web')).body.spec.containers.map((c) => c.name), ['app']);
 });
