@@ -17,6 +17,15 @@ import { startControlPlane } from '../../controlplane/server.ts';
 import { startKube } from '../helpers/kube.ts';
 import { freePort } from '../helpers/net.ts';
 
+const NAMESPACES = `apiVersion: v1
+kind: Namespace
+metadata: {name: injected, labels: {istio-injection: enabled}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: plain}
+`;
+
 interface StoredPod {
   metadata: { annotations?: Record<string, string> };
   spec: { containers: { name: string; securityContext?: { runAsUser?: number } }[]; initContainers?: { name: string }[] };
@@ -36,14 +45,7 @@ test('the API server injects through Portico\'s webhook; opted-out and unlabelle
   await kube.kubectl(['patch', 'mutatingwebhookconfiguration', WEBHOOK_CONFIGURATION, '--type=json', '-p', JSON.stringify([{ op: 'replace', path: '/webhooks/0/clientConfig/caBundle', value: Buffer.from('bogus').toString('base64') }])]);
   assert.equal(await ensureWebhookConfiguration(api, ca.certPem, client), 'updated');
 
-  await kube.apply(`apiVersion: v1
-kind: Namespace
-metadata: {name: injected, labels: {istio-injection: enabled}}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: plain}
-`);
+  await kube.apply(NAMESPACES);
   const pod = (ns: string, name: string, annotations = ''): string => `apiVersion: v1
 kind: Pod
 metadata:
@@ -107,14 +109,7 @@ test('portico controlplane --kubernetes with injection writes the configuration 
     assert.ok(i < 100, 'MutatingWebhookConfiguration not created');
     await new Promise((r) => setTimeout(r, 100));
   }
-  await kube.apply(`apiVersion: v1
-kind: Namespace
-metadata: {name: injected, labels: {istio-injection: enabled}}
----
-apiVersion: v1
-kind: Namespace
-metadata: {name: plain}
-`);
+  await kube.apply(NAMESPACES);
   const pod = (ns: string, name: string): string => `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"${name}","namespace":"${ns}"},"spec":{"serviceAccountName":"default","containers":[{"name":"app","image":"app:1","ports":[{"containerPort":8080}]}]}}`;
   await kube.kubectl(['create', '-f', '-'], pod('injected', 'web'));
   const stored = (await kube.api<StoredPod>('GET', '/api/v1/namespaces/injected/pods/web')).body;
