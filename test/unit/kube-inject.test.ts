@@ -94,3 +94,15 @@ test('iptables rules: Istio chains, uid 1337 excluded, one REDIRECT per inbound 
   assert.ok(!again.includes('-A OUTPUT -p tcp -j ISTIO_OUTPUT'));
   assert.throws(() => parseInboundMap('9080:15100', '--inbound-ports'), /--inbound-ports: '9080:15100' is not APP_PORT=LISTENER_PORT/);
 });
+
+test('an injected sidecar takes its workload from the env the injector set (downward API, labels, captured ports)', async () => {
+  const { podFromEnv } = await import('../../bin/commands/sidecar.ts');
+  const r = injectionPatch(pod(), { image: 'i', controlPlaneUrl: 'http://cp:15010' });
+  const proxy = (r.patch.find((o) => o.path === '/spec/containers')!.value as (Container & { env: { name: string; value?: string }[] })[])[0]!;
+  const env: NodeJS.ProcessEnv = { POD_NAME: 'reviews-1', POD_NAMESPACE: 'bookinfo', INSTANCE_IP: '10.244.0.10', SERVICE_ACCOUNT: 'reviews' };
+  for (const e of proxy.env) if (e.value !== undefined) env[e.name] = e.value;
+  const p = podFromEnv(env);
+  assert.deepEqual(p.workload, { key: 'bookinfo/reviews-1', name: 'reviews-1', namespace: 'bookinfo', address: '10.244.0.10', labels: { app: 'reviews' }, ports: { 'port-9080': 9080 }, serviceAccount: 'reviews', weight: 1 });
+  assert.deepEqual([...p.listen], [[9080, 15100]]);
+  assert.throws(() => podFromEnv({ ...env, POD_NAME: '' }), /--kubernetes-pod: env POD_NAME is not set/);
+});
