@@ -11,6 +11,7 @@ const COMMANDS: Record<string, string> = {
   sidecar: 'mesh sidecar for one workload',
   authservice: 'ext_authz server with OIDC login (configured by env, like oidc-authservice)',
   controlplane: 'watch config, push snapshots, sign workload certificates',
+  iptables: 'capture a pod\'s traffic for its sidecar (the injected istio-init container)',
   validate: 'check Istio YAML files or directories; one line per problem',
   certs: 'Portico CA: `certs ca`, `certs issue --host H [--san S]`',
   demo: 'gateway + authservice + dev IdP + Bookinfo + httpbin on embedded defaults',

@@ -42,6 +42,20 @@ export interface KubernetesSourceOptions {
   readonly tokenReview?: boolean;
   /** HA: take part in leader election on Lease `portico-controlplane` in `namespace` as `identity` (the pod name). */
   readonly leaderElection?: { readonly namespace: string; readonly identity: string; readonly leaseSeconds?: number; readonly renewMs?: number };
+  /**
+   * Sidecar injection (kube/webhook.ts): serve `/inject` over TLS on `port` (default 15017) and,
+   * on the leader, keep MutatingWebhookConfiguration portico-sidecar-injector pointing at `client`.
+   */
+  readonly injection?: {
+    readonly inject: import('../kube/inject.ts').InjectOptions;
+    readonly client: import('../kube/webhook.ts').WebhookClientConfig;
+    readonly dnsNames: readonly string[];
+    readonly ipAddresses?: readonly string[];
+    readonly port?: number;
+    readonly host?: string;
+    /** How often the leader re-checks the configuration (restores an edited caBundle). Default 10 s. */
+    readonly reconcileMs?: number;
+  };
 }
 
 export interface ControlPlaneOptions {
@@ -153,7 +167,33 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
     };
     kube.onBuild(takeKube);
     const source = kube;
+    let stopInjection = (): void => undefined;
+    const inj = opts.kubernetes.injection;
+    if (inj) {
+      const { startWebhookServer, ensureWebhookConfiguration } = await import('../kube/webhook.ts');
+      const hook = await startWebhookServer({ ca, inject: inj.inject, port: inj.port, host: inj.host, dnsNames: inj.dnsNames, ipAddresses: inj.ipAddresses, log: (m, f) => log.info(m, f) });
+      const api = opts.kubernetes.api;
+      let busy = false;
+      const reconcile = (): void => {
+        if (busy || !isLeader()) return;
+        busy = true;
+        ensureWebhookConfiguration(api, ca.certPem, inj.client, inj.inject.revision)
+          .then((what) => what !== 'unchanged' && log.info(`MutatingWebhookConfiguration ${what}`, { name: 'portico-sidecar-injector' }))
+          .catch((err: unknown) => log.warn('cannot write the MutatingWebhookConfiguration', { error: errorText(err) }))
+          .finally(() => (busy = false));
+      };
+      const timer = setInterval(reconcile, inj.reconcileMs ?? 10_000);
+      timer.unref();
+      reconcile();
+      election?.onLeader(reconcile);
+      log.info('sidecar injection webhook listening', { port: hook.port, path: '/inject' });
+      stopInjection = () => {
+        clearInterval(timer);
+        void hook.close();
+      };
+    }
     closeSource = () => {
+      stopInjection();
       source.close();
       void election?.stop();
     };

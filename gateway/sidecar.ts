@@ -52,6 +52,13 @@ export interface SidecarOptions {
   readonly outboundPort?: number;
   /** Inbound bind address; default the WorkloadEntry's address. */
   readonly inboundHost?: string;
+  /**
+   * Transparent capture (kube/iptables.ts): WorkloadEntry/endpoint port → the port the inbound
+   * listener binds, where iptables redirects that port's traffic. Default: the same port.
+   */
+  readonly inboundListen?: ReadonlyMap<number, number>;
+  /** An injected pod's own workload (from the downward API), used when no WorkloadEntry names it. */
+  readonly podWorkload?: Workload;
   readonly logger?: GatewayLogger;
   /** The process's Wasm plugin host; WasmPlugins selecting this workload run only when given. */
   readonly wasm?: WasmManager;
@@ -135,7 +142,7 @@ export class SidecarRuntime {
 
   private build(snapshot: Snapshot): InboundState {
     const key = workloadKey(this.opts.workload);
-    const workload = snapshot.workloads.find((w) => w.key === key);
+    const workload = snapshot.workloads.find((w) => w.key === key) ?? (this.opts.podWorkload?.key === key ? this.opts.podWorkload : undefined);
     if (!workload) throw new Error(`workload ${key}: no WorkloadEntry of that namespace/name in the config (have: ${snapshot.workloads.map((w) => w.key).join(', ') || 'none'})`);
     const apps = new Map<number, Cluster>();
     for (const [name, port] of Object.entries(workload.ports)) {
@@ -176,7 +183,7 @@ export class SidecarRuntime {
     if (app === undefined || !Number.isInteger(app) || app <= 0 || app > 65535) {
       throw new Error(`workload ${wl.key}: port ${name} (${port}): no app port; pass --app-port or label the WorkloadEntry ${APP_PORT_LABEL}`);
     }
-    if (app === port && (this.opts.appHost ?? '127.0.0.1') === (this.opts.inboundHost ?? wl.address)) {
+    if (app === (this.opts.inboundListen?.get(port) ?? port) && (this.opts.appHost ?? '127.0.0.1') === (this.opts.inboundHost ?? wl.address)) {
       throw new Error(`workload ${wl.key}: port ${name}: the app port ${app} is the sidecar's own inbound port; the app must listen elsewhere`);
     }
     return app;
@@ -270,7 +277,7 @@ export class SidecarRuntime {
       server.once('error', (err: NodeJS.ErrnoException) =>
         reject(err.code === 'EADDRINUSE' ? new Error(`inbound port ${port} of ${this.state.workload.key} is already in use`) : err),
       );
-      server.listen(port, this.opts.inboundHost ?? this.state.workload.address, () => resolve());
+      server.listen(this.opts.inboundListen?.get(port) ?? port, this.opts.inboundHost ?? this.state.workload.address, () => resolve());
     });
     return { port, server, http, sockets };
   }

@@ -49,9 +49,17 @@ export class LeaderElection {
     return `/apis/coordination.k8s.io/v1/namespaces/${encodeURIComponent(this.opts.namespace)}/leases`;
   }
 
+  private readonly leaderHooks: (() => void)[] = [];
+
+  /** Runs `fn` each time this replica becomes the leader. */
+  onLeader(fn: () => void): void {
+    this.leaderHooks.push(fn);
+  }
+
   private set(leader: boolean): void {
     if (leader === this.leader) return;
     this.leader = leader;
+    if (leader) for (const fn of this.leaderHooks) fn();
     this.opts.log?.info(leader ? 'became the leader' : 'no longer the leader', { lease: `${this.opts.namespace}/${this.opts.name ?? 'portico-controlplane'}`, identity: this.opts.identity });
     this.opts.onChange?.(leader);
   }

@@ -20,6 +20,11 @@ const USAGE = `usage: portico controlplane (--config PATH [--config PATH...] | -
   --namespace NS        the control plane's namespace (default: the service account's, else
                         POD_NAMESPACE, else portico-system)
   --mesh-config NS/NAME the MeshConfig ConfigMap (key mesh) (default <namespace>/istio)
+  --proxy-image IMAGE   with --kubernetes: serve the sidecar injection webhook (:15017 /inject) and
+                        inject this image (else env PORTICO_PROXY_IMAGE; neither = no injection)
+  --webhook-service NS/NAME  the Service the API server calls the webhook through, which is also
+                        the sidecars' control plane URL (default portico-system/portico-controlplane)
+  --webhook-port N      webhook port (default 15017, istiod's)
   --port N              listen port (default ${DEFAULT_CONTROLPLANE_PORT}; 0 picks a free one)
   --host ADDR           listen address (default 0.0.0.0 with a token, 127.0.0.1 without)
   --ca-dir DIR          mesh root CA (ca.crt, ca.key; created when missing) (default certs/out/mesh-ca;
@@ -49,6 +54,9 @@ export async function run(argv: string[]): Promise<number | undefined> {
         kubeconfig: { type: 'string' },
         namespace: { type: 'string' },
         'mesh-config': { type: 'string' },
+        'proxy-image': { type: 'string' },
+        'webhook-service': { type: 'string', default: 'portico-system/portico-controlplane' },
+        'webhook-port': { type: 'string', default: '15017' },
         port: { type: 'string', default: String(DEFAULT_CONTROLPLANE_PORT) },
         host: { type: 'string' },
         'ca-dir': { type: 'string' },
@@ -123,7 +131,21 @@ export async function run(argv: string[]): Promise<number | undefined> {
     const api = new KubeApi(loaded.kc);
     // HA: every replica serves; the Lease holder (identity = the pod name) writes Events/status.
     const identity = process.env.POD_NAME ?? hostname();
-    kubernetes = { api, meshConfig: meshConfig ?? { namespace, name: 'istio' }, secretsDir: args['secrets-dir'] ?? secretsTmp!, leaderElection: { namespace, identity } };
+    const image = args['proxy-image'] ?? process.env.PORTICO_PROXY_IMAGE;
+    let injection;
+    if (image) {
+      const [svcNs, svcName, extra] = args['webhook-service']!.split('/');
+      const webhookPort = Number(args['webhook-port']);
+      if (!svcNs || !svcName || extra !== undefined) return fail(`--webhook-service: '${args['webhook-service']}' is not NAMESPACE/NAME`);
+      if (!Number.isInteger(webhookPort) || webhookPort < 1 || webhookPort > 65535) return fail(`--webhook-port: '${args['webhook-port']}' is not a port`);
+      injection = {
+        inject: { image, controlPlaneUrl: `http://${svcName}.${svcNs}.svc:${port}` },
+        client: { service: { namespace: svcNs, name: svcName, port: webhookPort } },
+        dnsNames: [`${svcName}.${svcNs}.svc`, `${svcName}.${svcNs}.svc.cluster.local`, `${svcName}.${svcNs}`],
+        port: webhookPort,
+      };
+    } else log.warn('sidecar injection is off: give --proxy-image or PORTICO_PROXY_IMAGE');
+    kubernetes = { api, meshConfig: meshConfig ?? { namespace, name: 'istio' }, secretsDir: args['secrets-dir'] ?? secretsTmp!, leaderElection: { namespace, identity }, injection };
     if (args['ca-dir'] === undefined) {
       const { loadOrCreateSharedCa } = await import('../../kube/lease.ts');
       try {

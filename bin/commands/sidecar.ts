@@ -11,7 +11,7 @@
  * connections. See docs/mesh.md.
  */
 import { readFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -22,19 +22,27 @@ import type { CaPair } from '../../certs/types.ts';
 import { formatIssue } from '../../config/errors.ts';
 import { parseDuration } from '../../config/schema.ts';
 import type { ConfigWatcher } from '../../config/watch.ts';
-import type { Snapshot } from '../../config/snapshot.ts';
+import type { Snapshot, Workload } from '../../config/snapshot.ts';
+import { appHealthHandler, parseAppProbers } from '../../gateway/app-health.ts';
+import { INBOUND_PORTS_ENV, POD_LABELS_ENV, type AppProber } from '../../kube/inject.ts';
 import { CertRotator, connectProxyToControlPlane, defaultNodeId, requestWorkloadCertificate, waitForSnapshot, type Subscription, type WorkloadCertificate } from '../../controlplane/client.ts';
 import { MeshIdentity, wantsIstioMutual } from '../../gateway/mtls.ts';
 import { DEFAULT_OUTBOUND_PORT, InboundTelemetry, SidecarRuntime, workloadKey } from '../../gateway/sidecar.ts';
 import type { GatewayLogger } from '../../gateway/runtime.ts';
 import { createTelemetry, type PorticoTelemetry } from '../../gateway/telemetry/index.ts';
 import { consoleLogger } from './gateway.ts';
+import { parseInboundMap } from '../../kube/iptables.ts';
 
 const USAGE = `usage: portico sidecar (--config PATH | --controlplane URL) --workload NS/NAME [options]
   --workload NS/NAME    the WorkloadEntry this sidecar serves (bare NAME = namespace default)
   --app-port N | name=N,...  where the app listens (default: the WorkloadEntry label portico.dev/app-port)
   --outbound-port N     the app's HTTP_PROXY listener on 127.0.0.1 (default ${DEFAULT_OUTBOUND_PORT}; 0 picks one)
   --inbound-host ADDR   inbound bind address (default the WorkloadEntry address)
+  --inbound-ports LIST  transparent capture: PORT=LISTENER,... (the inbound listener for each
+                        WorkloadEntry port binds LISTENER, where \`portico iptables\` redirects PORT)
+  --kubernetes-pod      an injected pod's sidecar: the workload is this pod (POD_NAME, POD_NAMESPACE,
+                        INSTANCE_IP, SERVICE_ACCOUNT, PORTICO_POD_LABELS, PORTICO_INBOUND_PORTS env),
+                        app probes from ISTIO_KUBE_APP_PROBERS; see docs/kubernetes.md
   --ca-dir DIR          mesh root CA for local issuance (default certs/out/mesh-ca)
   --secrets-dir DIR     where credentialName secrets named by the config live (default certs/out/credentials)
   --cert-ttl DURATION   local certificate lifetime (default 24h)
@@ -53,6 +61,12 @@ export interface StartSidecarOptions {
   readonly appPort?: number | Readonly<Record<string, number>>;
   readonly outboundPort?: number;
   readonly inboundHost?: string;
+  /** Transparent capture: WorkloadEntry port → the port its inbound listener binds. */
+  readonly inboundListen?: ReadonlyMap<number, number>;
+  /** An injected pod's own workload (no WorkloadEntry needed). */
+  readonly podWorkload?: Workload;
+  /** Rewritten kubelet probes (`/app-health/...` on the metrics port), from ISTIO_KUBE_APP_PROBERS. */
+  readonly appProbers?: ReadonlyMap<string, AppProber>;
   readonly logger?: GatewayLogger;
   readonly drainMs?: number;
   /** Istio's :15020 (`/stats/prometheus`, trace store): 0 picks a free port; absent or -1 = off. */
@@ -162,6 +176,8 @@ export async function startSidecar(opts: StartSidecarOptions): Promise<SidecarHa
       appPort: opts.appPort,
       outboundPort: opts.outboundPort,
       inboundHost: opts.inboundHost,
+      inboundListen: opts.inboundListen,
+      podWorkload: opts.podWorkload,
       logger: log,
       drainMs: opts.drainMs,
       telemetry,
@@ -171,7 +187,10 @@ export async function startSidecar(opts: StartSidecarOptions): Promise<SidecarHa
     let metrics: Server | undefined;
     try {
       await sidecar.start();
-      if (telemetry && inbound && opts.metricsPort !== undefined && opts.metricsPort >= 0) metrics = await listenMetrics(telemetry, opts.metricsPort, opts.metricsHost ?? '127.0.0.1');
+      if (telemetry && inbound && opts.metricsPort !== undefined && opts.metricsPort >= 0) {
+        const health = appHealthHandler(opts.appProbers ?? new Map(), () => true);
+        metrics = await listenMetrics(telemetry, opts.metricsPort, opts.metricsHost ?? '127.0.0.1', health);
+      }
     } catch (err) {
       rot.close();
       await sidecar.close(0);
@@ -259,9 +278,9 @@ function sidecarTelemetry(opts: StartSidecarOptions, snapshot: Snapshot, princip
 }
 
 /** Istio's :15020 for one sidecar: both sides' metrics (one registry) and the trace store, as the gateway's. */
-async function listenMetrics(telemetry: PorticoTelemetry, port: number, host: string): Promise<Server> {
+async function listenMetrics(telemetry: PorticoTelemetry, port: number, host: string, health: (req: IncomingMessage, res: ServerResponse) => boolean): Promise<Server> {
   const server = createServer((req, res) => {
-    if (telemetry.metricsHandler(req, res)) return;
+    if (health(req, res) || telemetry.metricsHandler(req, res)) return;
     res.writeHead(404, { 'content-type': 'text/plain' });
     res.end('not found: try /stats/prometheus\n');
   });
@@ -276,6 +295,35 @@ async function listenMetrics(telemetry: PorticoTelemetry, port: number, host: st
     server.listen(port, host, () => resolve());
   });
   return server;
+}
+
+/**
+ * An injected pod's workload from the env the injector set (kube/inject.ts): the downward API's
+ * name, namespace, IP and service account, the labels at admission, the captured ports.
+ */
+export function podFromEnv(env: NodeJS.ProcessEnv, inboundPorts?: string): { workload: Workload; listen: Map<number, number>; appPort: Record<string, number> } {
+  const need = (k: string): string => {
+    const v = env[k]?.trim();
+    if (!v) throw new Error(`--kubernetes-pod: env ${k} is not set (the injector sets it from the downward API)`);
+    return v;
+  };
+  const name = need('POD_NAME');
+  const namespace = need('POD_NAMESPACE');
+  let labels: Record<string, string> = {};
+  if (env[POD_LABELS_ENV]) {
+    try {
+      labels = JSON.parse(env[POD_LABELS_ENV]!) as Record<string, string>;
+    } catch (err) {
+      throw new Error(`--kubernetes-pod: env ${POD_LABELS_ENV}: not JSON: ${(err as Error).message}`);
+    }
+  }
+  const listen = parseInboundMap(inboundPorts ?? env[INBOUND_PORTS_ENV], inboundPorts !== undefined ? '--inbound-ports' : `env ${INBOUND_PORTS_ENV}`);
+  const ports = Object.fromEntries([...listen.keys()].map((p) => [`port-${p}`, p]));
+  return {
+    workload: { key: `${namespace}/${name}`, name, namespace, address: need('INSTANCE_IP'), labels, ports, serviceAccount: env.SERVICE_ACCOUNT?.trim() || 'default', weight: 1 },
+    listen,
+    appPort: ports,
+  };
 }
 
 function parseAppPort(v: string | undefined): number | Record<string, number> | undefined {
@@ -302,6 +350,8 @@ export async function run(argv: string[]): Promise<number | undefined> {
         'app-port': { type: 'string' },
         'outbound-port': { type: 'string' },
         'inbound-host': { type: 'string' },
+        'inbound-ports': { type: 'string' },
+        'kubernetes-pod': { type: 'boolean', default: false },
         'ca-dir': { type: 'string', default: 'certs/out/mesh-ca' },
         'secrets-dir': { type: 'string' },
         'cert-ttl': { type: 'string', default: '24h' },
@@ -322,6 +372,14 @@ export async function run(argv: string[]): Promise<number | undefined> {
     process.stdout.write(USAGE);
     return 0;
   }
+  let pod: ReturnType<typeof podFromEnv> | undefined;
+  try {
+    if (values['kubernetes-pod']) pod = podFromEnv(process.env, values['inbound-ports']);
+  } catch (err) {
+    process.stderr.write(`portico sidecar: ${(err as Error).message}\n`);
+    return 2;
+  }
+  if (pod) values.workload = pod.workload.key;
   if (!values.workload || (!values.config && !values.controlplane) || (values.config && values.controlplane)) {
     process.stderr.write(`portico sidecar: give --workload and exactly one of --config or --controlplane\n${USAGE}`);
     return 2;
@@ -336,9 +394,12 @@ export async function run(argv: string[]): Promise<number | undefined> {
     if (ttl === undefined) throw new Error(`--cert-ttl: '${values['cert-ttl']}' is not a duration`);
     handle = await startSidecar({
       workload: values.workload,
-      appPort: parseAppPort(values['app-port']),
+      appPort: pod ? pod.appPort : parseAppPort(values['app-port']),
       outboundPort: values['outbound-port'] !== undefined ? Number(values['outbound-port']) : undefined,
-      inboundHost: values['inbound-host'],
+      inboundHost: values['inbound-host'] ?? (pod ? '0.0.0.0' : undefined),
+      inboundListen: pod ? pod.listen : values['inbound-ports'] !== undefined ? parseInboundMap(values['inbound-ports'], '--inbound-ports') : undefined,
+      podWorkload: pod?.workload,
+      appProbers: parseAppProbers(process.env.ISTIO_KUBE_APP_PROBERS),
       config: values.config?.map((p) => resolve(p)),
       secretsDir: values['secrets-dir'] ? resolve(values['secrets-dir']) : undefined,
       ca: values.config ? (await import('../../certs/store.ts')).loadOrCreateCa(resolve(values['ca-dir']!)) : undefined,

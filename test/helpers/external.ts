@@ -8,7 +8,7 @@ import { accessSync, constants } from 'node:fs';
 import { delimiter, join } from 'node:path';
 import type { TestContext } from 'node:test';
 
-export type ExternalProgram = 'redis' | 'dex' | 'chromium' | 'nginx' | 'prometheus' | 'wasm' | 'kube';
+export type ExternalProgram = 'redis' | 'dex' | 'chromium' | 'nginx' | 'prometheus' | 'wasm' | 'kube' | 'iptables';
 
 const required = new Set(
   (process.env.PORTICO_REQUIRE ?? '')
