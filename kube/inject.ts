@@ -34,6 +34,7 @@
  * original in the sidecar's env `ISTIO_KUBE_APP_PROBERS`, so kubelet probes work under STRICT mTLS.
  */
 import { INBOUND_LISTENER_BASE, type CaptureConfig } from './iptables.ts';
+import type { KubeApi } from './api.ts';
 
 export const PROXY_CONTAINER = 'istio-proxy';
 export const INIT_CONTAINER = 'istio-init';
@@ -383,4 +384,10 @@ export function iptablesArgs(c: CaptureConfig): string[] {
   if (c.includeOutboundIPRanges.join(',') !== '*') out.push('--include-outbound-ip-ranges', c.includeOutboundIPRanges.join(','));
   if (c.excludeOutboundIPRanges.length) out.push('--exclude-outbound-ip-ranges', c.excludeOutboundIPRanges.join(','));
   return out;
+}
+
+/** The image of the first container of pod `namespace/name` (the control plane's own, for the proxy). */
+export async function ownImage(api: Pick<KubeApi, 'request'>, namespace: string, name: string): Promise<string | undefined> {
+  const pod = await api.request<{ spec?: { containers?: { image?: string }[] } }>('GET', `/api/v1/namespaces/${encodeURIComponent(namespace)}/pods/${encodeURIComponent(name)}`);
+  return pod.spec?.containers?.[0]?.image;
 }

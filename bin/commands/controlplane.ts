@@ -21,7 +21,8 @@ const USAGE = `usage: portico controlplane (--config PATH [--config PATH...] | -
                         POD_NAMESPACE, else portico-system)
   --mesh-config NS/NAME the MeshConfig ConfigMap (key mesh) (default <namespace>/istio)
   --proxy-image IMAGE   with --kubernetes: serve the sidecar injection webhook (:15017 /inject) and
-                        inject this image (else env PORTICO_PROXY_IMAGE; neither = no injection)
+                        inject this image (else env PORTICO_PROXY_IMAGE, else in a pod (POD_NAME)
+                        its own image; none = no injection)
   --webhook-service NS/NAME  the Service the API server calls the webhook through, which is also
                         the sidecars' control plane URL (default portico-system/portico-controlplane)
   --webhook-port N      webhook port (default 15017, istiod's)
@@ -131,7 +132,17 @@ export async function run(argv: string[]): Promise<number | undefined> {
     const api = new KubeApi(loaded.kc);
     // HA: every replica serves; the Lease holder (identity = the pod name) writes Events/status.
     const identity = process.env.POD_NAME ?? hostname();
-    const image = args['proxy-image'] ?? process.env.PORTICO_PROXY_IMAGE;
+    let image = args['proxy-image'] ?? process.env.PORTICO_PROXY_IMAGE;
+    if (image === undefined && process.env.POD_NAME) {
+      // In the cluster the control plane's own image is the proxy's (one image, set once by the
+      // kit's kustomize `images:`).
+      const { ownImage } = await import('../../kube/inject.ts');
+      try {
+        image = await ownImage(api, namespace, process.env.POD_NAME);
+      } catch (err) {
+        log.warn('could not read this pod to learn the proxy image', { pod: `${namespace}/${process.env.POD_NAME}`, error: (err as Error).message });
+      }
+    }
     let injection;
     if (image) {
       const [svcNs, svcName, extra] = args['webhook-service']!.split('/');
@@ -144,7 +155,7 @@ export async function run(argv: string[]): Promise<number | undefined> {
         dnsNames: [`${svcName}.${svcNs}.svc`, `${svcName}.${svcNs}.svc.cluster.local`, `${svcName}.${svcNs}`],
         port: webhookPort,
       };
-    } else log.warn('sidecar injection is off: give --proxy-image or PORTICO_PROXY_IMAGE');
+    } else log.warn('sidecar injection is off: give --proxy-image or PORTICO_PROXY_IMAGE, or run in a pod (POD_NAME) whose image is used');
     kubernetes = { api, meshConfig: meshConfig ?? { namespace, name: 'istio' }, secretsDir: args['secrets-dir'] ?? secretsTmp!, leaderElection: { namespace, identity }, injection };
     if (args['ca-dir'] === undefined) {
       const { loadOrCreateSharedCa } = await import('../../kube/lease.ts');

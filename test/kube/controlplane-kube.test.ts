@@ -30,6 +30,7 @@ import { connectProxyToControlPlane, waitForSnapshot } from '../../controlplane/
 import { startControlPlane, type ControlPlane } from '../../controlplane/server.ts';
 import { GatewayRuntime } from '../../gateway/runtime.ts';
 import { KubeApi } from '../../kube/api.ts';
+import { ownImage } from '../../kube/inject.ts';
 import { loadOrCreateSharedCa } from '../../kube/lease.ts';
 import { inNetns, runInNetns, startKube, type KubeCluster } from '../helpers/kube.ts';
 import { freePort } from '../helpers/net.ts';
@@ -665,6 +666,11 @@ async function controlplaneCli(env: Env): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'portico-cp-cli-'));
   env.t.after(() => rmSync(dir, { recursive: true, force: true }));
   writeFileSync(join(dir, 'token'), TOKEN);
+  // The control plane in a pod injects its own image (the kit sets it once, in `images:`).
+  await env.kube.apply('apiVersion: v1\nkind: Pod\nmetadata: {name: portico-controlplane-cli, namespace: portico-cli}\nspec:\n  containers: [{name: controlplane, image: "ghcr.io/example/portico:own-pod"}]\n');
+  const api = new KubeApi(env.kube.kubeConfig());
+  env.t.after(() => api.close());
+  assert.equal(await ownImage(api, 'portico-cli', 'portico-controlplane-cli'), 'ghcr.io/example/portico:own-pod');
   const child = spawn(
     process.execPath,
     ['--import', 'tsx', 'bin/portico.ts', 'controlplane', '--kubernetes', '--kubeconfig', env.kube.kubeconfig, '--namespace', 'portico-cli', '--port', '0', '--token-file', join(dir, 'token'), '--heartbeat', '500ms'],
