@@ -165,3 +165,22 @@ test("the kit's Dex is the authservice's IdP: same issuer, client and secret, an
   if (!idp) return;
   await assertFullPasswordLogin(idp, callback);
 });
+
+test('deploy/kubernetes-native/login.yaml (the Gateway, Dex and authservice routes, the CUSTOM provider and policy) passes `portico validate` in the kit namespace', () => {
+  const tmp = mkdtempSync(join(tmpdir(), 'portico-deploy-native-'));
+  try {
+    const cli = (...args: string[]) => spawnSync(process.execPath, ['--import', 'tsx', join(REPO, 'bin/portico.ts'), ...args], { cwd: REPO, encoding: 'utf8' });
+    // kustomize's `namespace: portico-system` sets every object's namespace.
+    const docs = parseAllDocuments(readFileSync(join(REPO, 'deploy/kubernetes-native/login.yaml'), 'utf8'));
+    for (const d of docs) d.setIn(['metadata', 'namespace'], 'portico-system');
+    mkdirSync(join(tmp, 'istio'));
+    writeFileSync(join(tmp, 'istio', 'login.yaml'), docs.map((d) => d.toString()).join('---\n'));
+    const issued = cli('certs', 'issue', '--host', 'gateway.example.com', '--name', 'portico-gateway-cert', '--out', join(tmp, 'certs'));
+    assert.equal(issued.status, 0, issued.stderr);
+    const r = cli('validate', '--secrets-dir', join(tmp, 'certs/credentials'), join(tmp, 'istio'));
+    assert.equal(r.status, 0, `portico validate:\n${r.stdout}${r.stderr}`);
+    assert.doesNotMatch(r.stdout + r.stderr, /warning:/, 'no warnings either');
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+});
