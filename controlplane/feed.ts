@@ -36,7 +36,11 @@ export class SnapshotFeed {
   pushes = 0;
   rejections = 0;
 
-  constructor(startedAt: number = Date.now()) {
+  constructor(
+    startedAt: number = Date.now(),
+    /** SnapshotMessage.replicated: one of several equal replicas (Kubernetes source). */
+    private readonly replicated = false,
+  ) {
     this.startedAt = startedAt;
     this.epoch = `${startedAt.toString(36)}-${randomBytes(6).toString('hex')}`;
   }
@@ -62,7 +66,7 @@ export class SnapshotFeed {
     this.lastBuildOk = true;
     if (this.current?.version === snapshot.version) return undefined;
     const revision = (this.current?.revision ?? 0) + 1;
-    const message: SnapshotMessage = { epoch: this.epoch, startedAt: this.startedAt, revision, version: snapshot.version, snapshot };
+    const message: SnapshotMessage = { epoch: this.epoch, startedAt: this.startedAt, revision, version: snapshot.version, snapshot, ...(this.replicated ? { replicated: true } : {}) };
     const json = JSON.stringify(message);
     const p: Published = {
       epoch: this.epoch,

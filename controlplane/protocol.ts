@@ -31,6 +31,13 @@ export interface Position {
 export interface SnapshotMessage extends Position {
   /** The snapshot's content hash (`snapshot.version`). */
   readonly version: string;
+  /**
+   * True when this control plane is one of several replicas reading the same source (the
+   * Kubernetes API): a proxy that connects to it takes its snapshot whatever its epoch, because
+   * an older replica is as current as a newer one. Epoch order still guards single control planes
+   * (an old one left running after a restart).
+   */
+  readonly replicated?: boolean;
   readonly snapshot: Snapshot;
 }
 

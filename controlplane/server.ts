@@ -112,7 +112,7 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
   if (!ca) throw new Error('a CA is required: give caDir (created when empty) or ca');
   if (opts.caDir && 'created' in ca && ca.created) log.info('created the mesh root CA', { dir: opts.caDir });
 
-  const feed = new SnapshotFeed();
+  const feed = new SnapshotFeed(Date.now(), opts.kubernetes !== undefined);
   const buildOpts = { secretsDir: opts.secretsDir, cwd: opts.cwd };
   const cwd = opts.cwd ?? process.cwd();
   const take = (r: BuildResult): void => {

@@ -156,8 +156,14 @@ export function subscribeSnapshots(opts: SubscribeOptions): Subscription {
     }
   };
 
+  /** The epoch of the control plane this connection is to, once its first snapshot came. */
+  let connectedEpoch: string | undefined;
   const deliver = async (msg: SnapshotMessage): Promise<void> => {
-    if (!isNewer(msg, position)) {
+    // A replicated control plane's first snapshot on a new connection is taken whatever its epoch
+    // (protocol.ts SnapshotMessage.replicated); within the connection revisions order as usual.
+    const switched = msg.replicated === true && connectedEpoch !== msg.epoch && position !== undefined && msg.epoch !== position.epoch;
+    connectedEpoch = msg.epoch;
+    if (!switched && !isNewer(msg, position)) {
       log.info('ignored a snapshot that is not newer than the one applied', { have: position, got: { epoch: msg.epoch, revision: msg.revision } });
       if (position && msg.startedAt < position.startedAt) {
         report(new ControlPlaneError('STALE_EPOCH', `control plane epoch ${msg.epoch} started before the one already applied (${position.epoch}); its snapshots are ignored (another control plane still running, or clocks out of step?)`));
@@ -179,6 +185,7 @@ export function subscribeSnapshots(opts: SubscribeOptions): Subscription {
   };
 
   const streamOnce = async (ac: AbortController, onHello: () => void): Promise<void> => {
+    connectedEpoch = undefined;
     const u = new URL(STREAM_PATH, opts.url);
     u.searchParams.set('node', node);
     if (position) {

@@ -653,6 +653,16 @@ async function ha(env: Env): Promise<void> {
   // Both serve the same config to proxies.
   const [s1, s2] = await Promise.all([one, two].map((cp) => waitForSnapshot({ url: cp.url, token: TOKEN, timeoutMs: 10_000 })));
   assert.equal(s1.version, s2.version);
+  // A proxy that last heard from the newer replica moves to the older one: it takes that
+  // replica's config and its changes (epoch order does not hold between equal replicas).
+  const seen: string[] = [];
+  const moved = connectProxyToControlPlane({ apply: async (snap) => void seen.push(snap.version) }, { url: one.url, token: TOKEN, node: 'ha-mover', initial: s2, minBackoffMs: 50, maxBackoffMs: 200 });
+  env.t.after(() => moved.close());
+  await waitFor('the proxy connected to the older replica', async () => (moved.connected() ? true : undefined));
+  await env.kube.apply('apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: ha-moved, namespace: portico-ha}\nspec:\n  hosts: [ha-moved.example.com]\n  location: MESH_EXTERNAL\n  resolution: DNS\n  ports: [{number: 80, name: http, protocol: HTTP}]\n');
+  const changed = await waitFor('the older replica\'s change reached the proxy', async () => seen.find((v) => v !== s2.version), 10_000);
+  assert.notEqual(changed, s2.version);
+  moved.close();
   // The leader goes away: the other takes over (the lease is handed back on shutdown).
   const stoppedAt = Date.now();
   await one.close();
