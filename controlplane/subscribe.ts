@@ -9,6 +9,7 @@
  *  - a new position with the same content version is adopted silently (nothing to apply);
  *  - while the control plane is unreachable nothing is delivered: the proxy keeps what it has.
  */
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { deepFreeze } from '../config/compile.ts';
 import type { Snapshot } from '../config/snapshot.ts';
@@ -22,7 +23,27 @@ export interface ControlPlaneTarget {
   /** Base URL of the control plane, e.g. `http://istiod.local:15010`. */
   readonly url: string;
   /** The bootstrap token; default `PORTICO_BOOTSTRAP_TOKEN` from the environment. */
-  readonly token?: string;
+  readonly token?: TokenSource;
+}
+
+/**
+ * A token, or where to read it each time it is sent: a projected service-account token is
+ * rotated by the kubelet (hourly, valid ~1 h past that), so a long-running proxy must re-read
+ * its file for every certificate request and stream connection (see tokenFromFile).
+ */
+export type TokenSource = string | (() => string | undefined);
+
+/** A TokenSource reading `file` at each use (the last good value if a read fails mid-rotation). */
+export function tokenFromFile(file: string): TokenSource {
+  let last = readFileSync(file, 'utf8').trim();
+  return () => {
+    try {
+      last = readFileSync(file, 'utf8').trim() || last;
+    } catch {
+      // the kubelet swaps the file through a symlink; a read racing it keeps the previous token
+    }
+    return last;
+  };
 }
 
 export interface SubscribeOptions extends ControlPlaneTarget {
@@ -53,15 +74,16 @@ export interface Subscription {
   close(): void;
 }
 
-export function bootstrapToken(token: string | undefined): string | undefined {
-  return token ?? (process.env.PORTICO_BOOTSTRAP_TOKEN?.trim() || undefined);
+export function bootstrapToken(token: TokenSource | undefined): string | undefined {
+  const t = typeof token === 'function' ? token() : token;
+  return t ?? (process.env.PORTICO_BOOTSTRAP_TOKEN?.trim() || undefined);
 }
 
 export function defaultNodeId(): string {
   return `${hostname()}-${process.pid}`.replace(/[^A-Za-z0-9._:@/-]/g, '_').slice(0, 253);
 }
 
-function authHeaders(token: string | undefined): Record<string, string> {
+function authHeaders(token: TokenSource | undefined): Record<string, string> {
   const t = bootstrapToken(token);
   return t ? { authorization: `Bearer ${t}` } : {};
 }

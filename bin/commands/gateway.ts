@@ -19,6 +19,7 @@ import type { ListenerOptions } from '../../gateway/listeners.ts';
 import { DEFAULT_GATEWAY_LABELS, GatewayRuntime, type GatewayLogger } from '../../gateway/runtime.ts';
 import type { MeshIdentity } from '../../gateway/mtls.ts';
 import { createTelemetry, type PorticoTelemetry, type TelemetryOptions } from '../../gateway/telemetry/index.ts';
+import { bootstrapToken, tokenFromFile, type TokenSource } from '../../controlplane/subscribe.ts';
 
 const USAGE = `usage: portico gateway (--config PATH [--config PATH...] | --controlplane URL) [options]
   --controlplane URL      without --config: routes, clusters and certificates come from the control
@@ -162,7 +163,7 @@ export async function run(argv: string[]): Promise<number | undefined> {
     }
   }
   let mesh: MeshSettings | undefined;
-  let feedToken: string | undefined;
+  let feedToken: TokenSource | undefined;
   try {
     if (fromControlPlane && args.workload === undefined) feedToken = controlPlaneToken(args.controlplane!, args['token-file']);
     else mesh = meshSettings(args.controlplane, args.workload, args['token-file']);
@@ -350,7 +351,7 @@ function readCookieSecret(file: string): Uint8Array {
 }
 
 /** The bootstrap token for a config-only `--controlplane` (no --workload): --token-file, else PORTICO_BOOTSTRAP_TOKEN. */
-function controlPlaneToken(controlplane: string, tokenFile: string | undefined): string | undefined {
+function controlPlaneToken(controlplane: string, tokenFile: string | undefined): TokenSource | undefined {
   try {
     const u = new URL(controlplane);
     if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('not http(s)');
@@ -359,7 +360,7 @@ function controlPlaneToken(controlplane: string, tokenFile: string | undefined):
   }
   if (tokenFile === undefined) return process.env.PORTICO_BOOTSTRAP_TOKEN?.trim() || undefined;
   try {
-    return readFileSync(tokenFile, 'utf8').trim();
+    return tokenFromFile(tokenFile);
   } catch (err) {
     throw new Error(`--token-file: cannot read ${tokenFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
@@ -372,7 +373,7 @@ function controlPlaneToken(controlplane: string, tokenFile: string | undefined):
  */
 async function controlPlaneFeed(
   url: string,
-  token: string | undefined,
+  token: TokenSource | undefined,
   log: GatewayLogger,
   apply: (snapshot: Snapshot) => void,
 ): Promise<{ snapshot: Snapshot; close: () => void }> {
@@ -412,7 +413,7 @@ export interface MeshSettings {
   readonly controlplane: string;
   /** `<namespace>/<name>` of the gateway's WorkloadEntry. */
   readonly workload: string;
-  readonly token?: string;
+  readonly token?: TokenSource;
 }
 
 /** Checks the mesh flags: both or neither of --controlplane and --workload; a readable token file. */
@@ -430,14 +431,14 @@ export function meshSettings(controlplane: string | undefined, workload: string 
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error(`--controlplane: '${controlplane}' is not an http(s) URL`);
   if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?\/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(workload)) throw new Error(`--workload: '${workload}' is not NAMESPACE/NAME (e.g. istio-system/istio-ingressgateway)`);
-  let token: string | undefined;
+  let token: TokenSource | undefined;
   if (tokenFile !== undefined) {
     try {
-      token = readFileSync(tokenFile, 'utf8').trim();
+      token = tokenFromFile(tokenFile);
     } catch (err) {
       throw new Error(`--token-file: cannot read ${tokenFile}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }
-    if (!token) throw new Error(`--token-file: ${tokenFile} is empty`);
+    if (!bootstrapToken(token)) throw new Error(`--token-file: ${tokenFile} is empty`);
   }
   return { controlplane, workload, token };
 }

@@ -25,7 +25,7 @@ import type { ConfigWatcher } from '../../config/watch.ts';
 import type { Snapshot, Workload } from '../../config/snapshot.ts';
 import { appHealthHandler, parseAppProbers } from '../../gateway/app-health.ts';
 import { INBOUND_PORTS_ENV, POD_LABELS_ENV, type AppProber } from '../../kube/inject.ts';
-import { CertRotator, connectProxyToControlPlane, defaultNodeId, requestWorkloadCertificate, waitForSnapshot, type Subscription, type WorkloadCertificate } from '../../controlplane/client.ts';
+import { CertRotator, connectProxyToControlPlane, defaultNodeId, requestWorkloadCertificate, tokenFromFile, waitForSnapshot, type Subscription, type TokenSource, type WorkloadCertificate } from '../../controlplane/client.ts';
 import { MeshIdentity, wantsIstioMutual } from '../../gateway/mtls.ts';
 import { DEFAULT_OUTBOUND_PORT, InboundTelemetry, SidecarRuntime, workloadKey } from '../../gateway/sidecar.ts';
 import type { GatewayLogger } from '../../gateway/runtime.ts';
@@ -89,7 +89,8 @@ export interface StartSidecarOptions {
   readonly watch?: boolean;
   /** Control plane mode. */
   readonly controlplane?: string;
-  readonly token?: string;
+  /** Read again at each use (a projected service-account token is rotated by the kubelet). */
+  readonly token?: TokenSource;
 }
 
 export interface SidecarHandle {
@@ -405,7 +406,7 @@ export async function run(argv: string[]): Promise<number | undefined> {
       ca: values.config ? (await import('../../certs/store.ts')).loadOrCreateCa(resolve(values['ca-dir']!)) : undefined,
       certTtlHours: ttl / 3_600_000,
       controlplane: values.controlplane,
-      token: values['token-file'] ? readFileSync(values['token-file'], 'utf8').trim() : undefined,
+      token: values['token-file'] ? tokenFromFile(values['token-file']) : undefined,
       metricsPort,
       metricsHost: values['metrics-host'],
       otlpEndpoint: values['otlp-endpoint'],
