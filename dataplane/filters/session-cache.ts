@@ -78,13 +78,7 @@ export class FilterSessions {
     const known = this.verified.get(value);
     if (known) return known.exp > nowSeconds ? known : undefined;
     const claims = verifySessionCookieValue(this.key, value, nowSeconds);
-    if (claims) {
-      if (this.verified.size >= this.maxEntries) {
-        const oldest = this.verified.keys().next();
-        if (!oldest.done) this.verified.delete(oldest.value);
-      }
-      this.verified.set(value, claims);
-    }
+    if (claims) setBounded(this.verified, value, claims, this.maxEntries);
     return claims;
   }
 
@@ -144,13 +138,18 @@ export class FilterSessions {
     }
     if (ttl === undefined || this.bypassed(l, path)) return;
     const until = Math.min(this.now() + ttl * 1000, claims.exp * 1000);
-    this.entries.delete(claims.sid); // re-insert at the end: the Map's order is the eviction order
-    if (this.entries.size >= this.maxEntries) {
-      const oldest = this.entries.keys().next();
-      if (!oldest.done) this.entries.delete(oldest.value);
-    }
-    this.entries.set(claims.sid, { sub: claims.sub, until, headers });
+    setBounded(this.entries, claims.sid, { sub: claims.sub, until, headers }, this.maxEntries);
   }
+}
+
+/** Sets `key` last in `map` (a Map's order is its eviction order), dropping the oldest entry past `max`. */
+function setBounded<V>(map: Map<string, V>, key: string, value: V, max: number): void {
+  map.delete(key);
+  if (map.size >= max) {
+    const oldest = map.keys().next();
+    if (!oldest.done) map.delete(oldest.value);
+  }
+  map.set(key, value);
 }
 
 export interface SessionFastPathOptions {
