@@ -19,6 +19,7 @@ import { compileRules, policySelects, type PolicyInput } from './policy.ts';
 import { SESSION_CACHE_HEADER } from '../lib/session-cookie.ts';
 import type { FilterSessions, SessionFastPath } from '../dataplane/filters/session-cache.ts';
 import type { UpstreamPools } from './pools.ts';
+import type { CheckAnswerHandler } from '../dataplane/filters/check-client.ts';
 
 type NamePredicate = (lowerName: string) => boolean;
 
@@ -158,7 +159,7 @@ function failed(cfg: ExtAuthzFilter): AuthzDecision {
  * filter forwards are kept. An allow's body is discarded as it arrives (never buffered); a
  * denial's body is collected to relay it, up to MAX_DENY_BODY.
  */
-class CheckAnswer implements Dispatcher.DispatchHandler {
+class CheckAnswer implements Dispatcher.DispatchHandler, CheckAnswerHandler {
   private status = 0;
   private allowed = false;
   private upstream: [string, string | string[]][] | undefined;
@@ -176,7 +177,22 @@ class CheckAnswer implements Dispatcher.DispatchHandler {
   /** Present so undici treats this as a controller-style handler (it checks for this method). */
   onRequestStart(): void {}
 
-  onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
+  // The check client's interface (dataplane/filters/check-client.ts): the body comes whole.
+  onHead(status: number, headers: Record<string, string | string[]>): boolean {
+    this.onResponseStart(undefined, status, headers);
+    return !this.allowed;
+  }
+
+  onEnd(body: Buffer | undefined): void {
+    if (body !== undefined && body.length > 0 && this.chunks) this.chunks.push(body);
+    this.onResponseEnd();
+  }
+
+  onError(): void {
+    this.resolve(failed(this.f.filter));
+  }
+
+  onResponseStart(_controller: Dispatcher.DispatchController | undefined, statusCode: number, headers: IncomingHttpHeaders): void {
     if (statusCode < 200) return; // 1xx: wait for the final answer
     this.status = statusCode;
     this.allowed = statusCode < 300;
@@ -244,6 +260,13 @@ function checkOne(f: CompiledExtAuthz, req: CheckRequest, deps: AuthzDeps): Prom
     else for (const one of v) headers.push(name, one);
   }
   for (const [k, v] of cfg.headersToAdd) headers.push(k, v);
+  const client = deps.pools.checkClient(f.cluster, picked.endpoint);
+  if (client) {
+    // Envoy's check has Content-Length: 0 except where RFC 9110 §8.6 lets it go (GET, HEAD,
+    // OPTIONS carry no body and need no length); the undici path below does the same.
+    if (req.method === 'GET' || req.method === 'HEAD' || req.method === 'OPTIONS') headers.splice(2, 2);
+    return new Promise<AuthzDecision>((resolve) => client.check(req.method, cfg.pathPrefix + req.pathAndQuery, headers, cfg.timeoutMs, new CheckAnswer(f, resolve)));
+  }
   const pool = deps.pools.get(f.cluster, picked.endpoint);
   return new Promise<AuthzDecision>((resolve) => {
     pool.dispatch(

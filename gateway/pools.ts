@@ -6,6 +6,7 @@ import { createRequire } from 'node:module';
 import type { Dispatcher, buildConnector } from 'undici';
 import type * as Undici from 'undici';
 import type { Cluster, Endpoint } from '../config/snapshot.ts';
+import { CheckClient } from '../dataplane/filters/check-client.ts';
 
 /**
  * undici's pools without the rest of undici. `import 'undici'` also loads fetch, WebSocket,
@@ -74,6 +75,48 @@ export class UpstreamPools {
   private chosen = new WeakMap<Cluster, WeakMap<Endpoint, { readonly tls: UpstreamTls | undefined; readonly pool: Dispatcher }>>();
   /** Set by sidecars and mesh-aware gateways (gateway/mtls.ts meshUpstreamTls); absent = plaintext. */
   tlsPolicy: UpstreamTlsPolicy | undefined;
+  /** ext_authz check clients by connection settings (dataplane/filters/check-client.ts). */
+  private readonly checkClients = new Map<string, CheckClient>();
+  private chosenCheck = new WeakMap<Cluster, WeakMap<Endpoint, { readonly tls: UpstreamTls | undefined; readonly client: CheckClient }>>();
+  /** Most checks pipelined on one connection to an authorization server (1: none). */
+  checkPipelining = 16;
+
+  /**
+   * The ext_authz check client for an HTTP/1.1 authorization server endpoint; undefined when the
+   * cluster speaks HTTP/2 (checks then go through the undici pool from get()).
+   */
+  checkClient(cluster: Cluster, endpoint: Endpoint): CheckClient | undefined {
+    const tls = this.tlsPolicy?.(cluster, endpoint);
+    if (!tls && usesHttp2(cluster)) return undefined;
+    let byEndpoint = this.chosenCheck.get(cluster);
+    const hit = byEndpoint?.get(endpoint);
+    if (hit !== undefined && hit.tls === tls) return hit.client;
+    const cp = cluster.trafficPolicy.connectionPool;
+    const options = {
+      address: endpoint.address,
+      port: endpoint.port,
+      ...(tls ? { tls: tls.connect } : {}),
+      connectTimeoutMs: cp?.tcp?.connectTimeoutMs ?? 10_000,
+      idleTimeoutMs: cp?.http?.idleTimeoutMs ?? 60_000,
+      maxConnections: cp?.tcp?.maxConnections ?? 1024,
+      // Istio's maxRequestsPerConnection: 1 means no keep-alive, so no pipelining either.
+      pipelining: cp?.http?.maxRequestsPerConnection === 1 ? 1 : this.checkPipelining,
+      maxRequestsPerConnection: cp?.http?.maxRequestsPerConnection ?? 0,
+      maxBodyBytes: 1024 * 1024,
+    };
+    const key = `${endpoint.address}|${endpoint.port}|${tls?.key ?? ''}|${options.connectTimeoutMs}|${options.idleTimeoutMs}|${options.maxConnections}|${options.pipelining}|${options.maxRequestsPerConnection}`;
+    let client = this.checkClients.get(key);
+    if (!client) {
+      client = new CheckClient(options);
+      this.checkClients.set(key, client);
+    }
+    if (byEndpoint === undefined) {
+      byEndpoint = new WeakMap();
+      this.chosenCheck.set(cluster, byEndpoint);
+    }
+    byEndpoint.set(endpoint, { tls, client });
+    return client;
+  }
 
   get(cluster: Cluster, endpoint: Endpoint): Dispatcher {
     const tls = this.tlsPolicy?.(cluster, endpoint);
@@ -147,16 +190,25 @@ export class UpstreamPools {
 
   /** Per-origin stats for the admin `/clusters` page. */
   stats(): { origin: string; protocol: string; connected: number; pending: number; running: number }[] {
-    return [...this.pools.entries()].map(([key, p]) => {
+    const pools = [...this.pools.entries()].map(([key, p]) => {
       const [origin, protocol] = key.split('|');
       return { origin: origin!, protocol: protocol!, connected: p.stats?.connected ?? 0, pending: p.stats?.pending ?? 0, running: p.stats?.running ?? 0 };
     });
+    const checks = [...this.checkClients.entries()].map(([key, c]) => {
+      const [address, port, tls] = key.split('|');
+      const host = address!.includes(':') ? `[${address}]` : address;
+      return { origin: `${tls ? 'https' : 'http'}://${host}:${port}`, protocol: 'h1 (ext_authz)', ...c.stats(), pending: 0 };
+    });
+    return [...pools, ...checks];
   }
 
   async close(): Promise<void> {
     const all = [...this.pools.values()];
     this.pools.clear();
     this.chosen = new WeakMap();
+    for (const c of this.checkClients.values()) c.close();
+    this.checkClients.clear();
+    this.chosenCheck = new WeakMap();
     await Promise.allSettled(all.map((p) => p.close()));
   }
 }

@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { createServer, type IncomingHttpHeaders, type ServerResponse } from 'node:http';
+import { connect, type Socket } from 'node:net';
 import { test, type TestContext } from 'node:test';
 import { request } from 'undici';
 import { startGateway } from '../helpers/gateway.ts';
@@ -280,4 +281,58 @@ test("the check's answer: an allow's body is never relayed or kept; a denial bod
   const denied = await get(port, '/b', { cookie: 'session=bad' });
   assert.equal(denied.status, 403, 'status_on_error: the authorization server answered more than the gateway relays');
   assert.ok(denied.text.length < 1024, `no 2 MiB body relayed (${denied.text.length} bytes)`);
+});
+
+test('concurrent checks pipelined to the authz server each get their own answer: identities never cross requests', async (t) => {
+  const app = await startEcho(t, 'app');
+  // Answers each check with the user its cookie names, the later-arriving ones sooner: a client
+  // that matched answers to checks by arrival instead of by order would hand out the wrong identity.
+  let round = 0;
+  const perConnection = new Map<Socket, number>();
+  const server = createServer((req, res) => {
+    if (round === 2) perConnection.set(req.socket, (perConnection.get(req.socket) ?? 0) + 1);
+    const user = /user=(\d+)/.exec(String(req.headers.cookie))?.[1] ?? 'none';
+    setTimeout(() => {
+      res.writeHead(200, { 'kubeflow-userid': `user-${user}@example.com` });
+      res.end();
+    }, Math.max(0, 30 - Number(user)));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }));
+  const port = await freePort();
+  await startGateway(t, common(port, app.port, (server.address() as { port: number }).port) + kubeflowFilter());
+
+  // Thirty connected keep-alive clients send at once, twice (the first round warms the gateway
+  // up), so the gateway reads a round's requests together and their checks go out together.
+  const n = 30;
+  const sockets = await Promise.all(Array.from({ length: n }, () => new Promise<Socket>((resolve, reject) => {
+    const s = connect(port, '127.0.0.1', () => resolve(s));
+    s.on('error', reject);
+  })));
+  t.after(() => sockets.forEach((s) => s.destroy()));
+  const sendRound = (r: number): Promise<string[]> => {
+    round = r;
+    const answers = sockets.map((s) => new Promise<string>((resolve) => {
+      let text = '';
+      const onData = (b: Buffer): void => {
+        text += b.toString();
+        const end = text.indexOf('\r\n\r\n');
+        if (end < 0) return;
+        const length = Number(/content-length: (\d+)/i.exec(text.slice(0, end))?.[1] ?? 0);
+        if (text.length - end - 4 < length) return;
+        s.off('data', onData);
+        resolve(text);
+      };
+      s.on('data', onData);
+    }));
+    sockets.forEach((s, i) => s.write(`GET /r${r}/u/${i} HTTP/1.1\r\nhost: kf.example.com\r\ncookie: user=${i}\r\nkubeflow-userid: admin@example.com\r\n\r\n`));
+    return Promise.all(answers);
+  };
+  for (const r of [1, 2]) {
+    const results = await sendRound(r);
+    results.forEach((text, i) => assert.match(text, /^HTTP\/1\.1 200 /, `round ${r} request ${i}`));
+  }
+  const byPath = new Map(app.seen.map((s) => [s.url, s.headers['kubeflow-userid']]));
+  for (const r of [1, 2]) for (let i = 0; i < n; i++) assert.equal(byPath.get(`/r${r}/u/${i}`), `user-${i}@example.com`, `round ${r} request ${i} carries its own identity`);
+  assert.ok(Math.max(...perConnection.values()) > 1, `checks shared a connection in round 2 (${[...perConnection.values()].join(', ')})`);
 });
