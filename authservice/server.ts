@@ -14,6 +14,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer } from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { fastify, LogController } from 'fastify';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import * as client from 'openid-client';
@@ -641,10 +642,29 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
     return directive ? [...allowAnswer(s.record), SESSION_CACHE_HEADER, directive] : allowAnswer(s.record);
   };
 
+  /**
+   * Answers written in one event-loop turn leave in one write per connection: the gateway
+   * pipelines the checks of its turn on one connection (dataplane/filters/check-client.ts), and
+   * on loopback each write syscall also runs the receiver's TCP input, the largest single cost of
+   * a check here. Sockets are corked at their first answer of the turn and uncorked after it.
+   */
+  const corked = new Set<Socket>();
+  const uncorkAll = (): void => {
+    for (const s of corked) s.uncork();
+    corked.clear();
+  };
+  const corkForTurn = (socket: Socket): void => {
+    if (corked.has(socket)) return;
+    if (corked.size === 0) setImmediate(uncorkAll);
+    corked.add(socket);
+    socket.cork();
+  };
+
   fastCheck = (req, res, slow) => {
     fastAnswer(req).then(
       (headers) => {
         if (!headers) return slow(req, res);
+        corkForTurn(req.socket);
         try {
           res.writeHead(200, headers as string[]);
         } catch {
