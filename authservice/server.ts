@@ -36,7 +36,7 @@ import {
   serializeCookie,
   verifySessionCookie,
 } from './cookies.ts';
-import { formatSessionCacheDirective, SESSION_CACHE_HEADER, verifySessionCookieValue } from '../lib/session-cookie.ts';
+import { formatSessionCacheDirective, SESSION_CACHE_HEADER, VerifiedSessionCookies } from '../lib/session-cookie.ts';
 import type { CookieKeys } from './cookies.ts';
 import { AUTHSERVICE_ERRORS, AuthserviceError } from './errors.ts';
 import type { AuthserviceErrorCode } from './errors.ts';
@@ -156,6 +156,8 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
       : new MemorySessionStore({ maxEntries: cfg.session.memoryMaxEntries }));
   const oidc = new OidcRelyingParty(cfg, log);
   const keys = deriveCookieKeys(cfg.cookieSecret);
+  /** Session cookie values that verified (signature memo; the store still decides every check). */
+  const verifiedCookies = new VerifiedSessionCookies(keys.session, 10_000);
   const healthListeners: HealthListener[] = [];
   const runtime: Omit<AuthserviceRuntime, 'metrics'> & { metrics?: AuthserviceMetrics } = {
     config: cfg,
@@ -287,7 +289,7 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
    * compared there (the record's `sub` is ours too).
    */
   const sessionOf = async (cookieHeader: string | string[] | undefined): Promise<{ sid: string; record: SessionRecord; stale: boolean } | undefined> => {
-    const claims = verifySessionCookieValue(keys.session, cookieValue(cookieHeader, cfg.session.cookieName));
+    const claims = verifiedCookies.claims(cookieValue(cookieHeader, cfg.session.cookieName));
     if (!claims) return undefined;
     const record = await store.get(claims.sid);
     if (!record || record.sub !== claims.sub || record.expiresAt <= Date.now()) return undefined;

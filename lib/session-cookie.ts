@@ -92,6 +92,40 @@ export function verifySessionCookieValue(key: Uint8Array, value: string | undefi
 }
 
 /**
+ * verifySessionCookieValue with a bounded memory of the values that verified: a value seen before
+ * is not verified again (the HMAC was 9% of a gateway fast-path request's CPU and 12% of an
+ * authservice check's). Only a byte-for-byte copy of a value the key signed finds an entry, its
+ * `exp` is still checked on every use, and forged values are never remembered.
+ */
+export class VerifiedSessionCookies {
+  private readonly verified = new Map<string, SessionCookieClaims>();
+
+  constructor(
+    private readonly key: Uint8Array,
+    private readonly maxEntries: number,
+  ) {}
+
+  claims(value: string | undefined, nowSeconds: number = Date.now() / 1000): SessionCookieClaims | undefined {
+    if (!value) return undefined;
+    const known = this.verified.get(value);
+    if (known) return known.exp > nowSeconds ? known : undefined;
+    const claims = verifySessionCookieValue(this.key, value, nowSeconds);
+    if (claims) setBounded(this.verified, value, claims, this.maxEntries);
+    return claims;
+  }
+}
+
+/** Sets `key` last in `map` (a Map's order is its eviction order), dropping the oldest entry past `max`. */
+export function setBounded<K, V>(map: Map<K, V>, key: K, value: V, max: number): void {
+  map.delete(key);
+  if (map.size >= max) {
+    const oldest = map.keys().next();
+    if (!oldest.done) map.delete(oldest.value);
+  }
+  map.set(key, value);
+}
+
+/**
  * The in-gateway session fast path (issue 14.2; the model of Envoy's OAuth2 filter: the proxy
  * verifies the session cookie itself). On an allow decided by a session, an authservice with
  * PORTICO_GATEWAY_SESSION_TTL > 0 adds this header to its check answer. A gateway that holds the

@@ -21,7 +21,7 @@
  *    cookie that passes it).
  * Nothing here runs unless the gateway was given the key.
  */
-import { deriveSessionKey, parseSessionCacheDirective, verifySessionCookieValue, cookieValue, type SessionCookieClaims } from '../../lib/session-cookie.ts';
+import { deriveSessionKey, parseSessionCacheDirective, cookieValue, setBounded, VerifiedSessionCookies, type SessionCookieClaims } from '../../lib/session-cookie.ts';
 
 type Headers = readonly (readonly [string, string | string[]])[];
 
@@ -47,13 +47,15 @@ export class FilterSessions {
   private learned: Learned | undefined;
   private readonly entries = new Map<string, Entry>();
   /** Cookie values whose signature verified, and their claims (bounded like `entries`). */
-  private readonly verified = new Map<string, SessionCookieClaims>();
+  private readonly verified: VerifiedSessionCookies;
 
   constructor(
-    private readonly key: Uint8Array,
+    key: Uint8Array,
     private readonly maxEntries: number,
     private readonly now: () => number,
-  ) {}
+  ) {
+    this.verified = new VerifiedSessionCookies(key, maxEntries);
+  }
 
   get size(): number {
     return this.entries.size;
@@ -69,17 +71,7 @@ export class FilterSessions {
   claims(cookieHeader: string | string[] | undefined): SessionCookieClaims | undefined {
     const l = this.learned;
     if (!l || cookieHeader === undefined) return undefined;
-    const value = cookieValue(cookieHeader, l.cookie);
-    if (!value) return undefined;
-    const nowSeconds = this.now() / 1000;
-    // A value already verified is not verified again (the HMAC was 9% of a fast-path request's
-    // CPU): only a byte-for-byte copy of a cookie the key signed finds an entry, and its `exp`
-    // is still checked on every use. Forged values are never remembered.
-    const known = this.verified.get(value);
-    if (known) return known.exp > nowSeconds ? known : undefined;
-    const claims = verifySessionCookieValue(this.key, value, nowSeconds);
-    if (claims) setBounded(this.verified, value, claims, this.maxEntries);
-    return claims;
+    return this.verified.claims(cookieValue(cookieHeader, l.cookie), this.now() / 1000);
   }
 
   /**
@@ -140,16 +132,6 @@ export class FilterSessions {
     const until = Math.min(this.now() + ttl * 1000, claims.exp * 1000);
     setBounded(this.entries, claims.sid, { sub: claims.sub, until, headers }, this.maxEntries);
   }
-}
-
-/** Sets `key` last in `map` (a Map's order is its eviction order), dropping the oldest entry past `max`. */
-function setBounded<V>(map: Map<string, V>, key: string, value: V, max: number): void {
-  map.delete(key);
-  if (map.size >= max) {
-    const oldest = map.keys().next();
-    if (!oldest.done) map.delete(oldest.value);
-  }
-  map.set(key, value);
 }
 
 export interface SessionFastPathOptions {

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { test } from 'node:test';
 import { signSessionCookie, verifySessionCookie } from '../../authservice/cookies.ts';
+import { setBounded, VerifiedSessionCookies } from '../../lib/session-cookie.ts';
 
 const key = new Uint8Array(32).fill(7);
 const other = new Uint8Array(32).fill(8);
@@ -49,4 +50,22 @@ test('rejects everything signSessionCookie would not write', async () => {
   if (Buffer.from(variant.split('.')[2]!, 'base64url').equals(Buffer.from(good.split('.')[2]!, 'base64url'))) {
     assert.equal(await verifySessionCookie(key, variant), undefined, 'non-canonical base64url');
   }
+});
+
+test('the verified-value memo: forged values never remembered, exp checked on every use, bounded', () => {
+  const soon = Math.floor(Date.now() / 1000) + 10;
+  const v = new VerifiedSessionCookies(key, 2);
+  const good = sign(key, header, { sid: 's1', sub: 'jason', exp: soon });
+  assert.equal(v.claims(good)?.sid, 's1');
+  assert.equal(v.claims(good, soon + 1), undefined, 'expired although remembered');
+  const forged = sign(other, header, { sid: 's1', sub: 'admin', exp: future });
+  assert.equal(v.claims(forged), undefined);
+  assert.equal(v.claims(forged), undefined, 'a forged value is verified (and refused) every time');
+  // A tampered copy of a remembered value is not found in the memo.
+  assert.equal(v.claims(good.slice(0, -1) + (good.endsWith('A') ? 'B' : 'A')), undefined);
+  const bound = new VerifiedSessionCookies(key, 2);
+  const map = new Map<string, number>();
+  for (let i = 0; i < 5; i++) setBounded(map, `k${i}`, i, 2);
+  assert.deepEqual([...map.keys()], ['k3', 'k4']);
+  assert.equal(bound.claims(sign(key, header, claims))?.sub, 'jason');
 });
