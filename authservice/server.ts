@@ -651,20 +651,25 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
    * a check here. Sockets are corked at their first answer of the turn and uncorked after it.
    */
   const corked = new Set<Socket>();
+  /** Fast checks started and not yet answered. */
+  let pendingChecks = 0;
   const uncorkAll = (): void => {
     for (const s of corked) s.uncork();
     corked.clear();
   };
+  /** Corks the answer's socket when other answers are due (else it leaves at once: an idle authservice adds no delay). */
   const corkForTurn = (socket: Socket): void => {
-    if (corked.has(socket)) return;
+    if (corked.has(socket) || (pendingChecks === 0 && corked.size === 0)) return;
     if (corked.size === 0) setImmediate(uncorkAll);
     corked.add(socket);
     socket.cork();
   };
 
   fastCheck = (req, res, slow) => {
+    pendingChecks++;
     fastAnswer(req).then(
       (headers) => {
+        pendingChecks--;
         if (!headers) return slow(req, res);
         corkForTurn(req.socket);
         try {
@@ -675,7 +680,10 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
         res.end();
         runtime.metrics?.checks.allow.inc();
       },
-      () => slow(req, res),
+      () => {
+        pendingChecks--;
+        slow(req, res);
+      },
     );
   };
 

@@ -1,8 +1,8 @@
 /**
  * The ext_authz check's HTTP/1.1 client: keep-alive connections to one authorization server
  * endpoint, with the checks of one event-loop turn pipelined on one connection and written with
- * one syscall at the end of the turn (setImmediate: on an idle loop that is the same turn's
- * check phase, microseconds later).
+ * one syscall at the end of the turn. A check sent while no other is in flight (an idle
+ * gateway) is written at once.
  *
  * Why not the upstream pool (undici): a check is a bodiless request whose answer is a status
  * line and a few headers, and it costs the gateway a second request per request. Under load the
@@ -340,6 +340,8 @@ export class CheckClient {
   private readonly dirty = new Set<Connection>();
   private flushScheduled = false;
   private closed = false;
+  /** Checks sent and not yet settled: none means an idle gateway, whose check leaves at once. */
+  private active = 0;
 
   constructor(readonly options: CheckClientOptions) {}
 
@@ -372,10 +374,12 @@ export class CheckClient {
     }
     head += '\r\n';
     const p: Pending = { head, method, handler, resent: false, done: false, timer: timeoutMs > 0 ? setTimeout(() => this.timeout(p), timeoutMs) : undefined };
-    this.send(p);
+    this.active++;
+    this.send(p, this.active === 1 && !this.flushScheduled);
   }
 
-  private send(p: Pending): void {
+  /** `now`: write at once (nothing else is in flight, so there is nothing to batch with). */
+  private send(p: Pending, now = false): void {
     let c = this.batch;
     if (c === undefined || !this.usable(c) || c.inflight.length >= this.options.pipelining) {
       c = this.pick();
@@ -385,6 +389,10 @@ export class CheckClient {
     c.outCount++;
     c.sent++;
     c.inflight.push(p);
+    if (now) {
+      c.flush();
+      return;
+    }
     this.dirty.add(c);
     if (!this.flushScheduled) {
       this.flushScheduled = true;
@@ -441,6 +449,7 @@ export class CheckClient {
   /** The check got its whole answer. */
   settle(p: Pending): void {
     p.done = true;
+    this.active--;
     clearTimeout(p.timer);
   }
 
@@ -459,6 +468,7 @@ export class CheckClient {
         this.send(p);
       } else {
         p.done = true;
+        this.active--;
         clearTimeout(p.timer);
         p.handler.onError(err);
       }
@@ -468,6 +478,7 @@ export class CheckClient {
   private timeout(p: Pending): void {
     if (p.done) return;
     p.done = true;
+    this.active--;
     // Its answer may still come: the connection can no longer be trusted to be in step, so it
     // closes, and the checks behind it are resent elsewhere.
     for (const c of this.conns) {
