@@ -24,6 +24,9 @@ export interface RedisStoreOptions {
 export function createRedisClient(target: RedisTarget, onError?: (err: Error) => void): Redis | Cluster {
   const common: RedisOptions = {
     lazyConnect: false,
+    // Commands issued in one event-loop turn leave in one write (ioredis auto-pipelining): the
+    // gateway pipelines a turn's checks, so their session reads arrive and go out together.
+    enableAutoPipelining: true,
     maxRetriesPerRequest: 2,
     enableOfflineQueue: true,
     connectTimeout: 5000,
@@ -33,7 +36,7 @@ export function createRedisClient(target: RedisTarget, onError?: (err: Error) =>
   };
   let client: Redis | Cluster;
   if (target.mode === 'cluster') {
-    client = new Cluster(target.nodes, { redisOptions: common, enableOfflineQueue: true });
+    client = new Cluster(target.nodes, { redisOptions: common, enableOfflineQueue: true, enableAutoPipelining: true });
   } else if (target.mode === 'sentinel') {
     client = new Redis({
       ...common,
