@@ -6,7 +6,7 @@
 import type { TLSSocket } from 'node:tls';
 import type { HttpRoute, Redirect, Rewrite } from '../config/snapshot.ts';
 import type { Balancer } from './balancer.ts';
-import { bodyHook, runRequestFilters, runResponseFilters } from '../dataplane/filters/chain.ts';
+import { bodyHook, doneOnClose, runRequestFilters, runResponseFilters } from '../dataplane/filters/chain.ts';
 import type { FilterExchange, HttpFilter, LocalReply } from '../dataplane/filters/types.ts';
 import { ERR, type GatewayError } from './errors.ts';
 import type { RequestObserver, Telemetry } from './telemetry/hooks.ts';
@@ -426,6 +426,7 @@ export function handleRequest(deps: ProxyDeps, listener: ListenerInfo, req: Down
     const u = routed.unrouted;
     const headers = upstreamRequestHeaders(req.headers, { remoteAddress: req.socket?.remoteAddress ?? '', scheme: listener.scheme, authority: u.input.authority }, deps.headerPolicy);
     const fx = filterExchange(deps, listener, req, u.input, u.host, undefined, u.vh, headers, chain.length);
+    doneOnClose(chain, fx, res);
     runRequestFilters(chain, fx, (reply) => {
       if (res.destroyed) return;
       if (reply) return done(sendLocalReply(chain, fx, req, res, reply), reply.flag);
@@ -441,6 +442,7 @@ export function handleRequest(deps: ProxyDeps, listener: ListenerInfo, req: Down
   const ex: Exchange = { deps, listener, req, res, routed, done, fx, observer };
   const chain = routed.table.chain;
   if (chain.length === 0) return router(ex);
+  doneOnClose(chain, fx, res);
   runRequestFilters(
     chain,
     fx,

@@ -17,7 +17,7 @@ import { Server as TlsServer, TLSSocket } from 'node:tls';
 import type { Cluster, Service, Snapshot, Workload } from '../config/snapshot.ts';
 import type { AttrValue, SpanData } from '../telemetry/otlp.ts';
 import { decideSampling, extractContext, injectContext, newSpanId, newTraceId, type TraceContext } from '../telemetry/trace-context.ts';
-import { buildHttpChain, bodyHook, runRequestFilters, runResponseFilters } from '../dataplane/filters/chain.ts';
+import { buildHttpChain, bodyHook, doneOnClose, runRequestFilters, runResponseFilters } from '../dataplane/filters/chain.ts';
 import { wasmExtensions } from '../dataplane/filters/wasm.ts';
 import type { WasmManager } from '../wasm/plugins.ts';
 import type { FilterExchange, HttpFilter } from '../dataplane/filters/types.ts';
@@ -352,6 +352,7 @@ export class SidecarRuntime {
       state: new Map(),
       bodySource: req,
     };
+    doneOnClose(st.chain, fx, res);
     runRequestFilters(
       st.chain,
       fx,

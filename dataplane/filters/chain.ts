@@ -147,6 +147,28 @@ export function runDoneFilters(chain: readonly HttpFilter[], x: FilterExchange, 
   for (const f of chain) f.onDone?.(x, status);
 }
 
+/** The downstream response as doneOnClose needs it (ServerResponse and Http2ServerResponse). */
+interface ClosingResponse {
+  once(event: 'close', fn: () => void): unknown;
+  readonly headersSent: boolean;
+  readonly statusCode: number;
+}
+
+/**
+ * Runs the chain's onDone callbacks once the downstream exchange is over: the response finished
+ * or the stream was reset (status 0 when no response was sent, as Envoy's %RESPONSE_CODE%).
+ * Only chains with an onDone filter pay for the listener. Without this a wasm plugin's stream
+ * context is never ended (proxy_on_done/log/delete), so SDKs keep one context per request ever
+ * served: the VM's memory grows without bound and SDKs that walk their contexts get slower with
+ * every request.
+ */
+export function doneOnClose(chain: readonly HttpFilter[], x: FilterExchange, res: ClosingResponse): void {
+  let any = false;
+  for (const f of chain) if (f.onDone) any = true;
+  if (!any) return;
+  res.once('close', () => runDoneFilters(chain, x, res.headersSent ? res.statusCode : 0));
+}
+
 const NO_BYTES: Buffer = Buffer.alloc(0);
 
 /**

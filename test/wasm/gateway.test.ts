@@ -11,7 +11,7 @@ import { startGateway } from '../helpers/gateway.ts';
 import { freePort } from '../helpers/net.ts';
 import { startEcho, type Upstream } from '../helpers/upstream.ts';
 import { bookinfoYaml as bookinfo, pluginPath, wasmPluginYaml as plugin, type PluginName } from '../helpers/wasm.ts';
-import { WasmManager } from '../../wasm/plugins.ts';
+import { WasmManager, type WasmManagerOptions } from '../../wasm/plugins.ts';
 import { ModuleCache } from '../../wasm/fetch.ts';
 import { Registry } from '../../lib/metrics.ts';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -25,7 +25,12 @@ interface Setup {
   wasm: WasmManager;
 }
 
-async function setup(t: TestContext, plugins: (p: (n: PluginName) => string) => string | undefined, vm: { callBudgetMs?: number } = {}): Promise<Setup | undefined> {
+async function setup(
+  t: TestContext,
+  plugins: (p: (n: PluginName) => string) => string | undefined,
+  vm: { callBudgetMs?: number; isolation?: 'worker' | 'inline' } = {},
+  more: Partial<WasmManagerOptions> = {},
+): Promise<Setup | undefined> {
   let missingPlugin = false;
   const path = (n: PluginName): string => {
     const p = pluginPath(t, n);
@@ -38,7 +43,7 @@ async function setup(t: TestContext, plugins: (p: (n: PluginName) => string) => 
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'portico-wasm-gw-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const wasm = new WasmManager({ cache: new ModuleCache(dir), vm, retireMs: 50 });
+  const wasm = new WasmManager({ cache: new ModuleCache(dir), vm, retireMs: 50, ...more });
   t.after(() => wasm.close());
   await startGateway(t, bookinfo(port, app.port) + extra, { wasm });
   // The modules load off the request path; wait for them before asserting on traffic.
@@ -225,3 +230,22 @@ test('plugin metrics and VM memory are exposed through the Prometheus registry',
   assert.match(text, /portico_wasm_plugin_metric\{wasm_plugin="WasmPlugin\/istio-system\/stateful",name="stateful_requests"\} 2/);
   assert.match(text, /portico_wasm_vm_memory_bytes\{wasm_plugin="WasmPlugin\/istio-system\/stateful"\} \d+/);
 });
+
+for (const isolation of ['worker', 'inline'] as const) {
+  test(`every stream's context is ended in the plugin (proxy_on_done/log/delete), so the SDK's context map stays flat (${isolation})`, async (t) => {
+    // proxy-runtime logs its whole context map at debug level on every context creation; before
+    // the gateway ran the chain's onDone, no stream ever ended: the map held one context per
+    // request served (a leak, and a per-request cost that grew with every request).
+    const maps: string[] = [];
+    const log = { info: () => undefined, warn: () => undefined, error: () => undefined, debug: (m: string) => void (m.startsWith('Current context_map: ') && maps.push(m)) };
+    const s = await setup(t, (p) => plugin('hdr', p('as-header'), '  pluginName: add_header\n  pluginConfig: {header: x-h, value: "1"}'), { isolation }, { log, logLevel: 'debug' });
+    if (!s) return;
+    const N = 40;
+    for (let i = 0; i < N; i++) assert.equal((await get(`${s.base}/productpage`)).status, 200);
+    const last = maps.at(-1);
+    assert.ok(last, 'the SDK logged its context map');
+    const ids = last.slice('Current context_map: '.length).split(', ');
+    // the root context, and at most the few streams whose end is still batched (wasm/vm.ts)
+    assert.ok(ids.length <= 10, `the SDK holds ${ids.length} contexts after ${N} sequential requests: ${last}`);
+  });
+}
