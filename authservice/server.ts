@@ -14,7 +14,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer } from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
 import { fastify, LogController } from 'fastify';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import * as client from 'openid-client';
@@ -644,34 +643,10 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
     return directive ? [...allowAnswer(s.record), SESSION_CACHE_HEADER, directive] : allowAnswer(s.record);
   };
 
-  /**
-   * Answers written in one event-loop turn leave in one write per connection: the gateway
-   * pipelines the checks of its turn on one connection (dataplane/filters/check-client.ts), and
-   * on loopback each write syscall also runs the receiver's TCP input, the largest single cost of
-   * a check here. Sockets are corked at their first answer of the turn and uncorked after it.
-   */
-  const corked = new Set<Socket>();
-  /** Fast checks started and not yet answered. */
-  let pendingChecks = 0;
-  const uncorkAll = (): void => {
-    for (const s of corked) s.uncork();
-    corked.clear();
-  };
-  /** Corks the answer's socket when other answers are due (else it leaves at once: an idle authservice adds no delay). */
-  const corkForTurn = (socket: Socket): void => {
-    if (corked.has(socket) || (pendingChecks === 0 && corked.size === 0)) return;
-    if (corked.size === 0) setImmediate(uncorkAll);
-    corked.add(socket);
-    socket.cork();
-  };
-
   fastCheck = (req, res, slow) => {
-    pendingChecks++;
     fastAnswer(req).then(
       (headers) => {
-        pendingChecks--;
         if (!headers) return slow(req, res);
-        corkForTurn(req.socket);
         try {
           res.writeHead(200, headers as string[]);
         } catch {
@@ -680,10 +655,7 @@ export function buildAuthservice(cfg: AuthserviceConfig, options: BuildOptions =
         res.end();
         runtime.metrics?.checks.allow.inc();
       },
-      () => {
-        pendingChecks--;
-        slow(req, res);
-      },
+      () => slow(req, res),
     );
   };
 
