@@ -39,10 +39,15 @@ OUT_DIR="${1:-$CACHE/bin}"
 mkdir -p "$OUT_DIR"
 OUT_DIR="$(cd "$OUT_DIR" && pwd)"
 
+# The version outputs are read whole before matching: `cmd | grep -q` under pipefail fails when
+# grep exits at its first match and the command then dies of SIGPIPE writing its next line
+# (kubectl prints two), which made a cached build look missing at random.
 built() {
-  [[ -x "$OUT_DIR/kube-apiserver" && -x "$OUT_DIR/kubectl" ]] &&
-    "$OUT_DIR/kube-apiserver" --version 2>/dev/null | grep -qF "$KUBE_VERSION" &&
-    "$OUT_DIR/kubectl" version --client 2>/dev/null | grep -qF "$KUBE_VERSION"
+  [[ -x "$OUT_DIR/kube-apiserver" && -x "$OUT_DIR/kubectl" ]] || return 1
+  local server client
+  server="$("$OUT_DIR/kube-apiserver" --version 2>/dev/null)" || return 1
+  client="$("$OUT_DIR/kubectl" version --client 2>/dev/null)" || return 1
+  [[ "$server" == *"$KUBE_VERSION"* && "$client" == *"$KUBE_VERSION"* ]]
 }
 if built; then
   echo "build-kube: already built ($("$OUT_DIR/kube-apiserver" --version))" >&2
