@@ -714,6 +714,11 @@ export interface WasmPluginConfig extends PolicyTarget {
   readonly imagePullPolicy: 'IfNotPresent' | 'Always';
   /** Secret name (a `.dockerconfigjson` folder under --secrets-dir off Kubernetes). */
   readonly imagePullSecret?: string;
+  /**
+   * The `.dockerconfigjson` file to use instead of looking `imagePullSecret` up: set only by a
+   * gateway fed by the control plane, on its local copy (controlplane/credential-files.ts).
+   */
+  readonly imagePullSecretFile?: string;
   /** Passed to proxy_on_configure as the plugin configuration (JSON). */
   readonly pluginConfig: string;
   /** The root id. */

@@ -4,13 +4,16 @@
  * snapshot with its paths pointing there. A rotated Secret has new bytes, hence a new path, so
  * the gateway builds a new TLS context for it at the swap, without a restart and without
  * touching established connections. Files of older snapshots are removed two swaps later.
+ * WasmPlugin pull secrets are written the same way (`<name>.dockerconfigjson`, content-addressed)
+ * and named by `imagePullSecretFile`, so cluster workers, which get the snapshot over IPC, find
+ * them too.
  */
 import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { deepFreeze } from '../config/compile.ts';
 import type { Snapshot } from '../config/snapshot.ts';
-import { gatewayTlsFiles, CREDENTIALS_PATH, type CredentialsMessage } from './credential-routes.ts';
+import { gatewayTlsFiles, wasmPullSecrets, CREDENTIALS_PATH, type CredentialsMessage } from './credential-routes.ts';
 import { ControlPlaneError, errorText } from './errors.ts';
 import { bootstrapToken, responseError, type ControlPlaneTarget } from './subscribe.ts';
 import { undiciRequest } from './undici.ts';
@@ -43,21 +46,35 @@ export class CredentialFiles {
     return (await res.body.json()) as CredentialsMessage;
   }
 
-  /** `snapshot` with every Gateway TLS path replaced by a local copy (unchanged when it names none). */
+  private write(bytes: Buffer, suffix: string, used: Set<string>): string {
+    const name = `${createHash('sha256').update(bytes).digest('hex').slice(0, 24)}-${suffix}`;
+    writeFileSync(join(this.dir, name), bytes, { mode: 0o600 });
+    used.add(name);
+    return join(this.dir, name);
+  }
+
+  /**
+   * `snapshot` with every Gateway TLS path replaced by a local copy, and every WasmPlugin pull
+   * secret given as a local file (unchanged when it names neither).
+   */
   async localize(snapshot: Snapshot): Promise<Snapshot> {
     const wanted = gatewayTlsFiles(snapshot);
-    if (wanted.length === 0) return snapshot;
+    const pulls = wasmPullSecrets(snapshot);
+    if (wanted.length === 0 && pulls.length === 0) return snapshot;
     const msg = await this.fetch();
     const local = new Map<string, string>();
     const used = new Set<string>();
     for (const remote of wanted) {
       const b64 = msg.files[remote];
       if (b64 === undefined) throw new ControlPlaneError('PROTOCOL', `the control plane has no file ${remote} for snapshot ${snapshot.version} (it has moved on; the next snapshot will name the new file)`);
-      const bytes = Buffer.from(b64, 'base64');
-      const name = `${createHash('sha256').update(bytes).digest('hex').slice(0, 24)}-${basename(remote)}`;
-      writeFileSync(join(this.dir, name), bytes, { mode: 0o600 });
-      local.set(remote, join(this.dir, name));
-      used.add(name);
+      local.set(remote, this.write(Buffer.from(b64, 'base64'), basename(remote), used));
+    }
+    // A pull secret the control plane could not give is left to the module fetch, which fails by
+    // the plugin's failStrategy naming the Secret (never the rest of the snapshot).
+    const pullFiles = new Map<string, string>();
+    for (const name of pulls) {
+      const b64 = msg.pullSecrets?.[name];
+      if (b64 !== undefined) pullFiles.set(name, this.write(Buffer.from(b64, 'base64'), `${basename(name)}.dockerconfigjson`, used));
     }
     this.generations = [used, ...this.generations].slice(0, 2);
     const keep = new Set(this.generations.flatMap((g) => [...g]));
@@ -65,6 +82,12 @@ export class CredentialFiles {
     const copy = JSON.parse(JSON.stringify(snapshot), (key, value: unknown) =>
       (key === 'certFile' || key === 'keyFile' || key === 'caFile') && typeof value === 'string' && local.has(value) ? local.get(value) : value,
     ) as Snapshot;
+    if (pullFiles.size && copy.wasmPlugins) {
+      (copy as { wasmPlugins: Snapshot['wasmPlugins'] }).wasmPlugins = copy.wasmPlugins.map((p) => {
+        const file = p.imagePullSecret ? pullFiles.get(p.imagePullSecret) : undefined;
+        return file ? { ...p, imagePullSecretFile: file } : p;
+      });
+    }
     return deepFreeze(copy);
   }
 }

@@ -5,9 +5,14 @@
  * `--config`). Snapshots carry paths, never key material; this endpoint sits behind the same
  * authentication as the snapshot stream, and only gateways call it.
  *
- *   200 {"version": "<snapshot version>", "files": {"<path>": "<base64>"}}
+ * WasmPlugin `imagePullSecret`s ride along (`pullSecrets`: name → the `.dockerconfigjson` under
+ * the control plane's secrets directory), as istiod hands a pull secret to the proxy's agent with
+ * the WasmPlugin rather than letting proxies read Secrets.
+ *
+ *   200 {"version": "<snapshot version>", "files": {"<path>": "<base64>"}, "pullSecrets": {"<name>": "<base64>"}}
  */
 import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import type { Snapshot } from '../config/snapshot.ts';
 import { ControlPlaneError } from './errors.ts';
@@ -19,6 +24,22 @@ export const CREDENTIALS_PATH = '/v1/credentials';
 export interface CredentialsMessage {
   readonly version: string;
   readonly files: Readonly<Record<string, string>>;
+  /** imagePullSecret name → `.dockerconfigjson` (base64); absent from control planes before it. */
+  readonly pullSecrets?: Readonly<Record<string, string>>;
+}
+
+/**
+ * The imagePullSecret names of the snapshot's WasmPlugins a caller may get: for a pod's token,
+ * those of plugins in its namespace or the root namespace (the plugins that can apply to it).
+ */
+export function wasmPullSecrets(snapshot: Snapshot, namespace?: string): string[] {
+  const names = new Set<string>();
+  for (const p of snapshot.wasmPlugins ?? []) {
+    if (!p.imagePullSecret) continue;
+    if (namespace !== undefined && p.namespace !== namespace && p.namespace !== snapshot.security.rootNamespace) continue;
+    names.add(p.imagePullSecret);
+  }
+  return [...names].sort();
 }
 
 /** Every TLS file a snapshot's Gateway servers name, sorted. */
@@ -34,7 +55,7 @@ export function gatewayTlsFiles(snapshot: Snapshot): string[] {
   return [...files].sort();
 }
 
-export const credentialRoutes: FastifyPluginAsync<{ feed: SnapshotFeed; identityOf: (req: FastifyRequest) => CallerIdentity }> = async (app, { feed, identityOf }) => {
+export const credentialRoutes: FastifyPluginAsync<{ feed: SnapshotFeed; identityOf: (req: FastifyRequest) => CallerIdentity; secretsDir: string }> = async (app, { feed, identityOf, secretsDir }) => {
   app.get(CREDENTIALS_PATH, async (req, reply) => {
     const p = feed.latest;
     if (!p) throw new ControlPlaneError('NOT_READY', 'no snapshot yet: the config has not compiled (see /v1/status)');
@@ -50,7 +71,15 @@ export const credentialRoutes: FastifyPluginAsync<{ feed: SnapshotFeed; identity
         // rotated away between the snapshot and now: the next snapshot names the new file
       }
     }
+    const pullSecrets: Record<string, string> = {};
+    for (const name of wasmPullSecrets(p.snapshot, who.kind === 'kubernetes' ? who.namespace : undefined)) {
+      try {
+        pullSecrets[name] = (await readFile(join(secretsDir, name, '.dockerconfigjson'))).toString('base64');
+      } catch {
+        // not written (yet): the gateway's fetch fails by the plugin's failStrategy and says so
+      }
+    }
     reply.header('cache-control', 'no-store');
-    return { version: p.version, files } satisfies CredentialsMessage;
+    return { version: p.version, files, pullSecrets } satisfies CredentialsMessage;
   });
 };

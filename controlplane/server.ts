@@ -6,6 +6,7 @@
  *   GET  /v1/snapshots/stream  /v1/snapshot  /v1/status
  *   POST /v1/certificates                             Bearer bootstrap token (when one is configured)
  */
+import { resolve as resolvePath } from 'node:path';
 import { fastify, type FastifyInstance } from 'fastify';
 import { buildSnapshot, formatIssue, watchConfig, type BuildResult, type ConfigWatcher } from '../config/index.ts';
 import { certInfo, DEFAULT_WORKLOAD_TTL_HOURS, loadOrCreateCa, type CaPair } from '../certs/index.ts';
@@ -298,7 +299,9 @@ export async function startControlPlane(opts: ControlPlaneOptions): Promise<Cont
       log,
       describe: () => ({ ...(kube ? { kubernetes: { ...kube.status(), leader: election ? election.isLeader : true } } : { config }), trustDomain: opts.trustDomain ?? DEFAULT_TRUST_DOMAIN, authenticated: token !== undefined }),
     });
-    await scope.register(credentialRoutes, { feed, identityOf });
+    // Where the pull secrets are: the Kubernetes source's credential directory, else --secrets-dir.
+    const secretsDir = opts.kubernetes?.secretsDir ?? resolvePath(opts.cwd ?? process.cwd(), opts.secretsDir ?? 'certs/out/credentials');
+    await scope.register(credentialRoutes, { feed, identityOf, secretsDir });
     await scope.register(caRoutes, {
       feed,
       ca,

@@ -126,7 +126,7 @@ export class PluginHandle {
 /** The identity of a plugin definition: same key → the running VM is kept across snapshots. */
 function pluginKey(c: WasmPluginConfig): string {
   return createHash('sha256')
-    .update(JSON.stringify([c.id, c.url, c.sha256, c.imagePullPolicy, c.imagePullSecret, c.pluginConfig, c.pluginName, c.vmId, c.env]))
+    .update(JSON.stringify([c.id, c.url, c.sha256, c.imagePullPolicy, c.imagePullSecret, c.imagePullSecretFile, c.pluginConfig, c.pluginName, c.vmId, c.env]))
     .digest('hex');
 }
 
@@ -189,7 +189,7 @@ export class WasmManager {
     let dockerConfig: string | undefined;
     if (cfg.imagePullSecret) {
       const dir = this.opts.secretsDir ?? 'certs/out/credentials';
-      const file = join(dir, cfg.imagePullSecret, '.dockerconfigjson');
+      const file = cfg.imagePullSecretFile ?? join(dir, cfg.imagePullSecret, '.dockerconfigjson');
       try {
         dockerConfig = await readFile(file, 'utf8');
       } catch (e) {

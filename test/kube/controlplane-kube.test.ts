@@ -27,6 +27,7 @@ import { Agent, request } from 'undici';
 import { generateKeyPairSync } from 'node:crypto';
 import { createCsr, createRootCa, issueServerCert } from '../../certs/index.ts';
 import { connectProxyToControlPlane, waitForSnapshot } from '../../controlplane/client.ts';
+import { CredentialFiles } from '../../controlplane/credential-files.ts';
 import { startControlPlane, type ControlPlane } from '../../controlplane/server.ts';
 import { GatewayRuntime } from '../../gateway/runtime.ts';
 import { KubeApi } from '../../kube/api.ts';
@@ -404,6 +405,18 @@ spec:
   const mgr = new WasmManager({ secretsDir: env.secretsDir, cache: new ModuleCache(join(dir, 'cache')) });
   const bytes = await mgr.fetchModule(cfg);
   assert.equal(createHash('sha256').update(bytes).digest('hex'), createHash('sha256').update(readFileSync(plugin)).digest('hex'));
+  // A gateway fed by the control plane alone (no credential directory of its own) gets the pull
+  // secret with /v1/credentials, as a local file its snapshot names, and pulls with it.
+  const own = mkdtempSync(join(tmpdir(), 'portico-kube-creds-'));
+  t.after(() => rmSync(own, { recursive: true, force: true }));
+  const localized = await new CredentialFiles({ url: env.cp.url, token: TOKEN }, own).localize(snap);
+  const fed = localized.wasmPlugins!.find((p) => p.id === `WasmPlugin/${NS}/hdr`)!;
+  assert.ok(fed.imagePullSecretFile?.startsWith(own), `the pull secret is a local copy: ${fed.imagePullSecretFile}`);
+  assert.equal(readFileSync(fed.imagePullSecretFile!, 'utf8'), docker);
+  const fedMgr = new WasmManager({ secretsDir: join(own, 'no-such-dir'), cache: new ModuleCache(join(dir, 'cache-fed')) });
+  assert.equal(createHash('sha256').update(await fedMgr.fetchModule(fed)).digest('hex'), createHash('sha256').update(readFileSync(plugin)).digest('hex'));
+  // Without the copy that gateway has no credentials, and the registry refuses it.
+  await assert.rejects(fedMgr.fetchModule(cfg), /imagePullSecret regcred: cannot read/);
   // Snapshots name the Secret, never its content.
   const text = JSON.stringify(snap);
   assert.ok(text.includes('regcred'));
