@@ -64,22 +64,44 @@ export function usesHttp2(cluster: Cluster): boolean {
   return cluster.trafficPolicy.connectionPool?.http?.h2UpgradePolicy === 'UPGRADE';
 }
 
+/**
+ * What was last chosen for a (cluster, endpoint) pair, with the TLS settings it was chosen under:
+ * snapshots are immutable, so a per-request lookup skips building a key.
+ */
+class ChosenPerEndpoint<T> {
+  private map = new WeakMap<Cluster, WeakMap<Endpoint, { readonly tls: UpstreamTls | undefined; readonly value: T }>>();
+
+  get(cluster: Cluster, endpoint: Endpoint, tls: UpstreamTls | undefined): T | undefined {
+    const hit = this.map.get(cluster)?.get(endpoint);
+    return hit !== undefined && hit.tls === tls ? hit.value : undefined;
+  }
+
+  set(cluster: Cluster, endpoint: Endpoint, tls: UpstreamTls | undefined, value: T): T {
+    let byEndpoint = this.map.get(cluster);
+    if (byEndpoint === undefined) this.map.set(cluster, (byEndpoint = new WeakMap()));
+    byEndpoint.set(endpoint, { tls, value });
+    return value;
+  }
+
+  clear(): void {
+    this.map = new WeakMap();
+  }
+}
+
+/** Most checks pipelined on one connection to an authorization server. */
+const CHECK_PIPELINING = 16;
+
 export class UpstreamPools {
   private readonly pools = new Map<string, AnyPool>();
   /** The HTTP/2 (h2c) clients among `pools`. */
   private readonly h2Pools = new WeakSet<Dispatcher>();
-  /**
-   * The pool last chosen for a (cluster, endpoint) pair, with the TLS settings it was chosen
-   * under: snapshots are immutable, so the per-request lookup skips building the pool key.
-   */
-  private chosen = new WeakMap<Cluster, WeakMap<Endpoint, { readonly tls: UpstreamTls | undefined; readonly pool: Dispatcher }>>();
+  /** The pool last chosen per (cluster, endpoint). */
+  private readonly chosen = new ChosenPerEndpoint<Dispatcher>();
   /** Set by sidecars and mesh-aware gateways (gateway/mtls.ts meshUpstreamTls); absent = plaintext. */
   tlsPolicy: UpstreamTlsPolicy | undefined;
   /** ext_authz check clients by connection settings (dataplane/filters/check-client.ts). */
   private readonly checkClients = new Map<string, CheckClient>();
-  private chosenCheck = new WeakMap<Cluster, WeakMap<Endpoint, { readonly tls: UpstreamTls | undefined; readonly client: CheckClient }>>();
-  /** Most checks pipelined on one connection to an authorization server (1: none). */
-  checkPipelining = 16;
+  private readonly chosenCheck = new ChosenPerEndpoint<CheckClient>();
 
   /**
    * The ext_authz check client for an HTTP/1.1 authorization server endpoint; undefined when the
@@ -88,9 +110,8 @@ export class UpstreamPools {
   checkClient(cluster: Cluster, endpoint: Endpoint): CheckClient | undefined {
     const tls = this.tlsPolicy?.(cluster, endpoint);
     if (!tls && usesHttp2(cluster)) return undefined;
-    let byEndpoint = this.chosenCheck.get(cluster);
-    const hit = byEndpoint?.get(endpoint);
-    if (hit !== undefined && hit.tls === tls) return hit.client;
+    const hit = this.chosenCheck.get(cluster, endpoint, tls);
+    if (hit !== undefined) return hit;
     const cp = cluster.trafficPolicy.connectionPool;
     const options = {
       address: endpoint.address,
@@ -100,7 +121,7 @@ export class UpstreamPools {
       idleTimeoutMs: cp?.http?.idleTimeoutMs ?? 60_000,
       maxConnections: cp?.tcp?.maxConnections ?? 1024,
       // Istio's maxRequestsPerConnection: 1 means no keep-alive, so no pipelining either.
-      pipelining: cp?.http?.maxRequestsPerConnection === 1 ? 1 : this.checkPipelining,
+      pipelining: cp?.http?.maxRequestsPerConnection === 1 ? 1 : CHECK_PIPELINING,
       maxRequestsPerConnection: cp?.http?.maxRequestsPerConnection ?? 0,
       maxBodyBytes: 1024 * 1024,
     };
@@ -110,26 +131,12 @@ export class UpstreamPools {
       client = new CheckClient(options);
       this.checkClients.set(key, client);
     }
-    if (byEndpoint === undefined) {
-      byEndpoint = new WeakMap();
-      this.chosenCheck.set(cluster, byEndpoint);
-    }
-    byEndpoint.set(endpoint, { tls, client });
-    return client;
+    return this.chosenCheck.set(cluster, endpoint, tls, client);
   }
 
   get(cluster: Cluster, endpoint: Endpoint): Dispatcher {
     const tls = this.tlsPolicy?.(cluster, endpoint);
-    let byEndpoint = this.chosen.get(cluster);
-    const hit = byEndpoint?.get(endpoint);
-    if (hit !== undefined && hit.tls === tls) return hit.pool;
-    const pool = this.create(cluster, endpoint, tls);
-    if (byEndpoint === undefined) {
-      byEndpoint = new WeakMap();
-      this.chosen.set(cluster, byEndpoint);
-    }
-    byEndpoint.set(endpoint, { tls, pool });
-    return pool;
+    return this.chosen.get(cluster, endpoint, tls) ?? this.chosen.set(cluster, endpoint, tls, this.create(cluster, endpoint, tls));
   }
 
   private create(cluster: Cluster, endpoint: Endpoint, tls: UpstreamTls | undefined): Dispatcher {
@@ -205,10 +212,10 @@ export class UpstreamPools {
   async close(): Promise<void> {
     const all = [...this.pools.values()];
     this.pools.clear();
-    this.chosen = new WeakMap();
+    this.chosen.clear();
     for (const c of this.checkClients.values()) c.close();
     this.checkClients.clear();
-    this.chosenCheck = new WeakMap();
+    this.chosenCheck.clear();
     await Promise.allSettled(all.map((p) => p.close()));
   }
 }

@@ -92,7 +92,6 @@ class Connection {
   readonly inflight: Pending[] = [];
   /** Written at the end of the turn. */
   out = '';
-  outCount = 0;
   closed = false;
   /** Served at least one answer: a failure before any byte may be a server's idle close. */
   reused = false;
@@ -102,7 +101,6 @@ class Connection {
   private phase: 'head' | 'body' = 'head';
   private framing: Framing = { kind: 'length', left: 0 };
   private keepAlive = true;
-  private wantBody = false;
   private body: Buffer[] | undefined;
   private bodyBytes = 0;
   /** Chunked decoding state. */
@@ -131,7 +129,6 @@ class Connection {
     if (this.socket === undefined || this.closed || this.out === '') return;
     const out = this.out;
     this.out = '';
-    this.outCount = 0;
     this.socket.write(out, 'latin1');
   }
 
@@ -139,7 +136,7 @@ class Connection {
     if (this.idleTimer) this.idleTimer.refresh();
     else {
       this.idleTimer = setTimeout(() => {
-        if (this.inflight.length === 0 && this.outCount === 0) this.fail(undefined);
+        if (this.inflight.length === 0 && this.out === '') this.fail(undefined);
       }, this.client.options.idleTimeoutMs);
       this.idleTimer.unref();
     }
@@ -218,8 +215,7 @@ class Connection {
       this.framing = { kind: 'length', left: Number(values[0]) };
     } else this.framing = { kind: 'close' };
     if (this.framing.kind === 'close') this.keepAlive = false;
-    this.wantBody = p.handler.onHead(status, headers);
-    this.body = this.wantBody ? [] : undefined;
+    this.body = p.handler.onHead(status, headers) ? [] : undefined;
     this.bodyBytes = 0;
     this.phase = 'body';
   }
@@ -387,7 +383,6 @@ export class CheckClient {
       this.batch = c;
     }
     c.out += p.head;
-    c.outCount++;
     c.sent++;
     c.inflight.push(p);
     if (now) {
