@@ -13,10 +13,13 @@
  * (argument order, which context an HTTP call belongs to, `copyToPointerSize` writing 0/0 for
  * empty values); Envoy source/extensions/common/wasm/context.cc (properties, header maps).
  */
+import { openSync } from 'node:fs';
 import { WASI } from 'node:wasi';
 import { ABI_VERSIONS, Action, BufferType, HOST_FUNCTIONS, HeaderMapType, MetricType, Result, type AbiVersion } from './abi.ts';
 import { decodePairs, encodePairs, type Pairs } from './pairs.ts';
 import { limitMemory } from './memory-limit.ts';
+import { FUEL_EXPORT, METER_MODULE, REFUEL } from './meter.ts';
+import type { CallBudget } from './budget.ts';
 import { WasmVmError } from './errors.ts';
 import { streamProperty, type NodeInfo, type ResponseInfo, type StreamInfo } from './properties.ts';
 
@@ -184,19 +187,26 @@ export class Engine {
     tick?: Fn; queueReady?: Fn; httpCallResponse?: Fn;
   };
 
+  /**
+   * `budget` is given for modules metered by wasm/meter.ts (inline VMs): it serves their refuel
+   * import and bounds WASI sleeps by the running call's deadline.
+   */
   constructor(
     module: WebAssembly.Module,
     private readonly settings: EngineSettings,
     private readonly services: HostServices,
+    private readonly budget?: CallBudget,
   ) {
     const exportNames = new Set(WebAssembly.Module.exports(module).map((e) => e.name));
     const version = ABI_VERSIONS.find((v) => exportNames.has(v));
     if (!version) throw new WasmVmError(`module exports none of ${ABI_VERSIONS.join(', ')}: not a proxy-wasm module`, 'start');
     this.abi = version.slice('proxy_abi_version_'.length).replace(/_/g, '.') as AbiVersion;
 
-    const wasi = new WASI({ version: 'preview1', args: [settings.pluginName], env: { ...settings.env }, returnOnExit: true });
+    // stdin is /dev/null: a plugin reading it gets end of file instead of blocking its thread.
+    const wasi = new WASI({ version: 'preview1', args: [settings.pluginName], env: { ...settings.env }, returnOnExit: true, stdin: devNull() });
     const wasiImports = (wasi.getImportObject() as { wasi_snapshot_preview1: Record<string, WebAssembly.ImportValue> }).wasi_snapshot_preview1;
     const wasiOverride: Record<string, WebAssembly.ImportValue> = { ...wasiImports, fd_write: this.fdWrite(wasiImports.fd_write as Fn) };
+    if (budget) wasiOverride.poll_oneoff = this.pollOneoff(wasiImports.poll_oneoff as Fn, budget);
     const env = this.hostFunctions();
     const imports: WebAssembly.Imports = {};
     for (const imp of WebAssembly.Module.imports(module)) {
@@ -210,6 +220,8 @@ export class Engine {
         table[imp.name] = wasiOverride[imp.name] ?? (() => 52 /* ENOSYS */);
       } else if (imp.module === 'env') {
         table[imp.name] = env[imp.name] ?? (() => Result.Unimplemented);
+      } else if (budget && imp.module === METER_MODULE && imp.name === REFUEL) {
+        table[imp.name] = budget.refuel;
       } else {
         table[imp.name] = () => Result.Unimplemented;
       }
@@ -220,6 +232,11 @@ export class Engine {
       throw new WasmVmError(`instantiation failed: ${(e as Error).message}`, 'start');
     }
     this.exportsFns = this.instance.exports;
+    if (budget) {
+      const fuel = this.exportsFns[FUEL_EXPORT];
+      if (!(fuel instanceof WebAssembly.Global)) throw new WasmVmError('metered module lacks its fuel global', 'start');
+      budget.fuel = fuel;
+    }
     const mem = this.exportsFns.memory;
     if (!(mem instanceof WebAssembly.Memory)) throw new WasmVmError('module exports no memory', 'start');
     this.memory = mem;
@@ -252,7 +269,7 @@ export class Engine {
     });
   }
 
-  /** Builds a module with its memory capped, then the engine. */
+  /** Builds a module with its memory capped, then the engine (worker VMs: not metered). */
   static create(bytes: Uint8Array, settings: EngineSettings, services: HostServices): Engine {
     let module: WebAssembly.Module;
     try {
@@ -576,6 +593,37 @@ export class Engine {
     (this.out.events ??= []).push(e);
   }
 
+  /**
+   * WASI poll_oneoff for metered VMs: a clock wait that would end past the running call's
+   * deadline is not slept; the call is ended as over budget instead (the module traps at its next
+   * fuel check). Subscription layout (WASI preview 1): 48 bytes each, tag at 8, clock id at 16,
+   * timeout (ns) at 24, flags at 40 (bit 0: absolute time).
+   */
+  private pollOneoff(original: Fn, budget: CallBudget): Fn {
+    return (inPtr, outPtr, nsubs, neventsPtr) => {
+      this.view();
+      let soonest = Infinity;
+      for (let i = 0; i < nsubs >>> 0; i++) {
+        const base = (inPtr >>> 0) + i * 48;
+        if (this.u8[base + 8] !== 0) {
+          soonest = 0; // an fd subscription: stdin is /dev/null, ready at once
+          break;
+        }
+        const clock = this.dv.getUint32(base + 16, true);
+        const timeout = this.dv.getBigUint64(base + 24, true);
+        const abs = (this.dv.getUint16(base + 40, true) & 1) === 1;
+        const now = clock === 0 ? BigInt(Date.now()) * 1_000_000n : process.hrtime.bigint();
+        const rel = abs ? timeout - now : timeout;
+        soonest = Math.min(soonest, Number(rel) / 1e6);
+      }
+      if (soonest > budget.remainingMs()) {
+        budget.exhaust();
+        return 58; // ENOTSUP
+      }
+      return original(inPtr, outPtr, nsubs, neventsPtr);
+    };
+  }
+
   private fdWrite(original: Fn): Fn {
     // WASI stdout/stderr go to Portico's log (info/error), as Envoy forwards them.
     return (fd, iovs, iovsLen, nwrittenPtr) => {
@@ -873,6 +921,12 @@ export class Engine {
 
 function countPairs(p: Pairs): number {
   return p.length;
+}
+
+let devNullFd: number | undefined;
+function devNull(): number {
+  devNullFd ??= openSync('/dev/null', 'r');
+  return devNullFd;
 }
 
 function describeTrap(e: unknown): string {

@@ -1,15 +1,20 @@
 /**
  * A running plugin VM as the main thread sees it: one per plugin per process, reused by every
- * request. By default the module runs in a worker thread and each callback is a synchronous
- * round trip over a SharedArrayBuffer (wasm/channel.ts): the main thread blocks in Atomics.wait
- * for at most the call budget, so a plugin that loops forever costs one budget's stall and its
- * VM is terminated (worker.terminate() interrupts running wasm); a synchronous WebAssembly call
- * on the main thread could not be interrupted at all. `isolation: 'inline'` runs the engine on
- * the main thread instead (no budget; for trusted plugins and for measuring the channel's cost).
+ * request. Both isolations give each callback a time budget (default 1 s):
+ *
+ * - `inline` (the default): the module runs on the main thread, metered (wasm/meter.ts): it
+ *   checks a fuel counter at every function entry and loop iteration and traps once the call's
+ *   deadline has passed, so a plugin that loops costs one budget's stall and its VM is failed.
+ *   A module the meter cannot decode runs in a worker instead (with a warning).
+ * - `worker`: the module runs in a worker thread and each callback is a synchronous round trip
+ *   over a SharedArrayBuffer (wasm/channel.ts): the main thread blocks in Atomics.wait for at
+ *   most the budget, then terminates the worker (worker.terminate() interrupts running wasm).
+ *   It costs two thread hand-offs per callback; it is kept for modules that cannot be metered.
  *
  * The VM applies what each call produced: logs to Portico's log, timers, HTTP calls to
  * clusters, metric values, and resumes/answers streams paused by the plugin.
  */
+import { createHash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 import { CALL, Channel, IDLE, RESULT, RPC, RPC_DONE } from './channel.ts';
 import type { Engine, EngineSettings, HostServices, HttpCallRequest, LocalReplyData, MetricValue, Outcome, StreamCallbacks, StreamEvent } from './engine.ts';
@@ -19,6 +24,11 @@ import type { RpcRequest, WorkerReply } from './worker.ts';
 import type { Pairs } from './pairs.ts';
 import type { ResponseInfo, StreamInfo } from './properties.ts';
 import { LOG_LEVEL_NAMES } from './abi.ts';
+import { CallBudget } from './budget.ts';
+import { MeterError } from './meter.ts';
+import { limitMemory } from './memory-limit.ts';
+import { dropWasiWarning } from './wasi-warning.ts';
+import type { MeterAnswer, MeterJob } from './meter-worker.ts';
 
 export interface HttpCallAnswer {
   readonly headers: Pairs;
@@ -38,7 +48,7 @@ export interface VmHost {
 
 export interface VmOptions {
   readonly isolation?: 'worker' | 'inline';
-  /** Longest a single callback may run, in ms (worker isolation), from when the VM's thread starts it. Default 1000. */
+  /** Longest a single callback may run, in ms, from when the VM's thread starts it. Default 1000. */
   readonly callBudgetMs?: number;
 }
 
@@ -52,12 +62,26 @@ interface Backend {
 }
 
 class InlineBackend implements Backend {
-  constructor(private readonly engine: Engine) {}
+  constructor(
+    private readonly engine: Engine,
+    private readonly budget: CallBudget,
+  ) {}
   get memory(): number {
     return this.engine.memoryBytes;
   }
   call(c: WorkerCall): unknown {
-    return dispatchCall(this.engine, c);
+    const b = this.budget;
+    b.begin();
+    try {
+      const value = dispatchCall(this.engine, c);
+      if (b.exceeded) throw overBudget(c, b.ms);
+      return value;
+    } catch (e) {
+      // The trap the meter raised past the deadline (or a WASI wait it refused) is the budget's.
+      throw b.exceeded ? overBudget(c, b.ms) : e;
+    } finally {
+      b.end();
+    }
   }
 
   kill(): void {}
@@ -96,7 +120,7 @@ class WorkerBackend implements Backend {
       const over = picked > 0 ? now - picked >= this.budgetMs : now >= hardStop;
       if (over) {
         this.kill();
-        throw new WasmVmError(`callback ${c.op} exceeded its ${this.budgetMs} ms budget; VM terminated`, 'call');
+        throw overBudget(c, this.budgetMs);
       }
       // Not picked up yet: re-check every budget; picked up: wait out the rest of the budget.
       const left = picked > 0 ? picked + this.budgetMs - now : Math.min(this.budgetMs, hardStop - now);
@@ -114,6 +138,10 @@ class WorkerBackend implements Backend {
   }
 }
 
+function overBudget(c: WorkerCall, ms: number): WasmVmError {
+  return new WasmVmError(`callback ${c.op} exceeded its ${ms} ms budget; VM stopped`, 'call');
+}
+
 /**
  * The worker's entry: under tsx the source (worker-entry.mjs registers the loader); scripts/build.mjs
  * rewrites this line so the bundle starts its own built worker (dist/bin/commands/wasm-worker.js).
@@ -122,23 +150,10 @@ const WORKER_URL = new URL('./worker-entry.mjs', import.meta.url);
 
 /** Starts a VM: instantiate, proxy_on_vm_start, proxy_on_configure. Rejects with WasmVmError. */
 export async function startVm(bytes: Uint8Array, settings: EngineSettings, host: VmHost, opts: VmOptions = {}): Promise<Vm> {
-  let backend: Backend;
-  if (opts.isolation === 'inline') {
-    // Loaded only for inline VMs: worker VMs keep node:wasi out of the main thread.
-    const { Engine } = await import('./engine.ts');
-    backend = new InlineBackend(Engine.create(bytes, settings, host.services));
-  } else {
-    const ch = Channel.create();
-    const worker = new Worker(WORKER_URL, { workerData: { sab: ch.sab, bytes, settings }, execArgv: [], stdout: false, stderr: false });
-    worker.unref();
-    await new Promise<void>((resolve, reject) => {
-      worker.once('message', () => resolve());
-      worker.once('error', (e) => reject(new WasmVmError(`VM worker failed: ${e.message}`, 'start')));
-      worker.once('exit', (code) => reject(new WasmVmError(`VM worker exited (${code}) before it was ready`, 'start')));
-    });
-    worker.on('error', () => undefined);
-    backend = new WorkerBackend(worker, ch, host.services, opts.callBudgetMs ?? 1000);
-  }
+  const budgetMs = opts.callBudgetMs ?? 1000;
+  let backend: Backend | undefined;
+  if (opts.isolation !== 'worker') backend = await startInline(bytes, settings, host, budgetMs);
+  backend ??= await startWorker(bytes, settings, host, budgetMs);
   const vm = new Vm(backend, settings.pluginName, host);
   try {
     vm.callbacks = (vm.exec({ op: 'start' }) as { callbacks: StreamCallbacks }).callbacks;
@@ -147,6 +162,95 @@ export async function startVm(bytes: Uint8Array, settings: EngineSettings, host:
     throw e;
   }
   return vm;
+}
+
+/** An inline VM, or undefined when the module cannot be metered (it then runs in a worker). */
+async function startInline(bytes: Uint8Array, settings: EngineSettings, host: VmHost, budgetMs: number): Promise<Backend | undefined> {
+  // Loaded only for inline VMs: worker VMs keep node:wasi out of the main thread.
+  dropWasiWarning();
+  const { Engine } = await import('./engine.ts');
+  let module: WebAssembly.Module;
+  try {
+    module = await compileMetered(bytes, settings.memoryLimitBytes);
+  } catch (e) {
+    if (!(e instanceof MeterError)) throw e;
+    host.log('warn', settings.pluginName, `wasm module cannot be metered (${e.message}); running its VM in a worker thread`);
+    return undefined;
+  }
+  const budget = new CallBudget(budgetMs);
+  // The module's own initialisation (_initialize/_start) gets ten budgets: runtimes set up there.
+  budget.begin(10 * budgetMs);
+  try {
+    return new InlineBackend(new Engine(module, settings, host.services, budget), budget);
+  } catch (e) {
+    if (budget.exceeded) throw new WasmVmError(`module initialisation exceeded its ${10 * budgetMs} ms budget`, 'start');
+    throw e;
+  } finally {
+    budget.end();
+  }
+}
+
+/**
+ * Metered, memory-capped modules compiled for inline VMs, by module digest and memory limit: a
+ * fresh VM of the same module (FAIL_RELOAD, a new snapshot) reuses the compiled code. Bounded;
+ * the oldest entry goes first.
+ */
+const compiled = new Map<string, Promise<WebAssembly.Module>>();
+const COMPILED_MAX = 16;
+
+function compileMetered(bytes: Uint8Array, memoryLimitBytes: number): Promise<WebAssembly.Module> {
+  const key = `${createHash('sha256').update(bytes).digest('hex')}:${memoryLimitBytes}`;
+  let p = compiled.get(key);
+  if (p) {
+    compiled.delete(key);
+    compiled.set(key, p);
+    return p;
+  }
+  p = (async () => {
+    let capped: Uint8Array;
+    try {
+      capped = limitMemory(bytes, memoryLimitBytes);
+    } catch (e) {
+      throw new WasmVmError(`invalid module: ${(e as Error).message}`, 'start');
+    }
+    const metered = await meterOffThread(capped);
+    try {
+      return await WebAssembly.compile(metered);
+    } catch (e) {
+      throw new WasmVmError(`invalid module: ${(e as Error).message}`, 'start');
+    }
+  })();
+  p.catch(() => compiled.delete(key));
+  compiled.set(key, p);
+  if (compiled.size > COMPILED_MAX) compiled.delete(compiled.keys().next().value!);
+  return p;
+}
+
+/** Runs wasm/meter.ts in a one-shot worker thread (a large module takes 70-250 ms to rewrite). */
+function meterOffThread(bytes: Uint8Array): Promise<Uint8Array> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(WORKER_URL, { workerData: { meter: bytes } satisfies MeterJob, execArgv: [], stdout: false, stderr: false });
+    worker.once('message', (a: MeterAnswer) => {
+      void worker.terminate();
+      if ('bytes' in a) resolve(a.bytes);
+      else reject(a.meter ? new MeterError(a.error) : new WasmVmError(`invalid module: ${a.error}`, 'start'));
+    });
+    worker.once('error', (e) => reject(new WasmVmError(`metering worker failed: ${e.message}`, 'start')));
+    worker.once('exit', (code) => reject(new WasmVmError(`metering worker exited (${code})`, 'start')));
+  });
+}
+
+async function startWorker(bytes: Uint8Array, settings: EngineSettings, host: VmHost, budgetMs: number): Promise<Backend> {
+  const ch = Channel.create();
+  const worker = new Worker(WORKER_URL, { workerData: { sab: ch.sab, bytes, settings }, execArgv: [], stdout: false, stderr: false });
+  worker.unref();
+  await new Promise<void>((resolve, reject) => {
+    worker.once('message', () => resolve());
+    worker.once('error', (e) => reject(new WasmVmError(`VM worker failed: ${e.message}`, 'start')));
+    worker.once('exit', (code) => reject(new WasmVmError(`VM worker exited (${code}) before it was ready`, 'start')));
+  });
+  worker.on('error', () => undefined);
+  return new WorkerBackend(worker, ch, host.services, budgetMs);
 }
 
 const NO_CALLBACKS: StreamCallbacks = { requestBody: false, requestTrailers: false, responseBody: false, responseTrailers: false };

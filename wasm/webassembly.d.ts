@@ -42,4 +42,5 @@ declare namespace WebAssembly {
   class CompileError extends Error {}
   class LinkError extends Error {}
   function validate(bytes: ArrayBufferView | ArrayBuffer): boolean;
+  function compile(bytes: ArrayBufferView | ArrayBuffer): Promise<Module>;
 }

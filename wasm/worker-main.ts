@@ -1,14 +1,13 @@
 /**
- * Entry of a VM's worker thread. Built by scripts/build.mjs into dist/bin/commands/wasm-worker.js
+ * Entry of a VM's worker thread (and of the one-shot metering job, wasm/meter-worker.ts). Built by scripts/build.mjs into dist/bin/commands/wasm-worker.js
  * (what the installed CLI starts, no TypeScript loader); under tsx, wasm/worker-entry.mjs
  * registers the loader and imports this file.
  *
- * node:wasi emits "WASI is an experimental feature" when it loads, in every VM; that says
- * nothing new, so it is dropped before worker.ts (and with it node:wasi) is imported.
+ * The WASI warning is dropped before worker.ts (and with it node:wasi) is imported.
  */
-const emit = process.emitWarning.bind(process) as (...args: unknown[]) => void;
-process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
-  if (String(warning).includes('WASI is an experimental feature')) return;
-  emit(warning, ...rest);
-}) as typeof process.emitWarning;
-await import('./worker.ts');
+import { dropWasiWarning } from './wasi-warning.ts';
+
+dropWasiWarning();
+const { workerData } = await import('node:worker_threads');
+if (workerData && typeof workerData === 'object' && 'meter' in workerData) await import('./meter-worker.ts');
+else await import('./worker.ts');

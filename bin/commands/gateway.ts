@@ -29,7 +29,8 @@ const USAGE = `usage: portico gateway (--config PATH [--config PATH...] | --cont
   --namespace NS          this gateway's namespace, for namespaced policies (default istio-system)
   --admin-port N          admin endpoint port (default 15000; 0 picks a free port; -1 disables)
   --secrets-dir DIR       where credentialName secrets live (default certs/out/credentials)
-  --wasm-isolation worker|inline  run Wasm VMs in worker threads (default: a looping plugin is stopped) or inline (faster, no time budget)
+  --wasm-isolation inline|worker  where Wasm VMs run: inline on the gateway's thread, metered so a
+                          call over its 1 s budget is stopped (default), or in worker threads
   --wasm-cache DIR        WasmPlugin module cache (default $PORTICO_WASM_CACHE, else ~/.cache/portico/wasm-modules)
   --authservice-cookie-secret-file FILE  the authservice's PORTICO_COOKIE_SECRET: turns on the session
                           fast path (checks of a session the authservice marked reusable, with
@@ -190,7 +191,7 @@ export async function run(argv: string[]): Promise<number | undefined> {
     listener,
     secretsDir: args['secrets-dir'],
     wasmCache: args['wasm-cache'],
-    wasmIsolation: args['wasm-isolation'] === 'inline' ? 'inline' : 'worker',
+    wasmIsolation: wasmIsolation(args['wasm-isolation']),
     authserviceCookieSecretFile: secretFile,
   };
   if (cluster.isWorker) return runWorker(settings);
@@ -406,6 +407,12 @@ async function controlPlaneFeed(
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** `--wasm-isolation`: inline (metered) unless worker is asked for. */
+function wasmIsolation(v: string | undefined): 'inline' | 'worker' {
+  if (v === undefined || v === 'inline' || v === 'worker') return v ?? 'inline';
+  throw new Error(`--wasm-isolation: '${v}' is neither inline nor worker`);
 }
 
 /** Where the gateway's mesh certificate comes from (`--controlplane`, `--workload`, `--token-file`). */

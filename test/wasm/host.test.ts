@@ -195,15 +195,27 @@ test('a wasm engine trap (call through a nil function) fails the VM', async (t) 
   assert.throws(() => vm.requestHeaders(INFO, [[':path', '/'], [':method', 'GET']], true), WasmVmError);
 });
 
-test('a plugin that loops forever is stopped after its call budget and its worker terminated', async (t) => {
-  const host = recorder();
-  const vm = await vmFor(t, 'go-misbehave', settings('m', { at: 'request_headers', do: 'loop' }), host, { callBudgetMs: 300 });
-  if (!vm) return;
-  assert.throws(() => vm.requestHeaders(INFO, [[':path', '/'], [':method', 'GET']], true), /exceeded its 300 ms budget/);
-  assert.ok(vm.failed);
-  // the event loop is free again: timers run
-  await new Promise((r) => setTimeout(r, 1));
-});
+for (const isolation of ['inline', 'worker'] as const) {
+  test(`a plugin that loops forever is stopped after its call budget and its VM failed (${isolation})`, async (t) => {
+    const host = recorder();
+    const vm = await vmFor(t, 'go-misbehave', settings('m', { at: 'request_headers', do: 'loop' }), host, { callBudgetMs: 300, isolation });
+    if (!vm) return;
+    assert.throws(() => vm.requestHeaders(INFO, [[':path', '/'], [':method', 'GET']], true), /exceeded its 300 ms budget/);
+    assert.ok(vm.failed);
+    assert.deepEqual(host.failures.length, 1);
+    // the event loop is free again: timers run
+    await new Promise((r) => setTimeout(r, 1));
+  });
+
+  test(`a WASI sleep within the budget is slept, one past it fails the call as over budget (${isolation})`, async (t) => {
+    const nap = await vmFor(t, 'go-misbehave', settings('m', { at: 'request_headers', do: 'nap' }), recorder(), { callBudgetMs: 300, isolation });
+    if (!nap) return;
+    assert.deepEqual(get(nap.requestHeaders(INFO, [[':path', '/']], true).headers, 'x-misbehave'), ['passed']);
+    // time.Sleep(1 minute): inline VMs refuse the wait at once (wasm/engine.ts pollOneoff), workers are stopped after the budget
+    const sleep = await vmFor(t, 'go-misbehave', settings('m', { at: 'request_headers', do: 'sleep' }), recorder(), { callBudgetMs: 300, isolation });
+    assert.throws(() => sleep!.requestHeaders(INFO, [[':path', '/']], true), /exceeded its 300 ms budget/);
+  });
+}
 
 test('a plugin that grows memory without bound hits the per-VM memory limit and fails', async (t) => {
   const host = recorder();

@@ -1,14 +1,16 @@
 // A plugin that misbehaves on purpose, to test the host's isolation. pluginConfig:
-//   {"at": "request_headers" | "response_headers" | "configure", "do": "trap" | "loop" | "grow" | "reject",
-//    "path": "/only/this/path"}
+//   {"at": "request_headers" | "response_headers" | "configure",
+//    "do": "trap" | "loop" | "grow" | "reject" | "sleep" | "nap", "path": "/only/this/path"}
 // trap: a Go panic (the runtime exits through WASI proc_exit) or, with "do": "unreachable", a nil
 // function call that the wasm engine traps on; loop: spins forever; grow: allocates until memory
-// runs out; reject: proxy_on_configure returns false. With "path", only requests for that path
+// runs out; reject: proxy_on_configure returns false; sleep: time.Sleep(1 minute) (WASI
+// poll_oneoff); nap: time.Sleep(1 ms), then the request goes on. With "path", only requests for that path
 // misbehave (so one VM can serve good and bad requests).
 package main
 
 import (
 	"encoding/json"
+	"time"
 	"unsafe"
 
 	"portico.local/wasmplugins/abi"
@@ -36,6 +38,10 @@ func misbehave() {
 		for {
 			n++
 		}
+	case "sleep":
+		time.Sleep(time.Minute)
+	case "nap":
+		time.Sleep(time.Millisecond)
 	case "grow":
 		for {
 			hoard = append(hoard, make([]byte, 1<<20))

@@ -1,0 +1,49 @@
+/**
+ * The time budget of a metered VM (wasm/meter.ts) running on the thread that calls it: each call
+ * into the module is given a deadline, and the module's fuel checks ask `refuel` for more fuel
+ * every FUEL ticks (function entries and loop iterations). Past the deadline `refuel` answers 0,
+ * on which the metered code traps.
+ */
+import { performance } from 'node:perf_hooks';
+
+/** Ticks between clock reads: about 10-100 µs of wasm, so an overrun is noticed within that. */
+export const FUEL = 10_000;
+
+export class CallBudget {
+  /** performance.now() after which the running call is out of time; Infinity between calls. */
+  private deadline = Infinity;
+  /** Set when the running call ran out of time (the module traps at its next check). */
+  exceeded = false;
+  /** The module's fuel global (exported as portico.fuel), once instantiated. */
+  fuel: WebAssembly.Global | undefined;
+
+  constructor(readonly ms: number) {}
+
+  begin(ms = this.ms): void {
+    this.exceeded = false;
+    this.deadline = performance.now() + ms;
+  }
+
+  end(): void {
+    this.deadline = Infinity;
+  }
+
+  /** The `portico.refuel` import. */
+  readonly refuel = (): number => {
+    if (performance.now() <= this.deadline) return FUEL;
+    this.exceeded = true;
+    return 0;
+  };
+
+  /** Milliseconds left in the running call. */
+  remainingMs(): number {
+    return this.deadline - performance.now();
+  }
+
+  /** Ends the running call at the module's next check (a blocking request past the deadline). */
+  exhaust(): void {
+    this.exceeded = true;
+    if (this.fuel) this.fuel.value = 0;
+    this.deadline = -Infinity;
+  }
+}
