@@ -1,14 +1,15 @@
 /**
  * Makes a module interruptible on the thread that runs it: a call into a metered module checks
- * a fuel counter at every function entry and at the top of every loop iteration, and when the
+ * a fuel counter at the top of every loop iteration and at the entry of every function that could
+ * otherwise do unbounded work by calls alone (recursion, fan-out; see entryChecks), and when the
  * counter runs out it asks the host for more (`portico.refuel`, a cheap clock check). Past the
  * call's deadline the host answers 0 and the module executes `unreachable`, which traps: a trap
  * cannot be caught inside WebAssembly (unlike an exception thrown by an import, which wasm's
  * exception handling could catch), so the call unwinds to the host and the VM is failed.
  *
  * This is what lets VMs run inline on the main thread with the same time budget as worker-thread
- * VMs: nothing else can stop synchronous wasm on the thread that runs it. Every function entry and
- * every loop header is metered, so any unbounded execution (loops, recursion) reaches a check.
+ * VMs: nothing else can stop synchronous wasm on the thread that runs it. Any unbounded
+ * execution (loops, recursion) reaches a check within a bounded number of instructions.
  *
  * The rewrite, per the WebAssembly binary format (https://webassembly.github.io/spec/core/binary/):
  * - type section: the type `[] -> [i32]`, appended unless present;
@@ -18,11 +19,10 @@
  *   initialisers, the name section);
  * - global section: one mutable i32 (the fuel), appended, exported as `portico.fuel` so the host
  *   can empty it (a WASI sleep past the deadline);
- * - code section: at each function entry and after each `loop` header:
+ * - code section: after each `loop` header, and at the entry of the functions entryChecks picks,
+ *   with one more i32 local per such function as scratch:
  *
- *       global.get $fuel  i32.eqz  if  call $refuel  global.set $fuel
- *                                      global.get $fuel  i32.eqz  if unreachable end  end
- *       global.get $fuel  i32.const 1  i32.sub  global.set $fuel
+ *       fuel = fuel - 1;  if (fuel <= 0) { fuel = refuel(); if (fuel == 0) unreachable; }
  *
  *   stack-neutral, so loops with parameters are unaffected.
  *
@@ -149,6 +149,19 @@ class Writer {
   }
 }
 
+/** What the first pass learns of a function body. */
+interface BodyScan {
+  loops: boolean;
+  indirect: boolean;
+  /** Functions it calls directly (original indices). */
+  callees: number[];
+}
+
+/** A Writer that keeps nothing (the scanning pass). */
+class NullWriter extends Writer {
+  override push(): void {}
+}
+
 interface Rewrite {
   /** Index of the refuel import; defined functions at or above it move up by one. */
   readonly refuel: number;
@@ -160,16 +173,17 @@ interface Rewrite {
  * its final `end`, copying it into w with function indices renumbered and, when `meter` is set,
  * the fuel check after every loop header. Returns after the final `end`.
  */
-function rewriteExpr(r: Reader, w: Writer, rw: Rewrite, check: number[] | undefined): void {
+function rewriteExpr(r: Reader, w: Writer, rw: Rewrite, check: number[] | undefined, scan?: BodyScan): void {
   const b = r.b;
   let copied = r.pos;
   let depth = 1;
   const flush = (upTo: number): void => {
     if (upTo > copied) w.push(b.subarray(copied, upTo));
   };
-  const funcIndex = (): void => {
+  const funcIndex = (isCall: boolean): void => {
     const at = r.pos;
     const idx = r.u32();
+    if (isCall) scan?.callees.push(idx);
     if (idx >= rw.refuel) {
       flush(at);
       w.push(leb(idx + 1));
@@ -188,6 +202,7 @@ function rewriteExpr(r: Reader, w: Writer, rw: Rewrite, check: number[] | undefi
       case 0x03: // loop
         r.blockType();
         depth++;
+        if (scan) scan.loops = true;
         if (check) {
           flush(r.pos);
           w.push(check);
@@ -212,8 +227,13 @@ function rewriteExpr(r: Reader, w: Writer, rw: Rewrite, check: number[] | undefi
         break;
       case 0x00: case 0x01: case 0x05: case 0x0a: case 0x0f: case 0x19: case 0x1a: case 0x1b: case 0xd1: case 0xd3: case 0xd5:
         break;
-      case 0x07: case 0x08: case 0x09: case 0x0c: case 0x0d: case 0x14: case 0x15: case 0xd4: case 0xd6:
-        // catch tag, throw tag, rethrow label, br, br_if, call_ref type, return_call_ref type, br_on_(non_)null label
+      case 0x14: // call_ref type
+      case 0x15: // return_call_ref type
+        r.u32();
+        if (scan) scan.indirect = true;
+        break;
+      case 0x07: case 0x08: case 0x09: case 0x0c: case 0x0d: case 0xd4: case 0xd6:
+        // catch tag, throw tag, rethrow label, br, br_if, br_on_(non_)null label
         r.u32();
         break;
       case 0x18: // delegate label: ends the try block
@@ -228,13 +248,16 @@ function rewriteExpr(r: Reader, w: Writer, rw: Rewrite, check: number[] | undefi
       }
       case 0x10: // call
       case 0x12: // return_call
+        funcIndex(true);
+        break;
       case 0xd2: // ref.func
-        funcIndex();
+        funcIndex(false);
         break;
       case 0x11: // call_indirect type table
       case 0x13: // return_call_indirect
         r.u32();
         r.u32();
+        if (scan) scan.indirect = true;
         break;
       case 0x1c: {
         // select with types
@@ -362,6 +385,7 @@ export function meter(b: Uint8Array): Uint8Array {
 
   // Types: find or append [] -> [i32].
   const typeSec = find(1);
+  const typeParams: number[] = [];
   let typeCount = 0;
   let refuelType = -1;
   if (typeSec) {
@@ -372,6 +396,7 @@ export function meter(b: Uint8Array): Uint8Array {
       if (form !== 0x60) throw new MeterError(`type form 0x${form.toString(16)} (GC proposal) is not supported by the budget instrumentation`);
       const at = r.pos;
       const np = r.u32();
+      typeParams.push(np);
       for (let j = 0; j < np; j++) r.valType();
       const nr = r.u32();
       const results: number[] = [];
@@ -421,7 +446,27 @@ export function meter(b: Uint8Array): Uint8Array {
   const definedGlobals = globalSec ? new Reader(b, globalSec.start, globalSec.end).u32() : 0;
   const rw: Rewrite = { refuel: importedFuncs, fuel: importedGlobals + definedGlobals };
   const G = leb(rw.fuel);
-  const check = [0x23, ...G, 0x45, 0x04, 0x40, 0x10, ...leb(rw.refuel), 0x24, ...G, 0x23, ...G, 0x45, 0x04, 0x40, 0x00, 0x0b, 0x0b, 0x23, ...G, 0x41, 0x01, 0x6b, 0x24, ...G];
+  // Parameters of each defined function (its scratch local comes after them and its locals).
+  const funcSec = find(3);
+  const funcParams: number[] = [];
+  if (funcSec) {
+    const r = new Reader(b, funcSec.start, funcSec.end);
+    const count = r.u32();
+    for (let i = 0; i < count; i++) {
+      const t = r.u32();
+      const np = typeParams[t];
+      if (np === undefined) throw new MeterError(`function ${i + importedFuncs} has type ${t}, which does not exist`);
+      funcParams.push(np);
+    }
+  }
+  const check = (scratch: number): number[] => {
+    const L = leb(scratch);
+    // fuel = fuel - 1; if (fuel <= 0) { fuel = refuel(); if (fuel == 0) unreachable }
+    return [
+      0x23, ...G, 0x41, 0x01, 0x6b, 0x22, ...L, 0x24, ...G, 0x20, ...L, 0x41, 0x00, 0x4c, 0x04, 0x40,
+      0x10, ...leb(rw.refuel), 0x22, ...L, 0x24, ...G, 0x20, ...L, 0x45, 0x04, 0x40, 0x00, 0x0b, 0x0b,
+    ];
+  };
 
   const shift = (idx: number): number => (idx >= rw.refuel ? idx + 1 : idx);
   const out: Uint8Array[] = [b.subarray(0, 8)];
@@ -494,7 +539,7 @@ export function meter(b: Uint8Array): Uint8Array {
       case 9:
         return s ? section(9, rewriteElements(b, s, rw, shift)) : undefined;
       case 10:
-        return s ? section(10, rewriteCode(b, s, rw, check)) : undefined;
+        return s ? section(10, rewriteCode(b, s, rw, funcParams, check)) : undefined;
       default:
         return undefined;
     }
@@ -603,10 +648,114 @@ function rewriteElements(b: Uint8Array, s: Section, rw: Rewrite, shift: (i: numb
   return w;
 }
 
-function rewriteCode(b: Uint8Array, s: Section, rw: Rewrite, check: number[]): Writer {
+/**
+ * Which functions get an entry check. Loops are always checked, so what entry checks must catch is
+ * unbounded work made of calls alone: recursion, and chains of calls that fan out. A function is
+ * checked when
+ * - it is part of a cycle of direct calls (a strongly connected component, Tarjan's algorithm),
+ *   or calls itself;
+ * - it makes an indirect call (its target may lead back into a cycle);
+ * - the calls it can make before any other check, counted through its unchecked callees
+ *   (each call site at most once, since a loop-free stretch runs each site once per pass and a
+ *   loop ticks per pass), exceed ENTRY_SPAN: this bounds fan-out such as f1 calling f2 twice,
+ *   f2 calling f3 twice, ...
+ * Every other function runs a bounded number of instructions between checks. This leaves out
+ * most entry checks of an AssemblyScript module's runtime helpers (__retain, __release, ...),
+ * called hundreds of times per request.
+ */
+const ENTRY_SPAN = 64;
+
+function entryChecks(b: Uint8Array, s: Section, rw: Rewrite): { checked: boolean[]; loops: boolean[] } {
+  const r = new Reader(b, s.start, s.end);
+  const n = r.u32();
+  const scans: BodyScan[] = [];
+  const nul = new NullWriter();
+  for (let i = 0; i < n; i++) {
+    const size = r.u32();
+    const end = r.pos + size;
+    const br = new Reader(b, r.pos, end);
+    const groups = br.u32();
+    for (let j = 0; j < groups; j++) {
+      br.u32();
+      br.valType();
+    }
+    const scan: BodyScan = { loops: false, indirect: false, callees: [] };
+    rewriteExpr(br, nul, rw, undefined, scan);
+    // Calls to imports are host functions: bounded, and never back into the module.
+    scan.callees = scan.callees.filter((c) => c >= rw.refuel).map((c) => c - rw.refuel);
+    scans.push(scan);
+    r.pos = end;
+  }
+  const checked = scans.map((sc) => sc.indirect);
+  const cost = new Array<number>(n).fill(0);
+  // Tarjan's SCCs, iteratively; components come out callees first (reverse topological order).
+  const index = new Array<number>(n).fill(-1);
+  const low = new Array<number>(n).fill(0);
+  const onStack = new Array<boolean>(n).fill(false);
+  const stack: number[] = [];
+  let next = 0;
+  const settle = (comp: number[]): void => {
+    if (comp.length > 1) {
+      for (const f of comp) checked[f] = true;
+      return;
+    }
+    const f = comp[0]!;
+    const sc = scans[f]!;
+    if (sc.callees.includes(f)) checked[f] = true;
+    if (checked[f]) return;
+    let c = 1;
+    for (const g of sc.callees) if (!checked[g]) c += cost[g]!;
+    if (c > ENTRY_SPAN) checked[f] = true;
+    else cost[f] = c;
+  };
+  for (let root = 0; root < n; root++) {
+    if (index[root] !== -1) continue;
+    const work: [number, number][] = [[root, 0]];
+    index[root] = low[root] = next++;
+    stack.push(root);
+    onStack[root] = true;
+    while (work.length) {
+      const top = work[work.length - 1]!;
+      const [v, k] = top;
+      const callees = scans[v]!.callees;
+      if (k < callees.length) {
+        top[1] = k + 1;
+        const w = callees[k]!;
+        if (w >= n) throw new MeterError(`function ${v} calls function ${w + rw.refuel}, which does not exist`);
+        if (index[w] === -1) {
+          index[w] = low[w] = next++;
+          stack.push(w);
+          onStack[w] = true;
+          work.push([w, 0]);
+        } else if (onStack[w]) low[v] = Math.min(low[v]!, index[w]!);
+        continue;
+      }
+      work.pop();
+      if (work.length) {
+        const parent = work[work.length - 1]![0];
+        low[parent] = Math.min(low[parent]!, low[v]!);
+      }
+      if (low[v] === index[v]) {
+        const comp: number[] = [];
+        for (;;) {
+          const w = stack.pop()!;
+          onStack[w] = false;
+          comp.push(w);
+          if (w === v) break;
+        }
+        settle(comp);
+      }
+    }
+  }
+  return { checked, loops: scans.map((sc) => sc.loops) };
+}
+
+function rewriteCode(b: Uint8Array, s: Section, rw: Rewrite, params: number[], check: (scratch: number) => number[]): Writer {
+  const { checked, loops } = entryChecks(b, s, rw);
   const r = new Reader(b, s.start, s.end);
   const w = new Writer();
   const n = r.u32();
+  if (n !== params.length) throw new MeterError(`code section has ${n} bodies, function section ${params.length} functions`);
   w.push(leb(n));
   for (let i = 0; i < n; i++) {
     const size = r.u32();
@@ -614,13 +763,24 @@ function rewriteCode(b: Uint8Array, s: Section, rw: Rewrite, check: number[]): W
     const body = new Writer();
     const br = new Reader(b, r.pos, end);
     const groups = br.u32();
+    const declStart = br.pos;
+    let locals = params[i]!;
     for (let j = 0; j < groups; j++) {
-      br.u32();
+      locals += br.u32();
       br.valType();
     }
-    body.push(b.subarray(r.pos, br.pos));
-    body.push(check);
-    rewriteExpr(br, body, rw, check);
+    if (!checked[i] && !loops[i]) {
+      body.push(b.subarray(r.pos, br.pos));
+      rewriteExpr(br, body, rw, undefined);
+    } else {
+      // One more i32 local: the checks' scratch (the fuel value just computed).
+      body.push(leb(groups + 1));
+      body.push(b.subarray(declStart, br.pos));
+      body.push([0x01, 0x7f]);
+      const c = check(locals);
+      if (checked[i]) body.push(c);
+      rewriteExpr(br, body, rw, loops[i] ? c : undefined);
+    }
     if (br.pos !== end) throw new MeterError(`function ${i}: body ends at byte ${br.pos}, its size says ${end}`);
     w.push(leb(body.length));
     for (const p of body.parts) w.push(p);
