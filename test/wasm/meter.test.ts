@@ -156,6 +156,20 @@ test('recursion with no loop in it is metered at function entry (exponential fib
   budget.end();
 });
 
+test('a loop-free, recursion-free chain of calls that fans out is metered too (f0 calls f1 twice, f1 calls f2 twice, ...)', () => {
+  // 2^44 calls with no loop and no cycle: only the fan-out rule of entryChecks puts a check in it.
+  const depth = 44;
+  const funcs = Array.from({ length: depth }, (_, i) =>
+    i === depth - 1 ? `(func $f${i} (result i32) (i32.const 1))` : `(func $f${i} (result i32) (i32.add (call $f${i + 1}) (call $f${i + 1})))`);
+  const budget = new CallBudget(20);
+  const e = instantiate(meter(wat(`(module ${funcs.join(' ')} (export "f0" (func $f0)) (export "f30" (func $f30)))`)), budget);
+  budget.begin();
+  assert.equal(e.f30!(), 2 ** (depth - 1 - 30));
+  assert.throws(() => e.f0!(), WebAssembly.RuntimeError);
+  assert.equal(budget.exceeded, true);
+  budget.end();
+});
+
 test('the fuel check cannot be caught by the module (a trap, not an exception)', () => {
   const src = `(module
     (import "env" "add1" (func $add1 (param i32) (result i32)))
