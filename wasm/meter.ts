@@ -652,18 +652,73 @@ function rewriteElements(b: Uint8Array, s: Section, rw: Rewrite, shift: (i: numb
  * Which functions get an entry check. Loops are always checked, so what entry checks must catch is
  * unbounded work made of calls alone: recursion, and chains of calls that fan out. A function is
  * checked when
- * - it is part of a cycle of direct calls (a strongly connected component, Tarjan's algorithm),
- *   or calls itself;
  * - it makes an indirect call (its target may lead back into a cycle);
- * - the calls it can make before any other check, counted through its unchecked callees
- *   (each call site at most once, since a loop-free stretch runs each site once per pass and a
- *   loop ticks per pass), exceed ENTRY_SPAN: this bounds fan-out such as f1 calling f2 twice,
- *   f2 calling f3 twice, ...
- * Every other function runs a bounded number of instructions between checks. This leaves out
- * most entry checks of an AssemblyScript module's runtime helpers (__retain, __release, ...),
- * called hundreds of times per request.
+ * - it calls itself, or it is picked to break a cycle of direct calls: every cycle must hold at
+ *   least one checked function. Cycles are found as strongly connected components (Tarjan's
+ *   algorithm); in a component of up to FVS_MAX functions, checks go one at a time to the
+ *   function with the most calls in and out inside what is left of the cycle (the greedy feedback
+ *   vertex set), until no cycle is left; in a larger one, every function is checked;
+ * - the calls it can make before any other check, counted through its unchecked callees (each
+ *   call site once: a loop-free stretch runs each site once per pass, and a loop ticks per pass),
+ *   exceed ENTRY_SPAN: this bounds fan-out such as f1 calling f2 twice, f2 calling f3 twice, ...
+ * Every other function runs a bounded number of instructions between checks. This leaves out the
+ * entry checks of most of an AssemblyScript module's runtime helpers (__retain, __release, ...),
+ * called hundreds of times per request, whose reference counting recurses through a cycle.
  */
 const ENTRY_SPAN = 64;
+const FVS_MAX = 64;
+
+/** Strongly connected components of the graph on `nodes` (edges leaving `nodes` are ignored), callees first. */
+function components(nodes: readonly number[], inSet: (v: number) => boolean, succ: (v: number) => readonly number[]): number[][] {
+  const index = new Map<number, number>();
+  const low = new Map<number, number>();
+  const onStack = new Set<number>();
+  const stack: number[] = [];
+  const out: number[][] = [];
+  let next = 0;
+  for (const root of nodes) {
+    if (index.has(root)) continue;
+    const work: [number, number][] = [[root, 0]];
+    index.set(root, next);
+    low.set(root, next++);
+    stack.push(root);
+    onStack.add(root);
+    while (work.length) {
+      const top = work[work.length - 1]!;
+      const [v, k] = top;
+      const callees = succ(v);
+      if (k < callees.length) {
+        top[1] = k + 1;
+        const w = callees[k]!;
+        if (!inSet(w)) continue;
+        if (!index.has(w)) {
+          index.set(w, next);
+          low.set(w, next++);
+          stack.push(w);
+          onStack.add(w);
+          work.push([w, 0]);
+        } else if (onStack.has(w)) low.set(v, Math.min(low.get(v)!, index.get(w)!));
+        continue;
+      }
+      work.pop();
+      if (work.length) {
+        const parent = work[work.length - 1]![0];
+        low.set(parent, Math.min(low.get(parent)!, low.get(v)!));
+      }
+      if (low.get(v) === index.get(v)) {
+        const comp: number[] = [];
+        for (;;) {
+          const w = stack.pop()!;
+          onStack.delete(w);
+          comp.push(w);
+          if (w === v) break;
+        }
+        out.push(comp);
+      }
+    }
+  }
+  return out;
+}
 
 function entryChecks(b: Uint8Array, s: Section, rw: Rewrite): { checked: boolean[]; loops: boolean[] } {
   const r = new Reader(b, s.start, s.end);
@@ -683,68 +738,51 @@ function entryChecks(b: Uint8Array, s: Section, rw: Rewrite): { checked: boolean
     rewriteExpr(br, nul, rw, undefined, scan);
     // Calls to imports are host functions: bounded, and never back into the module.
     scan.callees = scan.callees.filter((c) => c >= rw.refuel).map((c) => c - rw.refuel);
+    for (const c of scan.callees) if (c >= n) throw new MeterError(`function ${i + rw.refuel} calls function ${c + rw.refuel}, which does not exist`);
     scans.push(scan);
     r.pos = end;
   }
-  const checked = scans.map((sc) => sc.indirect);
-  const cost = new Array<number>(n).fill(0);
-  // Tarjan's SCCs, iteratively; components come out callees first (reverse topological order).
-  const index = new Array<number>(n).fill(-1);
-  const low = new Array<number>(n).fill(0);
-  const onStack = new Array<boolean>(n).fill(false);
-  const stack: number[] = [];
-  let next = 0;
-  const settle = (comp: number[]): void => {
-    if (comp.length > 1) {
+  const succ = (v: number): readonly number[] => scans[v]!.callees;
+  const checked = scans.map((sc, f) => sc.indirect || sc.callees.includes(f));
+  const all = Array.from({ length: n }, (_, i) => i);
+  for (const comp of components(all, () => true, succ)) {
+    if (comp.length === 1) continue;
+    if (comp.length > FVS_MAX) {
       for (const f of comp) checked[f] = true;
-      return;
+      continue;
     }
-    const f = comp[0]!;
-    const sc = scans[f]!;
-    if (sc.callees.includes(f)) checked[f] = true;
-    if (checked[f]) return;
-    let c = 1;
-    for (const g of sc.callees) if (!checked[g]) c += cost[g]!;
-    if (c > ENTRY_SPAN) checked[f] = true;
-    else cost[f] = c;
-  };
-  for (let root = 0; root < n; root++) {
-    if (index[root] !== -1) continue;
-    const work: [number, number][] = [[root, 0]];
-    index[root] = low[root] = next++;
-    stack.push(root);
-    onStack[root] = true;
-    while (work.length) {
-      const top = work[work.length - 1]!;
-      const [v, k] = top;
-      const callees = scans[v]!.callees;
-      if (k < callees.length) {
-        top[1] = k + 1;
-        const w = callees[k]!;
-        if (w >= n) throw new MeterError(`function ${v} calls function ${w + rw.refuel}, which does not exist`);
-        if (index[w] === -1) {
-          index[w] = low[w] = next++;
-          stack.push(w);
-          onStack[w] = true;
-          work.push([w, 0]);
-        } else if (onStack[w]) low[v] = Math.min(low[v]!, index[w]!);
-        continue;
-      }
-      work.pop();
-      if (work.length) {
-        const parent = work[work.length - 1]![0];
-        low[parent] = Math.min(low[parent]!, low[v]!);
-      }
-      if (low[v] === index[v]) {
-        const comp: number[] = [];
-        for (;;) {
-          const w = stack.pop()!;
-          onStack[w] = false;
-          comp.push(w);
-          if (w === v) break;
+    // Greedy feedback vertex set: break what is left of the cycles until none is.
+    const left = new Set(comp.filter((f) => !checked[f]));
+    for (;;) {
+      const cyclic = components([...left], (v) => left.has(v), succ).filter((c) => c.length > 1);
+      if (!cyclic.length) break;
+      for (const c of cyclic) {
+        const inC = new Set(c);
+        let best = c[0]!;
+        let bestScore = -1;
+        for (const f of c) {
+          const outs = scans[f]!.callees.filter((g) => inC.has(g)).length;
+          const ins = c.reduce((k, g) => k + scans[g]!.callees.filter((h) => h === f).length, 0);
+          if (ins * outs > bestScore) {
+            bestScore = ins * outs;
+            best = f;
+          }
         }
-        settle(comp);
+        checked[best] = true;
+        left.delete(best);
       }
+    }
+  }
+  // The unchecked functions now call each other without cycles: count each one's calls up to
+  // the next check, callees first, and check those past ENTRY_SPAN.
+  const cost = new Array<number>(n).fill(0);
+  for (const comp of components(all, (v) => !checked[v], succ)) {
+    for (const f of comp) {
+      if (checked[f]) continue;
+      let c = 1;
+      for (const g of scans[f]!.callees) if (!checked[g]) c += cost[g]!;
+      if (c > ENTRY_SPAN) checked[f] = true;
+      else cost[f] = c;
     }
   }
   return { checked, loops: scans.map((sc) => sc.loops) };

@@ -2,11 +2,13 @@
  * `BENCH_SCENARIOS=wasm npm run bench`: the cost of WasmPlugins.
  *
  * 1. Host level: CPU per request for a plugin's request + response header callbacks (plus the
- *    stream's done/log/delete), with the VM in a worker thread (the default, interruptible) and
- *    inline on the main thread; process CPU time, so the worker thread's share is counted.
+ *    stream's done/log/delete), with the VM inline on the main thread (the default, metered by
+ *    wasm/meter.ts) and in a worker thread; process CPU time, so the worker thread's share is
+ *    counted. A reference row runs the same module unmetered on the engine directly (what the
+ *    meter costs).
  * 2. Gateway level: wrk against `portico gateway` in this process, same route without plugins,
  *    with the header plugin and with the basic-auth plugin: req/s and gateway CPU per request.
- * 3. Memory per VM: process RSS growth per started VM, and its linear memory.
+ * 3. Memory per VM: process RSS growth per started VM (inline and worker), and its linear memory.
  *
  * Plugins come from scripts/build-wasm-plugins.sh. Env: BENCH_DURATION (s, default 10).
  */
@@ -20,6 +22,7 @@ import { ModuleCache } from '../../wasm/fetch.ts';
 import { WasmManager } from '../../wasm/plugins.ts';
 import { SharedStore } from '../../wasm/shared.ts';
 import { startVm, type Vm } from '../../wasm/vm.ts';
+import { Engine } from '../../wasm/engine.ts';
 import type { StreamInfo } from '../../wasm/properties.ts';
 
 const PLUGINS = join(process.env.PORTICO_CACHE ?? join(homedir(), '.cache/portico'), 'wasm/plugins');
@@ -38,23 +41,39 @@ const host = { services: new SharedStore().services(() => false), httpCall: () =
 async function hostLevel(): Promise<void> {
   console.log('\n== host level: CPU per request (request + response headers callbacks, stream end)');
   for (const [file, root, cfg] of [['as-header', 'add_header', HEADER], ['go-header', 'h', HEADER], ['as-basic-auth', 'basic_auth', BASIC]] as const) {
-    for (const isolation of ['worker', 'inline'] as const) {
+    for (const isolation of ['inline', 'worker', 'unmetered'] as const) {
+      const bytes = readFileSync(join(PLUGINS, `${file}.wasm`));
       // A generous budget: this measures cost; a loaded host can delay the VM thread (see docs/wasm.md).
-      const vm = await startVm(readFileSync(join(PLUGINS, `${file}.wasm`)), settings(root, cfg), host, { isolation, callBudgetMs: 10_000 });
-      const once = () => {
-        const r = vm.requestHeaders(INFO, [[':path', '/productpage'], [':method', 'GET'], ['authorization', 'Basic YWRtaW4zOmFkbWluMw==']], true);
-        vm.responseHeaders(r.ctx, { code: 200 }, [[':status', '200']], false);
-        vm.streamDone(r.ctx);
-      };
+      let once: () => void;
+      let stop: () => void;
+      if (isolation === 'unmetered') {
+        const e = Engine.create(bytes, settings(root, cfg), host.services);
+        e.start();
+        once = () => {
+          const r = e.requestHeaders(INFO, REQUEST, true);
+          e.responseHeaders(r.ctx, { code: 200 }, RESPONSE, false);
+          e.streamDone(r.ctx);
+        };
+        stop = () => undefined;
+      } else {
+        const vm = await startVm(bytes, settings(root, cfg), host, { isolation, callBudgetMs: 10_000 });
+        once = () => {
+          const r = vm.requestHeaders(INFO, REQUEST, true);
+          vm.responseHeaders(r.ctx, { code: 200 }, RESPONSE, false);
+          vm.streamDone(r.ctx);
+        };
+        stop = () => vm.kill();
+      }
       // V8 runs wasm first in its baseline tier and optimises hot functions later (in the
       // background): measure the steady state a long-running gateway is in, not the warm-up.
-      const warm = isolation === 'inline' ? 20_000 : 2_000;
+      const onThread = isolation !== 'worker';
+      const warm = onThread ? 20_000 : 2_000;
       for (let i = 0; i < warm; i++) {
         once();
         if (i % 500 === 0) await new Promise((r) => setImmediate(r));
       }
       await new Promise((r) => setImmediate(r));
-      const n = isolation === 'inline' ? 200_000 : 20_000;
+      const n = onThread ? 200_000 : 20_000;
       const c0 = process.cpuUsage();
       const t0 = performance.now();
       for (let i = 0; i < n; i++) {
@@ -63,25 +82,34 @@ async function hostLevel(): Promise<void> {
       }
       const c = process.cpuUsage(c0);
       const wall = performance.now() - t0;
-      console.log(`${file.padEnd(14)} ${isolation.padEnd(7)} cpu ${((c.user + c.system) / n).toFixed(2).padStart(7)} µs/req   wall ${((wall * 1000) / n).toFixed(2).padStart(7)} µs/req`);
-      vm.kill();
+      const label = isolation === 'unmetered' ? 'no meter' : isolation;
+      console.log(`${file.padEnd(14)} ${label.padEnd(8)} cpu ${((c.user + c.system) / n).toFixed(2).padStart(7)} µs/req   wall ${((wall * 1000) / n).toFixed(2).padStart(7)} µs/req`);
+      stop();
     }
   }
 }
 
+const REQUEST: [string, string][] = [[':path', '/productpage'], [':method', 'GET'], ['authorization', 'Basic YWRtaW4zOmFkbWluMw==']];
+const RESPONSE: [string, string][] = [[':status', '200']];
+
 async function memoryPerVm(): Promise<void> {
-  console.log('\n== memory per VM (worker isolation)');
-  for (const [file, root, cfg] of [['as-header', 'add_header', HEADER], ['go-header', 'h', HEADER]] as const) {
-    const bytes = readFileSync(join(PLUGINS, `${file}.wasm`));
-    const vms: Vm[] = [];
-    global.gc?.();
-    const before = process.memoryUsage().rss;
-    const N = 4;
-    for (let i = 0; i < N; i++) vms.push(await startVm(bytes, settings(root, cfg), host));
-    await new Promise((r) => setTimeout(r, 200));
-    const after = process.memoryUsage().rss;
-    console.log(`${file.padEnd(14)} RSS +${((after - before) / N / 1048576).toFixed(1)} MiB per VM (worker thread + engine), linear memory ${(vms[0]!.memoryBytes / 1048576).toFixed(1)} MiB`);
-    for (const v of vms) v.kill();
+  console.log('\n== memory per VM');
+  for (const isolation of ['inline', 'worker'] as const) {
+    for (const [file, root, cfg] of [['as-header', 'add_header', HEADER], ['go-header', 'h', HEADER]] as const) {
+      const bytes = readFileSync(join(PLUGINS, `${file}.wasm`));
+      // The first VM of a module also compiles it (inline VMs share the compiled code): not counted.
+      const first = await startVm(bytes, settings(root, cfg), host, { isolation });
+      const vms: Vm[] = [];
+      global.gc?.();
+      const before = process.memoryUsage().rss;
+      const N = 4;
+      for (let i = 0; i < N; i++) vms.push(await startVm(bytes, settings(root, cfg), host, { isolation }));
+      await new Promise((r) => setTimeout(r, 200));
+      const after = process.memoryUsage().rss;
+      const what = isolation === 'worker' ? 'worker thread + engine' : 'instance + engine';
+      console.log(`${file.padEnd(14)} ${isolation.padEnd(7)} RSS +${((after - before) / N / 1048576).toFixed(1)} MiB per VM (${what}), linear memory ${(vms[0]!.memoryBytes / 1048576).toFixed(1)} MiB`);
+      for (const v of [first, ...vms]) v.kill();
+    }
   }
 }
 
@@ -124,11 +152,13 @@ async function gatewayLevel(): Promise<void> {
   const appPort = await new Promise<number>((r) => app.stdout.once('data', (d: Buffer) => r(Number(String(d).trim()))));
   const auth = { authorization: 'Basic YWRtaW4zOmFkbWluMw==' };
   const cases: [string, string, Record<string, string>, 'worker' | 'inline'][] = [
-    ['no plugin', '', {}, 'worker'],
-    ['header (AS) worker', plugin('as-header', 'add_header', HEADER), {}, 'worker'],
+    ['no plugin', '', {}, 'inline'],
+    ['header (Go) inline', plugin('go-header', 'h', HEADER), {}, 'inline'],
     ['header (AS) inline', plugin('as-header', 'add_header', HEADER), {}, 'inline'],
-    ['basic-auth worker', plugin('as-basic-auth', 'basic_auth', BASIC), auth, 'worker'],
     ['basic-auth inline', plugin('as-basic-auth', 'basic_auth', BASIC), auth, 'inline'],
+    ['header (Go) worker', plugin('go-header', 'h', HEADER), {}, 'worker'],
+    ['header (AS) worker', plugin('as-header', 'add_header', HEADER), {}, 'worker'],
+    ['basic-auth worker', plugin('as-basic-auth', 'basic_auth', BASIC), auth, 'worker'],
   ];
   let port = 18_480;
   for (const [name, yaml, headers, isolation] of cases) {

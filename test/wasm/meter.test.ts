@@ -156,6 +156,20 @@ test('recursion with no loop in it is metered at function entry (exponential fib
   budget.end();
 });
 
+test('mutual recursion with no loop is metered (a check breaks every cycle of calls)', () => {
+  // $a(n) calls $b(n-1) twice and $b(n) calls $c(n-1) twice, $c calls $a: 2^n calls, shallow stack.
+  const step = (f: string, g: string): string => `(func $${f} (param i32) (result i32)
+      (if (result i32) (i32.eqz (local.get 0)) (then (i32.const 1))
+        (else (i32.add (call $${g} (i32.sub (local.get 0) (i32.const 1))) (call $${g} (i32.sub (local.get 0) (i32.const 1)))))))`;
+  const budget = new CallBudget(20);
+  const e = instantiate(meter(wat(`(module ${step('a', 'b')} ${step('b', 'c')} ${step('c', 'a')} (export "a" (func $a)))`)), budget);
+  budget.begin();
+  assert.equal(e.a!(10), 1024);
+  assert.throws(() => e.a!(60), WebAssembly.RuntimeError);
+  assert.equal(budget.exceeded, true);
+  budget.end();
+});
+
 test('a loop-free, recursion-free chain of calls that fans out is metered too (f0 calls f1 twice, f1 calls f2 twice, ...)', () => {
   // 2^44 calls with no loop and no cycle: only the fan-out rule of entryChecks puts a check in it.
   const depth = 44;
