@@ -56,12 +56,15 @@ export interface VmOptions {
 export type Resumption = { kind: 'continue'; requestHeaders?: Pairs } | { kind: 'reply'; reply: LocalReplyData } | { kind: 'close' } | { kind: 'failed'; reason: string };
 
 interface Backend {
+  /** Worker VMs: stream ends wait to ride along with the next call (a round trip saved). */
+  readonly deferDone: boolean;
   call(c: WorkerCall): unknown;
   readonly memory: number;
   kill(): void;
 }
 
 class InlineBackend implements Backend {
+  readonly deferDone = false;
   constructor(
     private readonly engine: Engine,
     private readonly budget: CallBudget,
@@ -88,6 +91,7 @@ class InlineBackend implements Backend {
 }
 
 class WorkerBackend implements Backend {
+  readonly deferDone = true;
   memory = 0;
   constructor(
     private readonly worker: Worker,
@@ -304,6 +308,11 @@ export class Vm {
   streamDone(ctx: number, info?: ResponseInfo): void {
     this.paused.delete(ctx);
     if (this.failure) return;
+    if (!this.backend.deferDone) {
+      // Inline: a call costs no more alone than batched, and the SDK's context ends at once.
+      this.safe({ op: 'streamDone', args: [ctx, info] });
+      return;
+    }
     this.pendingDone.push({ op: 'streamDone', args: [ctx, info] });
     // Stream ends ride along with the next call; when none comes soon, a timer sends them (a
     // separate round trip per request would cost as much as the request's own callbacks).

@@ -197,13 +197,28 @@ function toPairs(x: FilterExchange): Pairs {
 }
 
 /** Writes a plugin's header map back, leaving pseudo-headers alone. */
+/**
+ * Makes `target` hold what the plugin left in the map (pseudo-headers aside), touching only what
+ * changed: a plugin that adds one header costs one assignment. Deleting every key and adding
+ * them back would also turn the object into a slow dictionary-mode object for the rest of the
+ * request (header writes, the upstream request).
+ */
 function applyPairs(target: HeaderMap, pairs: Pairs): void {
-  for (const k of Object.keys(target)) delete target[k];
+  const next = new Map<string, string | string[]>();
   for (const [k, v] of pairs) {
-    if (k.startsWith(':')) continue;
-    const prev = target[k];
-    target[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [prev, v];
+    if (k.charCodeAt(0) === 58 /* : */) continue;
+    const prev = next.get(k);
+    next.set(k, prev === undefined ? v : typeof prev === 'string' ? [prev, v] : (prev.push(v), prev));
   }
+  for (const k in target) if (!next.has(k)) delete target[k];
+  for (const [k, v] of next) if (!sameValue(target[k], v)) target[k] = v;
+}
+
+function sameValue(a: string | readonly string[] | undefined, b: string | readonly string[]): boolean {
+  if (typeof a === 'string' || typeof b === 'string' || a === undefined) return a === b;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /** Envoy applies a plugin's grpc_status only when the request is gRPC. */
