@@ -249,3 +249,18 @@ for (const isolation of ['worker', 'inline'] as const) {
     assert.ok(ids.length <= 10, `the SDK holds ${ids.length} contexts after ${N} sequential requests: ${last}`);
   });
 }
+
+test('header removals and replacements by a plugin reach the upstream; untouched and repeated headers stay as sent', async (t) => {
+  const s = await setup(t, (p) =>
+    plugin('edit', p('go-header'), '  pluginName: h\n  pluginConfig: {header: x-added, value: "1", remove: [x-drop], replace: {x-swap: new}}'));
+  if (!s) return;
+  const r = await request(`${s.base}/productpage`, { headers: ['x-drop', 'a', 'x-swap', 'old', 'x-keep', 'k', 'x-multi', '1', 'x-multi', '2'] });
+  assert.equal(r.statusCode, 200);
+  await r.body.dump();
+  const h = s.app.seen.at(-1)!.headers;
+  assert.equal(h['x-drop'], undefined);
+  assert.equal(h['x-swap'], 'new');
+  assert.equal(h['x-keep'], 'k');
+  assert.equal(h['x-added'], '1');
+  assert.equal(h['x-multi'], '1, 2');
+});

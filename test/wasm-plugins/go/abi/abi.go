@@ -55,6 +55,9 @@ func proxyAddHeaderMapValue(typ uint32, key unsafe.Pointer, keySize uint32, val 
 //go:wasmimport env proxy_replace_header_map_value
 func proxyReplaceHeaderMapValue(typ uint32, key unsafe.Pointer, keySize uint32, val unsafe.Pointer, valSize uint32) uint32
 
+//go:wasmimport env proxy_remove_header_map_value
+func proxyRemoveHeaderMapValue(typ uint32, key unsafe.Pointer, keySize uint32) uint32
+
 //go:wasmimport env proxy_get_header_map_pairs
 func proxyGetHeaderMapPairs(typ uint32, ptr unsafe.Pointer, size unsafe.Pointer) uint32
 
@@ -181,6 +184,12 @@ func ReplaceHeader(typ uint32, key, value string) uint32 {
 	k, kn := strPtr(key)
 	v, vn := strPtr(value)
 	return proxyReplaceHeaderMapValue(typ, k, kn, v, vn)
+}
+
+// RemoveHeader removes every value of a header.
+func RemoveHeader(typ uint32, key string) uint32 {
+	k, kn := strPtr(key)
+	return proxyRemoveHeaderMapValue(typ, k, kn)
 }
 
 // Pairs encodes headers in the ABI's map format: count, (key len, value len)*, NUL-terminated data.

@@ -1,6 +1,7 @@
 // Header-adding filter on the raw proxy-wasm ABI with Go's standard toolchain.
 // pluginConfig: {"header": "x-wasm-order", "value": "go"} — added to the upstream request and
-// to the downstream response.
+// to the downstream response; optionally "remove": ["x-a", ...] (request headers removed) and
+// "replace": {"x-b": "v"} (request headers set to one value).
 package main
 
 import (
@@ -14,6 +15,8 @@ func main() {}
 
 var header = "x-wasm-header"
 var value = ""
+var remove []string
+var replace map[string]string
 
 //go:wasmexport proxy_abi_version_0_2_1
 func proxyAbiVersion() {}
@@ -28,8 +31,10 @@ func proxyOnVMStart(rootID uint32, vmConfigSize uint32) uint32 { return 1 }
 func proxyOnConfigure(rootID uint32, size uint32) uint32 {
 	raw, _ := abi.Buffer(abi.BufferPluginConfig, size)
 	var cfg struct {
-		Header string `json:"header"`
-		Value  string `json:"value"`
+		Header  string            `json:"header"`
+		Value   string            `json:"value"`
+		Remove  []string          `json:"remove"`
+		Replace map[string]string `json:"replace"`
 	}
 	if len(raw) > 0 {
 		if err := json.Unmarshal(raw, &cfg); err != nil {
@@ -41,6 +46,8 @@ func proxyOnConfigure(rootID uint32, size uint32) uint32 {
 		header = cfg.Header
 	}
 	value = cfg.Value
+	remove = cfg.Remove
+	replace = cfg.Replace
 	return 1
 }
 
@@ -49,6 +56,12 @@ func proxyOnContextCreate(id uint32, parent uint32) {}
 
 //go:wasmexport proxy_on_request_headers
 func proxyOnRequestHeaders(id uint32, n uint32, eos uint32) uint32 {
+	for _, h := range remove {
+		abi.RemoveHeader(abi.RequestHeaders, h)
+	}
+	for h, v := range replace {
+		abi.ReplaceHeader(abi.RequestHeaders, h, v)
+	}
 	abi.AddHeader(abi.RequestHeaders, header, value)
 	return 0
 }
