@@ -323,10 +323,7 @@ export class Engine {
     this.enter('call', id, s);
     try {
       this.on.contextCreate?.(id, ROOT);
-      if (this.on.requestHeaders) {
-        const r = this.abi === '0.1.0' ? this.on.requestHeaders(id, countPairs(headers)) : this.on.requestHeaders(id, countPairs(headers), endOfStream ? 1 : 0);
-        if (r !== Action.Continue && this.out.status === 'continue') this.out.status = 'stop';
-      }
+      this.headersCallback(this.on.requestHeaders, id, headers, endOfStream);
     } catch (e) {
       throw this.abort('call', e, s);
     }
@@ -414,10 +411,7 @@ export class Engine {
     s.respInfo = info;
     this.enter('call', ctx, s);
     try {
-      if (this.on.responseHeaders) {
-        const r = this.abi === '0.1.0' ? this.on.responseHeaders(ctx, countPairs(headers)) : this.on.responseHeaders(ctx, countPairs(headers), endOfStream ? 1 : 0);
-        if (r !== Action.Continue && this.out.status === 'continue') this.out.status = 'stop';
-      }
+      this.headersCallback(this.on.responseHeaders, ctx, headers, endOfStream);
     } catch (e) {
       throw this.abort('call', e, s);
     }
@@ -473,6 +467,13 @@ export class Engine {
       throw this.abort(phase, e, stream);
     }
     return this.leave(stream);
+  }
+
+  /** proxy_on_request_headers / proxy_on_response_headers (0.1.0 has no end_of_stream). */
+  private headersCallback(fn: Fn | undefined, ctx: number, headers: Pairs, endOfStream: boolean): void {
+    if (!fn) return;
+    const r = this.abi === '0.1.0' ? fn(ctx, countPairs(headers)) : fn(ctx, countPairs(headers), endOfStream ? 1 : 0);
+    if (r !== Action.Continue && this.out.status === 'continue') this.out.status = 'stop';
   }
 
   /** Starts a callback into the module (fails at once when the VM failed earlier). */
