@@ -10,34 +10,46 @@ import { performance } from 'node:perf_hooks';
 export const FUEL = 10_000;
 
 export class CallBudget {
-  /** performance.now() after which the running call is out of time; Infinity between calls. */
-  private deadline = Infinity;
+  /**
+   * performance.now() after which the running call is out of time. NaN until the call first
+   * needs it: a call that ends before its first refuel never reads the clock (most calls), and
+   * one that refuels is timed from then, at most FUEL ticks after it began.
+   */
+  private deadline = NaN;
+  private callMs: number;
   /** Set when the running call ran out of time (the module traps at its next check). */
   exceeded = false;
   /** The module's fuel global (exported as portico.fuel), once instantiated. */
   fuel: WebAssembly.Global | undefined;
 
-  constructor(readonly ms: number) {}
+  constructor(readonly ms: number) {
+    this.callMs = ms;
+  }
 
   begin(ms = this.ms): void {
     this.exceeded = false;
-    this.deadline = performance.now() + ms;
+    this.callMs = ms;
+    this.deadline = NaN;
   }
 
   end(): void {
-    this.deadline = Infinity;
+    this.deadline = NaN;
   }
 
   /** The `portico.refuel` import. */
   readonly refuel = (): number => {
-    if (performance.now() <= this.deadline) return FUEL;
+    const now = performance.now();
+    if (Number.isNaN(this.deadline)) this.deadline = now + this.callMs;
+    if (now <= this.deadline) return FUEL;
     this.exceeded = true;
     return 0;
   };
 
   /** Milliseconds left in the running call. */
   remainingMs(): number {
-    return this.deadline - performance.now();
+    const now = performance.now();
+    if (Number.isNaN(this.deadline)) this.deadline = now + this.callMs;
+    return this.deadline - now;
   }
 
   /** Ends the running call at the module's next check (a blocking request past the deadline). */
