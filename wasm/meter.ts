@@ -352,6 +352,8 @@ function prefixFE(r: Reader): void {
 
 interface Section {
   id: number;
+  head: number; // the id byte
+
   start: number; // body start
   end: number;
 }
@@ -362,19 +364,19 @@ function sections(b: Uint8Array): Section[] {
   const out: Section[] = [];
   const r = new Reader(b, 8);
   while (r.pos < b.length) {
+    const head = r.pos;
     const id = r.byte();
     const size = r.u32();
     const start = r.pos;
     if (start + size > b.length) throw new MeterError('section runs past the end of the module');
-    out.push({ id, start, end: start + size });
+    out.push({ id, head, start, end: start + size });
     r.pos = start + size;
   }
   return out;
 }
 
 function section(id: number, body: Writer | number[]): Uint8Array[] {
-  const len = body instanceof Writer ? body.length : body.length;
-  const head = Uint8Array.from([id, ...leb(len)]);
+  const head = Uint8Array.from([id, ...leb(body.length)]);
   return body instanceof Writer ? [head, ...body.parts] : [head, Uint8Array.from(body)];
 }
 
@@ -574,17 +576,10 @@ export function meter(b: Uint8Array): Uint8Array {
         continue;
       }
     }
-    out.push(b.subarray(sectionHeadStart(b, s), s.end));
+    out.push(b.subarray(s.head, s.end));
   }
   emitMissingBefore(-1);
   return Buffer.concat(out);
-}
-
-/** Where a section's id byte is, given its body start (the size LEB precedes the body). */
-function sectionHeadStart(b: Uint8Array, s: Section): number {
-  let p = s.start - 1; // last byte of the size LEB
-  while (p > 0 && (b[p - 1]! & 0x80) !== 0) p--;
-  return p - 1;
 }
 
 function rewriteElements(b: Uint8Array, s: Section, rw: Rewrite, shift: (i: number) => number): Writer {

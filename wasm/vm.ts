@@ -3,7 +3,7 @@
  * request. Both isolations give each callback a time budget (default 1 s):
  *
  * - `inline` (the default): the module runs on the main thread, metered (wasm/meter.ts): it
- *   checks a fuel counter at every function entry and loop iteration and traps once the call's
+ *   checks a fuel counter at every loop iteration (and where calls alone could recur) and traps once the call's
  *   deadline has passed, so a plugin that loops costs one budget's stall and its VM is failed.
  *   A module the meter cannot decode runs in a worker instead (with a warning).
  * - `worker`: the module runs in a worker thread and each callback is a synchronous round trip
